@@ -1,0 +1,1 @@
+"""Mountable components built on the public ``core`` API."""

@@ -1,0 +1,1 @@
+"""Capsule: a transactional document database for AI applications (public API below)."""

@@ -1,0 +1,346 @@
+"""Owns the catalog: table numbers, index ids, table spaces, and schema changes at open.
+
+Every table belongs to a table space (``""`` for the app, the mount path for a component
+instance, ``"_system"`` for system tables); table numbers are unique across the database, so an
+id names exactly one table of one space.
+
+At open, new tables and indexes are created (indexes are backfilled from the stored documents),
+removed indexes are dropped, and a table whose shape changed is checked document by document:
+if one violates the new shape the database refuses to open, naming the table, the document and
+the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.encoding import dump_document, load_document
+from core.errors import InvalidIdError, InvalidValueError, SchemaMismatchError, UserError
+from core.ids import Id, decode_table_number
+from core.indexes import CREATION_TIME_INDEX, Index, build_index
+from core.schema import Schema, Table
+from core.storage.base import (
+    CatalogIndex,
+    CatalogTable,
+    CommitBatchItem,
+    DocumentWrite,
+    Snapshot,
+    WriteSession,
+)
+from core.values import check_table_name
+
+SYSTEM_NAMESPACE = "_system"
+
+
+@dataclass(slots=True, kw_only=True)
+class TableInfo:
+    """A table as the running database knows it."""
+
+    number: int
+    namespace: str
+    name: str
+    decl: Table | None
+    indexes: dict[str, Index] = field(default_factory=dict)
+
+    @property
+    def creation_index(self) -> Index:
+        """The built-in index that orders the table by creation time."""
+        return self.indexes[CREATION_TIME_INDEX]
+
+    def validate(self, body: dict[str, Any], context: Any) -> dict[str, Any]:
+        """Validate a document body (no system fields) against the declared shape."""
+        if self.decl is None:
+            return body
+        return self.decl.validate(self.name, body, context)
+
+    def entries(self, doc: dict[str, Any]) -> list[tuple[int, bytes, bytes]]:
+        """Every index entry of a document in this table, as (index id, key, value)."""
+        out = []
+        for index in self.indexes.values():
+            for key, value in index.entries(doc):
+                out.append((index.id, key, value))
+        return out
+
+
+class TableSpace:
+    """The tables one namespace can see; resolves names and ids within it."""
+
+    def __init__(self, catalog: Catalog, namespace: str, schema: Schema):
+        self.catalog = catalog
+        self.namespace = namespace
+        self.schema = schema
+        self.tables: dict[str, TableInfo] = {}
+
+    def table(self, name: str) -> TableInfo:
+        """The table called ``name`` here; undeclared names are created when not strict."""
+        info = self.tables.get(name)
+        if info is not None:
+            return info
+        system = self.namespace == SYSTEM_NAMESPACE
+        check_table_name(name, system=system)
+        if name.startswith("_") and not system:
+            raise InvalidValueError(f'Table "{name}" is a system table; use ctx.db.system.')
+        if self.schema.strict:
+            raise InvalidValueError(
+                f'Table "{name}" is not in the schema'
+                + (f' of component "{self.namespace}"' if self.namespace else "")
+                + "; declare it, or use Schema(..., strict=False).",
+                table=name,
+            )
+        return self.catalog.ensure_table(self, name)
+
+    def resolve_id(self, value: str, table: str | None = None) -> Id:
+        """Return ``value`` as an ``Id`` if it belongs to this space (and to ``table``)."""
+        number = decode_table_number(value)
+        info = self.catalog.by_number.get(number)
+        if info is None:
+            info = self.catalog.refresh_number(number)
+        if info is None or info.namespace != self.namespace:
+            where = f'table "{table}"' if table else "a table of this app"
+            if self.namespace:
+                where += f' in component "{self.namespace}"'
+            raise InvalidIdError(f'"{value}" is not an id of {where}.', table=table)
+        if table is not None and info.name != table:
+            raise InvalidIdError(
+                f'"{value}" is an id of table "{info.name}", not of table "{table}".', table=table
+            )
+        return value if type(value) is Id else Id(value)
+
+    def validation_context(self) -> dict[str, Any]:
+        """The pydantic context that lets ``Id["t"]`` fields check their table."""
+        return {"resolve_id": self.resolve_id}
+
+
+class Catalog:
+    """All table spaces of one database, with the persisted numbering."""
+
+    def __init__(self, storage: Any):
+        self.storage = storage
+        self.spaces: dict[str, TableSpace] = {}
+        self.by_number: dict[int, TableInfo] = {}
+        self.index_by_id: dict[int, tuple[TableInfo, Index]] = {}
+        self._ensure: Callable[[TableSpace, str], TableInfo] | None = None
+
+    def space(self, namespace: str) -> TableSpace:
+        """The table space of a namespace."""
+        try:
+            return self.spaces[namespace]
+        except KeyError:
+            raise UserError(f'No table space "{namespace}" is open.') from None
+
+    # -- open -------------------------------------------------------------------------------
+
+    def open(self, w: WriteSession, schemas: dict[str, Schema], next_ts: Callable[[], int]) -> None:
+        """Create, check and backfill tables and indexes for ``schemas`` (one write session)."""
+        tables, indexes = self.storage.load_catalog()
+        known = {(t.namespace, t.name): t for t in tables}
+        known_idx: dict[int, dict[str, CatalogIndex]] = {}
+        for i in indexes:
+            known_idx.setdefault(i.table, {})[i.name] = i
+        next_table = max((t.number for t in tables), default=0) + 1
+        next_index = max((i.id for i in indexes), default=0) + 1
+        put_tables: list[CatalogTable] = []
+        put_indexes: list[CatalogIndex] = []
+        drop: list[int] = []
+        backfill: list[tuple[TableInfo, list[Index]]] = []
+        check_shape: list[TableInfo] = []
+        for namespace, schema in schemas.items():
+            space = TableSpace(self, namespace, schema)
+            self.spaces[namespace] = space
+            names = set(schema.tables)
+            if not schema.strict:
+                names |= {t.name for t in tables if t.namespace == namespace}
+            for name in sorted(names):
+                decl = schema.tables.get(name)
+                fingerprint = decl.fingerprint(name) if decl else "schemaless"
+                row = known.get((namespace, name))
+                if row is None:
+                    row = CatalogTable(
+                        number=next_table, namespace=namespace, name=name, fingerprint=fingerprint
+                    )
+                    next_table += 1
+                    put_tables.append(row)
+                elif row.fingerprint != fingerprint:
+                    put_tables.append(
+                        CatalogTable(
+                            number=row.number, namespace=namespace, name=name,
+                            fingerprint=fingerprint,
+                        )
+                    )
+                info = TableInfo(number=row.number, namespace=namespace, name=name, decl=decl)
+                if row.fingerprint != fingerprint and decl is not None:
+                    check_shape.append(info)
+                existing = known_idx.pop(row.number, {})
+                specs: dict[str, Any] = {CREATION_TIME_INDEX: None}
+                if decl is not None:
+                    specs.update(decl.indexes)
+                new_indexes: list[Index] = []
+                for iname, spec in specs.items():
+                    text = "btree:" if spec is None else spec.describe()
+                    old = existing.pop(iname, None)
+                    if old is not None and old.spec == text:
+                        index_id = old.id
+                    else:
+                        if old is not None:
+                            drop.append(old.id)
+                        index_id = next_index
+                        next_index += 1
+                        put_indexes.append(
+                            CatalogIndex(id=index_id, table=row.number, name=iname, spec=text)
+                        )
+                    index = build_index(spec, id=index_id, table=row.number, name=iname)
+                    info.indexes[iname] = index
+                    if old is None or old.spec != text:
+                        new_indexes.append(index)
+                drop.extend(i.id for i in existing.values())
+                if new_indexes:
+                    backfill.append((info, new_indexes))
+                space.tables[name] = info
+                self.by_number[info.number] = info
+        # Tables of spaces not opened now keep their data; they are simply not reachable.
+        for t in tables:
+            if t.number not in self.by_number:
+                self.by_number.setdefault(
+                    t.number, TableInfo(number=t.number, namespace=t.namespace, name=t.name, decl=None)
+                )
+        self._reindex()
+        w.put_catalog(put_tables, put_indexes, drop)
+        snap = w.snapshot()
+        for info in check_shape:
+            self._check_documents(snap, info)
+        items = []
+        for info, new in backfill:
+            writes = self._backfill(snap, info, new)
+            if writes:
+                items.append(CommitBatchItem(ts=next_ts(), writes=writes, log_record=_EMPTY_LOG))
+        if items:
+            w.apply(items)
+
+    def _reindex(self) -> None:
+        self.index_by_id = {
+            index.id: (info, index)
+            for info in self.by_number.values()
+            for index in info.indexes.values()
+        }
+
+    def _stored(self, snap: Snapshot, info: TableInfo) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every stored document of a table, read through its creation-time index in batches.
+
+        The creation-time index is only ever new together with its (empty) table, so it is
+        complete for every table that has documents.
+        """
+        index = info.creation_index.id
+        lo = b""
+        while True:
+            rows = snap.scan(index, lo, None, reverse=False, limit=512)
+            for row in rows:
+                yield row.doc.id, load_document(row.doc.data)
+            if len(rows) < 512:
+                return
+            lo = rows[-1].key + b"\x00"
+
+    def _check_documents(self, snap: Snapshot, info: TableInfo) -> None:
+        space = self.spaces[info.namespace]
+        context = space.validation_context()
+        for doc_id, doc in self._stored(snap, info):
+            body = {k: v for k, v in doc.items() if not k.startswith("_")}
+            try:
+                info.validate(body, context)
+            except InvalidValueError as exc:
+                raise SchemaMismatchError(
+                    table=info.name,
+                    document_id=doc_id,
+                    field=exc.field or "?",
+                    detail=str(exc).split(": ", 2)[-1].rstrip("."),
+                ) from None
+
+    def _backfill(
+        self, snap: Snapshot, info: TableInfo, indexes: list[Index]
+    ) -> list[DocumentWrite]:
+        writes = []
+        for doc_id, doc in self._stored(snap, info):
+            added = [(ix.id, k, v) for ix in indexes for k, v in ix.entries(doc)]
+            writes.append(
+                DocumentWrite(
+                    id=doc_id,
+                    table=info.number,
+                    creation_time=doc["_creation_time"],
+                    data=dump_document(doc),
+                    added_entries=added,
+                )
+            )
+        return writes
+
+    # -- runtime changes ----------------------------------------------------------------------
+
+    def ensure_table(self, space: TableSpace, name: str) -> TableInfo:
+        """Create a schemaless table on first use (``Schema(strict=False)``)."""
+        if self._ensure is None:
+            raise UserError("The database is not open.")
+        return self._ensure(space, name)
+
+    def add_table(self, space: TableSpace, w: WriteSession, name: str) -> TableInfo:
+        """Register a schemaless table inside a write session (called by the database)."""
+        tables, indexes = self.storage.load_catalog()
+        for t in tables:
+            if t.namespace == space.namespace and t.name == name:
+                row = t
+                break
+        else:
+            row = CatalogTable(
+                number=max((t.number for t in tables), default=0) + 1,
+                namespace=space.namespace,
+                name=name,
+                fingerprint="schemaless",
+            )
+        idx = next((i for i in indexes if i.table == row.number), None)
+        index_id = idx.id if idx else max((i.id for i in indexes), default=0) + 1
+        w.put_catalog(
+            [row], [CatalogIndex(id=index_id, table=row.number, name=CREATION_TIME_INDEX, spec="btree:")], []
+        )
+        info = TableInfo(number=row.number, namespace=space.namespace, name=name, decl=None)
+        info.indexes[CREATION_TIME_INDEX] = build_index(
+            None, id=index_id, table=row.number, name=CREATION_TIME_INDEX
+        )
+        space.tables[name] = info
+        self.by_number[info.number] = info
+        self._reindex()
+        return info
+
+    def refresh_number(self, number: int) -> TableInfo | None:
+        """Look up a table number another process may have created since we opened."""
+        tables, indexes = self.storage.load_catalog()
+        for t in tables:
+            if t.number == number:
+                space = self.spaces.get(t.namespace)
+                if space is None:
+                    info = TableInfo(number=t.number, namespace=t.namespace, name=t.name, decl=None)
+                    self.by_number[number] = info
+                    return info
+                ix = next(
+                    (i for i in indexes if i.table == number and i.name == CREATION_TIME_INDEX),
+                    None,
+                )
+                info = TableInfo(number=number, namespace=t.namespace, name=t.name, decl=None)
+                if ix is not None:
+                    info.indexes[CREATION_TIME_INDEX] = build_index(
+                        None, id=ix.id, table=number, name=CREATION_TIME_INDEX
+                    )
+                space.tables.setdefault(t.name, info)
+                self.by_number[number] = space.tables[t.name]
+                self._reindex()
+                return self.by_number[number]
+        return None
+
+    def table_of(self, doc_id: str) -> TableInfo:
+        """The table an id belongs to (any space)."""
+        number = decode_table_number(doc_id)
+        info = self.by_number.get(number) or self.refresh_number(number)
+        if info is None:
+            raise InvalidIdError(f'"{doc_id}" is not an id of any table.')
+        return info
+
+
+_EMPTY_LOG = b"\x94\x90\x90\x90\x80"  # msgpack of WriteSet() as dumped by readsets.WriteSet

@@ -1,0 +1,317 @@
+"""Owns ``Database``: the open catalog, snapshots, the commit step and the in-memory commit log.
+
+Commits are validated and applied by whichever thread holds the commit lock; threads that
+arrive while it is busy queue their transactions, and the next holder validates and applies
+the whole queue in one storage transaction, so waiting commits share one fsync (group
+commit).
+
+Invariants:
+
+* A transaction commits only if no commit with a timestamp above its snapshot wrote anything
+  its read set covers (checked against the in-memory log, which first takes in the commits
+  other processes appended to the storage log).
+* A commit's write set is appended to the in-memory log, and listeners are told, only after
+  storage made it durable; a batch that fails in storage leaves the log as it was.
+* Commit timestamps are strictly increasing nanoseconds, unique across processes because they
+  are assigned inside the storage's exclusive commit step.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from contextlib import ExitStack
+from collections.abc import Callable
+from typing import Any
+
+from core.database.catalog import Catalog, TableSpace
+from core.database.readsets import WriteSet
+from core.database.transaction import Transaction
+from core.errors import ConflictError
+from core.schema import Schema
+from core.storage.base import CommitBatchItem, Snapshot, Storage, WriteSession
+
+logger = logging.getLogger("capsule.database")
+
+LOG_RETENTION_NS = 60 * 1_000_000_000
+"""How long commit-log records are kept, in memory and in storage (nanoseconds)."""
+PRUNE_EVERY = 512
+
+CommitListener = Callable[[int, WriteSet], None]
+
+
+class Conflict(Exception):
+    """Internal: a transaction's read set was touched by a newer commit (it will be retried)."""
+
+    def __init__(self, tables: set[str]):
+        super().__init__(tables)
+        self.tables = tables
+
+
+class _Request:
+    __slots__ = ("txn", "done", "ts", "error", "writes", "write_set")
+
+    def __init__(self, txn: Transaction):
+        self.txn = txn
+        self.done = False
+        self.ts = 0
+        self.error: BaseException | None = None
+        self.writes, self.write_set = txn.commit_writes()
+
+
+class Database:
+    """One open database: catalog, snapshots and commits over a ``Storage``."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self.catalog = Catalog(storage)
+        self.catalog._ensure = self._ensure_table
+        self._commit_lock = threading.RLock()
+        self._exclusive: WriteSession | None = None
+        self._queue: list[_Request] = []
+        self._queue_lock = threading.Lock()
+        self._log_ts: list[int] = []
+        self._log_ws: list[WriteSet] = []
+        self.latest_ts = 0
+        self._floor = 0
+        """Commits at or below this timestamp may be missing from the in-memory log."""
+        self._active: dict[int, int] = {}
+        self._active_lock = threading.Lock()
+        self._listeners: list[CommitListener] = []
+        self._last_ct = 0.0
+        self._ct_lock = threading.Lock()
+        self._since_prune = 0
+        self.commit_count = 0
+        self.conflict_count = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self, schemas: dict[str, Schema]) -> None:
+        """Open storage and bring the catalog in line with ``schemas``."""
+        self.storage.open()
+        with self.storage.begin_write() as w:
+            self.latest_ts = self._floor = w.latest_ts()
+            self.catalog.open(w, schemas, self._next_ts)
+
+    def close(self) -> None:
+        """Close storage."""
+        self.storage.close()
+
+    def space(self, namespace: str = "") -> TableSpace:
+        """The table space of a namespace (``""`` is the app's)."""
+        return self.catalog.space(namespace)
+
+    def add_listener(self, fn: CommitListener) -> Callable[[], None]:
+        """Call ``fn(ts, write_set)`` after every commit made in this process; returns remover."""
+        self._listeners.append(fn)
+        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
+
+    # -- time -------------------------------------------------------------------------------
+
+    def creation_time(self) -> float:
+        """A creation time: wall-clock seconds, strictly increasing within this process."""
+        with self._ct_lock:
+            now = time.time()
+            if now <= self._last_ct:
+                now = self._last_ct + 1e-6
+            self._last_ct = now
+            return now
+
+    def _next_ts(self) -> int:
+        ts = max(self.latest_ts + 1, time.time_ns())
+        self.latest_ts = ts
+        return ts
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def begin_read(self) -> Snapshot:
+        """A snapshot at the newest commit; registered so the log keeps what it may need."""
+        snap = self.storage.begin_read()
+        with self._active_lock:
+            self._active[id(snap)] = snap.ts
+        return snap
+
+    def end_read(self, snap: Snapshot) -> None:
+        """Close a snapshot taken with ``begin_read``."""
+        with self._active_lock:
+            self._active.pop(id(snap), None)
+        snap.close()
+
+    def transaction(self, *, now: float = 0.0) -> Transaction:
+        """A new transaction (its snapshot starts at its first read)."""
+        return Transaction(self, now=now)
+
+    # -- commit -----------------------------------------------------------------------------
+
+    def commit(self, txn: Transaction) -> int:
+        """Validate and durably apply a transaction's writes; return its commit timestamp.
+
+        Raises:
+            Conflict: a newer commit touched the read set (the caller retries).
+        """
+        if not txn.writes:
+            return txn.snapshot_ts or self.latest_ts
+        req = _Request(txn)
+        with self._queue_lock:
+            self._queue.append(req)
+        with self._commit_lock:
+            if not req.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit_batch(batch)
+        if req.error is not None:
+            raise req.error
+        self._after_commit(txn)
+        return req.ts
+
+    def _commit_batch(self, batch: list[_Request]) -> None:
+        try:
+            with self.storage.begin_write() as w:
+                self._catch_up(w)
+                items: list[CommitBatchItem] = []
+                accepted: list[_Request] = []
+                for req in batch:
+                    tables = self._conflicts(req.txn, accepted)
+                    if tables is not None:
+                        req.error = Conflict(tables)
+                        continue
+                    req.ts = self._next_ts()
+                    accepted.append(req)
+                    items.append(
+                        CommitBatchItem(ts=req.ts, writes=req.writes, log_record=req.write_set.dump())
+                    )
+                if items:
+                    w.apply(items)
+                self._maybe_prune(w)
+        except BaseException as exc:
+            for req in batch:
+                if req.error is None:
+                    req.error = exc
+                req.done = True
+            return
+        self._publish([(r.ts, r.write_set) for r in accepted])
+        for req in batch:
+            req.done = True
+
+    def _conflicts(self, txn: Transaction, accepted: list[_Request]) -> set[str] | None:
+        reads = txn.reads
+        if not reads.docs and not reads.ranges:
+            return None
+        snap_ts = txn.snapshot_ts
+        if snap_ts is None:
+            return None
+        if snap_ts < self._floor:
+            return {"(commit log pruned)"}
+        start = bisect.bisect_right(self._log_ts, snap_ts)
+        for ws in self._log_ws[start:]:
+            if reads.touched_by(ws):
+                return reads.tables_touched_by(ws)
+        for req in accepted:
+            if reads.touched_by(req.write_set):
+                return reads.tables_touched_by(req.write_set)
+        return None
+
+    def _catch_up(self, w: WriteSession) -> None:
+        """Take in commits other processes made since this process last looked."""
+        latest = w.latest_ts()
+        if latest <= self.latest_ts:
+            return
+        for ts, data in w.read_log(self.latest_ts):
+            if ts > self.latest_ts:
+                ws = WriteSet.load(data)
+                self._log_ts.append(ts)
+                self._log_ws.append(ws)
+                self._notify(ts, ws)
+        self.latest_ts = latest
+
+    def poll_other_processes(self) -> None:
+        """Take in other processes' commits now (subscriptions call this while idle)."""
+        with self._commit_lock, self.storage.begin_write() as w:
+            self._catch_up(w)
+
+    def _publish(self, commits: list[tuple[int, WriteSet]]) -> None:
+        for ts, ws in commits:
+            self._log_ts.append(ts)
+            self._log_ws.append(ws)
+            self.commit_count += 1
+        for ts, ws in commits:
+            self._notify(ts, ws)
+
+    def _notify(self, ts: int, ws: WriteSet) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(ts, ws)
+            except Exception:  # a listener must never break the commit path
+                logger.exception("commit listener failed")
+
+    def _after_commit(self, txn: Transaction) -> None:
+        for fn in txn.after_commit:
+            fn()
+
+    def _maybe_prune(self, w: WriteSession) -> None:
+        self._since_prune += 1
+        if self._since_prune < PRUNE_EVERY:
+            return
+        self._since_prune = 0
+        horizon = time.time_ns() - LOG_RETENTION_NS
+        with self._active_lock:
+            oldest = min(self._active.values(), default=self.latest_ts)
+        cut = min(horizon, oldest)
+        n = bisect.bisect_left(self._log_ts, cut)
+        if n:
+            self._floor = self._log_ts[n - 1]
+            del self._log_ts[:n]
+            del self._log_ws[:n]
+        w.prune_log(horizon)
+
+    # -- the final attempt ----------------------------------------------------------------------
+
+    def run_exclusive(
+        self, body: Callable[[Transaction], Any], *, now: float, timeout: float
+    ) -> tuple[Any, int]:
+        """Run ``body`` holding the commit lock, so its transaction cannot conflict.
+
+        Raises:
+            ConflictError: the lock could not be had within ``timeout`` seconds.
+        """
+        if not self._commit_lock.acquire(timeout=timeout):
+            raise ConflictError([], detail=f"the commit lock was busy for {timeout:g} s")
+        try:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            if batch:
+                self._commit_batch(batch)
+            with ExitStack() as stack:
+                try:
+                    w = stack.enter_context(self.storage.begin_write(timeout=timeout))
+                except TimeoutError:
+                    raise ConflictError([], detail="the storage write lock was busy") from None
+                self._catch_up(w)
+                self._exclusive = w
+                stack.callback(setattr, self, "_exclusive", None)
+                txn = Transaction(self, snapshot=w.snapshot(), now=now)
+                result = body(txn)
+                ts = self.latest_ts
+                if txn.writes:
+                    writes, ws = txn.commit_writes()
+                    ts = self._next_ts()
+                    w.apply([CommitBatchItem(ts=ts, writes=writes, log_record=ws.dump())])
+            if txn.writes:
+                self._publish([(ts, ws)])
+                self._after_commit(txn)
+            return result, ts
+        finally:
+            self._commit_lock.release()
+
+    # -- schemaless tables ----------------------------------------------------------------------
+
+    def _ensure_table(self, space: TableSpace, name: str) -> Any:
+        if self._exclusive is not None:
+            return self.catalog.add_table(space, self._exclusive, name)
+        with self._commit_lock, self.storage.begin_write() as w:
+            info = space.tables.get(name)
+            if info is not None:
+                return info
+            return self.catalog.add_table(space, w, name)

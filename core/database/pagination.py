@@ -1,0 +1,48 @@
+"""Owns pages and cursors: ``Page`` and the opaque cursor strings that ``paginate`` returns.
+
+A cursor is the index key of the last document a page returned, so the next page starts
+strictly after it: documents that stay in the range are neither skipped nor repeated, however
+many others are inserted or deleted between pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import InvalidArgumentError
+
+_START = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Page:
+    """One page of a paginated query."""
+
+    page: list[dict[str, Any]]
+    """The documents of this page."""
+    continue_cursor: str
+    """Pass this as ``cursor`` to get the next page."""
+    is_done: bool
+    """True when the range was exhausted (later inserts may still be read with the cursor)."""
+
+
+def encode_cursor(key: bytes | None) -> str:
+    """The cursor string for a position after ``key`` (``None``: the start)."""
+    if key is None:
+        return _START
+    return base64.urlsafe_b64encode(key).decode("ascii")
+
+
+def decode_cursor(cursor: str) -> bytes | None:
+    """The key a cursor stands after (``None``: the start); refuses malformed cursors."""
+    if not isinstance(cursor, str):
+        raise InvalidArgumentError(f"cursor must be a str or None, not {type(cursor).__name__}.")
+    if cursor == _START:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise InvalidArgumentError(f"cursor {cursor[:40]!r} is not a cursor from paginate().") from None

@@ -1,0 +1,380 @@
+"""Owns ``Transaction``: a snapshot, a read set, buffered writes, savepoints and limits.
+
+Reads go to one storage snapshot (taken lazily, at the first read) overlaid with the
+transaction's own buffered writes, so a mutation sees what it wrote. Writes are buffered as the
+new state of each document; nothing reaches storage until the commit step applies them.
+
+Invariant: ``writes`` maps each written document id to its newest state in this transaction,
+and ``_undo`` lists, in order, the state each write replaced, so rolling back to a savepoint
+restores exactly the writes made before it. Reads are never rolled back: what a rolled-back
+nested call read still counts for conflict detection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from core.database.readsets import KeyRange, ReadSet, WriteSet
+from core.encoding import dump_document, load_document
+from core.errors import InvalidValueError, LimitExceededError
+from core.ids import Id, new_id
+from core.storage.base import DocumentWrite, Snapshot
+from core.values import SYSTEM_FIELDS, UNSET, check_document
+
+if TYPE_CHECKING:
+    from core.database.catalog import TableInfo, TableSpace
+    from core.database.engine import Database
+    from core.indexes.base import Index
+
+MAX_SCANNED = 32_000
+MAX_WRITTEN = 16_000
+MAX_BYTES = 16 << 20
+_ABOVE_ALL_KEYS = b"\xff"
+
+
+class PendingWrite:
+    """The newest state of one document written by a transaction."""
+
+    __slots__ = ("id", "table", "doc", "blob", "base_entries", "entries", "size")
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        table: TableInfo,
+        doc: dict[str, Any] | None,
+        blob: bytes | None,
+        base_entries: list[tuple[int, bytes, bytes]],
+        entries: list[tuple[int, bytes, bytes]],
+        size: int,
+    ):
+        self.id = id
+        self.table = table
+        self.doc = doc
+        self.blob = blob
+        self.base_entries = base_entries
+        self.entries = entries
+        self.size = size
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    doc: dict[str, Any] = load_document(data)
+    doc["_id"] = Id(doc["_id"])
+    return doc
+
+
+class Transaction:
+    """One attempt of a query or mutation against the database."""
+
+    def __init__(self, db: Database, *, snapshot: Snapshot | None = None, now: float = 0.0):
+        self.db = db
+        self.now = now
+        self.reads = ReadSet()
+        self.writes: dict[str, PendingWrite] = {}
+        self._undo: list[tuple[str, PendingWrite | None, int, int]] = []
+        self._snapshot = snapshot
+        self._owns_snapshot = snapshot is None
+        self.scanned = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.after_commit: list[Any] = []
+        """Callbacks run once the transaction commits (e.g. waking the scheduler)."""
+
+    # -- snapshot -------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The storage snapshot, begun at the first read."""
+        snap = self._snapshot
+        if snap is None:
+            snap = self._snapshot = self.db.begin_read()
+        return snap
+
+    @property
+    def snapshot_ts(self) -> int | None:
+        """The snapshot's commit timestamp, or ``None`` if nothing was read yet."""
+        return None if self._snapshot is None else self._snapshot.ts
+
+    def close(self) -> None:
+        """Release the snapshot (idempotent)."""
+        snap, self._snapshot = self._snapshot, None
+        if snap is not None and self._owns_snapshot:
+            self.db.end_read(snap)
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def _count_read(self, nbytes: int) -> None:
+        self.scanned += 1
+        self.bytes_read += nbytes
+        if self.scanned > MAX_SCANNED:
+            raise LimitExceededError(
+                f"This transaction scanned more than {MAX_SCANNED:,} documents; the limit is "
+                f"{MAX_SCANNED:,}. Use an index range or paginate.",
+                limit="documents_scanned",
+                maximum=MAX_SCANNED,
+                actual=self.scanned,
+            )
+        if self.bytes_read > MAX_BYTES:
+            raise LimitExceededError(
+                f"This transaction read {self.bytes_read:,} bytes; the limit is 16 MiB "
+                f"({MAX_BYTES:,} bytes).",
+                limit="bytes_read",
+                maximum=MAX_BYTES,
+                actual=self.bytes_read,
+            )
+
+    def _count_write(self, nbytes: int) -> None:
+        if len(self.writes) >= MAX_WRITTEN:
+            raise LimitExceededError(
+                f"This transaction writes more than {MAX_WRITTEN:,} documents; the limit is "
+                f"{MAX_WRITTEN:,}.",
+                limit="documents_written",
+                maximum=MAX_WRITTEN,
+                actual=len(self.writes) + 1,
+            )
+        if self.bytes_written + nbytes > MAX_BYTES:
+            raise LimitExceededError(
+                f"This transaction writes {self.bytes_written + nbytes:,} bytes; the limit is "
+                f"16 MiB ({MAX_BYTES:,} bytes).",
+                limit="bytes_written",
+                maximum=MAX_BYTES,
+                actual=self.bytes_written + nbytes,
+            )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, space: TableSpace, doc_id: str, table: str | None = None) -> dict[str, Any] | None:
+        """The document with this id as this transaction sees it, or ``None``."""
+        doc_id = space.resolve_id(doc_id, table)
+        self.reads.add_doc(doc_id)
+        pw = self.writes.get(doc_id)
+        if pw is not None:
+            return None if pw.blob is None else _load(pw.blob)
+        row = self.snapshot.get(doc_id)
+        if row is None:
+            return None
+        self._count_read(len(row.data))
+        return _load(row.data)
+
+    def scan(
+        self, info: TableInfo, index: Index, lo: bytes, hi: bytes | None, *, reverse: bool
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """Documents of an index range ``[lo, hi)`` in key order, with own writes overlaid.
+
+        The read set grows as the caller consumes: it covers exactly the keys handed out (all
+        of ``[lo, hi)`` once the scan is exhausted), so stopping early keeps conflicts narrow.
+        """
+        self.reads.tables[index.id] = info.name
+        rng = self.reads.add_range(
+            KeyRange(index.id, _ABOVE_ALL_KEYS, hi) if reverse else KeyRange(index.id, lo, lo)
+        )
+        mine: list[tuple[bytes, PendingWrite]] = []
+        skip: set[str] = set()
+        for pw in self.writes.values():
+            if pw.table is info:
+                skip.add(pw.id)
+                if pw.blob is not None:
+                    for idx, key, _ in pw.entries:
+                        if idx == index.id and lo <= key and (hi is None or key < hi):
+                            mine.append((key, pw))
+        mine.sort(key=lambda kp: kp[0], reverse=reverse)
+        pos = 0
+        snap = self.snapshot
+        cur_lo, cur_hi = lo, hi
+        batch = 32
+        while True:
+            rows = snap.scan(index.id, cur_lo, cur_hi, reverse=reverse, limit=batch)
+            for row in rows:
+                key = row.key
+                while pos < len(mine) and ((mine[pos][0] > key) if reverse else (mine[pos][0] < key)):
+                    pkey, pw = mine[pos]
+                    pos += 1
+                    self._advance(rng, pkey, reverse)
+                    yield pkey, _load(pw.blob)  # type: ignore[arg-type]
+                self._count_read(len(row.doc.data))
+                if row.doc.id in skip:
+                    continue
+                self._advance(rng, key, reverse)
+                yield key, _load(row.doc.data)
+            if len(rows) < batch:
+                break
+            if reverse:
+                cur_hi = rows[-1].key
+            else:
+                cur_lo = rows[-1].key + b"\x00"
+            batch = min(batch * 4, 1024)
+        while pos < len(mine):
+            pkey, pw = mine[pos]
+            pos += 1
+            self._advance(rng, pkey, reverse)
+            yield pkey, _load(pw.blob)  # type: ignore[arg-type]
+        # Exhausted: the whole interval was observed.
+        rng.lo, rng.hi = lo, hi
+
+    @staticmethod
+    def _advance(rng: KeyRange, key: bytes, reverse: bool) -> None:
+        if reverse:
+            rng.lo = key
+        else:
+            rng.hi = key + b"\x00"
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _stage(
+        self,
+        info: TableInfo,
+        doc_id: str,
+        doc: dict[str, Any] | None,
+        size: int,
+        stored: dict[str, Any] | None,
+    ) -> None:
+        """Buffer the new state of a document; ``stored`` is its version at the snapshot."""
+        prev = self.writes.get(doc_id)
+        if prev is not None:
+            base_entries = prev.base_entries
+        else:
+            base_entries = [] if stored is None else info.entries(stored)
+        self._count_write(size)
+        self._undo.append((doc_id, prev, self.bytes_written, len(self.writes)))
+        self.bytes_written += size
+        self.writes[doc_id] = PendingWrite(
+            id=doc_id,
+            table=info,
+            doc=doc,
+            blob=None if doc is None else dump_document(doc),
+            base_entries=base_entries,
+            entries=[] if doc is None else info.entries(doc),
+            size=size,
+        )
+
+    def _document(
+        self, info: TableInfo, space: TableSpace, value: Any, doc_id: str, creation_time: float
+    ) -> tuple[dict[str, Any], int]:
+        """Check and validate a body; return the full document and its size."""
+        if not isinstance(value, dict):
+            raise InvalidValueError(
+                f'A document for table "{info.name}" must be a dict, not {type(value).__name__}.',
+                table=info.name,
+            )
+        for key in SYSTEM_FIELDS:
+            if key in value:
+                raise InvalidValueError(
+                    f'Field "{key}" of table "{info.name}" is set by the database; leave it out.',
+                    table=info.name,
+                    field=key,
+                )
+        check_document(value, table=info.name)
+        body = info.validate(value, space.validation_context())
+        doc = {"_id": doc_id, "_creation_time": creation_time, **body}
+        size = check_document(doc, table=info.name)
+        for index in info.indexes.values():
+            index.check(doc, table=info.name)
+        return doc, size
+
+    def insert(self, space: TableSpace, table: str, value: Any) -> Id:
+        """Buffer a new document; return its id."""
+        info = space.table(table)
+        doc_id = new_id(info.number)
+        doc, size = self._document(info, space, value, doc_id, self.db.creation_time())
+        self._stage(info, doc_id, doc, size, None)
+        return doc_id
+
+    def _current(
+        self, space: TableSpace, doc_id: str, op: str
+    ) -> tuple[TableInfo, dict[str, Any], dict[str, Any] | None]:
+        """The table, current version and stored version (None if new here) of a document."""
+        doc_id = space.resolve_id(doc_id)
+        info = self.db.catalog.table_of(doc_id)
+        current = self.get(space, doc_id)
+        if current is None:
+            raise InvalidValueError(
+                f'Cannot {op} document "{doc_id}" of table "{info.name}": it does not exist.',
+                table=info.name,
+            )
+        return info, current, None if doc_id in self.writes else current
+
+    def _rewrite(
+        self,
+        space: TableSpace,
+        info: TableInfo,
+        current: dict[str, Any],
+        stored: dict[str, Any] | None,
+        body: Any,
+    ) -> None:
+        doc, size = self._document(info, space, body, current["_id"], current["_creation_time"])
+        self._stage(info, current["_id"], doc, size, stored)
+
+    def patch(self, space: TableSpace, doc_id: str, fields: Any) -> None:
+        """Shallow-merge ``fields`` into a document (``UNSET`` removes a field)."""
+        if not isinstance(fields, dict):
+            raise InvalidValueError(f"patch() takes a dict of fields, not {type(fields).__name__}.")
+        info, current, stored = self._current(space, doc_id, "patch")
+        body = {k: v for k, v in current.items() if k not in SYSTEM_FIELDS}
+        for key, value in fields.items():
+            if key in SYSTEM_FIELDS:
+                if value == current[key]:
+                    continue
+                raise InvalidValueError(
+                    f'Field "{key}" of table "{info.name}" cannot be changed.', table=info.name,
+                    field=key,
+                )
+            if value is UNSET:
+                body.pop(key, None)
+            else:
+                body[key] = value
+        self._rewrite(space, info, current, stored, body)
+
+    def replace(self, space: TableSpace, doc_id: str, value: Any) -> None:
+        """Replace a document's body, keeping its id and creation time."""
+        info, current, stored = self._current(space, doc_id, "replace")
+        if isinstance(value, dict):
+            value = {
+                k: v for k, v in value.items() if not (k in SYSTEM_FIELDS and v == current[k])
+            }
+        self._rewrite(space, info, current, stored, value)
+
+    def delete(self, space: TableSpace, doc_id: str) -> None:
+        """Delete a document."""
+        info, current, stored = self._current(space, doc_id, "delete")
+        self._stage(info, current["_id"], None, 0, stored)
+
+    # -- savepoints -----------------------------------------------------------------------
+
+    def savepoint(self) -> int:
+        """A mark to roll back to; nested component calls take one each."""
+        return len(self._undo)
+
+    def rollback_to(self, mark: int) -> None:
+        """Undo every write made after ``mark`` (reads stay recorded)."""
+        while len(self._undo) > mark:
+            doc_id, prev, bytes_written, _ = self._undo.pop()
+            self.bytes_written = bytes_written
+            if prev is None:
+                self.writes.pop(doc_id, None)
+            else:
+                self.writes[doc_id] = prev
+
+    # -- commit ---------------------------------------------------------------------------
+
+    def commit_writes(self) -> tuple[list[DocumentWrite], WriteSet]:
+        """The storage writes and the write set of everything buffered."""
+        writes: list[DocumentWrite] = []
+        ws = WriteSet()
+        for pw in self.writes.values():
+            old = {(i, k): v for i, k, v in pw.base_entries}
+            new = {(i, k): v for i, k, v in pw.entries}
+            removed = [ik for ik in old if ik not in new]
+            added = [(i, k, v) for (i, k), v in new.items() if old.get((i, k)) != v]
+            writes.append(
+                DocumentWrite(
+                    id=pw.id,
+                    table=pw.table.number,
+                    creation_time=0.0 if pw.doc is None else pw.doc["_creation_time"],
+                    data=pw.blob,
+                    removed_entries=removed,
+                    added_entries=added,
+                )
+            )
+            ws.add(pw.id, pw.table.number, pw.table.name, {*old, *new})
+        return writes, ws

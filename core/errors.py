@@ -1,0 +1,168 @@
+"""Owns every exception the core raises, each with a stable ``code`` and an ``http_status``.
+
+The tree::
+
+    CapsuleError                      root; code "internal", 500
+    ├── UserError                     a mistake in app code (bad schema, wrong context use), 500
+    ├── InvalidArgumentError          a function argument failed validation, 400
+    ├── InvalidValueError             a value is not storable / does not match the schema, 400
+    │   ├── LimitExceededError        a size or count limit was exceeded, 400
+    │   └── InvalidIdError            a string is not an id, or an id of another table, 400
+    ├── UnauthenticatedError          missing or invalid credentials, 401
+    ├── ForbiddenError                authenticated but not allowed, 403
+    ├── FunctionNotFoundError         unknown (or unreachable) function path, 404
+    ├── ConflictError                 a mutation could not commit after its retries, 409
+    ├── SchemaMismatchError           stored documents violate the schema at open, 500
+    └── AppError                      raised by app code; its ``data`` reaches the client, 422
+
+The server maps errors to responses by the ``code`` and ``http_status`` attributes, never by an
+``isinstance`` ladder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class CapsuleError(Exception):
+    """Raised when Capsule fails; the root of every error the suite raises."""
+
+    code: str = "internal"
+    http_status: int = 500
+
+
+class UserError(CapsuleError):
+    """Raised when app code misuses the API (a bad schema, a write in a query, ...)."""
+
+    code = "user_error"
+
+
+class InvalidArgumentError(CapsuleError):
+    """Raised when a function argument fails validation."""
+
+    code = "invalid_argument"
+    http_status = 400
+
+    def __init__(self, message: str, *, function: str | None = None, argument: str | None = None):
+        super().__init__(message)
+        self.function = function
+        self.argument = argument
+
+
+class InvalidValueError(CapsuleError):
+    """Raised when a value cannot be stored or does not match its table's shape."""
+
+    code = "invalid_value"
+    http_status = 400
+
+    def __init__(self, message: str, *, table: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.table = table
+        self.field = field
+
+
+class LimitExceededError(InvalidValueError):
+    """Raised when a value or a transaction goes over one of the documented limits."""
+
+    code = "limit_exceeded"
+
+    def __init__(
+        self, message: str, *, limit: str, maximum: int, actual: int | None = None, **kw: Any
+    ):
+        super().__init__(message, **kw)
+        self.limit = limit
+        self.maximum = maximum
+        self.actual = actual
+
+
+class InvalidIdError(InvalidValueError):
+    """Raised when a string is not a document id, or is the id of another table."""
+
+    code = "invalid_id"
+
+
+class UnauthenticatedError(CapsuleError):
+    """Raised when credentials are missing where required, invalid, or expired."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
+class ForbiddenError(CapsuleError):
+    """Raised when an authenticated caller may not do what it asked."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class FunctionNotFoundError(CapsuleError):
+    """Raised when no public function answers to a path."""
+
+    code = "function_not_found"
+    http_status = 404
+
+    def __init__(self, path: str, *, detail: str = ""):
+        message = f'No function "{path}" is registered'
+        super().__init__(message + (f"; {detail}" if detail else "."))
+        self.path = path
+
+
+class ConflictError(CapsuleError):
+    """Raised when a mutation keeps conflicting and its final attempt could not commit."""
+
+    code = "conflict"
+    http_status = 409
+
+    def __init__(self, tables: Iterable[str], *, detail: str = ""):
+        self.tables = sorted(set(tables))
+        names = ", ".join(f'"{t}"' for t in self.tables) or "(unknown)"
+        super().__init__(
+            f"Documents read from table(s) {names} changed while this mutation ran, on every "
+            f"retry{'; ' + detail if detail else ''}."
+        )
+
+
+class SchemaMismatchError(CapsuleError):
+    """Raised when stored documents do not match the app's schema when the database opens."""
+
+    code = "schema_mismatch"
+
+    def __init__(self, *, table: str, document_id: str, field: str, detail: str):
+        super().__init__(
+            f'Table "{table}": stored document "{document_id}" does not match the schema '
+            f'(field "{field}": {detail}). Migrate the data or relax the schema.'
+        )
+        self.table = table
+        self.document_id = document_id
+        self.field = field
+
+
+class AppError(CapsuleError):
+    """Raised by application code; ``data`` travels unchanged to the caller."""
+
+    code = "app_error"
+    http_status = 422
+
+    def __init__(self, data: Any = None, message: str | None = None):
+        self.data = data
+        super().__init__(message if message is not None else repr(data))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.data, str(self)))
+
+
+__all__ = [
+    "AppError",
+    "CapsuleError",
+    "ConflictError",
+    "ForbiddenError",
+    "FunctionNotFoundError",
+    "InvalidArgumentError",
+    "InvalidIdError",
+    "InvalidValueError",
+    "LimitExceededError",
+    "SchemaMismatchError",
+    "UnauthenticatedError",
+    "UserError",
+]

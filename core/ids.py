@@ -1,0 +1,130 @@
+"""Owns document ids: the ``Id`` type, ``Id["table"]`` annotations, and id encode/decode.
+
+An id is 32 lowercase base32 characters encoding 20 bytes: the table number (2 bytes), 16
+random bytes and a 2-byte checksum. The table number is assigned per database and table
+space (the app's tables and each mounted component instance number their tables apart), so
+the database can tell from an id which table it belongs to and refuse it anywhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic_core import core_schema
+
+from core.errors import InvalidIdError
+
+ID_LENGTH = 32
+MAX_TABLE_NUMBER = 0xFFFF
+
+
+class Id(str):
+    """A document id: a ``str`` that knows which table it belongs to.
+
+    ``Id["users"]`` is the annotation for a reference to a document of ``users``.
+    """
+
+    __slots__ = ()
+
+    if not TYPE_CHECKING:
+
+        def __class_getitem__(cls, table: Any) -> Any:
+            name = getattr(table, "__args__", (table,))[0]  # Id[Literal["users"]] works too
+            return Annotated[Id, IdTable(str(name))]
+
+    @property
+    def table_number(self) -> int:
+        """The table number encoded in this id."""
+        return decode_table_number(self)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.with_info_plain_validator_function(
+            _validate_any_id,
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
+
+IdResolver = Callable[[str, "str | None"], "Id"]
+"""Given an id string and an expected table (or None), return the Id or raise InvalidIdError."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _IdTableMarker:
+    table: str
+
+
+class IdTable:
+    """Annotation metadata: the id must belong to ``table`` (checked against the database)."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: str):
+        self.table = table
+
+    def __repr__(self) -> str:
+        return f"IdTable({self.table!r})"
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        table = self.table
+
+        def validate(value: Any, info: core_schema.ValidationInfo) -> Id:
+            return _validate_id(value, info, table)
+
+        return core_schema.with_info_plain_validator_function(
+            validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+            metadata={"capsule_id_table": table},
+        )
+
+
+def _validate_any_id(value: Any, info: core_schema.ValidationInfo) -> Id:
+    return _validate_id(value, info, None)
+
+
+def _validate_id(value: Any, info: core_schema.ValidationInfo, table: str | None) -> Id:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an id string, got {type(value).__name__}")
+    ctx = info.context
+    resolver = ctx.get("resolve_id") if isinstance(ctx, dict) else None
+    try:
+        if resolver is not None:
+            return resolver(value, table)  # type: ignore[no-any-return]
+        decode_table_number(value)
+    except InvalidIdError as exc:
+        raise ValueError(str(exc)) from None
+    return value if type(value) is Id else Id(value)
+
+
+def _checksum(raw: bytes) -> bytes:
+    return (zlib.crc32(raw) & 0xFFFF).to_bytes(2, "big")
+
+
+def new_id(table_number: int) -> Id:
+    """Make a fresh random id for a table number."""
+    raw = table_number.to_bytes(2, "big") + os.urandom(16)
+    return Id(base64.b32encode(raw + _checksum(raw)).decode("ascii").lower())
+
+
+def decode_table_number(value: str) -> int:
+    """Return the table number of an id string, or raise ``InvalidIdError``."""
+    if not isinstance(value, str) or len(value) != ID_LENGTH:
+        raise InvalidIdError(f"{_shown(value)} is not a document id.")
+    try:
+        raw = base64.b32decode(value.upper())
+    except (binascii.Error, ValueError):
+        raise InvalidIdError(f"{_shown(value)} is not a document id.") from None
+    if _checksum(raw[:18]) != raw[18:]:
+        raise InvalidIdError(f"{_shown(value)} is not a document id (bad checksum).")
+    return int.from_bytes(raw[:2], "big")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 60 else text[:57] + "..."

@@ -1,0 +1,21 @@
+"""Owns vector indexes (interim: declared and accepted; search lands with its issue)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.indexes.base import Index
+from core.schema import VectorIndexSpec
+
+
+class VectorIndex(Index):
+    """A vector index over one ``list[float]`` field."""
+
+    kind = "vector"
+
+    def __init__(self, *, id: int, table: int, name: str, spec: VectorIndexSpec):
+        super().__init__(id=id, table=table, name=name)
+        self.spec = spec
+
+    def entries(self, doc: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+        return []

@@ -1,0 +1,264 @@
+"""Owns the schema: ``Schema``, ``Table``, index declarations, and document validation.
+
+A table's shape is a pydantic model or a mapping of field name to type; every write is
+validated against it in strict mode (no coercion) and model defaults are stored. A mapping
+field whose type admits ``None`` may be omitted and defaults to ``None``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict
+
+from core.errors import InvalidValueError, UserError
+from core.values import check_table_name
+
+MAX_INDEX_FIELDS = 15
+MAX_INDEXES_PER_TABLE = 32
+RESERVED_INDEXES = ("by_id", "by_creation_time")
+_INDEX_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+_FIELD_PATH = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexSpec:
+    """A declared database index: equality/range lookups over ``fields`` in order."""
+
+    name: str
+    fields: tuple[str, ...]
+    kind: str = "btree"
+
+    def describe(self) -> str:
+        """A stable text form, stored in the catalog to notice changed definitions."""
+        return f"{self.kind}:{','.join(self.fields)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchIndexSpec:
+    """A declared full-text search index over one string field."""
+
+    name: str
+    search_field: str
+    filter_fields: tuple[str, ...] = ()
+    kind: str = "search"
+
+    def describe(self) -> str:
+        """A stable text form, stored in the catalog to notice changed definitions."""
+        return f"search:{self.search_field}|{','.join(self.filter_fields)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VectorIndexSpec:
+    """A declared vector index over one ``list[float]`` field."""
+
+    name: str
+    vector_field: str
+    dimensions: int
+    filter_fields: tuple[str, ...] = ()
+    kind: str = "vector"
+
+    def describe(self) -> str:
+        """A stable text form, stored in the catalog to notice changed definitions."""
+        return f"vector:{self.vector_field}|{self.dimensions}|{','.join(self.filter_fields)}"
+
+
+AnyIndexSpec = IndexSpec | SearchIndexSpec | VectorIndexSpec
+
+
+class Table:
+    """A table declaration: its document shape and its indexes."""
+
+    def __init__(self, shape: type[BaseModel] | Mapping[str, Any] | None = None):
+        self.shape = shape
+        self.indexes: dict[str, AnyIndexSpec] = {}
+        self._validator: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+        self._model: type[BaseModel] | None = None
+        self._fingerprint: str | None = None
+
+    # -- declarations ------------------------------------------------------------------------
+
+    def index(self, name: str, fields: list[str] | tuple[str, ...]) -> Table:
+        """Declare a database index over ``fields`` (then ``_creation_time`` and ``_id``)."""
+        fields = tuple(fields)
+        self._check_index_name(name)
+        if not fields:
+            raise UserError(f'Index "{name}" needs at least one field.')
+        if len(fields) > MAX_INDEX_FIELDS:
+            raise UserError(
+                f'Index "{name}" has {len(fields)} fields; the limit is {MAX_INDEX_FIELDS}.'
+            )
+        if len(set(fields)) != len(fields):
+            raise UserError(f'Index "{name}" names a field twice: {list(fields)}.')
+        for f in fields:
+            self._check_field(name, f)
+        self.indexes[name] = IndexSpec(name=name, fields=fields)
+        return self
+
+    def search_index(
+        self, name: str, *, search_field: str, filter_fields: list[str] | tuple[str, ...] = ()
+    ) -> Table:
+        """Declare a full-text (BM25) search index over ``search_field``."""
+        self._check_index_name(name)
+        for f in (search_field, *filter_fields):
+            self._check_field(name, f)
+        if len(filter_fields) > 16:
+            raise UserError(f'Search index "{name}" has more than 16 filter fields.')
+        self.indexes[name] = SearchIndexSpec(
+            name=name, search_field=search_field, filter_fields=tuple(filter_fields)
+        )
+        return self
+
+    def vector_index(
+        self,
+        name: str,
+        *,
+        vector_field: str,
+        dimensions: int,
+        filter_fields: list[str] | tuple[str, ...] = (),
+    ) -> Table:
+        """Declare a vector index (cosine similarity) over ``vector_field``."""
+        self._check_index_name(name)
+        for f in (vector_field, *filter_fields):
+            self._check_field(name, f)
+        if not isinstance(dimensions, int) or not 2 <= dimensions <= 4096:
+            raise UserError(
+                f'Vector index "{name}": dimensions must be an int from 2 to 4096, '
+                f"not {dimensions!r}."
+            )
+        if len(filter_fields) > 16:
+            raise UserError(f'Vector index "{name}" has more than 16 filter fields.')
+        self.indexes[name] = VectorIndexSpec(
+            name=name,
+            vector_field=vector_field,
+            dimensions=dimensions,
+            filter_fields=tuple(filter_fields),
+        )
+        return self
+
+    def _check_index_name(self, name: str) -> None:
+        if not isinstance(name, str) or not _INDEX_NAME.match(name) or len(name) > 64:
+            raise UserError(f"Index name {name!r} is not valid: use [A-Za-z][A-Za-z0-9_]*.")
+        if name in RESERVED_INDEXES:
+            raise UserError(f'Index name "{name}" is reserved.')
+        if name in self.indexes:
+            raise UserError(f'Index "{name}" is declared twice.')
+        if len(self.indexes) >= MAX_INDEXES_PER_TABLE:
+            raise UserError(f"A table may have at most {MAX_INDEXES_PER_TABLE} indexes.")
+
+    @staticmethod
+    def _check_field(index: str, path: str) -> None:
+        if not isinstance(path, str) or not _FIELD_PATH.match(path):
+            raise UserError(
+                f'Index "{index}": field {path!r} is not a valid field path '
+                '(names like "owner" or "meta.kind"; no leading "_").'
+            )
+
+    # -- validation --------------------------------------------------------------------------
+
+    def model(self, table: str) -> type[BaseModel] | None:
+        """The pydantic model documents are validated with (``None`` when schemaless)."""
+        if self._model is None and self.shape is not None:
+            self._model = _build_model(table, self.shape)
+        return self._model
+
+    def validate(self, table: str, doc: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        """Validate a document body against the shape; return it with defaults filled in.
+
+        Raises:
+            InvalidValueError: naming the table and the first offending field.
+        """
+        model = self.model(table)
+        if model is None:
+            return doc
+        try:
+            obj = model.__pydantic_validator__.validate_python(doc, strict=True, context=context)
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "(document)"
+            raise InvalidValueError(
+                f'Document for table "{table}" is not valid: field "{loc}": {err["msg"]}.',
+                table=table,
+                field=loc,
+            ) from None
+        return obj.model_dump(mode="python")
+
+    def fingerprint(self, table: str) -> str:
+        """A stable digest of the shape, stored to notice shape changes between opens."""
+        if self._fingerprint is None:
+            model = self.model(table)
+            if model is None:
+                text = "schemaless"
+            else:
+                text = repr(
+                    sorted(
+                        (n, _type_text(f.annotation), f.is_required())
+                        for n, f in model.model_fields.items()
+                    )
+                )
+            self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._fingerprint
+
+
+def _type_text(tp: Any) -> str:
+    text = repr(tp)
+    return re.sub(r" at 0x[0-9a-f]+", "", text)
+
+
+def _admits_none(tp: Any) -> bool:
+    if tp is None or tp is type(None) or tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_admits_none(a) for a in typing.get_args(tp))
+    if origin is typing.Annotated:
+        return _admits_none(typing.get_args(tp)[0])
+    return False
+
+
+def _build_model(table: str, shape: type[BaseModel] | Mapping[str, Any]) -> type[BaseModel]:
+    if isinstance(shape, type) and issubclass(shape, BaseModel):
+        for name in shape.model_fields:
+            if name.startswith("_") or name.startswith("$"):
+                raise UserError(f'Table "{table}": field "{name}" may not start with "_" or "$".')
+        config = {**shape.model_config, "extra": "forbid"}
+        return type(shape.__name__, (shape,), {"model_config": config, "__module__": __name__})
+    if not isinstance(shape, Mapping):
+        raise UserError(
+            f'Table "{table}": the shape must be a pydantic model or a mapping of field to '
+            f"type, not {type(shape).__name__}."
+        )
+    fields: dict[str, Any] = {}
+    for name, tp in shape.items():
+        if not isinstance(name, str) or name.startswith(("_", "$")):
+            raise UserError(f'Table "{table}": field {name!r} may not start with "_" or "$".')
+        fields[name] = (tp, None) if _admits_none(tp) else (tp, ...)
+    try:
+        return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+            f"{table}_document", __config__=ConfigDict(extra="forbid"), **fields
+        )
+    except (pydantic.PydanticSchemaGenerationError, TypeError) as exc:
+        raise UserError(f'Table "{table}": unsupported field type: {exc}') from None
+
+
+@dataclass(slots=True)
+class Schema:
+    """The app's (or a component's) tables; ``strict=False`` also allows undeclared tables."""
+
+    tables: dict[str, Table] = field(default_factory=dict)
+    strict: bool = True
+
+    def __init__(self, *, strict: bool = True, **tables: Table):
+        for name, table in tables.items():
+            check_table_name(name)
+            if not isinstance(table, Table):
+                raise UserError(f'Schema entry "{name}" must be a Table, not {type(table)}.')
+        self.tables = dict(tables)
+        self.strict = strict

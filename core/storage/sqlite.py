@@ -1,0 +1,329 @@
+"""Owns ``SQLiteStorage``: the embedded default backend (WAL, durable commits, one writer).
+
+Snapshots are SQLite read transactions in WAL mode: every statement of one read transaction
+sees the database as of its first statement, which reads the newest commit timestamp, so the
+snapshot and its timestamp agree. The commit step is ``BEGIN IMMEDIATE`` (SQLite's single
+write lock, shared with other processes on the same file), so commits from every process form
+one total order.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from core.errors import UserError
+from core.storage.base import (
+    CatalogIndex,
+    CatalogTable,
+    CommitBatchItem,
+    DocumentRow,
+    IndexRow,
+    Snapshot,
+    Storage,
+    WriteSession,
+    WriteSessionContext,
+)
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS documents(
+    id TEXT PRIMARY KEY, tbl INTEGER NOT NULL, ct REAL NOT NULL, data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS index_entries(
+    idx INTEGER NOT NULL, key BLOB NOT NULL, doc TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY(idx, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commits(ts INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS catalog_tables(
+    number INTEGER PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, UNIQUE(namespace, name)
+);
+CREATE TABLE IF NOT EXISTS catalog_indexes(
+    id INTEGER PRIMARY KEY, tbl INTEGER NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL,
+    UNIQUE(tbl, name)
+);
+"""
+
+_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_SCAN_ASC = (
+    "SELECT e.key, e.value, d.id, d.tbl, d.ct, d.data FROM index_entries e "
+    "JOIN documents d ON d.id = e.doc WHERE e.idx = ? AND e.key >= ? {hi} "
+    "ORDER BY e.key {order} LIMIT ?"
+)
+
+
+class _SQLiteSnapshot(Snapshot):
+    __slots__ = ("_conn", "_release", "_owned", "ts")
+
+    def __init__(self, conn: sqlite3.Connection, release: Any, owned: bool):
+        self._conn = conn
+        self._release = release
+        self._owned = owned
+        if owned:
+            conn.execute("BEGIN")
+        row = conn.execute("SELECT coalesce(max(ts), 0) FROM commits").fetchone()
+        self.ts = row[0]
+
+    def get(self, doc_id: str) -> DocumentRow | None:
+        row = self._conn.execute(
+            "SELECT tbl, ct, data FROM documents WHERE id = ?", (doc_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return DocumentRow(id=doc_id, table=row[0], creation_time=row[1], data=row[2])
+
+    def scan(
+        self, index_id: int, lo: bytes, hi: bytes | None, *, reverse: bool, limit: int
+    ) -> list[IndexRow]:
+        sql = _SCAN_ASC.format(
+            hi="" if hi is None else "AND e.key < ?", order="DESC" if reverse else "ASC"
+        )
+        params: tuple[Any, ...] = (
+            (index_id, lo, limit) if hi is None else (index_id, lo, hi, limit)
+        )
+        return [
+            IndexRow(key=r[0], value=r[1], doc=DocumentRow(id=r[2], table=r[3], creation_time=r[4], data=r[5]))
+            for r in self._conn.execute(sql, params)
+        ]
+
+    def scan_entries(
+        self, index_id: int, lo: bytes, hi: bytes | None, *, limit: int
+    ) -> list[tuple[bytes, bytes, str]]:
+        if hi is None:
+            cur = self._conn.execute(
+                "SELECT key, value, doc FROM index_entries WHERE idx = ? AND key >= ? "
+                "ORDER BY key LIMIT ?",
+                (index_id, lo, limit),
+            )
+        else:
+            cur = self._conn.execute(
+                "SELECT key, value, doc FROM index_entries WHERE idx = ? AND key >= ? AND key < ? "
+                "ORDER BY key LIMIT ?",
+                (index_id, lo, hi, limit),
+            )
+        return cur.fetchall()
+
+    def close(self) -> None:
+        if self._owned:
+            try:
+                self._conn.execute("COMMIT")
+            finally:
+                self._release(self._conn)
+
+
+class _SQLiteWriteSession(WriteSession):
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def latest_ts(self) -> int:
+        return int(self._conn.execute("SELECT coalesce(max(ts), 0) FROM commits").fetchone()[0])
+
+    def read_log(self, after_ts: int) -> list[tuple[int, bytes]]:
+        return self._conn.execute(
+            "SELECT ts, data FROM commits WHERE ts > ? ORDER BY ts", (after_ts,)
+        ).fetchall()
+
+    def snapshot(self) -> Snapshot:
+        return _SQLiteSnapshot(self._conn, None, owned=False)
+
+    def apply(self, items: Sequence[CommitBatchItem]) -> None:
+        conn = self._conn
+        removed: list[tuple[int, bytes]] = []
+        added: list[tuple[int, bytes, str, bytes]] = []
+        upserts: list[tuple[str, int, float, bytes]] = []
+        deletes: list[tuple[str]] = []
+        for item in items:
+            for w in item.writes:
+                removed.extend(w.removed_entries)
+                added.extend((i, k, w.id, v) for i, k, v in w.added_entries)
+                if w.data is None:
+                    deletes.append((w.id,))
+                else:
+                    upserts.append((w.id, w.table, w.creation_time, w.data))
+        # Order matters: an entry removed and re-added by different items of one batch ends up
+        # added, because every removal precedes every insertion and a key carries its doc id.
+        if removed:
+            conn.executemany("DELETE FROM index_entries WHERE idx = ? AND key = ?", removed)
+        if deletes:
+            conn.executemany("DELETE FROM documents WHERE id = ?", deletes)
+        if upserts:
+            conn.executemany(
+                "INSERT OR REPLACE INTO documents(id, tbl, ct, data) VALUES (?, ?, ?, ?)", upserts
+            )
+        if added:
+            conn.executemany(
+                "INSERT OR REPLACE INTO index_entries(idx, key, doc, value) VALUES (?, ?, ?, ?)",
+                added,
+            )
+        conn.executemany(
+            "INSERT INTO commits(ts, data) VALUES (?, ?)",
+            [(item.ts, item.log_record) for item in items],
+        )
+
+    def put_catalog(
+        self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
+    ) -> None:
+        conn = self._conn
+        conn.executemany(
+            "INSERT OR REPLACE INTO catalog_tables(number, namespace, name, fingerprint) "
+            "VALUES (?, ?, ?, ?)",
+            [(t.number, t.namespace, t.name, t.fingerprint) for t in tables],
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO catalog_indexes(id, tbl, name, spec) VALUES (?, ?, ?, ?)",
+            [(i.id, i.table, i.name, i.spec) for i in indexes],
+        )
+        for index_id in drop:
+            conn.execute("DELETE FROM index_entries WHERE idx = ?", (index_id,))
+            conn.execute("DELETE FROM catalog_indexes WHERE id = ?", (index_id,))
+
+    def prune_log(self, before_ts: int) -> None:
+        self._conn.execute(
+            "DELETE FROM commits WHERE ts < ? AND ts < (SELECT max(ts) FROM commits)",
+            (before_ts,),
+        )
+
+
+class _WriteContext(WriteSessionContext):
+    def __init__(self, storage: SQLiteStorage, timeout: float | None):
+        self._storage = storage
+        self._timeout = timeout
+        self._conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> WriteSession:
+        conn = self._storage._writer()
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError("the SQLite write lock was not available") from exc
+        self._conn = conn
+        return _SQLiteWriteSession(conn)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        if exc_type is None:
+            conn.execute("COMMIT")
+        else:
+            conn.execute("ROLLBACK")
+
+
+class SQLiteStorage(Storage):
+    """The embedded backend: one SQLite file in WAL mode, durable commits by default.
+
+    Args:
+        path: the database file.
+        synchronous: SQLite's ``synchronous`` setting; ``"FULL"`` makes every commit durable
+            across power loss, ``"NORMAL"`` across process crashes only.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL"):
+        self.path = os.fspath(path)
+        synchronous = synchronous.upper()
+        if synchronous not in _SYNC_MODES:
+            raise UserError(
+                f"synchronous={synchronous!r} is not valid; use one of {', '.join(_SYNC_MODES)}."
+            )
+        self.synchronous = synchronous
+        self.url = f"sqlite:///{self.path}?synchronous={synchronous}"
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._opened = False
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStorage:
+        """Build from ``sqlite:///path?synchronous=NORMAL`` (``sqlite:///rel`` or ``////abs``)."""
+        parsed = urlparse(url)
+        path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
+        if parsed.netloc:
+            path = parsed.netloc + "/" + path
+        if not path:
+            raise UserError(f"SQLite URL {url!r} names no file; use sqlite:///path/to/file.db")
+        query = parse_qs(parsed.query)
+        sync = query.get("synchronous", ["FULL"])[0]
+        return cls(path, synchronous=sync)
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA cache_size=-32000")
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _writer(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "writer", None)
+        if conn is None:
+            conn = self._local.writer = self._connect()
+        return conn
+
+    def _take_reader(self) -> sqlite3.Connection:
+        free: list[sqlite3.Connection] | None = getattr(self._local, "readers", None)
+        if free is None:
+            free = self._local.readers = []
+        return free.pop() if free else self._connect()
+
+    def _give_reader(self, conn: sqlite3.Connection) -> None:
+        self._local.readers.append(conn)
+
+    # -- Storage --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._opened:
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        conn = self._writer()
+        conn.executescript(_DDL)
+        self._opened = True
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+        self._opened = False
+
+    def begin_read(self) -> Snapshot:
+        return _SQLiteSnapshot(self._take_reader(), self._give_reader, owned=True)
+
+    def begin_write(self, *, timeout: float | None = None) -> WriteSessionContext:
+        return _WriteContext(self, timeout)
+
+    def load_catalog(self) -> tuple[list[CatalogTable], list[CatalogIndex]]:
+        conn = self._writer()
+        tables = [
+            CatalogTable(number=r[0], namespace=r[1], name=r[2], fingerprint=r[3])
+            for r in conn.execute("SELECT number, namespace, name, fingerprint FROM catalog_tables")
+        ]
+        indexes = [
+            CatalogIndex(id=r[0], table=r[1], name=r[2], spec=r[3])
+            for r in conn.execute("SELECT id, tbl, name, spec FROM catalog_indexes")
+        ]
+        return tables, indexes
+
+    def files_dir(self) -> str | None:
+        return self.path + "-files"
