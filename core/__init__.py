@@ -1,1 +1,64 @@
-"""Capsule: a transactional document database for AI applications (public API below)."""
+"""Capsule's core: a transactional document database that runs your functions.
+
+Define a ``Schema``, register queries, mutations and actions on an ``App``, and call them
+through ``app.client()`` / ``app.sync_client()`` (or ``core.testing.TestApp`` in tests).
+"""
+
+from __future__ import annotations
+
+from core.app import App
+from core.auth import UserIdentity
+from core.client import Client, SyncClient
+from core.context import ActionCtx, MutationCtx, QueryCtx
+from core.database import DatabaseReader, DatabaseWriter, Page, Query
+from core.errors import (
+    AppError,
+    CapsuleError,
+    ConflictError,
+    ForbiddenError,
+    FunctionNotFoundError,
+    InvalidArgumentError,
+    InvalidIdError,
+    InvalidValueError,
+    LimitExceededError,
+    SchemaMismatchError,
+    UnauthenticatedError,
+    UserError,
+)
+from core.functions import FunctionRef
+from core.ids import Id
+from core.schema import Schema, Table
+from core.storage import SQLiteStorage, Storage
+from core.values import UNSET, Value
+
+__all__ = [
+    "ActionCtx",
+    "App",
+    "AppError",
+    "CapsuleError",
+    "Client",
+    "ConflictError",
+    "DatabaseReader",
+    "DatabaseWriter",
+    "ForbiddenError",
+    "FunctionNotFoundError",
+    "FunctionRef",
+    "Id",
+    "InvalidArgumentError",
+    "InvalidIdError",
+    "InvalidValueError",
+    "LimitExceededError",
+    "MutationCtx",
+    "Page",
+    "Query",
+    "QueryCtx",
+    "SQLiteStorage",
+    "SchemaMismatchError",
+    "Storage",
+    "SyncClient",
+    "UNSET",
+    "UnauthenticatedError",
+    "UserError",
+    "UserIdentity",
+    "Value",
+]

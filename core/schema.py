@@ -184,7 +184,7 @@ class Table:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "(document)"
             raise InvalidValueError(
-                f'Document for table "{table}" is not valid: field "{loc}": {err["msg"]}.',
+                f'Document for table "{table}" is not valid: field "{loc}": {_msg(err["msg"])}.',
                 table=table,
                 field=loc,
             ) from None
@@ -262,3 +262,8 @@ class Schema:
                 raise UserError(f'Schema entry "{name}" must be a Table, not {type(table)}.')
         self.tables = dict(tables)
         self.strict = strict
+
+
+def _msg(text: str) -> str:
+    """pydantic's message without its "Value error, " prefix and final period."""
+    return text.removeprefix("Value error, ").rstrip(".")

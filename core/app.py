@@ -1,0 +1,189 @@
+"""Owns ``App``: the schema, the function registry, mounted components, and opening a runtime.
+
+``App`` is a definition: decorators register functions on it at import time. Entering a client
+(or ``TestApp``) opens a ``Runtime`` for it on a storage; the runtime is shared by every client
+open at once and closed when the last one leaves.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from core.client import Client, SyncClient
+from core.config import database_url, environment
+from core.errors import FunctionNotFoundError, UserError
+from core.execution import Clock, Target
+from core.functions import FunctionKind, FunctionRef, FunctionRegistry, decorator
+from core.runtime import Runtime, Service
+from core.schema import Schema
+from core.storage import open_storage
+from core.storage.base import Storage
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """A Capsule app: ``app = App(schema)``; storage comes from ``CAPSULE_DB_URL`` when opened.
+
+    Args:
+        schema: the app's tables (default: schemaless).
+        storage: a ``Storage`` or a database URL; when omitted, ``CAPSULE_DB_URL`` is read
+            as the first client opens (default ``sqlite:///capsule.db``).
+    """
+
+    def __init__(self, schema: Schema | None = None, *, storage: Storage | str | None = None):
+        if schema is not None and not isinstance(schema, Schema):
+            raise UserError(f"App(schema) takes a Schema, not {type(schema).__name__}.")
+        self.schema = schema if schema is not None else Schema(strict=False)
+        self.registry = FunctionRegistry("the app")
+        self._storage = storage
+        self._runtime: Runtime | None = None
+        self._users = 0
+        self._lock = threading.Lock()
+        self.services: list[Service] = []
+        """Background services every runtime of this app runs (scheduler, crons, ...)."""
+        self.setup: list[Callable[[Runtime], None]] = []
+        """Called with each runtime after it opens (to attach hooks and listeners)."""
+        self.extra_schemas: dict[str, Schema] = {}
+        """Table spaces besides the app's: system tables and mounted components."""
+
+    # -- registration -------------------------------------------------------------------------
+
+    def _register(self, ref: FunctionRef[Any, Any]) -> None:
+        self.registry.add(ref)
+
+    def _decorate(
+        self, kind: FunctionKind, internal: bool, fn: Callable[..., Any] | None, name: str | None
+    ) -> Any:
+        return decorator(self._register, kind, internal, self, fn, name)
+
+    @overload
+    def query(self, fn: F, /) -> FunctionRef[Any, Any]: ...
+    @overload
+    def query(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
+    def query(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+        """Register a public query (``@app.query`` or ``@app.query(name=...)``)."""
+        return self._decorate(FunctionKind.QUERY, False, fn, name)
+
+    @overload
+    def mutation(self, fn: F, /) -> FunctionRef[Any, Any]: ...
+    @overload
+    def mutation(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
+    def mutation(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+        """Register a public mutation."""
+        return self._decorate(FunctionKind.MUTATION, False, fn, name)
+
+    @overload
+    def action(self, fn: F, /) -> FunctionRef[Any, Any]: ...
+    @overload
+    def action(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
+    def action(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+        """Register a public action (``async def``)."""
+        return self._decorate(FunctionKind.ACTION, False, fn, name)
+
+    def internal_query(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register a query callable only from other functions, the scheduler and crons."""
+        return self._decorate(FunctionKind.QUERY, True, fn, name)
+
+    def internal_mutation(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register an internal mutation."""
+        return self._decorate(FunctionKind.MUTATION, True, fn, name)
+
+    def internal_action(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register an internal action."""
+        return self._decorate(FunctionKind.ACTION, True, fn, name)
+
+    # -- resolution ----------------------------------------------------------------------------
+
+    def resolve(self, ref: Any, *, caller: str | None) -> Target:
+        """Find the function a reference or path names, as seen by ``caller``.
+
+        ``caller`` is ``None`` for clients (which reach only public app functions), ``""`` for
+        the app's own functions, or a component's namespace.
+        """
+        if isinstance(ref, FunctionRef):
+            found = self.registry.get(ref.path)
+            if found is not ref and (found is None or found.handler is not ref.handler):
+                resolved = self._resolve_foreign(ref, caller)
+                if resolved is not None:
+                    return resolved
+                raise FunctionNotFoundError(ref.path, detail="it is not registered on this app")
+            target = Target(found, "")
+        elif isinstance(ref, str):
+            resolved = self._resolve_foreign(ref, caller)
+            if resolved is not None:
+                return resolved
+            found = self.registry.get(ref)
+            if found is None:
+                raise FunctionNotFoundError(ref)
+            target = Target(found, "")
+        else:
+            raise UserError(
+                f"Expected a function reference or a path string, not {type(ref).__name__}."
+            )
+        if caller is None and target.ref.internal:
+            raise FunctionNotFoundError(
+                target.ref.path, detail="it is internal (callable only from other functions)"
+            )
+        return target
+
+    def _resolve_foreign(self, ref: Any, caller: str | None) -> Target | None:
+        """Component functions and handles; extended by the components layer."""
+        return None
+
+    # -- runtime --------------------------------------------------------------------------------
+
+    def schemas(self) -> dict[str, Schema]:
+        """Every table space's schema, by namespace (``""`` is the app's)."""
+        return {"": self.schema, **self.extra_schemas}
+
+    def make_runtime(
+        self, storage: Storage | str | None = None, *, clock: Clock | None = None
+    ) -> Runtime:
+        """A runtime of this app on ``storage`` (not yet open)."""
+        chosen = storage if storage is not None else self._storage
+        if chosen is None:
+            chosen = database_url()
+        if isinstance(chosen, str):
+            chosen = open_storage(chosen)
+        return Runtime(
+            storage=chosen,
+            schemas=self.schemas(),
+            resolver=self,
+            clock=clock,
+            env=environment(),
+            services=self.services,
+            setup=self.setup,
+        )
+
+    def _acquire_runtime(self) -> Runtime:
+        with self._lock:
+            if self._runtime is None:
+                rt = self.make_runtime()
+                rt.open()
+                self._runtime = rt
+            self._users += 1
+            return self._runtime
+
+    def _release_runtime(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._runtime is not None:
+                rt, self._runtime = self._runtime, None
+                rt.close()
+
+    def client(self, identity: Any = None, *, runtime: bool = True) -> Client:
+        """The async in-process client: ``async with app.client() as client``."""
+        return Client(self, identity=identity, runtime=runtime)
+
+    def sync_client(self, identity: Any = None, *, runtime: bool = True) -> SyncClient:
+        """The blocking client: ``with app.sync_client() as client``."""
+        return SyncClient(self, identity=identity, runtime=runtime)

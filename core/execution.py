@@ -1,0 +1,400 @@
+"""Owns running functions: a transaction per call, nested calls, retries, and call logging.
+
+A top-level query runs at one snapshot. A top-level mutation runs optimistically; when a newer
+commit touched what it read it is re-run from scratch (it is deterministic, so this is safe)
+with jittered backoff, and after a few attempts one final attempt runs holding the commit lock,
+so it cannot conflict. Nested ``run_query`` / ``run_mutation`` calls from queries and mutations
+run inside the caller's transaction; a nested mutation is a savepoint, so if it raises only its
+own writes are undone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import anyio.to_thread
+
+from core.auth import NO_AUTH, Auth, UserIdentity
+from core.context import ActionCtx, MutationCtx, QueryCtx
+from core.database.engine import Conflict, Database
+from core.database.reader import DatabaseReader
+from core.database.writer import DatabaseWriter
+from core.errors import FunctionNotFoundError, UserError
+from core.functions import FunctionKind, FunctionRef
+
+if TYPE_CHECKING:
+    from core.database.transaction import Transaction
+
+logger = logging.getLogger("capsule.functions")
+
+MAX_DEPTH = 8
+OPTIMISTIC_ATTEMPTS = 4
+EXCLUSIVE_TIMEOUT = 30.0
+_BACKOFF_BASE = 0.002
+_BACKOFF_MAX = 0.05
+
+
+class Clock(Protocol):
+    """Where ``ctx.now`` comes from (``time.time`` in production, ``ManualClock`` in tests)."""
+
+    def time(self) -> float:
+        """Seconds since the epoch."""
+        ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def time(self) -> float:
+        """``time.time()``."""
+        return time.time()
+
+
+class Target(NamedTuple):
+    """A function resolved for a call: the reference and the table space it runs in."""
+
+    ref: FunctionRef[Any, Any]
+    namespace: str
+
+
+class Resolver(Protocol):
+    """Turns a function reference or path into a ``Target`` for a caller."""
+
+    def resolve(self, ref: Any, *, caller: str | None) -> Target:
+        """``caller`` is the calling namespace, or ``None`` for a client."""
+        ...
+
+
+class Frame:
+    """One function invocation: its transaction (if any), table space, identity and depth."""
+
+    __slots__ = (
+        "executor", "target", "namespace", "auth", "depth", "kind", "txn", "now", "_random",
+        "_reader",
+    )
+
+    def __init__(
+        self,
+        executor: Executor,
+        target: Target,
+        *,
+        auth: Auth,
+        depth: int,
+        kind: str,
+        txn: Transaction | None,
+        now: float,
+    ):
+        self.executor = executor
+        self.target = target
+        self.namespace = target.namespace
+        self.auth = auth
+        self.depth = depth
+        self.kind = kind
+        self.txn = txn
+        self.now = now
+        self._random: random.Random | None = None
+        self._reader: DatabaseReader | None = None
+
+    @property
+    def random(self) -> random.Random:
+        """A generator seeded for this attempt."""
+        if self._random is None:
+            self._random = random.Random(os.urandom(16))
+        return self._random
+
+    def reader(self) -> DatabaseReader:
+        """``ctx.db`` for this frame."""
+        if self._reader is None:
+            if self.txn is None:
+                raise UserError("This function has no database transaction.")
+            db = self.executor.db
+            space = db.space(self.namespace)
+            cls = DatabaseWriter if self.kind == "mutation" else DatabaseReader
+            self._reader = cls(self.txn, space, self.executor.system_space())
+        return self._reader
+
+    def call(self, ref: Any, args: Mapping[str, Any] | None, kind: str) -> Any:
+        """A nested query or mutation inside this frame's transaction."""
+        return self.executor.call_nested(self, ref, args, kind)
+
+    async def call_async(self, ref: Any, args: Mapping[str, Any] | None, kind: str) -> Any:
+        """A call from an action: its own transaction."""
+        return await self.executor.call_from_action(self, ref, args, kind)
+
+    def scheduler(self) -> Any:
+        """``ctx.scheduler`` for this frame."""
+        return self.executor.hooks.scheduler(self)
+
+    def files(self) -> Any:
+        """``ctx.files`` for this frame."""
+        return self.executor.hooks.files(self)
+
+    def env(self) -> Mapping[str, str]:
+        """``ctx.env`` (actions only)."""
+        return self.executor.env
+
+    async def vector_search(
+        self, table: str, index: str, vector: Any, limit: int, filter: Any
+    ) -> list[dict[str, Any]]:
+        """``ctx.vector_search`` for this frame's table space."""
+        return await self.executor.hooks.vector_search(self, table, index, vector, limit, filter)
+
+
+class Hooks:
+    """Services the runtime plugs into contexts (scheduler, files, vector search).
+
+    The defaults explain what is missing; the runtime replaces them when it starts.
+    """
+
+    def scheduler(self, frame: Frame) -> Any:
+        """``ctx.scheduler``."""
+        raise UserError("ctx.scheduler needs a running app (open a client or TestApp).")
+
+    def files(self, frame: Frame) -> Any:
+        """``ctx.files``."""
+        raise UserError("ctx.files needs a running app (open a client or TestApp).")
+
+    async def vector_search(
+        self, frame: Frame, table: str, index: str, vector: Any, limit: int, filter: Any
+    ) -> list[dict[str, Any]]:
+        """``ctx.vector_search``."""
+        raise UserError("ctx.vector_search needs a running app (open a client or TestApp).")
+
+
+class Executor:
+    """Runs functions of one app against one open database."""
+
+    def __init__(
+        self,
+        db: Database,
+        resolver: Resolver,
+        *,
+        clock: Clock | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
+        self.db = db
+        self.resolver = resolver
+        self.clock: Clock = clock or SystemClock()
+        self.env: Mapping[str, str] = dict(env or {})
+        self.hooks = Hooks()
+        self.calls = 0
+        self.retries = 0
+
+    def system_space(self) -> Any:
+        """The system table space, when the runtime has one."""
+        return self.db.catalog.spaces.get("_system")
+
+    # -- top-level calls -------------------------------------------------------------------
+
+    def _resolve(self, ref: Any, kind: str, caller: str | None) -> Target:
+        target = self.resolver.resolve(ref, caller=caller)
+        if target.ref.kind.value != kind:
+            raise FunctionNotFoundError(
+                target.ref.path, detail=f"it is a {target.ref.kind.value}, not a {kind}"
+            )
+        return target
+
+    def _args(self, target: Target, args: Any) -> dict[str, Any]:
+        space = self.db.catalog.spaces.get(target.namespace)
+        context = space.validation_context() if space is not None else None
+        return target.ref.validate_args(args, context)
+
+    def query(
+        self,
+        ref: Any,
+        args: Any = None,
+        identity: UserIdentity | None = None,
+        *,
+        caller: str | None = None,
+    ) -> Any:
+        """Run a query at one snapshot and return its result."""
+        target = self._resolve(ref, "query", caller)
+        return self._logged(target, lambda: self._run_query(target, args, _auth(identity)))
+
+    def _run_query(self, target: Target, args: Any, auth: Auth) -> Any:
+        kwargs = self._args(target, args)
+        txn = self.db.transaction(now=self.clock.time())
+        try:
+            frame = Frame(self, target, auth=auth, depth=0, kind="query", txn=txn, now=txn.now)
+            return target.ref.check_result(target.ref.handler(QueryCtx(frame), **kwargs))
+        finally:
+            txn.close()
+
+    def mutation(
+        self,
+        ref: Any,
+        args: Any = None,
+        identity: UserIdentity | None = None,
+        *,
+        caller: str | None = None,
+        before_commit: Callable[[Transaction], None] | None = None,
+    ) -> Any:
+        """Run a mutation as one serializable transaction (retried on conflicts)."""
+        target = self._resolve(ref, "mutation", caller)
+        return self._logged(
+            target, lambda: self._run_mutation(target, args, _auth(identity), before_commit)
+        )
+
+    def _run_mutation(
+        self,
+        target: Target,
+        args: Any,
+        auth: Auth,
+        before_commit: Callable[[Transaction], None] | None = None,
+    ) -> Any:
+        kwargs = self._args(target, args)
+
+        def attempt(txn: Transaction) -> Any:
+            frame = Frame(self, target, auth=auth, depth=0, kind="mutation", txn=txn, now=txn.now)
+            result = target.ref.check_result(target.ref.handler(MutationCtx(frame), **kwargs))
+            if before_commit is not None:
+                before_commit(txn)
+            return result
+
+        for n in range(OPTIMISTIC_ATTEMPTS):
+            txn = self.db.transaction(now=self.clock.time())
+            try:
+                result = attempt(txn)
+                self.db.commit(txn)
+                return result
+            except Conflict as exc:
+                self.retries += 1
+                self.db.conflict_count += 1
+                logger.debug("%s conflicted on %s (attempt %d)", target.ref.path, exc.tables, n + 1)
+                time.sleep(random.uniform(0, min(_BACKOFF_BASE * 2**n, _BACKOFF_MAX)))
+            finally:
+                txn.close()
+        self.retries += 1
+        # Invariant: holding the commit lock, no other commit of this process can land
+        # between this attempt's snapshot and its commit, and storage's write lock keeps other
+        # processes out, so this attempt cannot conflict.
+        result, _ = self.db.run_exclusive(attempt, now=self.clock.time(), timeout=EXCLUSIVE_TIMEOUT)
+        return result
+
+    async def action(
+        self,
+        ref: Any,
+        args: Any = None,
+        identity: UserIdentity | None = None,
+        *,
+        caller: str | None = None,
+    ) -> Any:
+        """Run an action (async; it may do any I/O)."""
+        target = self._resolve(ref, "action", caller)
+        start = time.perf_counter()
+        self.calls += 1
+        try:
+            result = await self._run_action(target, args, _auth(identity))
+        except BaseException as exc:
+            self._log_failure(target, start, exc)
+            raise
+        self._log_success(target, start)
+        return result
+
+    async def _run_action(self, target: Target, args: Any, auth: Auth, depth: int = 0) -> Any:
+        kwargs = self._args(target, args)
+        frame = Frame(
+            self, target, auth=auth, depth=depth, kind="action", txn=None, now=self.clock.time()
+        )
+        return target.ref.check_result(await target.ref.handler(ActionCtx(frame), **kwargs))
+
+    # -- nested calls -----------------------------------------------------------------------
+
+    def _child_auth(self, parent: Frame, target: Target) -> Auth:
+        # Identity flows between the app's own functions; components see none, and what a
+        # component calls back into runs without one too.
+        if parent.namespace == "" and target.namespace == "":
+            return parent.auth
+        return NO_AUTH
+
+    def call_nested(self, parent: Frame, ref: Any, args: Any, kind: str) -> Any:
+        """``ctx.run_query`` / ``ctx.run_mutation`` from a query or mutation."""
+        if parent.depth + 1 > MAX_DEPTH:
+            raise UserError(f"Nested function calls are limited to a depth of {MAX_DEPTH}.")
+        if kind == "mutation" and parent.kind != "mutation":
+            raise UserError(
+                f"ctx.run_mutation is not available in a {parent.kind}: queries are read-only."
+            )
+        target = self._resolve(ref, kind, parent.namespace)
+        kwargs = self._args(target, args)
+        txn = parent.txn
+        if txn is None:  # pragma: no cover - a query or mutation frame always has one
+            raise UserError("nested call outside a transaction")
+        frame = Frame(
+            self,
+            target,
+            auth=self._child_auth(parent, target),
+            depth=parent.depth + 1,
+            kind=kind,
+            txn=txn,
+            now=parent.now,
+        )
+        if kind == "query":
+            return target.ref.check_result(target.ref.handler(QueryCtx(frame), **kwargs))
+        mark = txn.savepoint()
+        try:
+            return target.ref.check_result(target.ref.handler(MutationCtx(frame), **kwargs))
+        except BaseException:
+            txn.rollback_to(mark)
+            raise
+
+    async def call_from_action(self, parent: Frame, ref: Any, args: Any, kind: str) -> Any:
+        """``await ctx.run_query / run_mutation / run_action`` from an action."""
+        if parent.depth + 1 > MAX_DEPTH:
+            raise UserError(f"Nested function calls are limited to a depth of {MAX_DEPTH}.")
+        target = self._resolve(ref, kind, parent.namespace)
+        auth = self._child_auth(parent, target)
+        if kind == "query":
+            return await anyio.to_thread.run_sync(self._run_query, target, args, auth)
+        if kind == "mutation":
+            return await anyio.to_thread.run_sync(self._run_mutation, target, args, auth)
+        return await self._run_action(target, args, auth, parent.depth + 1)
+
+    # -- logging ------------------------------------------------------------------------------
+
+    def _logged(self, target: Target, run: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        retries = self.retries
+        self.calls += 1
+        try:
+            result = run()
+        except BaseException as exc:
+            self._log_failure(target, start, exc, self.retries - retries)
+            raise
+        self._log_success(target, start, self.retries - retries)
+        return result
+
+    def _log_success(self, target: Target, start: float, retries: int = 0) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s ok in %.2f ms (retries: %d)",
+                target.ref.kind.value,
+                target.ref.path,
+                (time.perf_counter() - start) * 1000,
+                retries,
+            )
+
+    def _log_failure(
+        self, target: Target, start: float, exc: BaseException, retries: int = 0
+    ) -> None:
+        logger.warning(
+            "%s %s failed in %.2f ms (retries: %d): %s: %s",
+            target.ref.kind.value,
+            target.ref.path,
+            (time.perf_counter() - start) * 1000,
+            retries,
+            type(exc).__name__,
+            exc,
+        )
+
+
+def _auth(identity: UserIdentity | None) -> Auth:
+    return NO_AUTH if identity is None else Auth(identity)
+
+
+KIND_OF = {k.value: k for k in FunctionKind}

@@ -1,0 +1,213 @@
+"""Owns function definitions: kinds, ``FunctionRef``, paths, and argument validation.
+
+A function's path is ``"<module>:<qualname>"`` (a script run as ``__main__`` uses its file's
+stem). Arguments are validated from the handler's type hints, strictly (no coercion), before
+the handler runs; a bad argument is refused with an error naming it.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+import os
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import pydantic
+from pydantic import BaseModel, ConfigDict
+
+from core.errors import InvalidArgumentError, UserError
+from core.values import check_value
+
+ArgsT = TypeVar("ArgsT")
+ReturnT = TypeVar("ReturnT")
+
+
+class FunctionKind(str, enum.Enum):
+    """What a function is allowed to do."""
+
+    QUERY = "query"
+    MUTATION = "mutation"
+    ACTION = "action"
+    HTTP = "http"
+
+
+def module_name(handler: Callable[..., Any]) -> str:
+    """The module part of a function path (``__main__`` becomes the script's stem)."""
+    module = getattr(handler, "__module__", None) or "__main__"
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        path = getattr(main, "__file__", None)
+        return os.path.splitext(os.path.basename(path))[0] if path else "__main__"
+    return module
+
+
+class FunctionRef(Generic[ArgsT, ReturnT]):
+    """A registered function: what clients, contexts and the scheduler call.
+
+    It keeps the handler's ``__name__``, ``__qualname__`` and ``__doc__``; calling it directly
+    calls the handler (handy in unit tests of pure logic).
+    """
+
+    def __init__(
+        self,
+        handler: Callable[..., Any],
+        *,
+        kind: FunctionKind,
+        internal: bool,
+        name: str | None = None,
+        owner: Any = None,
+    ):
+        if kind in (FunctionKind.QUERY, FunctionKind.MUTATION):
+            if inspect.iscoroutinefunction(handler):
+                raise UserError(
+                    f"{kind.value} {handler.__qualname__!r} must be a plain def: queries and "
+                    "mutations only touch the database, so they stay deterministic. Use an "
+                    "action for I/O."
+                )
+        elif not inspect.iscoroutinefunction(handler):
+            raise UserError(f"{kind.value} {handler.__qualname__!r} must be an async def.")
+        self.handler = handler
+        self.kind = kind
+        self.internal = internal
+        self.owner = owner
+        self.path = f"{module_name(handler)}:{name or handler.__qualname__}"
+        functools.update_wrapper(self, handler)  # type: ignore[arg-type]
+        self._model: type[BaseModel] | None = None
+        self._params: list[str] = []
+
+    def __repr__(self) -> str:
+        internal = "internal " if self.internal else ""
+        return f"<{internal}{self.kind.value} {self.path}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.handler(*args, **kwargs)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return self
+
+    # -- arguments -----------------------------------------------------------------------
+
+    @property
+    def args_model(self) -> type[BaseModel]:
+        """The pydantic model arguments are validated with (built on first use)."""
+        if self._model is None:
+            self._model = _args_model(self.handler, self.path)
+        return self._model
+
+    def validate_args(self, args: Any, context: Any = None) -> dict[str, Any]:
+        """Validate an args dict; return the values to pass as keyword arguments.
+
+        Raises:
+            InvalidArgumentError: naming the first bad argument.
+        """
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise InvalidArgumentError(
+                f'Arguments to "{self.path}" must be a dict, not {type(args).__name__}.',
+                function=self.path,
+            )
+        model = self.args_model
+        try:
+            obj = model.__pydantic_validator__.validate_python(args, strict=True, context=context)
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "(arguments)"
+            arg = str(err["loc"][0]) if err["loc"] else None
+            raise InvalidArgumentError(
+                f'Argument "{loc}" of "{self.path}" is not valid: {_msg(err["msg"])}.',
+                function=self.path,
+                argument=arg,
+            ) from None
+        return {name: getattr(obj, name) for name in model.model_fields}
+
+    def check_result(self, result: Any) -> Any:
+        """Check a handler's return value is a value (models are dumped to dicts)."""
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="python")
+        check_value(result, what=f'the return value of "{self.path}"')
+        return result
+
+
+def _args_model(handler: Callable[..., Any], path: str) -> type[BaseModel]:
+    sig = inspect.signature(handler)
+    params = list(sig.parameters.values())
+    if not params:
+        raise UserError(f'Function "{path}" must take the context as its first parameter.')
+    try:
+        hints = typing.get_type_hints(handler, include_extras=True)
+    except Exception as exc:
+        raise UserError(f'Function "{path}": its type hints cannot be resolved: {exc}') from None
+    fields: dict[str, Any] = {}
+    for p in params[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            raise UserError(
+                f'Function "{path}": parameter "{p.name}" must be a plain named parameter '
+                "(no *args, **kwargs or positional-only)."
+            )
+        if p.name.startswith(("_", "$")):
+            raise UserError(f'Function "{path}": argument "{p.name}" may not start with _ or $.')
+        tp = hints.get(p.name, Any)
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (tp, default)
+    try:
+        return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+            f"{path.replace(':', '_').replace('.', '_')}_args",
+            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+            **fields,
+        )
+    except (pydantic.PydanticSchemaGenerationError, TypeError, NameError) as exc:
+        raise UserError(f'Function "{path}": unsupported argument type: {exc}') from None
+
+
+class FunctionRegistry:
+    """Functions by path, for one app or component; paths are unique within it."""
+
+    def __init__(self, owner_label: str):
+        self._label = owner_label
+        self.functions: dict[str, FunctionRef[Any, Any]] = {}
+
+    def add(self, ref: FunctionRef[Any, Any]) -> None:
+        """Register a function; a second function with the same path is a ``UserError``."""
+        existing = self.functions.get(ref.path)
+        if existing is not None and existing.handler is not ref.handler:
+            raise UserError(
+                f'Function path "{ref.path}" is registered twice in {self._label}; give one of '
+                'them another name with name="...".'
+            )
+        self.functions[ref.path] = ref
+
+    def get(self, path: str) -> FunctionRef[Any, Any] | None:
+        """The function at ``path``, or ``None``."""
+        return self.functions.get(path)
+
+
+def decorator(
+    register: Callable[[FunctionRef[Any, Any]], None],
+    kind: FunctionKind,
+    internal: bool,
+    owner: Any,
+    fn: Callable[..., Any] | None,
+    name: str | None,
+) -> Any:
+    """Shared body of ``@app.query`` and friends: bare and called forms."""
+
+    def wrap(handler: Callable[..., Any]) -> FunctionRef[Any, Any]:
+        ref: FunctionRef[Any, Any] = FunctionRef(
+            handler, kind=kind, internal=internal, name=name, owner=owner
+        )
+        register(ref)
+        return ref
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap
+
+
+def _msg(text: str) -> str:
+    """pydantic's message without its "Value error, " prefix and final period."""
+    return text.removeprefix("Value error, ").rstrip(".")

@@ -1,0 +1,112 @@
+"""Owns ``Runtime``: one app opened on one storage (database, executor, background services).
+
+Clients, the server and ``TestApp`` all share this: they open a runtime, call through its
+executor, and run its background services (scheduler, crons, subscriptions) while open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from core.database.engine import Database
+from core.execution import Clock, Executor, Resolver
+from core.schema import Schema
+from core.storage.base import Storage
+
+logger = logging.getLogger("capsule.runtime")
+
+Service = Callable[["Runtime"], Awaitable[None]]
+"""A background loop: runs until cancelled."""
+
+
+class Runtime:
+    """An opened app: its database, executor, and what runs in the background."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        schemas: Mapping[str, Schema],
+        resolver: Resolver,
+        clock: Clock | None = None,
+        env: Mapping[str, str] | None = None,
+        services: list[Service] | None = None,
+        setup: list[Callable[[Runtime], None]] | None = None,
+    ):
+        self.storage = storage
+        self.db = Database(storage)
+        self._schemas = dict(schemas)
+        self.executor = Executor(self.db, resolver, clock=clock, env=env)
+        self._services = list(services or [])
+        self._setup = list(setup or [])
+        self._portal_cm: Any = None
+        self._portal: BlockingPortal | None = None
+        self._services_future: Any = None
+        self._services_users = 0
+        self._lock = threading.Lock()
+        self.state: dict[str, Any] = {}
+        """Per-runtime state of plugged-in services (scheduler, subscriptions, ...)."""
+
+    @property
+    def clock(self) -> Clock:
+        """The clock ``ctx.now`` reads."""
+        return self.executor.clock
+
+    def open(self) -> None:
+        """Open storage and the catalog, then let services attach (hooks, listeners)."""
+        self.db.open(self._schemas)
+        for fn in self._setup:
+            fn(self)
+
+    def close(self) -> None:
+        """Stop the loop thread (if any) and close storage."""
+        with self._lock:
+            cm, self._portal_cm, self._portal = self._portal_cm, None, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+        self.db.close()
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """An event loop in a background thread (for blocking callers' actions and services)."""
+        with self._lock:
+            if self._portal is None:
+                self._portal_cm = anyio.from_thread.start_blocking_portal()
+                self._portal = self._portal_cm.__enter__()
+            return self._portal
+
+    def start_services(self) -> None:
+        """Start the background services (refcounted: the first caller starts them)."""
+        with self._lock:
+            self._services_users += 1
+            if self._services_users > 1 or not self._services:
+                return
+        portal = self.portal
+        self._services_future, _ = portal.start_task(self.run_services)
+
+    def stop_services(self) -> None:
+        """Undo one ``start_services``; the last caller stops them."""
+        with self._lock:
+            self._services_users -= 1
+            future = self._services_future if self._services_users == 0 else None
+            if future is not None:
+                self._services_future = None
+        if future is not None:
+            future.cancel()
+            with contextlib.suppress(BaseException):
+                future.result(timeout=10)
+
+    async def run_services(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run every background service until cancelled."""
+        async with anyio.create_task_group() as tg:
+            for service in self._services:
+                tg.start_soon(service, self)
+            task_status.started()
+            await anyio.sleep_forever()

@@ -1,0 +1,121 @@
+"""Owns the test harness: ``TestApp`` on a fresh temporary SQLite file, with a manual clock.
+
+``with TestApp(app) as t:`` opens the app on the production engine (a real SQLite file in a
+temporary folder, deleted on close), synchronously, like Starlette's ``TestClient``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.app import App
+from core.auth import UserIdentity, to_identity
+from core.execution import Target
+from core.functions import FunctionKind, FunctionRef
+from core.runtime import Runtime
+from core.storage.sqlite import SQLiteStorage
+from core.testing.clock import ManualClock
+
+
+class TestApp:
+    """A synchronous harness around an app: ``query``, ``mutation``, ``action``, ``run``."""
+
+    __test__ = False
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        identity: Any = None,
+        clock: ManualClock | None = None,
+        storage: Any = None,
+    ):
+        self.app = app
+        self.identity: UserIdentity | None = to_identity(identity)
+        self.clock = clock or ManualClock()
+        self._storage = storage
+        self._tmp: str | None = None
+        self._runtime: Runtime | None = None
+        self._parent: TestApp | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> TestApp:
+        storage = self._storage
+        if storage is None:
+            self._tmp = tempfile.mkdtemp(prefix="capsule-test-")
+            storage = SQLiteStorage(Path(self._tmp) / "test.db", synchronous="NORMAL")
+        rt = self.app.make_runtime(storage, clock=self.clock)
+        rt.open()
+        self._runtime = rt
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._parent is not None:
+            return
+        rt, self._runtime = self._runtime, None
+        if rt is not None:
+            rt.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """The open runtime."""
+        if self._runtime is None:
+            raise RuntimeError("TestApp is not open: use it as `with TestApp(app) as t:`.")
+        return self._runtime
+
+    def with_identity(self, identity: Any) -> TestApp:
+        """A view of this harness whose calls carry ``identity`` (a dict of claims works)."""
+        view = TestApp(self.app, identity=identity, clock=self.clock)
+        view._runtime = self.runtime
+        view._parent = self
+        return view
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run a public query."""
+        return self.runtime.executor.query(ref, args, self.identity)
+
+    def mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run a public mutation."""
+        return self.runtime.executor.mutation(ref, args, self.identity)
+
+    def action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run a public action (on the runtime's loop thread) and wait for it."""
+        rt = self.runtime
+        return rt.portal.call(rt.executor.action, ref, args, self.identity)
+
+    def run(self, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn(ctx)`` as a mutation of the app (setup and inspection in tests)."""
+        ref: FunctionRef[Any, Any] = FunctionRef(
+            fn, kind=FunctionKind.MUTATION, internal=True, name="TestApp.run"
+        )
+        ex = self.runtime.executor
+        return ex._logged(
+            Target(ref, ""),
+            lambda: ex._run_mutation(Target(ref, ""), {}, ex_auth(self.identity)),
+        )
+
+    # -- time -------------------------------------------------------------------------------
+
+    def advance_time(self, seconds: float) -> None:
+        """Move the manual clock forward (scheduled work due by then can be run)."""
+        self.clock.advance(seconds)
+
+
+def ex_auth(identity: UserIdentity | None) -> Any:
+    """The ``ctx.auth`` for an identity."""
+    from core.auth import NO_AUTH, Auth
+
+    return NO_AUTH if identity is None else Auth(identity)
+
+
+__all__ = ["ManualClock", "TestApp"]
