@@ -14,7 +14,7 @@ from typing import Any, TypeVar, overload
 from core.client import Client, SyncClient
 from core.config import database_url, environment
 from core.errors import FunctionNotFoundError, UserError
-from core.execution import Clock, Target
+from core.execution import Clock, Target, parse_handle
 from core.functions import FunctionKind, FunctionRef, FunctionRegistry, decorator
 from core.runtime import Runtime, Service
 from core.schema import Schema
@@ -118,6 +118,20 @@ class App:
                 raise FunctionNotFoundError(ref.path, detail="it is not registered on this app")
             target = Target(found, "")
         elif isinstance(ref, str):
+            handle = parse_handle(ref)
+            if handle is not None:
+                if caller is None:
+                    raise FunctionNotFoundError(ref, detail="handles are not callable by clients")
+                namespace, path = handle
+                if namespace:
+                    resolved = self._resolve_foreign(ref, caller)
+                    if resolved is None:
+                        raise FunctionNotFoundError(ref)
+                    return resolved
+                found = self.registry.get(path)
+                if found is None:
+                    raise FunctionNotFoundError(path)
+                return Target(found, "")
             resolved = self._resolve_foreign(ref, caller)
             if resolved is not None:
                 return resolved

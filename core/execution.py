@@ -61,6 +61,26 @@ class Target(NamedTuple):
     ref: FunctionRef[Any, Any]
     namespace: str
 
+    @property
+    def handle(self) -> str:
+        """A string naming this function in its table space: ``"fn:<namespace>|<path>"``.
+
+        Handles are what travels and is stored: scheduled jobs, callbacks passed to
+        components, workflow steps. Any function (never a client) may resolve one.
+        """
+        return f"{HANDLE_PREFIX}{self.namespace}|{self.ref.path}"
+
+
+HANDLE_PREFIX = "fn:"
+
+
+def parse_handle(handle: str) -> tuple[str, str] | None:
+    """``(namespace, path)`` of a handle string, or ``None`` if it is not one."""
+    if not handle.startswith(HANDLE_PREFIX) or "|" not in handle:
+        return None
+    namespace, _, path = handle[len(HANDLE_PREFIX) :].partition("|")
+    return namespace, path
+
 
 class Resolver(Protocol):
     """Turns a function reference or path into a ``Target`` for a caller."""
