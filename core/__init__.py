@@ -9,6 +9,7 @@ from __future__ import annotations
 from core.app import App
 from core.auth import UserIdentity
 from core.client import Client, SyncClient
+from core.components import Component, ComponentHandle, function_handle, run_function
 from core.context import ActionCtx, MutationCtx, QueryCtx
 from core.database import DatabaseReader, DatabaseWriter, Page, Query
 from core.errors import (
@@ -37,6 +38,8 @@ __all__ = [
     "AppError",
     "CapsuleError",
     "Client",
+    "Component",
+    "ComponentHandle",
     "ConflictError",
     "DatabaseReader",
     "DatabaseWriter",
@@ -61,4 +64,6 @@ __all__ = [
     "UserError",
     "UserIdentity",
     "Value",
+    "function_handle",
+    "run_function",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from core.client import Client, SyncClient
+from core.components import Component, ComponentHandle, Components
 from core.config import database_url, environment
 from core.errors import FunctionNotFoundError, UserError
 from core.execution import Clock, Target, parse_handle
@@ -47,7 +48,9 @@ class App:
         self.setup: list[Callable[[Runtime], None]] = []
         """Called with each runtime after it opens (to attach hooks and listeners)."""
         self.extra_schemas: dict[str, Schema] = {}
-        """Table spaces besides the app's: system tables and mounted components."""
+        """Table spaces besides the app's and its components' (system tables)."""
+        self.components = Components()
+        """Mounted component instances: ``app.components.<name>.<function>``."""
 
     # -- registration -------------------------------------------------------------------------
 
@@ -150,14 +153,39 @@ class App:
         return target
 
     def _resolve_foreign(self, ref: Any, caller: str | None) -> Target | None:
-        """Component functions and handles; extended by the components layer."""
-        return None
+        """Component functions and component handles (``None``: not a component reference)."""
+        return self.components.resolve(ref, caller)
+
+    def component_config(self, namespace: str) -> dict[str, Any]:
+        """The configuration a component instance was mounted with (``{}`` for the app)."""
+        instance = self.components.instances.get(namespace)
+        return {} if instance is None else dict(instance.config)
+
+    # -- components --------------------------------------------------------------------------
+
+    def use(
+        self,
+        component: Component,
+        *,
+        name: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> ComponentHandle:
+        """Mount a component instance under ``name``; returns its handle.
+
+        Mount before the first client opens. The same component may be mounted several
+        times under different names, each with its own tables.
+        """
+        if self._runtime is not None:
+            raise UserError("Mount components before the first client opens.")
+        return self.components.mount(
+            component, name or getattr(component, "name", ""), config
+        )
 
     # -- runtime --------------------------------------------------------------------------------
 
     def schemas(self) -> dict[str, Schema]:
         """Every table space's schema, by namespace (``""`` is the app's)."""
-        return {"": self.schema, **self.extra_schemas}
+        return {"": self.schema, **self.components.schemas(), **self.extra_schemas}
 
     def make_runtime(
         self, storage: Storage | str | None = None, *, clock: Clock | None = None

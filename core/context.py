@@ -65,6 +65,11 @@ class _Context:
         raise AttributeError(name)
 
     @property
+    def config(self) -> Mapping[str, Any]:
+        """The configuration this component instance was mounted with (``{}`` in the app)."""
+        return self._frame.config()
+
+    @property
     def auth(self) -> Auth:
         """The caller's identity (``ctx.auth.get_user_identity()``)."""
         frame = self._frame

@@ -154,6 +154,11 @@ class Frame:
         """``ctx.files`` for this frame."""
         return self.executor.hooks.files(self)
 
+    def config(self) -> Mapping[str, Any]:
+        """``ctx.config``: the component instance's configuration."""
+        get = getattr(self.executor.resolver, "component_config", None)
+        return {} if get is None else get(self.namespace)  # type: ignore[no-any-return]
+
     def env(self) -> Mapping[str, str]:
         """``ctx.env`` (actions only)."""
         return self.executor.env
@@ -219,7 +224,20 @@ class Executor:
             )
         return target
 
-    def _args(self, target: Target, args: Any) -> dict[str, Any]:
+    def _handles_in(self, args: Any, caller: str | None) -> Any:
+        """Replace function references among ``args`` by handle strings (as ``caller`` sees
+        them): references travel between table spaces as handles."""
+        if caller is None or not isinstance(args, dict):
+            return args
+        if not any(isinstance(v, FunctionRef) for v in args.values()):
+            return args
+        return {
+            k: self.resolver.resolve(v, caller=caller).handle if isinstance(v, FunctionRef) else v
+            for k, v in args.items()
+        }
+
+    def _args(self, target: Target, args: Any, caller: str | None = None) -> dict[str, Any]:
+        args = self._handles_in(args, caller)
         space = self.db.catalog.spaces.get(target.namespace)
         context = space.validation_context() if space is not None else None
         return target.ref.validate_args(args, context)
@@ -341,7 +359,7 @@ class Executor:
                 f"ctx.run_mutation is not available in a {parent.kind}: queries are read-only."
             )
         target = self._resolve(ref, kind, parent.namespace)
-        kwargs = self._args(target, args)
+        kwargs = self._args(target, args, parent.namespace)
         txn = parent.txn
         if txn is None:  # pragma: no cover - a query or mutation frame always has one
             raise UserError("nested call outside a transaction")
@@ -369,6 +387,7 @@ class Executor:
             raise UserError(f"Nested function calls are limited to a depth of {MAX_DEPTH}.")
         target = self._resolve(ref, kind, parent.namespace)
         auth = self._child_auth(parent, target)
+        args = self._handles_in(args, parent.namespace)
         if kind == "query":
             return await anyio.to_thread.run_sync(self._run_query, target, args, auth)
         if kind == "mutation":

@@ -98,9 +98,8 @@ class TableSpace:
         if info is None:
             info = self.catalog.refresh_number(number)
         if info is None or info.namespace != self.namespace:
-            where = f'table "{table}"' if table else "a table of this app"
-            if self.namespace:
-                where += f' in component "{self.namespace}"'
+            where = f'table "{table}"' if table else "any table"
+            where += f' of component "{self.namespace}"' if self.namespace else " of the app"
             raise InvalidIdError(f'"{value}" is not an id of {where}.', table=table)
         if table is not None and info.name != table:
             raise InvalidIdError(

@@ -1,0 +1,362 @@
+"""Owns components: ``Component`` definitions, mounting (``app.use``), handles and call rules.
+
+A component is a schema plus functions, mounted into an app under a name. Each mounted
+instance gets its own table space (its namespace is the mount path, e.g. ``"views"`` or
+``"workflow/pool"`` for a component mounted inside another), so two instances of one component
+keep separate data, and inside a component ``ctx.db`` sees only that instance's tables.
+
+Call rules:
+
+* clients call only the app's public functions;
+* a component's exported functions are callable from the namespace that mounted it (the app,
+  or the parent component) and from the component itself;
+* its internal functions only from the component itself;
+* a function handle (``"fn:<namespace>|<path>"``) is a capability: any function may call it.
+  App function references passed to a component as arguments travel as handles.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from core.errors import FunctionNotFoundError, UserError
+from core.execution import Target, parse_handle
+from core.functions import FunctionKind, FunctionRef, FunctionRegistry, decorator
+from core.schema import Schema
+
+if TYPE_CHECKING:
+    from core.context import ActionCtx, MutationCtx, QueryCtx
+
+_MOUNT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+
+class Component:
+    """A reusable unit: its own tables and the functions that are the only way in.
+
+    Args:
+        name: the component's name (used in messages and as the default mount name).
+        schema: its tables.
+        config: names and types of the configuration values an app passes at ``use``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        schema: Schema | None = None,
+        config: Mapping[str, Any] | None = None,
+    ):
+        if not isinstance(name, str) or not _MOUNT_NAME.match(name):
+            raise UserError(f"Component name {name!r} must match [A-Za-z][A-Za-z0-9_]*.")
+        self.name = name
+        self.schema = schema if schema is not None else Schema()
+        self.registry = FunctionRegistry(f'component "{name}"')
+        self.children: dict[str, tuple[Component, dict[str, Any]]] = {}
+        self._config_model = _config_model(name, config or {})
+        self.setup: list[Callable[[ComponentInstance], None]] = []
+        """Called with each mounted instance (e.g. to declare the instance's crons)."""
+
+    def __repr__(self) -> str:
+        return f"<Component {self.name}>"
+
+    def _decorate(
+        self, kind: FunctionKind, internal: bool, fn: Callable[..., Any] | None, name: str | None
+    ) -> Any:
+        return decorator(self.registry.add, kind, internal, self, fn, name)
+
+    def query(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+        """Register an exported query."""
+        return self._decorate(FunctionKind.QUERY, False, fn, name)
+
+    def mutation(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+        """Register an exported mutation."""
+        return self._decorate(FunctionKind.MUTATION, False, fn, name)
+
+    def action(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+        """Register an exported action."""
+        return self._decorate(FunctionKind.ACTION, False, fn, name)
+
+    def internal_query(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register a query only this component can call."""
+        return self._decorate(FunctionKind.QUERY, True, fn, name)
+
+    def internal_mutation(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register a mutation only this component can call."""
+        return self._decorate(FunctionKind.MUTATION, True, fn, name)
+
+    def internal_action(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register an action only this component can call."""
+        return self._decorate(FunctionKind.ACTION, True, fn, name)
+
+    def use(
+        self, child: Component, *, name: str | None = None, config: Mapping[str, Any] | None = None
+    ) -> ChildHandle:
+        """Mount another component inside this one; returns a handle usable in its code."""
+        name = name or child.name
+        _check_mount_name(name)
+        if name in self.children:
+            raise UserError(f'Component "{self.name}" already mounts a child named "{name}".')
+        self.children[name] = (child, dict(config or {}))
+        return ChildHandle(child, name)
+
+    def validate_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Check the configuration an app passes at ``use``."""
+        try:
+            obj = self._config_model.model_validate(dict(config or {}), strict=True)
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+            raise UserError(
+                f'Configuration "{loc}" of component "{self.name}" is not valid: {err["msg"]}.'
+            ) from None
+        return obj.model_dump()
+
+    def function(self, attr: str) -> FunctionRef[Any, Any] | None:
+        """The function registered under a Python name (``handle.<attr>``)."""
+        for ref in self.registry.functions.values():
+            if ref.__name__ == attr or ref.path.rpartition(":")[2] == attr:
+                return ref
+        return None
+
+
+def _config_model(name: str, spec: Mapping[str, Any]) -> type[pydantic.BaseModel]:
+    fields = {k: (tp, ...) for k, tp in spec.items()}
+    return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+        f"{name}_config", __config__=pydantic.ConfigDict(extra="forbid"), **fields
+    )
+
+
+def _check_mount_name(name: str) -> None:
+    if not isinstance(name, str) or not _MOUNT_NAME.match(name):
+        raise UserError(f"Mount name {name!r} must match [A-Za-z][A-Za-z0-9_]*.")
+
+
+class BoundRef(FunctionRef[Any, Any]):
+    """A component function bound to one mounted instance (what ``handle.add`` returns)."""
+
+    def __init__(self, ref: FunctionRef[Any, Any], namespace: str):
+        self.__dict__.update(ref.__dict__)
+        self.unbound = ref
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"<{self.kind.value} {self.path} of component instance {self.namespace!r}>"
+
+    @property
+    def handle(self) -> str:
+        """The handle string of this function in its instance."""
+        return Target(self.unbound, self.namespace).handle
+
+
+class ChildHandle:
+    """Inside a component's code: a child component mounted with ``component.use``.
+
+    ``child.fn`` resolves relative to the calling instance, so each instance of the parent
+    reaches its own instance of the child.
+    """
+
+    def __init__(self, component: Component, name: str):
+        self.component = component
+        self.name = name
+
+    def __getattr__(self, attr: str) -> ChildRef:
+        ref = self.component.function(attr)
+        if ref is None:
+            raise AttributeError(f'Component "{self.component.name}" has no function "{attr}".')
+        return ChildRef(ref, self.name)
+
+
+class ChildRef(FunctionRef[Any, Any]):
+    """A child component's function, resolved against the caller's namespace."""
+
+    def __init__(self, ref: FunctionRef[Any, Any], child: str):
+        self.__dict__.update(ref.__dict__)
+        self.unbound = ref
+        self.child = child
+
+
+class ComponentInstance:
+    """One mounted instance: the component, its namespace and its configuration."""
+
+    def __init__(self, component: Component, namespace: str, config: dict[str, Any]):
+        self.component = component
+        self.namespace = namespace
+        self.config = config
+
+    @property
+    def parent(self) -> str:
+        """The namespace that mounted this instance (``""`` for the app)."""
+        return self.namespace.rpartition("/")[0]
+
+
+class ComponentHandle:
+    """What ``app.use`` returns: ``handle.<function>`` is a function reference."""
+
+    def __init__(self, instance: ComponentInstance):
+        self._instance = instance
+
+    @property
+    def namespace(self) -> str:
+        """The instance's namespace (its mount path)."""
+        return self._instance.namespace
+
+    @property
+    def component(self) -> Component:
+        """The mounted component."""
+        return self._instance.component
+
+    def __getattr__(self, attr: str) -> BoundRef:
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        ref = self._instance.component.function(attr)
+        if ref is None:
+            raise AttributeError(
+                f'Component "{self._instance.component.name}" (mounted as '
+                f'"{self._instance.namespace}") has no function "{attr}".'
+            )
+        return BoundRef(ref, self._instance.namespace)
+
+    def __repr__(self) -> str:
+        return f"<ComponentHandle {self._instance.namespace!r} of {self._instance.component!r}>"
+
+
+class Components:
+    """``app.components``: mounted instances by name (``app.components.views.add``)."""
+
+    def __init__(self) -> None:
+        self._handles: dict[str, ComponentHandle] = {}
+        self.instances: dict[str, ComponentInstance] = {}
+
+    def __getattr__(self, name: str) -> ComponentHandle:
+        try:
+            return self._handles[name]
+        except KeyError:
+            raise AttributeError(f'No component is mounted as "{name}".') from None
+
+    def __getitem__(self, name: str) -> ComponentHandle:
+        return self.__getattr__(name)
+
+    def __iter__(self) -> Any:
+        return iter(self._handles)
+
+    def mount(
+        self, component: Component, name: str, config: Mapping[str, Any] | None
+    ) -> ComponentHandle:
+        """Mount ``component`` (and, recursively, its children) at ``name``."""
+        if not isinstance(component, Component):
+            raise UserError(f"app.use() takes a Component, not {type(component).__name__}.")
+        _check_mount_name(name)
+        if name in self._handles:
+            raise UserError(f'A component is already mounted as "{name}".')
+        instance = self._mount(component, name, config)
+        handle = ComponentHandle(instance)
+        self._handles[name] = handle
+        return handle
+
+    def _mount(
+        self, component: Component, namespace: str, config: Mapping[str, Any] | None
+    ) -> ComponentInstance:
+        instance = ComponentInstance(component, namespace, component.validate_config(config))
+        self.instances[namespace] = instance
+        for child_name, (child, child_config) in component.children.items():
+            self._mount(child, f"{namespace}/{child_name}", child_config)
+        for fn in component.setup:
+            fn(instance)
+        return instance
+
+    def schemas(self) -> dict[str, Schema]:
+        """Each instance's schema, by namespace."""
+        return {ns: inst.component.schema for ns, inst in self.instances.items()}
+
+    # -- resolution ---------------------------------------------------------------------------
+
+    def resolve(self, ref: Any, caller: str | None) -> Target | None:
+        """Resolve a component reference or handle; ``None`` if ``ref`` is not one."""
+        if isinstance(ref, str):
+            parsed = parse_handle(ref)
+            if parsed is None or not parsed[0]:
+                return None
+            namespace, path = parsed
+            instance = self.instances.get(namespace)
+            found = None if instance is None else instance.component.registry.get(path)
+            if found is None:
+                raise FunctionNotFoundError(ref)
+            return Target(found, namespace)
+        if isinstance(ref, BoundRef):
+            return self._checked(ref.unbound, ref.namespace, caller)
+        if isinstance(ref, ChildRef):
+            if caller is None:
+                raise FunctionNotFoundError(ref.path, detail="component functions are not public")
+            return self._checked(ref.unbound, f"{caller}/{ref.child}" if caller else ref.child,
+                                 caller)
+        if isinstance(ref, FunctionRef) and isinstance(ref.owner, Component):
+            # An unbound component function: it runs in the calling instance.
+            if caller is None or not caller:
+                raise FunctionNotFoundError(
+                    ref.path,
+                    detail=f'it belongs to component "{ref.owner.name}"; call it through '
+                    "app.components.<mount name>",
+                )
+            instance = self.instances.get(caller)
+            if instance is None or instance.component is not ref.owner:
+                raise FunctionNotFoundError(
+                    ref.path, detail=f'it belongs to component "{ref.owner.name}"'
+                )
+            return Target(ref, caller)
+        return None
+
+    def _checked(self, ref: FunctionRef[Any, Any], namespace: str, caller: str | None) -> Target:
+        instance = self.instances.get(namespace)
+        if instance is None or instance.component.registry.get(ref.path) is None:
+            raise FunctionNotFoundError(ref.path, detail=f'no component instance "{namespace}"')
+        if caller is None:
+            raise FunctionNotFoundError(
+                ref.path, detail="component functions are reached from app functions, not clients"
+            )
+        if caller != namespace:
+            if ref.internal:
+                raise FunctionNotFoundError(
+                    ref.path, detail=f'it is internal to component instance "{namespace}"'
+                )
+            if caller != instance.parent:
+                raise FunctionNotFoundError(
+                    ref.path,
+                    detail=f'component instance "{namespace}" is not mounted by "{caller or "the app"}"',
+                )
+        return Target(ref, namespace)
+
+
+def function_handle(ctx: Any, ref: Any) -> str:
+    """The handle string of a function as seen from ``ctx`` (to pass to a component)."""
+    frame = ctx._frame
+    return frame.executor.resolver.resolve(ref, caller=frame.namespace).handle  # type: ignore[no-any-return]
+
+
+def run_function(
+    ctx: QueryCtx | MutationCtx | ActionCtx, kind: str, ref: Any, args: Mapping[str, Any] | None
+) -> Any:
+    """Call ``ref`` from any context: synchronously inside a query or mutation (same
+    transaction), or as an awaitable from an action (its own transaction).
+
+    Component client classes use this so their methods take the caller's ``ctx`` first.
+    """
+    frame = ctx._frame
+    if frame.kind == "action":
+        return frame.call_async(ref, args, kind)
+    if kind == "action":
+        raise UserError(f"An action cannot be called from a {frame.kind}.")
+    if kind == "mutation" and frame.kind != "mutation":
+        raise UserError(
+            f"{ref!r} is a mutation; it cannot run inside a {frame.kind} (queries are read-only)."
+        )
+    return frame.call(ref, args, kind)
