@@ -51,6 +51,8 @@ class App:
         """Table spaces besides the app's and its components' (system tables)."""
         self.components = Components()
         """Mounted component instances: ``app.components.<name>.<function>``."""
+        self.http_routes: list[tuple[str, str, FunctionRef[Any, Any]]] = []
+        """``(path, method, handler)`` of each ``@app.http_route``, served under ``/http``."""
 
     # -- registration -------------------------------------------------------------------------
 
@@ -103,6 +105,30 @@ class App:
     ) -> Any:
         """Register an internal action."""
         return self._decorate(FunctionKind.ACTION, True, fn, name)
+
+    def http_route(
+        self, path: str, *, method: str = "GET"
+    ) -> Callable[[F], FunctionRef[Any, Any]]:
+        """Register ``async def (ctx: ActionCtx, request) -> Response`` at ``/http{path}``.
+
+        The handler gets an ``ActionCtx`` (data through ``ctx.run_*``) and the Starlette
+        ``Request``, and returns a Starlette ``Response``. ``path`` may hold Starlette path
+        parameters (``/items/{id}``), read from ``request.path_params``.
+        """
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise UserError(f"An HTTP route path must start with '/', not {path!r}.")
+        verb = method.upper()
+        if any(p == path and m == verb for p, m, _ in self.http_routes):
+            raise UserError(f"HTTP route {verb} {path} is registered twice.")
+
+        def register(fn: F) -> FunctionRef[Any, Any]:
+            ref: FunctionRef[Any, Any] = FunctionRef(
+                fn, kind=FunctionKind.HTTP, internal=True, owner=self
+            )
+            self.http_routes.append((path, verb, ref))
+            return ref
+
+        return register
 
     # -- resolution ----------------------------------------------------------------------------
 

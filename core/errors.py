@@ -12,6 +12,7 @@ The tree::
     ├── ForbiddenError                authenticated but not allowed, 403
     ├── FunctionNotFoundError         unknown (or unreachable) function path, 404
     ├── ConflictError                 a mutation could not commit after its retries, 409
+    ├── RequestTooLargeError          an HTTP request body is over the server's limit, 413
     ├── SchemaMismatchError           stored documents violate the schema at open, 500
     └── AppError                      raised by app code; its ``data`` reaches the client, 422
 
@@ -123,6 +124,20 @@ class ConflictError(CapsuleError):
         )
 
 
+class RequestTooLargeError(CapsuleError):
+    """Raised when an HTTP request body is larger than the server accepts."""
+
+    code = "request_too_large"
+    http_status = 413
+
+    def __init__(self, *, limit: int):
+        super().__init__(
+            f"The request body is over the limit of {limit:,} bytes; send less data at once "
+            "(or raise CAPSULE_MAX_BODY_BYTES)."
+        )
+        self.limit = limit
+
+
 class SchemaMismatchError(CapsuleError):
     """Raised when stored documents do not match the app's schema when the database opens."""
 
@@ -162,6 +177,7 @@ __all__ = [
     "InvalidIdError",
     "InvalidValueError",
     "LimitExceededError",
+    "RequestTooLargeError",
     "SchemaMismatchError",
     "UnauthenticatedError",
     "UserError",

@@ -294,6 +294,13 @@ class Executor:
                 before_commit(txn)
             return result
 
+        return self.run_transaction(attempt, label=target.ref.path)
+
+    def run_transaction(self, attempt: Callable[[Transaction], Any], *, label: str) -> Any:
+        """Run ``attempt(txn)`` and commit it, re-running it on conflicts (mutation semantics).
+
+        Mutations use it, and so do services writing system tables (files, idempotency keys).
+        """
         for n in range(OPTIMISTIC_ATTEMPTS):
             txn = self.db.transaction(now=self.clock.time())
             try:
@@ -303,7 +310,7 @@ class Executor:
             except Conflict as exc:
                 self.retries += 1
                 self.db.conflict_count += 1
-                logger.debug("%s conflicted on %s (attempt %d)", target.ref.path, exc.tables, n + 1)
+                logger.debug("%s conflicted on %s (attempt %d)", label, exc.tables, n + 1)
                 time.sleep(random.uniform(0, min(_BACKOFF_BASE * 2**n, _BACKOFF_MAX)))
             finally:
                 txn.close()
