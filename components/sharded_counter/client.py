@@ -1,0 +1,118 @@
+"""Owns ``ShardedCounter``, the class app code uses to count with many concurrent writers.
+
+Methods take the caller's ``ctx`` first: inside a query or mutation they join the caller's
+transaction; from an action each call is its own transaction and returns an awaitable.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from components.sharded_counter.errors import CounterConfigError
+from core import ActionCtx, ComponentHandle, MutationCtx, QueryCtx, run_function
+
+Number = int | float
+
+
+def _check_shards(what: str, n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise CounterConfigError(f"{what} must be a positive integer, not {n!r}.")
+    return n
+
+
+class ShardedCounter:
+    """Counters by name, each split over shards so increments rarely conflict.
+
+    Example::
+
+        counts = app.use(sharded_counter.component, name="counts")
+        counter = ShardedCounter(counts, shards={"likes": 32})
+
+        @app.mutation
+        def like(ctx: MutationCtx, post: str) -> None:
+            counter.inc(ctx, f"likes:{post}")
+
+    Args:
+        handle: what ``app.use(component)`` returned.
+        shards: shard counts for particular names (more shards: more write throughput,
+            slower ``count``).
+        default_shards: the shard count of every other name.
+
+    Raises:
+        CounterConfigError: a shard count is not a positive integer.
+    """
+
+    def __init__(
+        self,
+        handle: ComponentHandle,
+        *,
+        shards: Mapping[str, int] | None = None,
+        default_shards: int = 16,
+    ):
+        self.handle = handle
+        self.default_shards = _check_shards("default_shards", default_shards)
+        self.shards = {
+            name: _check_shards(f'The shard count of "{name}"', n)
+            for name, n in (shards or {}).items()
+        }
+
+    def shards_of(self, name: str) -> int:
+        """How many shards ``name`` is spread over."""
+        return self.shards.get(name, self.default_shards)
+
+    def add(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        name: str,
+        count: Number = 1,
+        *,
+        shard: int | None = None,
+    ) -> Any:
+        """Add ``count`` (may be negative) to one random shard (or the given ``shard``)."""
+        if shard is not None and not 0 <= shard < self.shards_of(name):
+            raise CounterConfigError(
+                f'Shard {shard} of "{name}" is out of range 0..{self.shards_of(name) - 1}.'
+            )
+        args = {"name": name, "count": count, "shards": self.shards_of(name), "shard": shard}
+        return run_function(ctx, "mutation", self.handle.add, args)
+
+    def inc(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
+        """Add one."""
+        return self.add(ctx, name, 1)
+
+    def dec(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
+        """Subtract one."""
+        return self.add(ctx, name, -1)
+
+    def count(self, ctx: QueryCtx | ActionCtx, name: str) -> Any:
+        """The exact count: the sum of every shard (reads them all)."""
+        return run_function(ctx, "query", self.handle.count, {"name": name})
+
+    def estimate_count(
+        self, ctx: QueryCtx | ActionCtx, name: str, *, read_shards: int = 1
+    ) -> Any:
+        """An estimate from ``read_shards`` random shards (exact after ``rebalance``)."""
+        args = {"name": name, "read_shards": read_shards, "shards": self.shards_of(name)}
+        return run_function(ctx, "query", self.handle.estimate_count, args)
+
+    def shard_values(self, ctx: QueryCtx | ActionCtx, name: str) -> Any:
+        """Each existing shard's value by shard number (for inspection)."""
+        raw = run_function(ctx, "query", self.handle.shard_values, {"name": name})
+        if inspect.isawaitable(raw):
+
+            async def finish() -> dict[int, Number]:
+                return {int(k): v for k, v in (await raw).items()}
+
+            return finish()
+        return {int(k): v for k, v in raw.items()}
+
+    def rebalance(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
+        """Spread the total evenly over the shards (and drop shards beyond the count)."""
+        args = {"name": name, "shards": self.shards_of(name)}
+        return run_function(ctx, "mutation", self.handle.rebalance, args)
+
+    def reset(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
+        """Set the count back to 0."""
+        return run_function(ctx, "mutation", self.handle.reset, {"name": name})
