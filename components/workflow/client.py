@@ -1,0 +1,347 @@
+"""Owns the classes app code uses: ``WorkPool``, ``WorkflowManager`` and their records.
+
+Methods take the caller's ``ctx`` first: from a query or mutation they run inside that
+transaction and return the value; from an action they return an awaitable.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import ComponentHandle, Id, UserError, function_handle, run_function
+from core.functions import module_name
+
+from components.workflow.pool import check_parallelism
+from components.workflow.steps import WORKFLOWS
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How a failed action is retried: ``initial_backoff * base**(attempt-1)``, jittered ±50 %."""
+
+    max_attempts: int = 5
+    """Attempts in all, the first included."""
+    initial_backoff: float = 0.25
+    """Seconds before the first retry (before jitter)."""
+    base: float = 2.0
+    """Growth factor of the backoff."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.initial_backoff < 0 or self.base < 1:
+            raise UserError(
+                "RetryPolicy needs max_attempts >= 1, initial_backoff >= 0 and base >= 1; got "
+                f"{self.max_attempts}, {self.initial_backoff}, {self.base}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form."""
+        return {
+            "max_attempts": self.max_attempts,
+            "initial_backoff": self.initial_backoff,
+            "base": self.base,
+        }
+
+
+def _retry_dict(retry: RetryPolicy | bool | None, default: RetryPolicy | None) -> Any:
+    if retry is None:
+        return None if default is None else default.to_dict()
+    if retry is True:
+        return (default or RetryPolicy()).to_dict()
+    if retry is False:
+        return None
+    if isinstance(retry, RetryPolicy):
+        return retry.to_dict()
+    raise UserError(f"retry must be a RetryPolicy, True, False or None, not {retry!r}.")
+
+
+def _then(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """Apply ``fn`` to a result, or to an awaitable's result (action contexts)."""
+    if inspect.isawaitable(value):
+
+        async def later() -> Any:
+            return fn(await value)
+
+        return later()
+    return fn(value)
+
+
+def _handle(ctx: Any, ref: Any) -> str | None:
+    if ref is None:
+        return None
+    if isinstance(ref, str) and ref.startswith("fn:"):
+        return ref
+    return function_handle(ctx, ref)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkStatus:
+    """Where a work-pool job is."""
+
+    state: str
+    """``"pending"``, ``"running"`` or ``"finished"`` (also for unknown ids)."""
+    previous_attempts: int = 0
+    """Attempts already made (a job waiting out a retry backoff is pending)."""
+
+
+class WorkPool:
+    """A queue of actions and mutations run with bounded parallelism and retries.
+
+    Args:
+        handle: a mounted ``components.workflow.pool_component``.
+        max_parallelism: jobs running at once (0 pauses; at most 200).
+        retry: the default policy for actions (``None``: actions are not retried).
+    """
+
+    def __init__(
+        self,
+        handle: ComponentHandle,
+        *,
+        max_parallelism: int = 10,
+        retry: RetryPolicy | None = None,
+    ):
+        self.handle = handle
+        self.max_parallelism = check_parallelism(max_parallelism)
+        self.retry = retry
+
+    def _enqueue(
+        self, ctx: Any, fn_type: str, ref: Any, args: dict[str, Any] | None, on_complete: Any,
+        context: Any, retry: Any, run_after: float,
+    ) -> Any:
+        return run_function(
+            ctx,
+            "mutation",
+            self.handle.enqueue,
+            {
+                "fn": _handle(ctx, ref),
+                "fn_type": fn_type,
+                "args": dict(args or {}),
+                "on_complete": _handle(ctx, on_complete),
+                "context": context,
+                "retry": _retry_dict(retry, self.retry) if fn_type == "action" else None,
+                "max_parallelism": self.max_parallelism,
+                "run_after": run_after,
+            },
+        )
+
+    def enqueue_action(
+        self, ctx: Any, ref: Any, args: dict[str, Any] | None = None, *, on_complete: Any = None,
+        context: Any = None, retry: RetryPolicy | bool | None = None, run_after: float = 0.0,
+    ) -> Any:
+        """Queue an action; returns its work id.
+
+        ``on_complete`` (a mutation taking ``work_id, context, result``) runs exactly once
+        with the final result: ``{"kind": "success", "value"}``, ``{"kind": "failed",
+        "error"}`` or ``{"kind": "canceled"}``.
+        """
+        return self._enqueue(ctx, "action", ref, args, on_complete, context, retry, run_after)
+
+    def enqueue_mutation(
+        self, ctx: Any, ref: Any, args: dict[str, Any] | None = None, *, on_complete: Any = None,
+        context: Any = None, retry: Any = None, run_after: float = 0.0,
+    ) -> Any:
+        """Queue a mutation (it runs exactly once; mutations are not retried)."""
+        return self._enqueue(ctx, "mutation", ref, args, on_complete, context, None, run_after)
+
+    def enqueue_query(
+        self, ctx: Any, ref: Any, args: dict[str, Any] | None = None, *, on_complete: Any = None,
+        context: Any = None, run_after: float = 0.0,
+    ) -> Any:
+        """Queue a query."""
+        return self._enqueue(ctx, "query", ref, args, on_complete, context, None, run_after)
+
+    def status(self, ctx: Any, work_id: str) -> Any:
+        """A job's ``WorkStatus``."""
+        return _then(
+            run_function(ctx, "query", self.handle.status, {"work_id": work_id}),
+            lambda s: WorkStatus(**s),
+        )
+
+    def cancel(self, ctx: Any, work_id: str) -> Any:
+        """Cancel a job (prevents its start or its next retry)."""
+        return run_function(ctx, "mutation", self.handle.cancel, {"work_id": work_id})
+
+    def set_max_parallelism(self, ctx: Any, max_parallelism: int) -> Any:
+        """Change the limit at run time (0 pauses)."""
+        self.max_parallelism = check_parallelism(max_parallelism)
+        return run_function(
+            ctx, "mutation", self.handle.set_max_parallelism, {"max_parallelism": max_parallelism}
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepStatus:
+    """One journal entry."""
+
+    number: int
+    name: str
+    kind: str
+    """``query``, ``mutation``, ``action``, ``sleep``, ``event`` or ``workflow``."""
+    state: str
+    """``running``, ``success``, ``failed`` or ``canceled``."""
+    result: Any = None
+    error: str | None = None
+    started_at: float = 0.0
+    completed_at: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowStatus:
+    """A workflow's state, result, error and steps."""
+
+    state: str
+    """``running``, ``success``, ``failed`` or ``canceled``."""
+    result: Any = None
+    error: str | None = None
+    steps: list[StepStatus] = field(default_factory=list)
+    id: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowPage:
+    """A page of ``list``."""
+
+    page: list[WorkflowStatus]
+    continue_cursor: str | None
+    is_done: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workflow:
+    """A workflow defined with ``@manager.define``: pass it to ``start``."""
+
+    name: str
+    handler: Callable[..., Awaitable[Any]]
+
+    def __call__(self, step: Any, **args: Any) -> Awaitable[Any]:
+        return self.handler(step, **args)
+
+
+def _status(s: dict[str, Any] | None) -> WorkflowStatus | None:
+    if s is None:
+        return None
+    return WorkflowStatus(
+        state=s["state"], result=s["result"], error=s["error"], id=s["id"], name=s["name"],
+        steps=[StepStatus(**st) for st in s.get("steps", [])],
+    )
+
+
+class WorkflowManager:
+    """Defines and runs durable workflows on a mounted ``components.workflow.component``.
+
+    Args:
+        handle: the mounted workflow component.
+        max_parallelism: steps running at once across this instance's workflows.
+        retry: the default retry policy of action steps (``None``: no retries).
+        retention: seconds after which finished workflows are deleted (``None``: kept).
+    """
+
+    def __init__(
+        self,
+        handle: ComponentHandle,
+        *,
+        max_parallelism: int = 10,
+        retry: RetryPolicy | None = None,
+        retention: float | None = None,
+    ):
+        self.handle = handle
+        self.max_parallelism = check_parallelism(max_parallelism)
+        self.retry = retry
+        self.retention = retention
+
+    def define(
+        self, fn: Callable[..., Awaitable[Any]] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register ``async def handler(step, **args)`` as a workflow."""
+
+        def wrap(handler: Callable[..., Awaitable[Any]]) -> Workflow:
+            if not inspect.iscoroutinefunction(handler):
+                raise UserError(f"A workflow must be an async def, not {handler!r}.")
+            wf_name = name or f"{module_name(handler)}:{handler.__qualname__}"
+            WORKFLOWS[wf_name] = handler
+            return Workflow(name=wf_name, handler=handler)
+
+        return wrap if fn is None else wrap(fn)
+
+    def start(
+        self, ctx: Any, workflow: Workflow | str, args: dict[str, Any] | None = None, *,
+        on_complete: Any = None, context: Any = None, id: str | None = None,
+    ) -> Any:
+        """Start a workflow and return its id; with ``id``, an existing run is returned as is.
+
+        ``on_complete`` (a mutation taking ``workflow_id, result, context``) runs in the
+        transaction that finishes the workflow; if it raises, the failure is recorded.
+        """
+        name = workflow.name if isinstance(workflow, Workflow) else workflow
+        return _then(
+            run_function(
+                ctx,
+                "mutation",
+                self.handle.start,
+                {
+                    "name": name,
+                    "args": dict(args or {}),
+                    "on_complete": _handle(ctx, on_complete),
+                    "context": context,
+                    "key": id,
+                    "max_parallelism": self.max_parallelism,
+                    "retry": None if self.retry is None else self.retry.to_dict(),
+                    "retention": self.retention,
+                },
+            ),
+            Id,
+        )
+
+    def status(self, ctx: Any, workflow_id: str) -> Any:
+        """The ``WorkflowStatus`` (``None`` for an unknown id)."""
+        return _then(
+            run_function(ctx, "query", self.handle.status, {"workflow_id": workflow_id}), _status
+        )
+
+    def result(self, ctx: Any, workflow_id: str) -> Any:
+        """The recorded result of a finished workflow (``None`` while running)."""
+        return _then(self.status(ctx, workflow_id), lambda s: None if s is None else s.result)
+
+    def cancel(self, ctx: Any, workflow_id: str) -> Any:
+        """Cancel a running workflow and its children."""
+        return run_function(ctx, "mutation", self.handle.cancel, {"workflow_id": workflow_id})
+
+    def send_event(self, ctx: Any, workflow_id: str, name: str, value: Any = None) -> Any:
+        """Deliver an event to ``step.await_event(name)`` (kept if not yet awaited)."""
+        return run_function(
+            ctx, "mutation", self.handle.send_event,
+            {"workflow_id": workflow_id, "name": name, "value": value},
+        )
+
+    def list(
+        self, ctx: Any, *, state: str | None = None, cursor: str | None = None,
+        num_items: int = 100,
+    ) -> Any:
+        """A page of workflows, optionally only those in ``state``."""
+        return _then(
+            run_function(
+                ctx, "query", self.handle.list_workflows,
+                {"state": state, "cursor": cursor, "num_items": num_items},
+            ),
+            lambda p: WorkflowPage(
+                page=[_status(s) for s in p["page"]],  # type: ignore[misc]
+                continue_cursor=p["continue_cursor"],
+                is_done=p["is_done"],
+            ),
+        )
+
+    def restart(self, ctx: Any, workflow_id: str, from_step: int | str | None = None) -> Any:
+        """Re-run a finished workflow from a step number or the last step with a name."""
+        return run_function(
+            ctx, "mutation", self.handle.restart,
+            {"workflow_id": workflow_id, "from_step": from_step},
+        )
+
+    def cleanup(self, ctx: Any, workflow_id: str, *, force: bool = False) -> Any:
+        """Delete a finished workflow and its journal; ``False`` if it is still running."""
+        return run_function(
+            ctx, "mutation", self.handle.cleanup, {"workflow_id": workflow_id, "force": force}
+        )

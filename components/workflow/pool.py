@@ -1,0 +1,296 @@
+"""Owns the work pool: a queue of actions, mutations and queries run through the scheduler.
+
+State machine of a job (one ``work`` row, deleted when it finishes)::
+
+    pending --start--> running --success / final failure / cancel--> (deleted, on_complete)
+       ^                  |
+       +-- retry backoff -+   (failed action attempt, attempts left, not canceled)
+
+Invariants:
+
+* at most ``max_parallelism`` rows are ``running``: a job is started only by ``_start_ready``,
+  which counts running rows in the same transaction that marks new ones running, and
+  serializable commits make two concurrent starters conflict (one retries);
+* ``on_complete`` runs exactly once per job, in the transaction that deletes its row: for a
+  mutation job that is the transaction of the user's mutation itself, so its writes and its
+  completion commit together (exactly once); attempts are fenced by ``(work_id, attempt)``;
+* a job waiting out a retry backoff holds no slot; a ``kick`` scheduled for the end of its
+  backoff starts it again (promptly, not on a polling tick).
+
+``max_parallelism`` 0 pauses starting; cancel prevents a start or the next retry, an attempt
+already running reports its own outcome. Retries apply to actions only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from core import ActionCtx, Component, MutationCtx, QueryCtx, Schema, Table
+
+from components.workflow.errors import NonRetryableError
+
+logger = logging.getLogger("capsule.workflow.pool")
+
+MAX_PARALLELISM = 200
+
+component = Component(
+    "workpool",
+    schema=Schema(
+        work=Table().index("by_state_ready", ["state", "ready_at"]),
+        config=Table(),
+        on_complete_failures=Table(),
+    ),
+)
+
+
+def success(value: Any) -> dict[str, Any]:
+    """A successful result record."""
+    return {"kind": "success", "value": value}
+
+
+def failed(error: str, **extra: Any) -> dict[str, Any]:
+    """A failed result record."""
+    return {"kind": "failed", "error": error, **extra}
+
+
+CANCELED: dict[str, Any] = {"kind": "canceled"}
+
+
+def error_text(exc: BaseException) -> str:
+    """How an exception is recorded in a result."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def check_parallelism(value: int) -> int:
+    """Refuse a ``max_parallelism`` outside 0..200."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PARALLELISM:
+        raise ValueError(
+            f"max_parallelism is {value!r}; it must be an int from 0 (paused) to {MAX_PARALLELISM}."
+        )
+    return value
+
+
+def _config(ctx: QueryCtx) -> dict[str, Any] | None:
+    return ctx.db.query("config").first()  # type: ignore[no-any-return]
+
+
+def _max_parallelism(ctx: QueryCtx) -> int:
+    cfg = _config(ctx)
+    return 10 if cfg is None else int(cfg["max_parallelism"])
+
+
+def _set_parallelism(ctx: MutationCtx, value: int) -> None:
+    cfg = _config(ctx)
+    if cfg is None:
+        ctx.db.insert("config", {"max_parallelism": value})
+    elif cfg["max_parallelism"] != value:
+        ctx.db.patch(cfg["_id"], {"max_parallelism": value})
+
+
+def _start_ready(ctx: MutationCtx) -> None:
+    """Start pending jobs whose time has come, up to the free capacity."""
+    limit = _max_parallelism(ctx)
+    if limit == 0:
+        return
+    running = ctx.db.query("work").with_index(
+        "by_state_ready", lambda q: q.eq("state", "running")
+    ).take(limit)
+    free = limit - len(running)
+    if free <= 0:
+        return
+    now = ctx.now
+    ready = ctx.db.query("work").with_index(
+        "by_state_ready", lambda q: q.eq("state", "pending").lte("ready_at", now)
+    ).take(free)
+    for work in ready:
+        job = run_action_job if work["fn_type"] == "action" else run_mutation_job
+        scheduled = ctx.scheduler.run_after(
+            0, job, {"work_id": work["_id"], "attempt": work["attempts"]}
+        )
+        ctx.db.patch(work["_id"], {"state": "running", "scheduled_id": str(scheduled)})
+
+
+@component.mutation
+def enqueue(
+    ctx: MutationCtx,
+    fn: str,
+    fn_type: str,
+    args: dict[str, Any],
+    on_complete: str | None = None,
+    context: Any = None,
+    retry: dict[str, Any] | None = None,
+    max_parallelism: int = 10,
+    run_after: float = 0.0,
+    name: str = "",
+) -> str:
+    """Add a job; it starts as soon as a slot is free (and ``run_after`` has passed)."""
+    check_parallelism(max_parallelism)
+    if fn_type not in ("action", "mutation", "query"):
+        raise ValueError(f'fn_type is "{fn_type}"; expected "action", "mutation" or "query".')
+    _set_parallelism(ctx, max_parallelism)
+    work_id = ctx.db.insert(
+        "work",
+        {
+            "fn": fn,
+            "fn_type": fn_type,
+            "name": name or fn,
+            "args": args,
+            "on_complete": on_complete,
+            "context": context,
+            "retry": retry if fn_type == "action" else None,
+            "attempts": 0,
+            "state": "pending",
+            "ready_at": ctx.now + max(run_after, 0.0),
+            "canceled": False,
+            "scheduled_id": None,
+        },
+    )
+    if run_after > 0:
+        ctx.scheduler.run_after(run_after, kick, {})
+    _start_ready(ctx)
+    return str(work_id)
+
+
+@component.mutation
+def set_max_parallelism(ctx: MutationCtx, max_parallelism: int) -> None:
+    """Change the limit (0 pauses); raising it starts waiting jobs at once."""
+    _set_parallelism(ctx, check_parallelism(max_parallelism))
+    _start_ready(ctx)
+
+
+@component.query
+def status(ctx: QueryCtx, work_id: str) -> dict[str, Any]:
+    """``{"state": "pending" | "running" | "finished", "previous_attempts": n}``."""
+    work = _get(ctx, work_id)
+    if work is None:
+        return {"state": "finished", "previous_attempts": 0}
+    return {"state": work["state"], "previous_attempts": work["attempts"]}
+
+
+@component.mutation
+def cancel(ctx: MutationCtx, work_id: str) -> None:
+    """Cancel a job: a pending one never starts; a running one gets no further retry."""
+    work = _get(ctx, work_id)
+    if work is None or work["canceled"]:
+        return
+    if work["state"] == "pending":
+        _finish(ctx, work, CANCELED)
+        _start_ready(ctx)
+    else:
+        ctx.db.patch(work["_id"], {"canceled": True})
+
+
+@component.internal_mutation
+def kick(ctx: MutationCtx) -> None:
+    """Start whatever is ready (scheduled for the end of a backoff or a delayed start)."""
+    _start_ready(ctx)
+
+
+@component.internal_query
+def get_work(ctx: QueryCtx, work_id: str) -> dict[str, Any] | None:
+    """The job row (for the action runner)."""
+    return _get(ctx, work_id)
+
+
+@component.internal_mutation
+def run_mutation_job(ctx: MutationCtx, work_id: str, attempt: int) -> None:
+    """Run a mutation or query job and complete it in the same transaction (exactly once)."""
+    work = _current(ctx, work_id, attempt)
+    if work is None:
+        return
+    try:
+        if work["fn_type"] == "mutation":
+            value = ctx.run_mutation(work["fn"], work["args"])
+        else:
+            value = ctx.run_query(work["fn"], work["args"])
+        result = success(value)
+    except Exception as exc:  # noqa: BLE001 - any failure of the job is its result
+        result = failed(error_text(exc))
+    _complete(ctx, work, result)
+
+
+@component.internal_action
+async def run_action_job(ctx: ActionCtx, work_id: str, attempt: int) -> None:
+    """Run one attempt of an action job, then record its outcome."""
+    work = await ctx.run_query(get_work, {"work_id": work_id})
+    if work is None or work["attempts"] != attempt or work["state"] != "running":
+        return
+    try:
+        result = success(await ctx.run_action(work["fn"], work["args"]))
+    except NonRetryableError as exc:
+        result = failed(error_text(exc), non_retryable=True)
+    except Exception as exc:  # noqa: BLE001 - any failure of the job is its result
+        result = failed(error_text(exc))
+    await ctx.run_mutation(complete, {"work_id": work_id, "attempt": attempt, "result": result})
+
+
+@component.internal_mutation
+def complete(ctx: MutationCtx, work_id: str, attempt: int, result: dict[str, Any]) -> None:
+    """Record an attempt's outcome: retry after a backoff, or finish (idempotent per attempt)."""
+    work = _current(ctx, work_id, attempt)
+    if work is not None:
+        _complete(ctx, work, result)
+
+
+def _get(ctx: QueryCtx, work_id: str) -> dict[str, Any] | None:
+    try:
+        return ctx.db.get(work_id)  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - not an id of this pool: nothing to find
+        return None
+
+
+def _current(ctx: QueryCtx, work_id: str, attempt: int) -> dict[str, Any] | None:
+    """The job if this attempt is its running one (stale or duplicate completions: ``None``)."""
+    work = _get(ctx, work_id)
+    if work is None or work["state"] != "running" or work["attempts"] != attempt:
+        return None
+    return work
+
+
+def _complete(ctx: MutationCtx, work: dict[str, Any], result: dict[str, Any]) -> None:
+    attempts = work["attempts"] + 1
+    retry = work["retry"]
+    if (
+        result["kind"] == "failed"
+        and retry is not None
+        and not result.get("non_retryable")
+        and attempts < retry["max_attempts"]
+    ):
+        if work["canceled"]:
+            _finish(ctx, work, CANCELED)
+        else:
+            delay = retry["initial_backoff"] * retry["base"] ** (attempts - 1)
+            delay *= ctx.random.uniform(0.5, 1.5)
+            ctx.db.patch(
+                work["_id"],
+                {"state": "pending", "attempts": attempts, "ready_at": ctx.now + delay,
+                 "scheduled_id": None, "last_error": result["error"]},
+            )
+            ctx.scheduler.run_after(delay, kick, {})
+    else:
+        _finish(ctx, work, result)
+    _start_ready(ctx)
+
+
+def _finish(ctx: MutationCtx, work: dict[str, Any], result: dict[str, Any]) -> None:
+    """Delete the job and call its ``on_complete`` once; a failing callback is recorded."""
+    ctx.db.delete(work["_id"])
+    if work["on_complete"] is None:
+        return
+    args = {"work_id": str(work["_id"]), "context": work["context"], "result": result}
+    try:
+        ctx.run_mutation(work["on_complete"], args)
+    except Exception as exc:  # noqa: BLE001 - a failing callback must not lose the completion
+        logger.warning("on_complete of job %s failed: %s", work["_id"], exc)
+        ctx.db.insert(
+            "on_complete_failures",
+            {"work_id": str(work["_id"]), "result": result, "error": error_text(exc)},
+        )
+
+
+@component.query
+def on_complete_failures(ctx: QueryCtx) -> list[dict[str, Any]]:
+    """Callbacks that raised (recorded, never retried)."""
+    return ctx.db.query("on_complete_failures").collect()  # type: ignore[no-any-return]
