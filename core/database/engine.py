@@ -31,7 +31,13 @@ from core.database.readsets import WriteSet
 from core.database.transaction import Transaction
 from core.errors import ConflictError
 from core.schema import Schema
-from core.storage.base import CommitBatchItem, Snapshot, Storage, WriteSession
+from core.storage.base import (
+    CommitBatchItem,
+    RetryableStorageError,
+    Snapshot,
+    Storage,
+    WriteSession,
+)
 
 logger = logging.getLogger("capsule.database")
 
@@ -184,11 +190,14 @@ class Database:
                     )
                 if items:
                     w.apply(items)
+                    self.batch_count += 1
                 self._maybe_prune(w)
         except BaseException as exc:
             for req in batch:
                 if req.error is None:
-                    req.error = exc
+                    # A transient storage failure applied nothing: retry like a conflict.
+                    retry = isinstance(exc, RetryableStorageError)
+                    req.error = Conflict({"(storage serialization failure)"}) if retry else exc
                 req.done = True
             return
         self._publish([(r.ts, r.write_set) for r in accepted])
@@ -213,23 +222,43 @@ class Database:
                 return reads.tables_touched_by(req.write_set)
         return None
 
+    def _known_ts(self) -> int:
+        """The newest commit the in-memory log is complete through.
+
+        Not ``latest_ts``: timestamps handed out to a batch that then failed in storage raise
+        ``latest_ts`` without any commit behind them, and must not hide later commits.
+        """
+        return self._log_ts[-1] if self._log_ts else self._floor
+
     def _catch_up(self, w: WriteSession) -> None:
         """Take in commits other processes made since this process last looked."""
         latest = w.latest_ts()
-        if latest <= self.latest_ts:
-            return
-        for ts, data in w.read_log(self.latest_ts):
-            if ts > self.latest_ts:
+        known = self._known_ts()
+        if latest > known:
+            self._take_in(known, w.read_log(known - 1 if known else 0))
+        self.latest_ts = max(self.latest_ts, latest)
+
+    def _take_in(self, known: int, records: list[tuple[int, bytes]]) -> None:
+        # The record at ``known`` is read too: if another process pruned it, records between
+        # it and the first one returned may be gone, so older snapshots can no longer be
+        # validated and must conflict.
+        if known and records and records[0][0] > known:
+            self._floor = max(self._floor, records[0][0] - 1)
+        for ts, data in records:
+            if ts > known:
                 ws = WriteSet.load(data)
                 self._log_ts.append(ts)
                 self._log_ws.append(ws)
                 self._notify(ts, ws)
-        self.latest_ts = latest
 
     def poll_other_processes(self) -> None:
         """Take in other processes' commits now (subscriptions call this while idle)."""
-        with self._commit_lock, self.storage.begin_write() as w:
-            self._catch_up(w)
+        with self._commit_lock:
+            known = self._known_ts()
+            records = self.storage.read_commits(known - 1 if known else 0)
+            self._take_in(known, records)
+            if records:
+                self.latest_ts = max(self.latest_ts, records[-1][0])
 
     def _publish(self, commits: list[tuple[int, WriteSet]]) -> None:
         for ts, ws in commits:
