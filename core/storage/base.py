@@ -85,6 +85,14 @@ class CatalogIndex:
     spec: str
 
 
+class RetryableStorageError(Exception):
+    """Internal: the commit step failed for a transient reason (e.g. a serialization failure).
+
+    Nothing of the batch was applied; the database retries its transactions as if they had
+    conflicted, so the caller never sees it while retries remain.
+    """
+
+
 class Snapshot(ABC):
     """Reads at one commit timestamp; close it when done."""
 
@@ -169,6 +177,15 @@ class Storage(ABC):
     @abstractmethod
     def load_catalog(self) -> tuple[list[CatalogTable], list[CatalogIndex]]:
         """All catalog rows."""
+
+    def read_commits(self, after_ts: int) -> list[tuple[int, bytes]]:
+        """Commit-log records with ``ts > after_ts``, oldest first, for catching up.
+
+        A gap-free run of the log. Backends that can read it without the exclusive commit step
+        override this; the default enters the commit step.
+        """
+        with self.begin_write() as w:
+            return w.read_log(after_ts)
 
     def wait_for_commit(self, after_ts: int, timeout: float) -> bool:
         """Block until a commit newer than ``after_ts`` may exist (another process's).

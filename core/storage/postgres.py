@@ -1,0 +1,592 @@
+"""Owns ``PostgresStorage``: one PostgreSQL database shared by many app processes.
+
+Tables are the SQLite backend's (documents, index entries, the commit log, the catalog), so
+the database layer above behaves identically on both.
+
+How commits are ordered (and why the result is serializable):
+
+* The commit step -- read the other processes' new log records, validate the batch against the
+  log, apply it, append its records -- runs in one READ COMMITTED transaction that first takes
+  ``pg_advisory_xact_lock(COMMIT_LOCK)``. Only one commit step in the whole cluster of app
+  processes runs at a time, and the lock is released only after the transaction committed (and
+  became visible), so the next holder's statements see every earlier commit. Timestamps are
+  assigned inside the step, after reading the newest one, so they form one strictly increasing
+  total order that is also the order in which commits become visible.
+* A snapshot is a REPEATABLE READ, READ ONLY transaction whose first statement reads
+  ``max(ts)`` from the log. PostgreSQL fixes the transaction's snapshot at that statement, and a
+  commit's log row and data rows become visible atomically, so the snapshot sees exactly the
+  commits with ``ts <= max(ts)``: a later commit is invisible (its log row would raise the max),
+  and an earlier one is visible because it finished before the later one could take the lock.
+* Together this is optimistic concurrency control with one serial validator: each transaction
+  reads a consistent prefix of the commit order and commits only if nothing after that prefix
+  touched its read set, which is serializable. Handlers run in parallel in every process; only
+  the short commit step (a handful of round trips and one WAL flush) is serialized.
+
+The step allows roughly 1/(lock hold time) commits per second; ``bench/postgres.py`` measures
+it. SQLSTATE 40001 and 40P01 (which this scheme should not produce, but a server may) raised in
+the commit step become ``RetryableStorageError``, which the database turns into a retry.
+
+New commits are announced with ``NOTIFY capsule_commit, '<ts>'`` inside the commit step; other
+processes ``LISTEN`` on one connection each (``wait_for_commit``). The notification is only a
+wake-up: the commit log stays the truth, so a lost notification delays an update but never
+loses it.
+
+Index keys can be longer than a B-tree entry may be, so each entry is keyed by a prefix of its
+key (``kp``) plus a digest of the whole key for long keys (``kh``, empty for short ones). Ordering
+by ``(kp, key)`` equals ordering by ``key``, because ``kp`` is a prefix of ``key``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+
+from core.storage.base import (
+    CatalogIndex,
+    CatalogTable,
+    CommitBatchItem,
+    DocumentRow,
+    IndexRow,
+    RetryableStorageError,
+    Snapshot,
+    Storage,
+    WriteSession,
+    WriteSessionContext,
+)
+
+COMMIT_LOCK = 0x43415053554C45
+"""The advisory lock key (``"CAPSULE"``) serializing commit steps across processes."""
+_DDL_LOCK = COMMIT_LOCK + 1
+CHANNEL = "capsule_commit"
+"""The NOTIFY channel carrying new commit timestamps."""
+KEY_PREFIX = 1024
+"""Index keys longer than this are stored under their prefix plus a SHA-256 digest."""
+_RETRYABLE = ("40001", "40P01")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS documents(
+    id text COLLATE "C" PRIMARY KEY, tbl integer NOT NULL, ct double precision NOT NULL,
+    data bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS index_entries(
+    idx integer NOT NULL, kp bytea NOT NULL, kh bytea NOT NULL, key bytea NOT NULL,
+    doc text COLLATE "C" NOT NULL, value bytea NOT NULL,
+    PRIMARY KEY(idx, kp, kh)
+);
+CREATE TABLE IF NOT EXISTS commits(ts bigint PRIMARY KEY, data bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS catalog_tables(
+    number integer PRIMARY KEY, namespace text NOT NULL, name text NOT NULL,
+    fingerprint text NOT NULL, UNIQUE(namespace, name)
+);
+CREATE TABLE IF NOT EXISTS catalog_indexes(
+    id integer PRIMARY KEY, tbl integer NOT NULL, name text NOT NULL, spec text NOT NULL,
+    UNIQUE(tbl, name)
+);
+"""
+
+_LATEST = "SELECT coalesce(max(ts), 0) FROM commits"
+_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; " + _LATEST
+_SCAN = (
+    "SELECT e.key, e.value, d.id, d.tbl, d.ct, d.data FROM index_entries e "
+    "JOIN documents d ON d.id = e.doc WHERE e.idx = %s AND e.kp >= %s AND e.key >= %s{hi} "
+    "ORDER BY e.kp {order}, e.key {order} LIMIT %s"
+)
+_SCAN_ENTRIES = (
+    "SELECT key, value, doc FROM index_entries WHERE idx = %s AND kp >= %s AND key >= %s{hi} "
+    "ORDER BY kp, key LIMIT %s"
+)
+_HI = " AND {p}kp <= %s AND {p}key < %s"
+
+
+def split_key(key: bytes) -> tuple[bytes, bytes]:
+    """The stored ``(kp, kh)`` of an index key: itself, or its prefix and digest if long."""
+    if len(key) <= KEY_PREFIX:
+        return key, b""
+    return key[:KEY_PREFIX], hashlib.sha256(key).digest()
+
+
+def _range_params(lo: bytes, hi: bytes | None) -> tuple[Any, ...]:
+    # kp >= lo[:P] is implied by key >= lo; it is there so the B-tree range applies.
+    if hi is None:
+        return (lo[:KEY_PREFIX], lo)
+    return (lo[:KEY_PREFIX], lo, hi[:KEY_PREFIX], hi)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) in _RETRYABLE
+
+
+class _PostgresSnapshot(Snapshot):
+    """Reads on one connection: its own REPEATABLE READ transaction, or a write session's."""
+
+    __slots__ = ("_conn", "_storage", "ts")
+
+    def __init__(self, conn: psycopg.Connection[Any], storage: PostgresStorage | None):
+        self._conn = conn
+        self._storage = storage
+        if storage is not None:
+            # One round trip: the snapshot is fixed by the SELECT, the first real statement.
+            cur = conn.execute(_BEGIN_READ)
+            cur.nextset()
+        else:
+            cur = conn.execute(_LATEST)
+        row = cur.fetchone()
+        self.ts = int(row[0]) if row else 0
+
+    def get(self, doc_id: str) -> DocumentRow | None:
+        row = self._conn.execute(
+            "SELECT tbl, ct, data FROM documents WHERE id = %s", (doc_id,), binary=True
+        ).fetchone()
+        if row is None:
+            return None
+        return DocumentRow(id=doc_id, table=row[0], creation_time=row[1], data=row[2])
+
+    def scan(
+        self, index_id: int, lo: bytes, hi: bytes | None, *, reverse: bool, limit: int
+    ) -> list[IndexRow]:
+        query = _SCAN.format(
+            hi="" if hi is None else _HI.format(p="e."), order="DESC" if reverse else "ASC"
+        )
+        rows = self._conn.execute(
+            query, (index_id, *_range_params(lo, hi), limit), binary=True
+        ).fetchall()
+        return [
+            IndexRow(
+                key=r[0],
+                value=r[1],
+                doc=DocumentRow(id=r[2], table=r[3], creation_time=r[4], data=r[5]),
+            )
+            for r in rows
+        ]
+
+    def scan_entries(
+        self, index_id: int, lo: bytes, hi: bytes | None, *, limit: int
+    ) -> list[tuple[bytes, bytes, str]]:
+        query = _SCAN_ENTRIES.format(hi="" if hi is None else _HI.format(p=""))
+        rows = self._conn.execute(
+            query, (index_id, *_range_params(lo, hi), limit), binary=True
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def close(self) -> None:
+        storage, self._storage = self._storage, None
+        if storage is None:
+            return
+        try:
+            self._conn.execute("COMMIT")
+        finally:
+            storage._readers.putconn(self._conn)
+
+
+class _PostgresWriteSession(WriteSession):
+    def __init__(self, conn: psycopg.Connection[Any], latest: int):
+        self._conn = conn
+        self._latest = latest
+
+    def latest_ts(self) -> int:
+        return self._latest
+
+    def read_log(self, after_ts: int) -> list[tuple[int, bytes]]:
+        return _read_log(self._conn, after_ts)
+
+    def snapshot(self) -> Snapshot:
+        # READ COMMITTED under the commit lock: nobody else can commit, so every statement
+        # sees the same state plus what this session applied.
+        return _PostgresSnapshot(self._conn, None)
+
+    def apply(self, items: Sequence[CommitBatchItem]) -> None:
+        if not items:
+            return
+        removed: list[tuple[int, bytes, bytes]] = []
+        added: dict[tuple[int, bytes, bytes], tuple[bytes, str, bytes]] = {}
+        final: dict[str, tuple[int, float, bytes] | None] = {}
+        for item in items:
+            for w in item.writes:
+                for index_id, key in w.removed_entries:
+                    removed.append((index_id, *split_key(key)))
+                for index_id, key, value in w.added_entries:
+                    added[(index_id, *split_key(key))] = (key, w.id, value)
+                final[w.id] = None if w.data is None else (w.table, w.creation_time, w.data)
+        upserts = {doc_id: row for doc_id, row in final.items() if row is not None}
+        deletes = [doc_id for doc_id, row in final.items() if row is None]
+        conn = self._conn
+        # One round trip for the whole batch. Order matters as in SQLite: every removal
+        # precedes every insertion, so an entry removed and re-added in one batch ends up added.
+        with conn.pipeline(), conn.cursor() as cur:
+            if removed:
+                cur.execute(
+                    "DELETE FROM index_entries e USING unnest(%s::int[], %s::bytea[], %s::bytea[])"
+                    " AS r(idx, kp, kh) WHERE e.idx = r.idx AND e.kp = r.kp AND e.kh = r.kh",
+                    [list(col) for col in zip(*removed, strict=True)],
+                )
+            if deletes:
+                cur.execute("DELETE FROM documents WHERE id = ANY(%s::text[])", (deletes,))
+            if upserts:
+                rows = list(upserts.values())
+                cur.execute(
+                    "INSERT INTO documents(id, tbl, ct, data) "
+                    "SELECT * FROM unnest(%s::text[], %s::int[], %s::float8[], %s::bytea[]) "
+                    "ON CONFLICT (id) DO UPDATE "
+                    "SET tbl = excluded.tbl, ct = excluded.ct, data = excluded.data",
+                    (
+                        list(upserts),
+                        [r[0] for r in rows],
+                        [r[1] for r in rows],
+                        [r[2] for r in rows],
+                    ),
+                )
+            if added:
+                keys = list(added)
+                vals = list(added.values())
+                cur.execute(
+                    "INSERT INTO index_entries(idx, kp, kh, key, doc, value) SELECT * FROM "
+                    "unnest(%s::int[], %s::bytea[], %s::bytea[], %s::bytea[], %s::text[], "
+                    "%s::bytea[]) ON CONFLICT (idx, kp, kh) DO UPDATE "
+                    "SET key = excluded.key, doc = excluded.doc, value = excluded.value",
+                    (
+                        [k[0] for k in keys],
+                        [k[1] for k in keys],
+                        [k[2] for k in keys],
+                        [v[0] for v in vals],
+                        [v[1] for v in vals],
+                        [v[2] for v in vals],
+                    ),
+                )
+            cur.execute(
+                "INSERT INTO commits(ts, data) SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
+                ([item.ts for item in items], [item.log_record for item in items]),
+            )
+            newest = max(item.ts for item in items)
+            # Delivered when (and only if) this transaction commits.
+            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(newest)))
+        self._latest = max(self._latest, newest)
+
+    def put_catalog(
+        self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
+    ) -> None:
+        with self._conn.pipeline(), self._conn.cursor() as cur:
+            if tables:
+                cur.executemany(
+                    "INSERT INTO catalog_tables(number, namespace, name, fingerprint) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (number) DO UPDATE SET "
+                    "namespace = excluded.namespace, name = excluded.name, "
+                    "fingerprint = excluded.fingerprint",
+                    [(t.number, t.namespace, t.name, t.fingerprint) for t in tables],
+                )
+            if indexes:
+                cur.executemany(
+                    "INSERT INTO catalog_indexes(id, tbl, name, spec) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET "
+                    "tbl = excluded.tbl, name = excluded.name, spec = excluded.spec",
+                    [(i.id, i.table, i.name, i.spec) for i in indexes],
+                )
+            if drop:
+                cur.execute("DELETE FROM index_entries WHERE idx = ANY(%s::int[])", (list(drop),))
+                cur.execute("DELETE FROM catalog_indexes WHERE id = ANY(%s::int[])", (list(drop),))
+
+    def prune_log(self, before_ts: int) -> None:
+        self._conn.execute(
+            "DELETE FROM commits WHERE ts < %s AND ts < (SELECT max(ts) FROM commits)",
+            (before_ts,),
+        )
+
+
+def _read_log(conn: psycopg.Connection[Any], after_ts: int) -> list[tuple[int, bytes]]:
+    rows = conn.execute(
+        "SELECT ts, data FROM commits WHERE ts > %s ORDER BY ts", (after_ts,), binary=True
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+class _WriteContext(WriteSessionContext):
+    def __init__(self, storage: PostgresStorage, timeout: float | None):
+        self._storage = storage
+        self._timeout = timeout
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> WriteSession:
+        storage = self._storage
+        conn = storage._writers.getconn()
+        timeout_ms = 0 if self._timeout is None else max(1, int(self._timeout * 1000))
+        try:
+            # One round trip. In READ COMMITTED each statement takes a fresh snapshot, so the
+            # SELECT after the lock sees every commit made before the lock was granted.
+            cur = conn.execute(
+                f"BEGIN; SET LOCAL lock_timeout = {timeout_ms}; "
+                f"SELECT pg_advisory_xact_lock({COMMIT_LOCK}); {_LATEST}"
+            )
+            while cur.nextset():
+                pass
+            row = cur.fetchone()
+        except BaseException as exc:
+            storage._end(conn, commit=False)
+            if isinstance(exc, pg_errors.LockNotAvailable):
+                raise TimeoutError(
+                    f"the PostgreSQL commit lock was busy for {self._timeout:g} s"
+                ) from None
+            if _retryable(exc):
+                raise RetryableStorageError(str(exc)) from exc
+            raise
+        self._conn = conn
+        storage._local.session = conn
+        return _PostgresWriteSession(conn, int(row[0]) if row else 0)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        self._storage._local.session = None
+        try:
+            self._storage._end(conn, commit=exc_type is None)
+        except psycopg.Error as err:
+            if _retryable(err):
+                raise RetryableStorageError(str(err)) from err
+            raise
+        if exc is not None and _retryable(exc):
+            raise RetryableStorageError(str(exc)) from exc
+
+
+class _Listener:
+    """One LISTEN connection per storage; waiters share it (one drains, the others wait)."""
+
+    def __init__(self, conninfo: str):
+        self._conninfo = conninfo
+        self._cond = threading.Condition()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._seen = 0
+        self._draining = False
+        self._closed = False
+        self._wake = f"capsule_wake_{uuid.uuid4().hex}"
+
+    def wait(self, after_ts: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                if self._seen > after_ts:
+                    return True
+                remaining = deadline - time.monotonic()
+                if self._closed or remaining <= 0:
+                    return False
+                if self._draining:
+                    self._cond.wait(remaining)
+                    continue
+                self._draining = True
+            failed = False
+            try:
+                self._drain(remaining)
+            except psycopg.Error:
+                # The connection broke; reconnect on the next round (the log is the truth).
+                self._drop()
+                failed = True
+            finally:
+                with self._cond:
+                    self._draining = False
+                    self._cond.notify_all()
+            if failed:
+                with self._cond:
+                    self._cond.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def _drain(self, timeout: float) -> None:
+        conn = self._conn
+        if conn is None:
+            conn = psycopg.connect(self._conninfo, autocommit=True)
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._wake)))
+            self._conn = conn
+            # Commits made before we listened are in the log, not in a notification.
+            row = conn.execute(_LATEST).fetchone()
+            self._saw(int(row[0]) if row else 0)
+            return
+        for note in conn.notifies(timeout=timeout, stop_after=1):
+            if note.channel == CHANNEL:
+                self._saw(int(note.payload))
+
+    def _saw(self, ts: int) -> None:
+        with self._cond:
+            if ts > self._seen:
+                self._seen = ts
+                self._cond.notify_all()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def close(self, storage: PostgresStorage) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            draining = self._draining
+        if draining:
+            # Wake the drainer blocked on the socket, then wait for it to let go.
+            with storage._writers.connection() as conn:
+                conn.execute("SELECT pg_notify(%s, '')", (self._wake,))
+            with self._cond:
+                self._cond.wait_for(lambda: not self._draining, timeout=5.0)
+        self._drop()
+
+
+class PostgresStorage(Storage):
+    """Storage on a PostgreSQL database that several app processes may share.
+
+    Args:
+        url: a libpq URL or conninfo string, e.g. ``postgresql://user@host:5432/db``.
+        max_readers: connections for snapshots (concurrent queries and mutations).
+        max_writers: connections for the commit step and catalog reads; the commit step needs
+            one at a time, so a few suffice.
+    """
+
+    def __init__(self, url: str, *, max_readers: int = 16, max_writers: int = 3):
+        self.url = url
+        self.max_readers = max_readers
+        self.max_writers = max_writers
+        self._readers: ConnectionPool[Any] = self._pool("readers", max_readers)
+        self._writers: ConnectionPool[Any] = self._pool("writers", max_writers)
+        self._local = threading.local()
+        self._listener: _Listener | None = None
+        self._listener_lock = threading.Lock()
+        self._opened = False
+        self._open_lock = threading.Lock()
+
+    def _pool(self, role: str, size: int) -> ConnectionPool[Any]:
+        return ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=size,
+            kwargs={"autocommit": True, "application_name": f"capsule-{role}"},
+            open=False,
+            name=f"capsule-{role}",
+            num_workers=1,
+            timeout=60.0,
+        )
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _end(self, conn: psycopg.Connection[Any], *, commit: bool) -> None:
+        """Finish a write transaction and give the connection back."""
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("COMMIT" if commit else "ROLLBACK")
+        finally:
+            self._writers.putconn(conn)
+
+    @contextmanager
+    def _catalog_conn(self) -> Iterator[psycopg.Connection[Any]]:
+        # Inside a write session, read through it: the catalog rows it wrote are uncommitted.
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            yield session
+            return
+        with self._writers.connection() as conn:
+            yield conn
+
+    # -- Storage --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        with self._open_lock:
+            if self._opened:
+                return
+            self._readers.open(wait=True, timeout=30.0)
+            self._writers.open(wait=True, timeout=30.0)
+            with self._writers.connection() as conn, conn.transaction():
+                # Several processes may start at once: CREATE TABLE IF NOT EXISTS alone races.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+                conn.execute(_DDL)
+            self._opened = True
+
+    def close(self) -> None:
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None and self._opened:
+            listener.close(self)
+        self._readers.close()
+        self._writers.close()
+        self._opened = False
+        # Pools cannot be reopened once closed; fresh ones allow open() after close().
+        self._readers = self._pool("readers", self.max_readers)
+        self._writers = self._pool("writers", self.max_writers)
+
+    def begin_read(self) -> Snapshot:
+        conn = self._readers.getconn()
+        try:
+            return _PostgresSnapshot(conn, self)
+        except BaseException:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            self._readers.putconn(conn)
+            raise
+
+    def begin_write(self, *, timeout: float | None = None) -> WriteSessionContext:
+        return _WriteContext(self, timeout)
+
+    def load_catalog(self) -> tuple[list[CatalogTable], list[CatalogIndex]]:
+        with self._catalog_conn() as conn:
+            tables = [
+                CatalogTable(number=r[0], namespace=r[1], name=r[2], fingerprint=r[3])
+                for r in conn.execute(
+                    "SELECT number, namespace, name, fingerprint FROM catalog_tables"
+                )
+            ]
+            indexes = [
+                CatalogIndex(id=r[0], table=r[1], name=r[2], spec=r[3])
+                for r in conn.execute("SELECT id, tbl, name, spec FROM catalog_indexes")
+            ]
+        return tables, indexes
+
+    def read_commits(self, after_ts: int) -> list[tuple[int, bytes]]:
+        # One statement, one snapshot: commits become visible in timestamp order, so this is
+        # a gap-free run of the log without taking the commit lock.
+        with self._catalog_conn() as conn:
+            return _read_log(conn, after_ts)
+
+    def wait_for_commit(self, after_ts: int, timeout: float) -> bool:
+        """Block until a commit newer than ``after_ts`` was announced (or is in the log).
+
+        Cheap when one is already known: that check is in memory. Every process's commits,
+        this one's included, wake waiters.
+        """
+        with self._listener_lock:
+            listener = self._listener
+            if listener is None:
+                listener = self._listener = _Listener(self.url)
+        return listener.wait(after_ts, timeout)
+
+
+def _database_url(url: str, name: str) -> str:
+    if url.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(path="/" + name))
+    return make_conninfo(url, dbname=name)
+
+
+@contextmanager
+def temporary_database(url: str, name: str) -> Iterator[str]:
+    """Create database ``name`` on the server ``url`` names; yield its URL; drop it after.
+
+    Connections still open to it when the block ends are terminated first.
+    """
+    ident = sql.Identifier(name)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    try:
+        yield _database_url(url, name)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
