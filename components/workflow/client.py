@@ -11,11 +11,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import ComponentHandle, Id, UserError, function_handle, run_function
-from core.functions import module_name
-
 from components.workflow.pool import check_parallelism
 from components.workflow.steps import WORKFLOWS
+from core import ComponentHandle, Id, UserError, function_handle, run_function
+from core.functions import module_name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,8 +106,15 @@ class WorkPool:
         self.retry = retry
 
     def _enqueue(
-        self, ctx: Any, fn_type: str, ref: Any, args: dict[str, Any] | None, on_complete: Any,
-        context: Any, retry: Any, run_after: float,
+        self,
+        ctx: Any,
+        fn_type: str,
+        ref: Any,
+        args: dict[str, Any] | None,
+        on_complete: Any,
+        context: Any,
+        retry: Any,
+        run_after: float,
     ) -> Any:
         return run_function(
             ctx,
@@ -127,8 +133,15 @@ class WorkPool:
         )
 
     def enqueue_action(
-        self, ctx: Any, ref: Any, args: dict[str, Any] | None = None, *, on_complete: Any = None,
-        context: Any = None, retry: RetryPolicy | bool | None = None, run_after: float = 0.0,
+        self,
+        ctx: Any,
+        ref: Any,
+        args: dict[str, Any] | None = None,
+        *,
+        on_complete: Any = None,
+        context: Any = None,
+        retry: RetryPolicy | bool | None = None,
+        run_after: float = 0.0,
     ) -> Any:
         """Queue an action; returns its work id.
 
@@ -139,15 +152,28 @@ class WorkPool:
         return self._enqueue(ctx, "action", ref, args, on_complete, context, retry, run_after)
 
     def enqueue_mutation(
-        self, ctx: Any, ref: Any, args: dict[str, Any] | None = None, *, on_complete: Any = None,
-        context: Any = None, retry: Any = None, run_after: float = 0.0,
+        self,
+        ctx: Any,
+        ref: Any,
+        args: dict[str, Any] | None = None,
+        *,
+        on_complete: Any = None,
+        context: Any = None,
+        retry: Any = None,
+        run_after: float = 0.0,
     ) -> Any:
         """Queue a mutation (it runs exactly once; mutations are not retried)."""
         return self._enqueue(ctx, "mutation", ref, args, on_complete, context, None, run_after)
 
     def enqueue_query(
-        self, ctx: Any, ref: Any, args: dict[str, Any] | None = None, *, on_complete: Any = None,
-        context: Any = None, run_after: float = 0.0,
+        self,
+        ctx: Any,
+        ref: Any,
+        args: dict[str, Any] | None = None,
+        *,
+        on_complete: Any = None,
+        context: Any = None,
+        run_after: float = 0.0,
     ) -> Any:
         """Queue a query."""
         return self._enqueue(ctx, "query", ref, args, on_complete, context, None, run_after)
@@ -217,6 +243,7 @@ class Workflow:
     handler: Callable[..., Awaitable[Any]]
 
     def __call__(self, step: Any, **args: Any) -> Awaitable[Any]:
+        """Call the handler (handy in unit tests)."""
         return self.handler(step, **args)
 
 
@@ -224,7 +251,11 @@ def _status(s: dict[str, Any] | None) -> WorkflowStatus | None:
     if s is None:
         return None
     return WorkflowStatus(
-        state=s["state"], result=s["result"], error=s["error"], id=s["id"], name=s["name"],
+        state=s["state"],
+        result=s["result"],
+        error=s["error"],
+        id=s["id"],
+        name=s["name"],
         steps=[StepStatus(**st) for st in s.get("steps", [])],
     )
 
@@ -267,8 +298,14 @@ class WorkflowManager:
         return wrap if fn is None else wrap(fn)
 
     def start(
-        self, ctx: Any, workflow: Workflow | str, args: dict[str, Any] | None = None, *,
-        on_complete: Any = None, context: Any = None, id: str | None = None,
+        self,
+        ctx: Any,
+        workflow: Workflow | str,
+        args: dict[str, Any] | None = None,
+        *,
+        on_complete: Any = None,
+        context: Any = None,
+        id: str | None = None,
     ) -> Any:
         """Start a workflow and return its id; with ``id``, an existing run is returned as is.
 
@@ -312,18 +349,26 @@ class WorkflowManager:
     def send_event(self, ctx: Any, workflow_id: str, name: str, value: Any = None) -> Any:
         """Deliver an event to ``step.await_event(name)`` (kept if not yet awaited)."""
         return run_function(
-            ctx, "mutation", self.handle.send_event,
+            ctx,
+            "mutation",
+            self.handle.send_event,
             {"workflow_id": workflow_id, "name": name, "value": value},
         )
 
     def list(
-        self, ctx: Any, *, state: str | None = None, cursor: str | None = None,
+        self,
+        ctx: Any,
+        *,
+        state: str | None = None,
+        cursor: str | None = None,
         num_items: int = 100,
     ) -> Any:
         """A page of workflows, optionally only those in ``state``."""
         return _then(
             run_function(
-                ctx, "query", self.handle.list_workflows,
+                ctx,
+                "query",
+                self.handle.list_workflows,
                 {"state": state, "cursor": cursor, "num_items": num_items},
             ),
             lambda p: WorkflowPage(
@@ -336,7 +381,9 @@ class WorkflowManager:
     def restart(self, ctx: Any, workflow_id: str, from_step: int | str | None = None) -> Any:
         """Re-run a finished workflow from a step number or the last step with a name."""
         return run_function(
-            ctx, "mutation", self.handle.restart,
+            ctx,
+            "mutation",
+            self.handle.restart,
             {"workflow_id": workflow_id, "from_step": from_step},
         )
 

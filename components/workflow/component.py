@@ -16,12 +16,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core import Component, MutationCtx, QueryCtx, Schema, Table
-
 from components.workflow import pool as pool_module
 from components.workflow.errors import WorkflowStateError
 from components.workflow.pool import CANCELED, error_text, failed, success
 from components.workflow.steps import WORKFLOWS, Engine, check_size
+from core import Component, MutationCtx, QueryCtx, Schema, Table
 
 logger = logging.getLogger("capsule.workflow")
 
@@ -87,20 +86,37 @@ class _Dispatch:
             return
         ctx.db.insert(
             "events",
-            {"workflow_id": wf["_id"], "name": entry["name"], "state": "waiting",
-             "value": None, "step_id": entry["_id"]},
+            {
+                "workflow_id": wf["_id"],
+                "name": entry["name"],
+                "state": "waiting",
+                "value": None,
+                "step_id": entry["_id"],
+            },
         )
         if timeout is not None:
             ctx.scheduler.run_after(timeout, event_timeout, _context(None, entry))
 
     def child(
-        self, ctx: MutationCtx, wf: dict[str, Any], entry: dict[str, Any], name: str,
+        self,
+        ctx: MutationCtx,
+        wf: dict[str, Any],
+        entry: dict[str, Any],
+        name: str,
         args: dict[str, Any],
     ) -> None:
         child_id = _create(
-            ctx, name=name, args=args, on_complete=None, context=None, key=None,
-            max_parallelism=wf["max_parallelism"], retry=wf["retry"],
-            retention=wf["retention"], parent_id=wf["_id"], parent_step=entry["_id"],
+            ctx,
+            name=name,
+            args=args,
+            on_complete=None,
+            context=None,
+            key=None,
+            max_parallelism=wf["max_parallelism"],
+            retry=wf["retry"],
+            retention=wf["retention"],
+            parent_id=wf["_id"],
+            parent_step=entry["_id"],
         )
         _patch_entry(ctx, entry, {"child_id": child_id})
         ctx.scheduler.run_after(0, run_workflow, {"workflow_id": child_id, "generation": 0})
@@ -124,7 +140,8 @@ def _done(ctx: MutationCtx, result: dict[str, Any]) -> dict[str, Any]:
 
 def _events(ctx: QueryCtx, workflow_id: Any, name: str, state: str) -> Any:
     return ctx.db.query("events").with_index(
-        "by_workflow", lambda q: q.eq("workflow_id", workflow_id).eq("name", name).eq("state", state)
+        "by_workflow",
+        lambda q: q.eq("workflow_id", workflow_id).eq("name", name).eq("state", state),
     )
 
 
@@ -135,8 +152,15 @@ def _create(ctx: MutationCtx, **fields: Any) -> Any:
     check_size(fields["args"], "the workflow's arguments")
     return ctx.db.insert(
         "workflows",
-        {**fields, "state": "running", "result": None, "error": None, "generation": 0,
-         "completed_at": None, "started_at": ctx.now},
+        {
+            **fields,
+            "state": "running",
+            "result": None,
+            "error": None,
+            "generation": 0,
+            "completed_at": None,
+            "started_at": ctx.now,
+        },
     )
 
 
@@ -152,9 +176,13 @@ def _wake(ctx: MutationCtx, workflow_id: Any) -> None:
     wf = ctx.db.get(workflow_id)
     if wf is None or wf["state"] != "running":
         return
-    busy = ctx.db.query("steps").with_index(
-        "by_progress", lambda q: q.eq("workflow_id", workflow_id).eq("in_progress", True)
-    ).first()
+    busy = (
+        ctx.db.query("steps")
+        .with_index(
+            "by_progress", lambda q: q.eq("workflow_id", workflow_id).eq("in_progress", True)
+        )
+        .first()
+    )
     if busy is None:
         _replay(ctx, wf)
 
@@ -175,7 +203,7 @@ def _finish(ctx: MutationCtx, wf: dict[str, Any], result: dict[str, Any]) -> Non
         args = {"workflow_id": str(wf["_id"]), "result": result, "context": wf["context"]}
         try:
             ctx.run_mutation(wf["on_complete"], args)
-        except Exception as exc:  # noqa: BLE001 - recorded, not lost, never retried
+        except Exception as exc:
             logger.warning("on_complete of workflow %s failed: %s", wf["_id"], exc)
             ctx.db.insert(
                 "on_complete_failures",
@@ -197,7 +225,7 @@ def _record_step(
     if result["kind"] == "success":
         try:
             check_size(result["value"], f'the result of step "{entry["name"]}"')
-        except Exception as exc:  # noqa: BLE001 - an oversized result fails the step
+        except Exception as exc:
             result = failed(error_text(exc))
     ctx.db.patch(entry["_id"], _done(ctx, result))
     _wake(ctx, entry["workflow_id"])
@@ -210,7 +238,9 @@ _DISPATCH = _Dispatch()
 
 
 @component.internal_mutation
-def step_done(ctx: MutationCtx, work_id: str, context: dict[str, Any], result: dict[str, Any]) -> None:
+def step_done(
+    ctx: MutationCtx, work_id: str, context: dict[str, Any], result: dict[str, Any]
+) -> None:
     """The work pool's ``on_complete`` for a step job."""
     _record_step(ctx, context["step_id"], context["generation"], result)
 
@@ -254,12 +284,14 @@ def cleanup_expired(ctx: MutationCtx, workflow_id: str) -> None:
 
 
 def _find(ctx: QueryCtx, workflow_id: str) -> dict[str, Any] | None:
-    found = ctx.db.query("workflows").with_index("by_key", lambda q: q.eq("key", workflow_id)).first()
+    found = (
+        ctx.db.query("workflows").with_index("by_key", lambda q: q.eq("key", workflow_id)).first()
+    )
     if found is not None:
         return found  # type: ignore[no-any-return]
     try:
         return ctx.db.get(workflow_id)  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - neither a key nor an id of this component
+    except Exception:
         return None
 
 
@@ -291,8 +323,16 @@ def start(
         if existing is not None:
             return str(existing["_id"])
     wf_id = _create(
-        ctx, name=name, args=args, on_complete=on_complete, context=context, key=key,
-        max_parallelism=max_parallelism, retry=retry, retention=retention, parent_id=None,
+        ctx,
+        name=name,
+        args=args,
+        on_complete=on_complete,
+        context=context,
+        key=key,
+        max_parallelism=max_parallelism,
+        retry=retry,
+        retention=retention,
+        parent_id=None,
         parent_step=None,
     )
     _replay(ctx, ctx.db.get(wf_id))
@@ -305,16 +345,23 @@ def status(ctx: QueryCtx, workflow_id: str) -> dict[str, Any] | None:
     wf = _find(ctx, workflow_id)
     if wf is None:
         return None
-    steps = ctx.db.query("steps").with_index(
-        "by_workflow", lambda q: q.eq("workflow_id", wf["_id"])
-    ).collect()
+    steps = (
+        ctx.db.query("steps")
+        .with_index("by_workflow", lambda q: q.eq("workflow_id", wf["_id"]))
+        .collect()
+    )
     return {**_summary(wf), "steps": [_step_summary(s) for s in steps]}
 
 
 def _summary(wf: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(wf["_id"]), "name": wf["name"], "key": wf["key"], "state": wf["state"],
-        "result": wf["result"], "error": wf["error"], "started_at": wf["started_at"],
+        "id": str(wf["_id"]),
+        "name": wf["name"],
+        "key": wf["key"],
+        "state": wf["state"],
+        "result": wf["result"],
+        "error": wf["error"],
+        "started_at": wf["started_at"],
         "completed_at": wf["completed_at"],
     }
 
@@ -322,10 +369,14 @@ def _summary(wf: dict[str, Any]) -> dict[str, Any]:
 def _step_summary(s: dict[str, Any]) -> dict[str, Any]:
     result = s["result"] or {}
     return {
-        "number": s["number"], "name": s["name"], "kind": s["kind"],
+        "number": s["number"],
+        "name": s["name"],
+        "kind": s["kind"],
         "state": "running" if s["in_progress"] else result.get("kind"),
-        "result": result.get("value"), "error": result.get("error"),
-        "started_at": s["started_at"], "completed_at": s["completed_at"],
+        "result": result.get("value"),
+        "error": result.get("error"),
+        "started_at": s["started_at"],
+        "completed_at": s["completed_at"],
     }
 
 
@@ -357,9 +408,11 @@ def cancel(ctx: MutationCtx, workflow_id: str) -> None:
 def _cancel(ctx: MutationCtx, wf: dict[str, Any]) -> None:
     ctx.db.patch(wf["_id"], {"generation": wf["generation"] + 1})
     wf["generation"] += 1
-    running = ctx.db.query("steps").with_index(
-        "by_progress", lambda q: q.eq("workflow_id", wf["_id"]).eq("in_progress", True)
-    ).collect()
+    running = (
+        ctx.db.query("steps")
+        .with_index("by_progress", lambda q: q.eq("workflow_id", wf["_id"]).eq("in_progress", True))
+        .collect()
+    )
     for entry in running:
         ctx.db.patch(entry["_id"], _done(ctx, CANCELED))
         if entry["work_id"] is not None:
@@ -369,9 +422,11 @@ def _cancel(ctx: MutationCtx, wf: dict[str, Any]) -> None:
             if child is not None and child["state"] == "running":
                 child["parent_step"] = None  # the parent is finishing itself
                 _cancel(ctx, child)
-    for ev in ctx.db.query("events").with_index(
-        "by_workflow", lambda q: q.eq("workflow_id", wf["_id"])
-    ).collect():
+    for ev in (
+        ctx.db.query("events")
+        .with_index("by_workflow", lambda q: q.eq("workflow_id", wf["_id"]))
+        .collect()
+    ):
         if ev["state"] == "waiting":
             ctx.db.delete(ev["_id"])
     _finish(ctx, wf, CANCELED)
@@ -390,8 +445,13 @@ def send_event(ctx: MutationCtx, workflow_id: str, name: str, value: Any = None)
     if waiting is None:
         ctx.db.insert(
             "events",
-            {"workflow_id": wf["_id"], "name": name, "state": "sent", "value": value,
-             "step_id": None},
+            {
+                "workflow_id": wf["_id"],
+                "name": name,
+                "state": "sent",
+                "value": value,
+                "step_id": None,
+            },
         )
         return
     ctx.db.patch(waiting["_id"], {"state": "consumed", "value": value})
@@ -404,9 +464,11 @@ def restart(ctx: MutationCtx, workflow_id: str, from_step: int | str | None = No
     wf = _require(ctx, workflow_id)
     if wf["state"] not in TERMINAL:
         raise WorkflowStateError(f'Workflow "{workflow_id}" is still running; cancel it first.')
-    steps = ctx.db.query("steps").with_index(
-        "by_workflow", lambda q: q.eq("workflow_id", wf["_id"])
-    ).collect()
+    steps = (
+        ctx.db.query("steps")
+        .with_index("by_workflow", lambda q: q.eq("workflow_id", wf["_id"]))
+        .collect()
+    )
     if from_step is None:
         first = 0
     elif isinstance(from_step, int):
@@ -421,8 +483,13 @@ def restart(ctx: MutationCtx, workflow_id: str, from_step: int | str | None = No
     for s in steps:
         if s["number"] >= first:
             _delete_step(ctx, s)
-    fields = {"state": "running", "result": None, "error": None, "completed_at": None,
-              "generation": wf["generation"] + 1}
+    fields = {
+        "state": "running",
+        "result": None,
+        "error": None,
+        "completed_at": None,
+        "generation": wf["generation"] + 1,
+    }
     ctx.db.patch(wf["_id"], fields)
     wf.update(fields)
     _replay(ctx, wf)
@@ -430,9 +497,13 @@ def restart(ctx: MutationCtx, workflow_id: str, from_step: int | str | None = No
 
 def _delete_step(ctx: MutationCtx, s: dict[str, Any]) -> None:
     if s["kind"] == "event":
-        for ev in ctx.db.query("events").with_index(
-            "by_workflow", lambda q: q.eq("workflow_id", s["workflow_id"]).eq("name", s["name"])
-        ).collect():
+        for ev in (
+            ctx.db.query("events")
+            .with_index(
+                "by_workflow", lambda q: q.eq("workflow_id", s["workflow_id"]).eq("name", s["name"])
+            )
+            .collect()
+        ):
             if ev["step_id"] == s["_id"]:
                 ctx.db.delete(ev["_id"])
     if s["child_id"] is not None:
@@ -445,13 +516,17 @@ def _delete_step(ctx: MutationCtx, s: dict[str, Any]) -> None:
 def _delete(ctx: MutationCtx, wf: dict[str, Any]) -> None:
     if wf["state"] == "running":
         _cancel(ctx, wf)
-    for s in ctx.db.query("steps").with_index(
-        "by_workflow", lambda q: q.eq("workflow_id", wf["_id"])
-    ).collect():
+    for s in (
+        ctx.db.query("steps")
+        .with_index("by_workflow", lambda q: q.eq("workflow_id", wf["_id"]))
+        .collect()
+    ):
         _delete_step(ctx, s)
-    for ev in ctx.db.query("events").with_index(
-        "by_workflow", lambda q: q.eq("workflow_id", wf["_id"])
-    ).collect():
+    for ev in (
+        ctx.db.query("events")
+        .with_index("by_workflow", lambda q: q.eq("workflow_id", wf["_id"]))
+        .collect()
+    ):
         ctx.db.delete(ev["_id"])
     ctx.db.delete(wf["_id"])
 

@@ -26,9 +26,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core import ActionCtx, Component, MutationCtx, QueryCtx, Schema, Table
-
 from components.workflow.errors import NonRetryableError
+from core import ActionCtx, Component, MutationCtx, QueryCtx, Schema, Table
 
 logger = logging.getLogger("capsule.workflow.pool")
 
@@ -94,16 +93,20 @@ def _start_ready(ctx: MutationCtx) -> None:
     limit = _max_parallelism(ctx)
     if limit == 0:
         return
-    running = ctx.db.query("work").with_index(
-        "by_state_ready", lambda q: q.eq("state", "running")
-    ).take(limit)
+    running = (
+        ctx.db.query("work")
+        .with_index("by_state_ready", lambda q: q.eq("state", "running"))
+        .take(limit)
+    )
     free = limit - len(running)
     if free <= 0:
         return
     now = ctx.now
-    ready = ctx.db.query("work").with_index(
-        "by_state_ready", lambda q: q.eq("state", "pending").lte("ready_at", now)
-    ).take(free)
+    ready = (
+        ctx.db.query("work")
+        .with_index("by_state_ready", lambda q: q.eq("state", "pending").lte("ready_at", now))
+        .take(free)
+    )
     for work in ready:
         job = run_action_job if work["fn_type"] == "action" else run_mutation_job
         scheduled = ctx.scheduler.run_after(
@@ -206,7 +209,7 @@ def run_mutation_job(ctx: MutationCtx, work_id: str, attempt: int) -> None:
         else:
             value = ctx.run_query(work["fn"], work["args"])
         result = success(value)
-    except Exception as exc:  # noqa: BLE001 - any failure of the job is its result
+    except Exception as exc:
         result = failed(error_text(exc))
     _complete(ctx, work, result)
 
@@ -221,7 +224,7 @@ async def run_action_job(ctx: ActionCtx, work_id: str, attempt: int) -> None:
         result = success(await ctx.run_action(work["fn"], work["args"]))
     except NonRetryableError as exc:
         result = failed(error_text(exc), non_retryable=True)
-    except Exception as exc:  # noqa: BLE001 - any failure of the job is its result
+    except Exception as exc:
         result = failed(error_text(exc))
     await ctx.run_mutation(complete, {"work_id": work_id, "attempt": attempt, "result": result})
 
@@ -237,7 +240,7 @@ def complete(ctx: MutationCtx, work_id: str, attempt: int, result: dict[str, Any
 def _get(ctx: QueryCtx, work_id: str) -> dict[str, Any] | None:
     try:
         return ctx.db.get(work_id)  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - not an id of this pool: nothing to find
+    except Exception:
         return None
 
 
@@ -265,8 +268,13 @@ def _complete(ctx: MutationCtx, work: dict[str, Any], result: dict[str, Any]) ->
             delay *= ctx.random.uniform(0.5, 1.5)
             ctx.db.patch(
                 work["_id"],
-                {"state": "pending", "attempts": attempts, "ready_at": ctx.now + delay,
-                 "scheduled_id": None, "last_error": result["error"]},
+                {
+                    "state": "pending",
+                    "attempts": attempts,
+                    "ready_at": ctx.now + delay,
+                    "scheduled_id": None,
+                    "last_error": result["error"],
+                },
             )
             ctx.scheduler.run_after(delay, kick, {})
     else:
@@ -282,7 +290,7 @@ def _finish(ctx: MutationCtx, work: dict[str, Any], result: dict[str, Any]) -> N
     args = {"work_id": str(work["_id"]), "context": work["context"], "result": result}
     try:
         ctx.run_mutation(work["on_complete"], args)
-    except Exception as exc:  # noqa: BLE001 - a failing callback must not lose the completion
+    except Exception as exc:
         logger.warning("on_complete of job %s failed: %s", work["_id"], exc)
         ctx.db.insert(
             "on_complete_failures",

@@ -24,14 +24,13 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from core import LimitExceededError, MutationCtx, UserError, function_handle
-from core.values import check_value
-
 from components.workflow.errors import (
     EventTimeoutError,
     JournalMismatchError,
     StepFailedError,
 )
+from core import LimitExceededError, MutationCtx, UserError, function_handle
+from core.values import check_value
 
 MAX_STEP_VALUE_BYTES = 800 * 1024
 """The largest journaled step argument or result (a bigger result fails the step)."""
@@ -116,28 +115,40 @@ class Step:
         return self._random
 
     def run_query(
-        self, ref: Any, args: dict[str, Any] | None = None, *, name: str | None = None,
+        self,
+        ref: Any,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
         unstable: bool = False,
     ) -> StepCall:
         """A query step (it may re-run after a crash: queries have no effects)."""
         return self._engine.function_step("query", ref, args, name, None, unstable)
 
     def run_mutation(
-        self, ref: Any, args: dict[str, Any] | None = None, *, name: str | None = None,
+        self,
+        ref: Any,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
         unstable: bool = False,
     ) -> StepCall:
         """A mutation step: it runs exactly once (its writes commit with its journal entry)."""
         return self._engine.function_step("mutation", ref, args, name, None, unstable)
 
     def run_action(
-        self, ref: Any, args: dict[str, Any] | None = None, *, retry: Any = None,
-        name: str | None = None, unstable: bool = False,
+        self,
+        ref: Any,
+        args: dict[str, Any] | None = None,
+        *,
+        retry: Any = None,
+        name: str | None = None,
+        unstable: bool = False,
     ) -> StepCall:
         """An action step: at most once, or at least once when ``retry`` is on.
 
-        Args:
-            retry: ``True`` (the manager's policy, else the default), ``False``, a
-                ``RetryPolicy``, or ``None`` for the manager's default.
+        ``retry`` is ``True`` (the manager's policy, else the default), ``False``, a
+        ``RetryPolicy``, or ``None`` for the manager's default.
         """
         return self._engine.function_step("action", ref, args, name, retry, unstable)
 
@@ -183,15 +194,14 @@ class Engine:
         self.fatal: BaseException | None = None
 
     def now(self) -> float:
+        """The recorded time at the current position."""
         if self.position < len(self.journal):
             return float(self.journal[self.position]["started_at"])
         return self.ctx.now
 
     # -- matching ---------------------------------------------------------------------------
 
-    def _next(
-        self, kind: str, name: str, args: Any, unstable: bool
-    ) -> dict[str, Any] | None:
+    def _next(self, kind: str, name: str, args: Any, unstable: bool) -> dict[str, Any] | None:
         """The journal entry for the next position, checked; ``None`` at the frontier."""
         if self.position >= len(self.journal):
             self.position += 1
@@ -240,11 +250,19 @@ class Engine:
     # -- step kinds --------------------------------------------------------------------------
 
     def function_step(
-        self, kind: str, ref: Any, args: dict[str, Any] | None, name: str | None, retry: Any,
+        self,
+        kind: str,
+        ref: Any,
+        args: dict[str, Any] | None,
+        name: str | None,
+        retry: Any,
         unstable: bool,
     ) -> StepCall:
-        handle = ref if isinstance(ref, str) and ref.startswith("fn:") else function_handle(
-            self.ctx, ref
+        """A query, mutation or action step."""
+        handle = (
+            ref
+            if isinstance(ref, str) and ref.startswith("fn:")
+            else function_handle(self.ctx, ref)
         )
         label = name or handle.rpartition("|")[2]
         args = dict(args or {})
@@ -255,6 +273,7 @@ class Engine:
         return StepCall(entry)
 
     def sleep_step(self, seconds: float, name: str) -> StepCall:
+        """A sleep step."""
         entry = self._next("sleep", name, {"seconds": seconds}, False)
         if entry is None:
             entry = self._new("sleep", name, {"seconds": seconds}, False)
@@ -262,6 +281,7 @@ class Engine:
         return StepCall(entry)
 
     def event_step(self, name: str, timeout: float | None) -> StepCall:
+        """An event wait."""
         args = {"timeout": timeout}
         entry = self._next("event", name, args, False)
         if entry is None:
@@ -270,9 +290,12 @@ class Engine:
         return StepCall(entry)
 
     def workflow_step(self, workflow: Any, args: dict[str, Any], name: str | None) -> StepCall:
+        """A child workflow step."""
         wf_name = getattr(workflow, "name", workflow)
         if not isinstance(wf_name, str) or wf_name not in WORKFLOWS:
-            raise UserError(f"run_workflow takes a workflow defined with @manager.define, not {workflow!r}.")
+            raise UserError(
+                f"run_workflow takes a workflow defined with @manager.define, not {workflow!r}."
+            )
         label = name or wf_name
         entry = self._next("workflow", label, args, False)
         if entry is None:
@@ -287,20 +310,27 @@ class Engine:
         wf = self.workflow
         handler = WORKFLOWS.get(wf["name"])
         if handler is None:
-            return {"kind": "failed", "error": f'Workflow "{wf["name"]}" is not defined in this '
-                    "process (import the module that defines it)."}
+            return {
+                "kind": "failed",
+                "error": f'Workflow "{wf["name"]}" is not defined in this '
+                "process (import the module that defines it).",
+            }
         coro = handler(Step(self), **wf["args"])
         try:
             yielded = coro.send(None)
         except StopIteration as stop:
             result = self._final({"kind": "success", "value": stop.value})
-        except Exception as exc:  # noqa: BLE001 - the handler's failure is the workflow's
+        except Exception as exc:
             result = {"kind": "failed", "error": _message(exc)}
         else:
             coro.close()
             if yielded is not _BLOCK:
-                result = {"kind": "failed", "error": "A workflow handler may only await steps "
-                          f"(step.run_*, step.sleep, step.await_event, step.all); it awaited {yielded!r}."}
+                result = {
+                    "kind": "failed",
+                    "error": "A workflow handler may only await steps "
+                    "(step.run_*, step.sleep, step.await_event, step.all); "
+                    f"it awaited {yielded!r}.",
+                }
             else:
                 result = None
         if self.fatal is not None:
@@ -310,7 +340,7 @@ class Engine:
     def _final(self, result: dict[str, Any]) -> dict[str, Any]:
         try:
             check_size(result["value"], "the workflow's return value")
-        except Exception as exc:  # noqa: BLE001 - an unstorable result fails the workflow
+        except Exception as exc:
             return {"kind": "failed", "error": _message(exc)}
         return result
 

@@ -54,7 +54,7 @@ class FakeScheduler:
                 rt.executor.mutation(handle, args, caller="")
             elif kind == "action":
                 try:
-                    rt.portal.call(lambda: rt.executor.action(handle, args, caller=""))
+                    rt.portal.call(lambda h=handle, a=args: rt.executor.action(h, a, caller=""))
                 except Exception:
                     pass
             else:

@@ -62,8 +62,16 @@ def start(ctx: MutationCtx, wf: str, cb: str | None = None) -> str:
 @app.query
 def status(ctx: QueryCtx, id: str) -> Any:
     s = manager.status(ctx, id)
-    return None if s is None else {"state": s.state, "result": s.result, "error": s.error,
-                                   "steps": [st.name for st in s.steps]}
+    return (
+        None
+        if s is None
+        else {
+            "state": s.state,
+            "result": s.result,
+            "error": s.error,
+            "steps": [st.name for st in s.steps],
+        }
+    )
 
 
 @app.query
@@ -124,8 +132,12 @@ def test_restart(t: Any) -> None:  # cases 31, 32
     with pytest.raises(WorkflowStateError, match="cannot be negative: -1"):
         t.mutation(op, {"what": "restart", "id": wid, "arg": -1})
     t.mutation(op, {"what": "restart", "id": wid, "arg": "process"})
-    assert t.query(status, {"id": wid}) == {"state": "running", "result": None, "error": None,
-                                           "steps": ["fetch", "process"]}
+    assert t.query(status, {"id": wid}) == {
+        "state": "running",
+        "result": None,
+        "error": None,
+        "steps": ["fetch", "process"],
+    }
     t.finish_scheduled()
     assert t.query(notes, {}) == ["fetch", "process 1", "save", "process 1", "save"]
     t.mutation(op, {"what": "restart", "id": wid, "arg": 1})

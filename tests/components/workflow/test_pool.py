@@ -46,15 +46,30 @@ def write(ctx: MutationCtx, key: str) -> str:
 
 
 @app.mutation
-def enqueue(ctx: MutationCtx, key: str, fail_times: int = 0, fatal: bool = False,
-            retry: bool = True, run_after: float = 0.0, backoff: float = 1.0,
-            attempts: int = 3, callback: str = "done") -> str:
+def enqueue(
+    ctx: MutationCtx,
+    key: str,
+    fail_times: int = 0,
+    fatal: bool = False,
+    retry: bool = True,
+    run_after: float = 0.0,
+    backoff: float = 1.0,
+    attempts: int = 3,
+    callback: str = "done",
+) -> str:
     policy = RetryPolicy(max_attempts=attempts, initial_backoff=backoff) if retry else False
     cb = done if callback == "done" else bad_callback
-    return str(pool.enqueue_action(ctx, job, {"key": key, "fail_times": fail_times,
-                                              "fatal": fatal},
-                                   on_complete=cb, context=key, retry=policy,
-                                   run_after=run_after))
+    return str(
+        pool.enqueue_action(
+            ctx,
+            job,
+            {"key": key, "fail_times": fail_times, "fatal": fatal},
+            on_complete=cb,
+            context=key,
+            retry=policy,
+            run_after=run_after,
+        )
+    )
 
 
 @app.mutation

@@ -61,12 +61,15 @@ async def three_steps(step: Any, name: str) -> int:
 @manager.define
 async def with_action(step: Any, key: str, fail_times: int, fatal: bool, retry: bool) -> str:
     policy = RetryPolicy(max_attempts=5, initial_backoff=1.0) if retry else False
-    return str(await step.run_action(flaky, {"key": key, "fail_times": fail_times,
-                                             "fatal": fatal}, retry=policy))
+    return str(
+        await step.run_action(
+            flaky, {"key": key, "fail_times": fail_times, "fatal": fatal}, retry=policy
+        )
+    )
 
 
 @manager.define
-async def waits(step: Any, timeout: float | None) -> Any:
+async def waits(step: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
     try:
         return await step.await_event("approve", timeout=timeout)
     except EventTimeoutError as exc:
@@ -115,8 +118,16 @@ def start(ctx: MutationCtx, wf: str, args: dict[str, Any], id: str | None = None
 @app.query
 def status(ctx: QueryCtx, id: str) -> Any:
     s = manager.status(ctx, id)
-    return None if s is None else {"state": s.state, "result": s.result, "error": s.error,
-                                   "steps": [st.state for st in s.steps]}
+    return (
+        None
+        if s is None
+        else {
+            "state": s.state,
+            "result": s.result,
+            "error": s.error,
+            "steps": [st.state for st in s.steps],
+        }
+    )
 
 
 @app.mutation
@@ -135,14 +146,23 @@ def test_three_mutation_steps_complete(t: Any) -> None:
     assert t.query(status, {"id": wid})["state"] == "running"
     t.finish_scheduled()
     s = t.query(status, {"id": wid})
-    assert s == {"state": "success", "result": 5, "error": None,
-                 "steps": ["success", "success", "success"]}
+    assert s == {
+        "state": "success",
+        "result": 5,
+        "error": None,
+        "steps": ["success", "success", "success"],
+    }
     assert t.query(count, {"name": "a"}) == 2
 
 
 def test_action_fails_twice_then_succeeds_with_retry(t: Any) -> None:
-    wid = t.mutation(start, {"wf": with_action.name,
-                             "args": {"key": "k", "fail_times": 2, "fatal": False, "retry": True}})
+    wid = t.mutation(
+        start,
+        {
+            "wf": with_action.name,
+            "args": {"key": "k", "fail_times": 2, "fatal": False, "retry": True},
+        },
+    )
     for _ in range(10):
         t.finish_scheduled()
         t.advance_time(5)
@@ -152,8 +172,13 @@ def test_action_fails_twice_then_succeeds_with_retry(t: Any) -> None:
 
 
 def test_action_without_retry_fails_at_once(t: Any) -> None:
-    wid = t.mutation(start, {"wf": with_action.name,
-                             "args": {"key": "n", "fail_times": 2, "fatal": False, "retry": False}})
+    wid = t.mutation(
+        start,
+        {
+            "wf": with_action.name,
+            "args": {"key": "n", "fail_times": 2, "fatal": False, "retry": False},
+        },
+    )
     t.finish_scheduled()
     s = t.query(status, {"id": wid})
     assert s["state"] == "failed" and "attempt 1 failed" in s["error"]
@@ -161,8 +186,13 @@ def test_action_without_retry_fails_at_once(t: Any) -> None:
 
 
 def test_non_retryable_error_fails_at_once(t: Any) -> None:
-    wid = t.mutation(start, {"wf": with_action.name,
-                             "args": {"key": "f", "fail_times": 0, "fatal": True, "retry": True}})
+    wid = t.mutation(
+        start,
+        {
+            "wf": with_action.name,
+            "args": {"key": "f", "fail_times": 0, "fatal": True, "retry": True},
+        },
+    )
     t.finish_scheduled()
     s = t.query(status, {"id": wid})
     assert s["state"] == "failed" and "work failed" in s["error"]
