@@ -22,11 +22,14 @@ from core.errors import (
     InvalidIdError,
     InvalidValueError,
     LimitExceededError,
+    RequestTooLargeError,
     SchemaMismatchError,
     UnauthenticatedError,
     UserError,
 )
+from core.files import FileMetadata
 from core.functions import FunctionRef
+from core.http_client import HttpClient
 from core.ids import Id
 from core.schema import Schema, Table
 from core.storage import SQLiteStorage, Storage
@@ -43,9 +46,11 @@ __all__ = [
     "ConflictError",
     "DatabaseReader",
     "DatabaseWriter",
+    "FileMetadata",
     "ForbiddenError",
     "FunctionNotFoundError",
     "FunctionRef",
+    "HttpClient",
     "Id",
     "InvalidArgumentError",
     "InvalidIdError",
@@ -55,6 +60,7 @@ __all__ = [
     "Page",
     "Query",
     "QueryCtx",
+    "RequestTooLargeError",
     "SQLiteStorage",
     "Schema",
     "SchemaMismatchError",

@@ -82,9 +82,6 @@ class ServerSettings:
     """``CAPSULE_MAX_BODY_BYTES``: the largest request body of the function endpoints."""
     max_upload_bytes: int = 64 << 20
     """``CAPSULE_MAX_UPLOAD_BYTES``: the largest file sent to an upload URL."""
-    file_url_secret: str | None = None
-    """``CAPSULE_FILE_URL_SECRET``: signs file URLs; when unset, a random secret is kept in the
-    database (so every process sharing it agrees)."""
     sse_ping_seconds: float = 15.0
     """``CAPSULE_SSE_PING``: seconds between keep-alive comments on SSE streams."""
     shutdown_seconds: float = 30.0
@@ -99,7 +96,33 @@ class ServerSettings:
             cors_origins=_names(env.get("CAPSULE_CORS_ORIGINS")),
             max_body_bytes=int(_number("CAPSULE_MAX_BODY_BYTES", 8 << 20)),
             max_upload_bytes=int(_number("CAPSULE_MAX_UPLOAD_BYTES", 64 << 20)),
-            file_url_secret=env.get("CAPSULE_FILE_URL_SECRET") or None,
             sse_ping_seconds=_number("CAPSULE_SSE_PING", 15.0),
             shutdown_seconds=_number("CAPSULE_SHUTDOWN_TIMEOUT", 30.0),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileSettings:
+    """Settings of file storage's signed URLs (``ctx.files``)."""
+
+    url_secret: str | None = None
+    """``CAPSULE_FILE_URL_SECRET``: signs file URLs; when unset, a random secret is kept in the
+    database, so every process sharing it agrees."""
+    public_url: str | None = None
+    """``CAPSULE_PUBLIC_URL``: the server's address as clients reach it, for absolute file URLs
+    made outside a request (scheduled jobs, workers)."""
+    url_seconds: float = 3600.0
+    """``CAPSULE_FILE_URL_TTL``: how long a ``get_url`` link stays valid."""
+    upload_seconds: float = 3600.0
+    """``CAPSULE_UPLOAD_URL_TTL``: how long a ``generate_upload_url`` link stays valid."""
+
+    @classmethod
+    def from_env(cls) -> FileSettings:
+        """Read the file-storage variables."""
+        env = os.environ
+        return cls(
+            url_secret=env.get("CAPSULE_FILE_URL_SECRET") or None,
+            public_url=(env.get("CAPSULE_PUBLIC_URL") or "").rstrip("/") or None,
+            url_seconds=_number("CAPSULE_FILE_URL_TTL", 3600.0),
+            upload_seconds=_number("CAPSULE_UPLOAD_URL_TTL", 3600.0),
         )

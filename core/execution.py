@@ -270,9 +270,13 @@ class Executor:
         identity: UserIdentity | None = None,
         *,
         caller: str | None = None,
-        before_commit: Callable[[Transaction], None] | None = None,
+        before_commit: Callable[[Transaction, Any], None] | None = None,
     ) -> Any:
-        """Run a mutation as one serializable transaction (retried on conflicts)."""
+        """Run a mutation as one serializable transaction (retried on conflicts).
+
+        ``before_commit(txn, result)`` runs after the handler, in its transaction (the server
+        records idempotency keys there, so the record commits exactly with the mutation).
+        """
         target = self._resolve(ref, "mutation", caller)
         return self._logged(
             target, lambda: self._run_mutation(target, args, _auth(identity), before_commit)
@@ -283,7 +287,7 @@ class Executor:
         target: Target,
         args: Any,
         auth: Auth,
-        before_commit: Callable[[Transaction], None] | None = None,
+        before_commit: Callable[[Transaction, Any], None] | None = None,
     ) -> Any:
         kwargs = self._args(target, args)
 
@@ -291,7 +295,7 @@ class Executor:
             frame = Frame(self, target, auth=auth, depth=0, kind="mutation", txn=txn, now=txn.now)
             result = target.ref.check_result(target.ref.handler(MutationCtx(frame), **kwargs))
             if before_commit is not None:
-                before_commit(txn)
+                before_commit(txn, result)
             return result
 
         return self.run_transaction(attempt, label=target.ref.path)

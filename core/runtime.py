@@ -15,8 +15,10 @@ from typing import Any
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from core.database.catalog import SYSTEM_NAMESPACE
 from core.database.engine import Database
 from core.execution import Clock, Executor, Resolver
+from core.files import FileService, file_tables
 from core.schema import Schema
 from core.storage.base import Storage
 
@@ -24,6 +26,16 @@ logger = logging.getLogger("capsule.runtime")
 
 Service = Callable[["Runtime"], Awaitable[None]]
 """A background loop: runs until cancelled."""
+
+
+def _with_system_tables(schemas: Mapping[str, Schema]) -> dict[str, Schema]:
+    """``schemas`` with file storage's tables added to the ``_system`` table space."""
+    out = dict(schemas)
+    system = Schema(strict=True)
+    existing = out.get(SYSTEM_NAMESPACE)
+    system.tables = {**(existing.tables if existing is not None else {}), **file_tables()}
+    out[SYSTEM_NAMESPACE] = system
+    return out
 
 
 class Runtime:
@@ -42,8 +54,11 @@ class Runtime:
     ):
         self.storage = storage
         self.db = Database(storage)
-        self._schemas = dict(schemas)
+        self._schemas = _with_system_tables(schemas)
         self.executor = Executor(self.db, resolver, clock=clock, env=env)
+        self.files = FileService(self.db, self.executor)
+        """File storage (``ctx.files``, and the server's signed file URLs)."""
+        self.executor.hooks.files = self.files.for_frame  # type: ignore[method-assign]
         self._services = list(services or [])
         self._setup = list(setup or [])
         self._portal_cm: Any = None

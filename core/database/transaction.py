@@ -280,6 +280,29 @@ class Transaction:
         self._stage(info, doc_id, doc, size, None)
         return doc_id
 
+    def insert_with_id(
+        self, space: TableSpace, table: str, value: Any, *, doc_id: str, creation_time: float
+    ) -> Id:
+        """Buffer a document that keeps a given id and creation time (imports only).
+
+        Privileged: app code never reaches it. The id must be one of ``table`` and not taken.
+        """
+        info = space.table(table)
+        doc_id = space.resolve_id(doc_id, table)
+        if self.get(space, doc_id) is not None:
+            raise InvalidValueError(
+                f'Document "{doc_id}" already exists in table "{table}".', table=table
+            )
+        if isinstance(creation_time, bool) or not isinstance(creation_time, int | float):
+            raise InvalidValueError(
+                f'"_creation_time" must be a number of seconds, not {creation_time!r}.',
+                table=table,
+                field="_creation_time",
+            )
+        doc, size = self._document(info, space, value, doc_id, float(creation_time))
+        self._stage(info, doc_id, doc, size, None)
+        return doc_id
+
     def _current(
         self, space: TableSpace, doc_id: str, op: str
     ) -> tuple[TableInfo, dict[str, Any], dict[str, Any] | None]:
