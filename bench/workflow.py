@@ -16,8 +16,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.workflow import WorkflowManager, component  # noqa: E402
-from core import App, MutationCtx, QueryCtx, SQLiteStorage  # noqa: E402
+from components.workflow import WorkflowManager, component
+from core import App, MutationCtx, QueryCtx, SQLiteStorage
 
 N_SEQ = 100
 N_CONC = 100
@@ -109,16 +109,18 @@ def main() -> None:
         theirs = dbos(tmp)
         try:
             ours: tuple[float, float] | str = capsule(tmp)
-        except Exception as exc:  # noqa: BLE001 - report, e.g. no scheduler yet
+        except Exception as exc:
             ours = f"failed: {type(exc).__name__}: {exc}"
-    print(f"3-step workflows/s on SQLite (synchronous=FULL), {N_SEQ} sequential, "
-          f"{N_CONC} concurrent")
+    print(
+        f"3-step workflows/s on SQLite (synchronous=FULL), {N_SEQ} sequential, {N_CONC} concurrent"
+    )
     for i, label in enumerate(("sequential", "100 concurrent")):
         o = ours if isinstance(ours, str) else f"{ours[i]:8.1f}"
         t = theirs if isinstance(theirs, str) else f"{theirs[i]:8.1f}"
         ratio = (
             f"{ours[i] / theirs[i]:.2f}x"
-            if not isinstance(ours, str) and not isinstance(theirs, str) else "n/a"
+            if not isinstance(ours, str) and not isinstance(theirs, str)
+            else "n/a"
         )
         print(f"  {label:15s} capsule {o}   dbos {t}   ratio {ratio}")
 
