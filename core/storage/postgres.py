@@ -495,6 +495,7 @@ class PostgresStorage(Storage):
     # -- Storage --------------------------------------------------------------------------
 
     def open(self) -> None:
+        """Open the pools and create the tables if needed (safe from many processes at once)."""
         with self._open_lock:
             if self._opened:
                 return
@@ -507,6 +508,7 @@ class PostgresStorage(Storage):
             self._opened = True
 
     def close(self) -> None:
+        """Close the listener and the pools; ``open`` may be called again."""
         with self._listener_lock:
             listener, self._listener = self._listener, None
         if listener is not None and self._opened:
@@ -519,6 +521,7 @@ class PostgresStorage(Storage):
         self._writers = self._pool("writers", self.max_writers)
 
     def begin_read(self) -> Snapshot:
+        """A REPEATABLE READ snapshot at the newest commit."""
         conn = self._readers.getconn()
         try:
             return _PostgresSnapshot(conn, self)
@@ -529,9 +532,11 @@ class PostgresStorage(Storage):
             raise
 
     def begin_write(self, *, timeout: float | None = None) -> WriteSessionContext:
+        """The commit step: a transaction holding the cluster-wide commit lock."""
         return _WriteContext(self, timeout)
 
     def load_catalog(self) -> tuple[list[CatalogTable], list[CatalogIndex]]:
+        """All catalog rows (including those this thread's open write session wrote)."""
         with self._catalog_conn() as conn:
             tables = [
                 CatalogTable(number=r[0], namespace=r[1], name=r[2], fingerprint=r[3])
@@ -546,6 +551,7 @@ class PostgresStorage(Storage):
         return tables, indexes
 
     def read_commits(self, after_ts: int) -> list[tuple[int, bytes]]:
+        """Commit-log records with ``ts > after_ts``, read without the commit lock."""
         # One statement, one snapshot: commits become visible in timestamp order, so this is
         # a gap-free run of the log without taking the commit lock.
         with self._catalog_conn() as conn:
