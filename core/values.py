@@ -32,8 +32,10 @@ _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
 def check_table_name(name: str, *, system: bool = False) -> str:
     """Return ``name`` if it is a valid table name, else raise ``InvalidValueError``."""
+    if not isinstance(name, str):
+        raise InvalidValueError(f"A table name must be a str, not {type(name).__name__}.")
     body = name[1:] if system and name.startswith("_") else name
-    if not isinstance(name, str) or not _TABLE_NAME.match(body):
+    if not _TABLE_NAME.match(body):
         raise InvalidValueError(
             f"Table name {name!r} is not valid: it must match [A-Za-z][A-Za-z0-9_]*."
         )
@@ -48,26 +50,19 @@ def check_table_name(name: str, *, system: bool = False) -> str:
 
 
 def check_document(doc: Any, *, table: str) -> int:
-    """Check a document body (without system fields) and return its size in bytes.
+    """Check a document (with or without its system fields) and return its size in bytes.
 
     Raises:
         InvalidValueError: a value of an unsupported type, or a bad field name.
         LimitExceededError: size, depth, field-count or array-length limits.
     """
-    if not isinstance(doc, dict):
+    if type(doc) is not dict:
         raise InvalidValueError(
             f'A document for table "{table}" must be a dict, not {type(doc).__name__}.',
             table=table,
         )
-    for key in doc:
-        if isinstance(key, str) and key.startswith("_") and key not in SYSTEM_FIELDS:
-            raise InvalidValueError(
-                f'Field "{key}" in table "{table}" starts with "_"; top-level names starting '
-                'with "_" are reserved for system fields.',
-                table=table,
-                field=key,
-            )
-    size = _check(doc, table, "", 1, True)
+    check_top_level_names(doc, table=table)
+    size = _Walk(f'table "{table}"', MAX_DEPTH, table).check(doc, "", 1)
     if size > MAX_DOCUMENT_BYTES:
         raise LimitExceededError(
             f'Document in table "{table}" is {size:,} bytes; the limit is 1 MiB '
@@ -80,99 +75,205 @@ def check_document(doc: Any, *, table: str) -> int:
     return size
 
 
+def check_top_level_names(doc: dict[str, Any], *, table: str) -> None:
+    """Refuse top-level field names that start with ``_`` (system fields aside) or ``$``."""
+    for key in doc:
+        if type(key) is str and not key.startswith(("_", "$")):
+            continue
+        if not isinstance(key, str):
+            raise InvalidValueError(
+                f'A document for table "{table}" has a key of type {type(key).__name__}; '
+                "keys must be str.",
+                table=table,
+            )
+        if key.startswith("$"):
+            raise InvalidValueError(
+                f'Field name "{key}" in table "{table}" starts with "$", which is reserved for '
+                "the wire format.",
+                table=table,
+                field=key,
+            )
+        if key not in SYSTEM_FIELDS:
+            raise InvalidValueError(
+                f'Field "{key}" in table "{table}" starts with "_"; top-level names starting '
+                'with "_" are reserved for system fields.',
+                table=table,
+                field=key,
+            )
+
+
 def check_value(value: Any, *, what: str = "value", depth_limit: int = 64) -> int:
     """Check an argument or return value (not a stored document); return its size in bytes."""
-    return _check(value, what, "", 1, False, depth_limit)
+    return _Walk(what, depth_limit, None).check(value, "", 1)
 
 
-def _where(table: str, path: str) -> str:
-    return f'"{path}" in {table}' if path else table
+def _str_size(v: str) -> int | None:
+    """The UTF-8 size of a string, or ``None`` if it holds an unpaired surrogate."""
+    if v.isascii():
+        return len(v)
+    try:
+        return len(v.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
 
 
-def _check(
-    v: Any, table: str, path: str, depth: int, in_doc: bool, depth_limit: int = MAX_DEPTH
-) -> int:
-    """Walk a value; return its encoded size (the sum of its leaves plus small overheads)."""
-    t = type(v)
-    if v is None or t is bool:
-        return 1
-    if t is str or (t is not bool and isinstance(v, str)):
-        return len(v.encode("utf-8", "surrogatepass")) + 2
-    if t is int or (t is not bool and isinstance(v, int) and not isinstance(v, bool)):
-        if not INT64_MIN <= v <= INT64_MAX:
-            raise InvalidValueError(
-                f"Integer {v} at {_where(table, path)} does not fit in 64 bits.",
-                field=path or None,
-            )
-        return 9
-    if t is float:
-        return 9
-    if t is bytes:
-        return len(v) + 2
-    if depth > depth_limit:
-        raise LimitExceededError(
-            f"Value at {_where(table, path)} is nested {depth} levels deep; "
-            f"the limit is {depth_limit}.",
-            limit="nesting_depth",
-            maximum=depth_limit,
-            actual=depth,
+class _Walk:
+    """One check of a value: walks it once, returns its size and raises on the first problem.
+
+    The size is the sum of the leaves' encoded sizes plus small overheads per container and
+    field. Paths (``"a.b[3]"``) are built only for containers and errors, so checking the
+    common flat document costs one loop over its fields.
+    """
+
+    __slots__ = ("where", "depth_limit", "table")
+
+    def __init__(self, where: str, depth_limit: int, table: str | None):
+        self.where = where
+        self.depth_limit = depth_limit
+        self.table = table
+
+    def _at(self, path: str) -> str:
+        return f'"{path}" in {self.where}' if path else self.where
+
+    def invalid(self, message: str, path: str) -> InvalidValueError:
+        return InvalidValueError(message, table=self.table, field=path or None)
+
+    def limit(self, message: str, path: str, limit: str, maximum: int, actual: int) -> Exception:
+        return LimitExceededError(
+            message,
+            limit=limit,
+            maximum=maximum,
+            actual=actual,
+            table=self.table,
             field=path or None,
         )
-    if t is list or t is tuple:
+
+    def check(self, v: Any, path: str, depth: int) -> int:
+        t = type(v)
+        if t is dict or (t is not str and isinstance(v, dict)):
+            return self._dict(v, path, depth)
+        if t is list or t is tuple or (t is not str and isinstance(v, (list, tuple))):
+            return self._list(v, path, depth)
+        return self._scalar(v, path)
+
+    def _scalar(self, v: Any, path: str) -> int:
+        t = type(v)
+        if v is None or t is bool:
+            return 1
+        if t is float:
+            return 9
+        if isinstance(v, str):
+            size = _str_size(v)
+            if size is None:
+                raise self.invalid(
+                    f"String at {self._at(path)} holds an unpaired surrogate; strings must be "
+                    "valid Unicode.",
+                    path,
+                )
+            return size + 2
+        if isinstance(v, int) and not isinstance(v, bool):
+            if not INT64_MIN <= v <= INT64_MAX:
+                raise self.invalid(f"Integer {v} at {self._at(path)} does not fit in 64 bits.", path)
+            return 9
+        if t is bytes:
+            return len(v) + 2
+        raise self.invalid(
+            f"Value at {self._at(path)} has type {t.__name__}, which cannot be stored; "
+            "use None, bool, int, float, str, bytes, list or dict.",
+            path,
+        )
+
+    def _depth(self, path: str, depth: int) -> None:
+        if depth > self.depth_limit:
+            raise self.limit(
+                f"Value at {self._at(path)} is nested {depth} levels deep; the limit is "
+                f"{self.depth_limit}.",
+                path,
+                "nesting_depth",
+                self.depth_limit,
+                depth,
+            )
+
+    def _list(self, v: list[Any] | tuple[Any, ...], path: str, depth: int) -> int:
+        self._depth(path, depth)
         if len(v) > MAX_ARRAY_ELEMENTS:
-            raise LimitExceededError(
-                f"Array at {_where(table, path)} has {len(v):,} elements; the limit is "
+            raise self.limit(
+                f"Array at {self._at(path)} has {len(v):,} elements; the limit is "
                 f"{MAX_ARRAY_ELEMENTS:,}.",
-                limit="array_elements",
-                maximum=MAX_ARRAY_ELEMENTS,
-                actual=len(v),
-                field=path or None,
+                path,
+                "array_elements",
+                MAX_ARRAY_ELEMENTS,
+                len(v),
             )
         size = 2
         for i, item in enumerate(v):
-            size += _check(item, table, f"{path}[{i}]", depth + 1, in_doc, depth_limit)
+            t = type(item)
+            if t is float or t is int and INT64_MIN <= item <= INT64_MAX:
+                size += 9
+            elif t is str and item.isascii():
+                size += len(item) + 2
+            else:
+                size += self.check(item, f"{path}[{i}]", depth + 1)
         return size
-    if t is dict:
+
+    def _dict(self, v: dict[Any, Any], path: str, depth: int) -> int:
+        self._depth(path, depth)
         if len(v) > MAX_FIELDS:
-            raise LimitExceededError(
-                f"Object at {_where(table, path)} has {len(v):,} fields; the limit is "
+            raise self.limit(
+                f"Object at {self._at(path)} has {len(v):,} fields; the limit is "
                 f"{MAX_FIELDS:,}.",
-                limit="fields",
-                maximum=MAX_FIELDS,
-                actual=len(v),
-                field=path or None,
+                path,
+                "fields",
+                MAX_FIELDS,
+                len(v),
             )
         size = 2
         for key, item in v.items():
-            if type(key) is not str and not isinstance(key, str):
-                raise InvalidValueError(
-                    f"Object at {_where(table, path)} has a key of type "
-                    f"{type(key).__name__}; keys must be str.",
-                    field=path or None,
-                )
-            sub = f"{path}.{key}" if path else key
-            if key.startswith("$"):
-                raise InvalidValueError(
-                    f'Field name "{sub}" in {table} starts with "$", which is reserved for '
-                    "the wire format.",
-                    field=sub,
-                )
-            if len(key) > MAX_FIELD_NAME_LENGTH:
-                raise LimitExceededError(
-                    f'Field name "{key[:40]}..." in {table} is {len(key)} characters; the '
-                    f"limit is {MAX_FIELD_NAME_LENGTH}.",
-                    limit="field_name_length",
-                    maximum=MAX_FIELD_NAME_LENGTH,
-                    actual=len(key),
-                    field=sub,
-                )
-            size += len(key) + 1 + _check(item, table, sub, depth + 1, in_doc, depth_limit)
+            if type(key) is not str or key.startswith("$") or len(key) > 64 or not key.isascii():
+                size += self._key(key, path)
+            else:
+                size += len(key) + 1
+            t = type(item)
+            if t is str and item.isascii():
+                size += len(item) + 2
+            elif t is float or t is int and INT64_MIN <= item <= INT64_MAX:
+                size += 9
+            elif t is bool or item is None:
+                size += 1
+            else:
+                size += self.check(item, f"{path}.{key}" if path else key, depth + 1)
         return size
-    raise InvalidValueError(
-        f"Value at {_where(table, path)} has type {type(v).__name__}, which cannot be stored; "
-        "use None, bool, int, float, str, bytes, list or dict.",
-        field=path or None,
-    )
+
+    def _key(self, key: Any, path: str) -> int:
+        """Check an unusual field name (the common case is inlined); return its size."""
+        if not isinstance(key, str):
+            raise self.invalid(
+                f"Object at {self._at(path)} has a key of type {type(key).__name__}; keys "
+                "must be str.",
+                path,
+            )
+        sub = f"{path}.{key}" if path else key
+        if key.startswith("$"):
+            raise self.invalid(
+                f'Field name "{sub}" in {self.where} starts with "$", which is reserved for '
+                "the wire format.",
+                sub,
+            )
+        if len(key) > MAX_FIELD_NAME_LENGTH:
+            raise self.limit(
+                f'Field name "{key[:40]}..." in {self.where} is {len(key):,} characters; the '
+                f"limit is {MAX_FIELD_NAME_LENGTH:,}.",
+                sub,
+                "field_name_length",
+                MAX_FIELD_NAME_LENGTH,
+                len(key),
+            )
+        size = _str_size(key)
+        if size is None:
+            raise self.invalid(
+                f"Field name {key!r} at {self._at(path)} holds an unpaired surrogate.", sub
+            )
+        return size + 1
 
 
 # --- JSON wire format -------------------------------------------------------------------------

@@ -90,6 +90,9 @@ class Database:
         self._ct_lock = threading.Lock()
         self._since_prune = 0
         self.commit_count = 0
+        self.batch_count = 0
+        """Storage transactions that applied commits (``commit_count / batch_count`` is the
+        average group-commit size)."""
         self.conflict_count = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -388,57 +391,6 @@ class Database:
     # -- schemaless tables ----------------------------------------------------------------------
 
     def _ensure_table(self, space: TableSpace, name: str) -> Any:
-    def run_exclusive_batches(
-        self, bodies: Iterable[Callable[[Transaction], None]], *, now: float, timeout: float
-    ) -> int:
-        """Run each body in its own transaction; commit them all together or not at all.
-
-        For imports larger than one transaction may be: every batch is applied inside one
-        storage transaction, holding the commit lock (as ``run_exclusive`` does), so nothing
-        conflicts and an exception from any body leaves the database as it was. Each body sees
-        the batches before it. Returns the number of documents written.
-
-        Raises:
-            ConflictError: the lock could not be had within ``timeout`` seconds.
-        """
-        if not self._commit_lock.acquire(timeout=timeout):
-            raise ConflictError([], detail=f"the commit lock was busy for {timeout:g} s")
-        latest = self.latest_ts
-        commits: list[tuple[int, WriteSet]] = []
-        written = 0
-        try:
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
-            if batch:
-                self._commit_batch(batch)
-            with ExitStack() as stack:
-                try:
-                    w = stack.enter_context(self.storage.begin_write(timeout=timeout))
-                except TimeoutError:
-                    raise ConflictError([], detail="the storage write lock was busy") from None
-                self._catch_up(w)
-                latest = self.latest_ts
-                self._exclusive = w
-                stack.callback(setattr, self, "_exclusive", None)
-                for body in bodies:
-                    txn = Transaction(self, snapshot=w.snapshot(), now=now)
-                    body(txn)
-                    if txn.writes:
-                        writes, ws = txn.commit_writes()
-                        ts = self._next_ts()
-                        w.apply([CommitBatchItem(ts=ts, writes=writes, log_record=ws.dump())])
-                        commits.append((ts, ws))
-                        written += len(writes)
-        except BaseException:
-            # Invariant: nothing of this call reached storage, so no timestamp was used.
-            self.latest_ts = latest
-            raise
-        else:
-            self._publish(commits)
-        finally:
-            self._commit_lock.release()
-        return written
-
         if self._exclusive is not None:
             return self.catalog.add_table(space, self._exclusive, name)
         with self._commit_lock, self.storage.begin_write() as w:

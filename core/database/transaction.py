@@ -20,7 +20,7 @@ from core.encoding import dump_document, load_document
 from core.errors import InvalidValueError, LimitExceededError
 from core.ids import Id, new_id
 from core.storage.base import DocumentWrite, Snapshot
-from core.values import SYSTEM_FIELDS, UNSET, check_document
+from core.values import SYSTEM_FIELDS, UNSET, check_document, check_top_level_names
 
 if TYPE_CHECKING:
     from core.database.catalog import TableInfo, TableSpace
@@ -264,7 +264,9 @@ class Transaction:
                     table=info.name,
                     field=key,
                 )
-        check_document(value, table=info.name)
+        # Names first, so a "$" or "_" field is refused as such rather than as an unknown field
+        # of the shape; the full walk (types, limits, size) runs once, on what is stored.
+        check_top_level_names(value, table=info.name)
         body = info.validate(value, space.validation_context())
         doc = {"_id": doc_id, "_creation_time": creation_time, **body}
         size = check_document(doc, table=info.name)
