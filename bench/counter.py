@@ -8,6 +8,7 @@ through ``ShardedCounter.add`` and OCC retries per committed increment, for the 
 PostgreSQL with 4+ writers: sharded at least 2x the single document).
 """
 
+# ruff: noqa: T201
 from __future__ import annotations
 
 import argparse
@@ -71,6 +72,7 @@ def run(storage: Storage, shards: int, each: int) -> tuple[float, float]:
 
 @contextlib.contextmanager
 def postgres(url: str) -> Iterator[Storage]:
+    """A PostgresStorage on a temporary database."""
     from core.storage.postgres import PostgresStorage, temporary_database
 
     with temporary_database(url, f"capsule_bench_{uuid.uuid4().hex[:10]}") as db_url:
@@ -83,10 +85,12 @@ def postgres(url: str) -> Iterator[Storage]:
 
 @contextlib.contextmanager
 def sqlite(folder: Path, name: str) -> Iterator[Storage]:
+    """A SQLiteStorage on a fresh file."""
     yield SQLiteStorage(folder / f"{name}.db", synchronous="NORMAL")
 
 
 def main() -> None:
+    """Print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--each", type=int, default=250, help="increments per writer")
     parser.add_argument("--postgres", help="a PostgreSQL server URL")
@@ -94,8 +98,10 @@ def main() -> None:
     url = args.postgres or os.environ.get("CAPSULE_DB_URL", "")
     backends = ["sqlite"] + (["postgres"] if url.startswith("postgres") else [])
     print(f"{WRITERS} writers x {args.each} increments on one name")
-    print(f"{'backend':>9}  {'sharded(16)/s':>13}  {'retries':>7}  {'single/s':>9}  "
-          f"{'retries':>7}  {'ratio':>6}")
+    print(
+        f"{'backend':>9}  {'sharded(16)/s':>13}  {'retries':>7}  {'single/s':>9}  "
+        f"{'retries':>7}  {'ratio':>6}"
+    )
     with tempfile.TemporaryDirectory(prefix="capsule-bench-") as tmp:
         for backend in backends:
             figures = []
@@ -107,8 +113,10 @@ def main() -> None:
                 with store as storage:
                     figures.append(run(storage, shards, args.each))
             (s_rate, s_retry), (o_rate, o_retry) = figures
-            print(f"{backend:>9}  {s_rate:>13,.0f}  {s_retry:>7.2f}  {o_rate:>9,.0f}  "
-                  f"{o_retry:>7.2f}  {s_rate / o_rate:>5.2f}x")
+            print(
+                f"{backend:>9}  {s_rate:>13,.0f}  {s_retry:>7.2f}  {o_rate:>9,.0f}  "
+                f"{o_retry:>7.2f}  {s_rate / o_rate:>5.2f}x"
+            )
     if len(backends) == 1:
         print("(PostgreSQL skipped: pass --postgres URL or set CAPSULE_DB_URL)")
 

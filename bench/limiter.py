@@ -12,6 +12,7 @@ Run ``python bench/limiter.py`` (about 15 seconds). In one run, on fresh files w
   (no durability at all: an upper bound, not a peer).
 """
 
+# ruff: noqa: T201
 from __future__ import annotations
 
 import argparse
@@ -45,6 +46,7 @@ def timed(seconds: float, step: Callable[[int], Any]) -> float:
 
 
 def ours(folder: Path, keys: int, seconds: float) -> float:
+    """Our limiter: admitted decisions/s over ``keys`` keys."""
     app = App(storage=SQLiteStorage(folder / f"ours-{keys}.db", synchronous="NORMAL"))
     limiter = RateLimiter(app.use(component, name="limits"), {"api": TokenBucket(BIG, SECOND)})
 
@@ -63,6 +65,7 @@ def ours(folder: Path, keys: int, seconds: float) -> float:
 
 
 def raw(folder: Path, keys: int, seconds: float) -> float:
+    """Raw sqlite3 token-bucket read-modify-write transactions/s."""
     conn = sqlite3.connect(folder / f"raw-{keys}.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -92,6 +95,7 @@ def raw(folder: Path, keys: int, seconds: float) -> float:
 
 
 def library(strategy: str, keys: int, seconds: float) -> float:
+    """The ``limits`` library's limiter on in-memory storage, hits/s."""
     from limits import RateLimitItemPerSecond, storage, strategies
 
     store = storage.MemoryStorage()
@@ -111,12 +115,15 @@ def library(strategy: str, keys: int, seconds: float) -> float:
 
 
 def main() -> None:
+    """Print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     args = parser.parse_args()
     print(f"admitted decisions/s, {args.seconds:g} s each, SQLite WAL+NORMAL")
-    print(f"{'keys':>6}  {'ours':>9}  {'raw sqlite3':>11}  {'ratio':>6}  "
-          f"{'limits moving':>13}  {'limits fixed':>12}")
+    print(
+        f"{'keys':>6}  {'ours':>9}  {'raw sqlite3':>11}  {'ratio':>6}  "
+        f"{'limits moving':>13}  {'limits fixed':>12}"
+    )
     with tempfile.TemporaryDirectory(prefix="capsule-bench-") as tmp:
         folder = Path(tmp)
         for keys in (1, 1000):
@@ -124,8 +131,10 @@ def main() -> None:
             raw_rate = raw(folder, keys, args.seconds)
             moving = library("moving", keys, args.seconds)
             fixed = library("fixed", keys, args.seconds)
-            print(f"{keys:>6}  {ours_rate:>9,.0f}  {raw_rate:>11,.0f}  "
-                  f"{ours_rate / raw_rate:>5.2f}x  {moving:>13,.0f}  {fixed:>12,.0f}")
+            print(
+                f"{keys:>6}  {ours_rate:>9,.0f}  {raw_rate:>11,.0f}  "
+                f"{ours_rate / raw_rate:>5.2f}x  {moving:>13,.0f}  {fixed:>12,.0f}"
+            )
     print("target: ours >= 0.2x raw sqlite3 (the limits figures are in-memory, no durability)")
 
 

@@ -49,7 +49,9 @@ def _check_common(
     reserved: float | None = None
     if max_reserved is not None:
         if isinstance(max_reserved, bool) or not isinstance(max_reserved, int | float):
-            raise RateLimitConfigError(f"{kind} max_reserved must be a number, not {max_reserved!r}.")
+            raise RateLimitConfigError(
+                f"{kind} max_reserved must be a number, not {max_reserved!r}."
+            )
         if not math.isfinite(max_reserved) or max_reserved < 0:
             raise RateLimitConfigError(
                 f"{kind} max_reserved must be zero or more, not {max_reserved!r}."
@@ -139,7 +141,9 @@ class FixedWindow:
         ):
             object.__setattr__(self, field, value)
         if start is not None and (
-            isinstance(start, bool) or not isinstance(start, int | float) or not math.isfinite(start)
+            isinstance(start, bool)
+            or not isinstance(start, int | float)
+            or not math.isfinite(start)
         ):
             raise RateLimitConfigError(f"FixedWindow start must be a finite number, not {start!r}.")
         object.__setattr__(self, "start", None if start is None else float(start))
@@ -308,7 +312,9 @@ def _probe(
     state, retry = calculate(start, config, now, count)
     ok = not (
         state.value < 0
-        and (not reserve or (config.max_reserved is not None and -state.value > config.max_reserved))
+        and (
+            not reserve or (config.max_reserved is not None and -state.value > config.max_reserved)
+        )
     )
     return _Probe(shard=shard, existed=stored is not None, ok=ok, retry_after=retry, state=state)
 

@@ -63,9 +63,7 @@ def _status(raw: Mapping[str, Any]) -> RateLimitStatus:
 
 
 def _value(raw: Mapping[str, Any]) -> RateLimitValue:
-    return RateLimitValue(
-        value=raw["value"], ts=raw["ts"], config=config_from_dict(raw["config"])
-    )
+    return RateLimitValue(value=raw["value"], ts=raw["ts"], config=config_from_dict(raw["config"]))
 
 
 class RateLimiter:

@@ -91,7 +91,13 @@ def limit(
 ) -> dict[str, Any]:
     """Take ``count`` tokens if the limit allows it; refusals write nothing."""
     status, writes = _evaluate(
-        ctx, ctx.random, name=name, key=key, config=config, count=count, reserve=reserve,
+        ctx,
+        ctx.random,
+        name=name,
+        key=key,
+        config=config,
+        count=count,
+        reserve=reserve,
         jitter=jitter,
     )
     if not status["ok"]:
@@ -120,8 +126,14 @@ def check(
 ) -> dict[str, Any]:
     """What ``limit`` would answer now, without taking anything."""
     status, _ = _evaluate(
-        ctx, _query_rng(name, key, ctx.now), name=name, key=key, config=config, count=count,
-        reserve=reserve, jitter=jitter,
+        ctx,
+        _query_rng(name, key, ctx.now),
+        name=name,
+        key=key,
+        config=config,
+        count=count,
+        reserve=reserve,
+        jitter=jitter,
     )
     if throws and not status["ok"]:
         raise RateLimitError(name, status["retry_after"])

@@ -90,9 +90,7 @@ class ShardedCounter:
         """The exact count: the sum of every shard (reads them all)."""
         return run_function(ctx, "query", self.handle.count, {"name": name})
 
-    def estimate_count(
-        self, ctx: QueryCtx | ActionCtx, name: str, *, read_shards: int = 1
-    ) -> Any:
+    def estimate_count(self, ctx: QueryCtx | ActionCtx, name: str, *, read_shards: int = 1) -> Any:
         """An estimate from ``read_shards`` random shards (exact after ``rebalance``)."""
         args = {"name": name, "read_shards": read_shards, "shards": self.shards_of(name)}
         return run_function(ctx, "query", self.handle.estimate_count, args)

@@ -31,8 +31,20 @@ def _all_shards(ctx: QueryCtx, name: str) -> list[dict[str, Any]]:
     return docs
 
 
+def _shard(ctx: QueryCtx, name: str, shard: int) -> dict[str, Any] | None:
+    doc: dict[str, Any] | None = (
+        ctx.db.query("counters")
+        .with_index("by_name", lambda q: q.eq("name", name).eq("shard", shard))
+        .unique()
+    )
+    return doc
+
+
 def _total(docs: list[dict[str, Any]]) -> Number:
-    return sum((doc["value"] for doc in docs), 0)
+    total: Number = 0
+    for doc in docs:
+        total += doc["value"]
+    return total
 
 
 @component.mutation
@@ -41,11 +53,7 @@ def add(
 ) -> int:
     """Add ``count`` to one shard (random unless ``shard`` is given); return the shard."""
     chosen = ctx.random.randrange(max(1, shards)) if shard is None else shard
-    doc = (
-        ctx.db.query("counters")
-        .with_index("by_name", lambda q: q.eq("name", name).eq("shard", chosen))
-        .unique()
-    )
+    doc = _shard(ctx, name, chosen)
     if doc is None:
         ctx.db.insert("counters", {"name": name, "shard": chosen, "value": count})
     else:
@@ -74,11 +82,7 @@ def estimate_count(ctx: QueryCtx, name: str, read_shards: int = 1, shards: int =
     picked = Random(f"{name}|{ctx.now!r}").sample(range(shards), k)
     total: Number = 0
     for shard in picked:
-        doc = (
-            ctx.db.query("counters")
-            .with_index("by_name", lambda q, s=shard: q.eq("name", name).eq("shard", s))
-            .unique()
-        )
+        doc = _shard(ctx, name, shard)
         if doc is not None:
             total += doc["value"]
     return total * shards / k
@@ -94,11 +98,11 @@ def rebalance(ctx: MutationCtx, name: str, shards: int = 16) -> None:
         if shard >= shards:
             ctx.db.delete(doc["_id"])
     for shard in range(shards):
-        doc = existing.get(shard)
-        if doc is None:
+        current = existing.get(shard)
+        if current is None:
             ctx.db.insert("counters", {"name": name, "shard": shard, "value": share})
         else:
-            ctx.db.patch(doc["_id"], {"value": share})
+            ctx.db.patch(current["_id"], {"value": share})
 
 
 @component.mutation

@@ -76,9 +76,9 @@ def test_count_that_never_fits_raises() -> None:
         (lambda: FixedWindow(1, -5), "period"),
         (lambda: TokenBucket(1, SECOND, capacity=0), "capacity must be positive"),
         (lambda: TokenBucket(1, SECOND, shards=0), "shards must be a positive integer"),
-        (lambda: TokenBucket(1, SECOND, shards=2.5), "shards must be a positive integer"),
+        (lambda: TokenBucket(1, SECOND, shards=2.5), "shards must be a positive integer"),  # type: ignore[arg-type]
         (lambda: TokenBucket(1, SECOND, max_reserved=-1), "max_reserved"),
-        (lambda: TokenBucket("1", SECOND), "finite number"),
+        (lambda: TokenBucket("1", SECOND), "finite number"),  # type: ignore[arg-type]
         (lambda: FixedWindow(1, SECOND, start=float("nan")), "start"),
         (lambda: TokenBucket(float("inf"), SECOND), "finite number"),
     ],
@@ -134,8 +134,12 @@ def test_sharding_reference_case_14(n: int) -> None:
 
 def test_two_choices_prefer_the_fuller_shard() -> None:
     config = TokenBucket(1, SECOND, capacity=40, shards=4)
-    states = {0: LimitState(value=2, ts=NOW), 1: LimitState(value=8, ts=NOW),
-              2: LimitState(value=2, ts=NOW), 3: LimitState(value=8, ts=NOW)}
+    states = {
+        0: LimitState(value=2, ts=NOW),
+        1: LimitState(value=8, ts=NOW),
+        2: LimitState(value=2, ts=NOW),
+        3: LimitState(value=8, ts=NOW),
+    }
     for seed in range(20):
         decision = decide(config, states.get, now=NOW, count=1, reserve=False, rng=Random(seed))
         (update,) = decision.updates

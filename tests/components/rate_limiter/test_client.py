@@ -69,9 +69,7 @@ def take(
     throws: bool = False,
     which: str = "limits",
 ) -> dict[str, Any]:
-    status = limiters[which].limit(
-        ctx, name, key=key, count=count, reserve=reserve, throws=throws
-    )
+    status = limiters[which].limit(ctx, name, key=key, count=count, reserve=reserve, throws=throws)
     return _status(status)
 
 
@@ -85,8 +83,13 @@ def peek(
 @app.query
 def value(ctx: QueryCtx, name: str, key: str | None = None, which: str = "limits") -> Any:
     v = limiters[which].get_value(ctx, name, key=key)
-    return {"value": v.value, "ts": v.ts, "capacity": v.config.capacity,
-            "shards": v.config.shards, "start": v.config.start}
+    return {
+        "value": v.value,
+        "ts": v.ts,
+        "capacity": v.config.capacity,
+        "shards": v.config.shards,
+        "start": v.config.start,
+    }
 
 
 @app.mutation
@@ -257,7 +260,9 @@ def test_throws_raises_rate_limit_error(t: TestApp) -> None:
     with pytest.raises(RateLimitError) as info:
         t.mutation(take, {"name": "tb_simple", "throws": True})
     assert info.value.data == {
-        "kind": "RateLimited", "name": "tb_simple", "retry_after": pytest.approx(1)
+        "kind": "RateLimited",
+        "name": "tb_simple",
+        "retry_after": pytest.approx(1),
     }
     assert info.value.http_status == 422
 

@@ -192,7 +192,12 @@ def test_concurrent_increments_are_never_lost(t: TestApp) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"default_shards": 0}, {"default_shards": 2.0}, {"shards": {"x": -1}}, {"shards": {"x": True}}],
+    [
+        {"default_shards": 0},
+        {"default_shards": 2.0},
+        {"shards": {"x": -1}},
+        {"shards": {"x": True}},
+    ],
 )
 def test_bad_shard_counts_are_refused(options: dict[str, Any]) -> None:
     with pytest.raises(CounterConfigError, match="positive integer"):
