@@ -401,7 +401,9 @@ class _Listener:
     def _drain(self, timeout: float) -> None:
         conn = self._conn
         if conn is None:
-            conn = psycopg.connect(self._conninfo, autocommit=True)
+            conn = psycopg.connect(
+                self._conninfo, autocommit=True, application_name="capsule-listener"
+            )
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._wake)))
             self._conn = conn

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from core.database.engine import Database
+from core.database.engine import Conflict, Database
 from core.database.readsets import WriteSet
+from core.storage import open_storage
 from core.storage.base import Storage
 from core.testing import TestApp
 
@@ -305,3 +306,41 @@ def test_another_process_commit_reaches_this_process_listeners(
         workers.finish(workers.procs[0])
     finally:
         db.close()
+
+
+def test_commits_another_process_pruned_before_this_one_saw_them_still_conflict(
+    storage: Storage, worker_app: ModuleType
+) -> None:
+    """Two processes' databases; B prunes the log records A has not read yet."""
+    other = open_storage(storage.url)
+    schemas = worker_app.app.schemas()
+    a, b = Database(storage), Database(other)
+    a.open(schemas)
+    b.open(schemas)
+    try:
+        space_a, space_b = a.space(""), b.space("")
+        setup = a.transaction()
+        doc_id = setup.insert(space_a, "counters", {"name": "x", "value": 0})
+        a.commit(setup)
+        setup.close()
+
+        stale = a.transaction()
+        value = stale.get(space_a, doc_id)["value"]
+        for write in (
+            lambda txn: txn.patch(space_b, doc_id, {"value": 10}),
+            lambda txn: txn.insert(space_b, "counters", {"name": "y", "value": 0}),
+        ):
+            txn = b.transaction()
+            write(txn)
+            b.commit(txn)
+            txn.close()
+        with other.begin_write() as w:
+            w.prune_log(w.latest_ts())  # keeps only the newest record
+
+        stale.patch(space_a, doc_id, {"value": value + 1})
+        with pytest.raises(Conflict):
+            a.commit(stale)
+        stale.close()
+    finally:
+        a.close()
+        b.close()
