@@ -14,10 +14,12 @@ from typing import Any, TypeVar, overload
 from core.client import Client, SyncClient
 from core.components import Component, ComponentHandle, Components
 from core.config import database_url, environment
+from core.crons import Crons, install_crons
 from core.errors import FunctionNotFoundError, UserError
 from core.execution import Clock, Target, parse_handle
 from core.functions import FunctionKind, FunctionRef, FunctionRegistry, decorator
 from core.runtime import Runtime, Service
+from core.scheduler import SchedulerConfig, install_scheduler
 from core.schema import Schema
 from core.storage import open_storage
 from core.storage.base import Storage
@@ -53,6 +55,12 @@ class App:
         """Mounted component instances: ``app.components.<name>.<function>``."""
         self.http_routes: list[tuple[str, str, FunctionRef[Any, Any]]] = []
         """``(path, method, handler)`` of each ``@app.http_route``, served under ``/http``."""
+        self.scheduler_config = SchedulerConfig()
+        """Scheduler settings (job retention, action leases, parallelism, polling)."""
+        self.crons = Crons()
+        """The app's crons: ``app.crons.interval(...)``, ``.cron(...)``, ``.daily(...)`` ..."""
+        install_scheduler(self)
+        install_crons(self)
 
     # -- registration -------------------------------------------------------------------------
 

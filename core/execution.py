@@ -249,18 +249,33 @@ class Executor:
         identity: UserIdentity | None = None,
         *,
         caller: str | None = None,
+        observe: Callable[[Transaction], None] | None = None,
     ) -> Any:
-        """Run a query at one snapshot and return its result."""
-        target = self._resolve(ref, "query", caller)
-        return self._logged(target, lambda: self._run_query(target, args, _auth(identity)))
+        """Run a query at one snapshot and return its result.
 
-    def _run_query(self, target: Target, args: Any, auth: Auth) -> Any:
+        ``observe(txn)`` is called before the transaction closes, even if the handler raised
+        (subscriptions keep its read set and snapshot timestamp).
+        """
+        target = self._resolve(ref, "query", caller)
+        return self._logged(
+            target, lambda: self._run_query(target, args, _auth(identity), observe)
+        )
+
+    def _run_query(
+        self,
+        target: Target,
+        args: Any,
+        auth: Auth,
+        observe: Callable[[Transaction], None] | None = None,
+    ) -> Any:
         kwargs = self._args(target, args)
         txn = self.db.transaction(now=self.clock.time())
         try:
             frame = Frame(self, target, auth=auth, depth=0, kind="query", txn=txn, now=txn.now)
             return target.ref.check_result(target.ref.handler(QueryCtx(frame), **kwargs))
         finally:
+            if observe is not None:
+                observe(txn)
             txn.close()
 
     def mutation(

@@ -15,11 +15,11 @@ from typing import Any
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from core.database.catalog import SYSTEM_NAMESPACE
 from core.database.engine import Database
 from core.execution import Clock, Executor, Resolver
-from core.files import FileService, file_tables
+from core.files import FileService
 from core.schema import Schema
+from core.system_tables import SYSTEM_NAMESPACE, system_tables
 from core.storage.base import Storage
 
 logger = logging.getLogger("capsule.runtime")
@@ -29,11 +29,15 @@ Service = Callable[["Runtime"], Awaitable[None]]
 
 
 def _with_system_tables(schemas: Mapping[str, Schema]) -> dict[str, Schema]:
-    """``schemas`` with file storage's tables added to the ``_system`` table space."""
+    """``schemas`` with every registered system table in the ``_system`` table space.
+
+    Tables registered after the app was built (file storage, the server's idempotency keys)
+    are added here, when a runtime is made.
+    """
     out = dict(schemas)
     system = Schema(strict=True)
     existing = out.get(SYSTEM_NAMESPACE)
-    system.tables = {**(existing.tables if existing is not None else {}), **file_tables()}
+    system.tables = {**system_tables(), **(existing.tables if existing is not None else {})}
     out[SYSTEM_NAMESPACE] = system
     return out
 
@@ -68,6 +72,8 @@ class Runtime:
         self._lock = threading.Lock()
         self.state: dict[str, Any] = {}
         """Per-runtime state of plugged-in services (scheduler, subscriptions, ...)."""
+        self.on_close: list[Callable[[], None]] = []
+        """Called (last added first) when the runtime closes, before storage is closed."""
 
     @property
     def clock(self) -> Clock:
@@ -82,6 +88,11 @@ class Runtime:
 
     def close(self) -> None:
         """Stop the loop thread (if any) and close storage."""
+        while self.on_close:
+            try:
+                self.on_close.pop()()
+            except Exception:
+                logger.exception("a runtime close hook failed")
         with self._lock:
             cm, self._portal_cm, self._portal = self._portal_cm, None, None
         if cm is not None:
