@@ -11,6 +11,7 @@ from core.auth import UserIdentity
 from core.client import Client, SyncClient
 from core.components import Component, ComponentHandle, function_handle, run_function
 from core.context import ActionCtx, MutationCtx, QueryCtx
+from core.crons import Crons
 from core.database import DatabaseReader, DatabaseWriter, Page, Query
 from core.errors import (
     AppError,
@@ -31,6 +32,7 @@ from core.files import FileMetadata
 from core.functions import FunctionRef
 from core.http_client import HttpClient
 from core.ids import Id
+from core.scheduler import SchedulerConfig
 from core.schema import Schema, Table
 from core.storage import SQLiteStorage, Storage
 from core.values import UNSET, Value
@@ -44,6 +46,7 @@ __all__ = [
     "Component",
     "ComponentHandle",
     "ConflictError",
+    "Crons",
     "DatabaseReader",
     "DatabaseWriter",
     "FileMetadata",
@@ -62,6 +65,7 @@ __all__ = [
     "QueryCtx",
     "RequestTooLargeError",
     "SQLiteStorage",
+    "SchedulerConfig",
     "Schema",
     "SchemaMismatchError",
     "Storage",
