@@ -48,26 +48,23 @@ _pack_H = struct.Struct(">H").pack
 _SIGN = 1 << 63
 _MASK = (1 << 64) - 1
 _NAN = b"\x7f\xf8" + b"\x00" * 6
+_NAN_BITS = int.from_bytes(_NAN, "big")
 
 
 def _float_bits(f: float) -> bytes:
     """Big-endian bits of ``f`` transformed so unsigned byte order equals numeric order."""
-    if f != f:
-        raw = _NAN
-    else:
-        raw = _pack_d(f + 0.0)  # + 0.0 folds -0.0 into 0.0
-    (n,) = _unpack_q(raw)
-    n = n ^ _MASK if n & _SIGN else n | _SIGN
-    return _pack_Q(n)
+    # + 0.0 folds -0.0 into 0.0; every NaN encodes as the one canonical NaN.
+    n = int.from_bytes(_pack_d(f + 0.0), "big") if f == f else _NAN_BITS
+    return (n ^ _MASK if n & _SIGN else n | _SIGN).to_bytes(8, "big")
 
 
 def _number(v: int | float) -> bytes:
     if type(v) is float:
-        return bytes((_T_NUMBER,)) + _float_bits(v) + b"\x80\x00"
+        return b"\x10" + _float_bits(v) + b"\x80\x00"
     f = float(v)
     # Rounding to float is monotone, so (float(v), v - int(float(v))) orders ints exactly; the
     # residual of a 64-bit int is within +-1024, well inside the 16-bit offset.
-    return bytes((_T_NUMBER,)) + _float_bits(f) + _pack_H(v - int(f) + 0x8000)
+    return b"\x10" + _float_bits(f) + _pack_H(v - int(f) + 0x8000)
 
 
 def _escape(raw: bytes) -> bytes:

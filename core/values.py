@@ -173,7 +173,9 @@ class _Walk:
             return size + 2
         if isinstance(v, int) and not isinstance(v, bool):
             if not INT64_MIN <= v <= INT64_MAX:
-                raise self.invalid(f"Integer {v} at {self._at(path)} does not fit in 64 bits.", path)
+                raise self.invalid(
+                    f"Integer {v} at {self._at(path)} does not fit in 64 bits.", path
+                )
             return 9
         if t is bytes:
             return len(v) + 2
@@ -220,8 +222,7 @@ class _Walk:
         self._depth(path, depth)
         if len(v) > MAX_FIELDS:
             raise self.limit(
-                f"Object at {self._at(path)} has {len(v):,} fields; the limit is "
-                f"{MAX_FIELDS:,}.",
+                f"Object at {self._at(path)} has {len(v):,} fields; the limit is {MAX_FIELDS:,}.",
                 path,
                 "fields",
                 MAX_FIELDS,

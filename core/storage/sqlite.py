@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -50,6 +49,7 @@ CREATE TABLE IF NOT EXISTS catalog_indexes(
 """
 
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+_BUSY_TIMEOUT_MS = 30_000
 
 _SCAN_ASC = (
     "SELECT e.key, e.value, d.id, d.tbl, d.ct, d.data FROM index_entries e "
@@ -84,11 +84,13 @@ class _SQLiteSnapshot(Snapshot):
         sql = _SCAN_ASC.format(
             hi="" if hi is None else "AND e.key < ?", order="DESC" if reverse else "ASC"
         )
-        params: tuple[Any, ...] = (
-            (index_id, lo, limit) if hi is None else (index_id, lo, hi, limit)
-        )
+        params: tuple[Any, ...] = (index_id, lo, limit) if hi is None else (index_id, lo, hi, limit)
         return [
-            IndexRow(key=r[0], value=r[1], doc=DocumentRow(id=r[2], table=r[3], creation_time=r[4], data=r[5]))
+            IndexRow(
+                key=r[0],
+                value=r[1],
+                doc=DocumentRow(id=r[2], table=r[3], creation_time=r[4], data=r[5]),
+            )
             for r in self._conn.execute(sql, params)
         ]
 
@@ -110,11 +112,24 @@ class _SQLiteSnapshot(Snapshot):
         return cur.fetchall()
 
     def close(self) -> None:
+        """Close every connection; ``open`` may be called again."""
         if self._owned:
             try:
                 self._conn.execute("COMMIT")
             finally:
                 self._release(self._conn)
+
+
+def _catalog(conn: sqlite3.Connection) -> tuple[list[CatalogTable], list[CatalogIndex]]:
+    tables = [
+        CatalogTable(number=r[0], namespace=r[1], name=r[2], fingerprint=r[3])
+        for r in conn.execute("SELECT number, namespace, name, fingerprint FROM catalog_tables")
+    ]
+    indexes = [
+        CatalogIndex(id=r[0], table=r[1], name=r[2], spec=r[3])
+        for r in conn.execute("SELECT id, tbl, name, spec FROM catalog_indexes")
+    ]
+    return tables, indexes
 
 
 class _SQLiteWriteSession(WriteSession):
@@ -140,28 +155,30 @@ class _SQLiteWriteSession(WriteSession):
         deletes: list[tuple[str]] = []
         for item in items:
             for w in item.writes:
-                removed.extend(w.removed_entries)
-                added.extend((i, k, w.id, v) for i, k, v in w.added_entries)
+                if w.removed_entries:
+                    removed.extend(w.removed_entries)
+                doc_id = w.id
+                for i, k, v in w.added_entries:
+                    added.append((i, k, doc_id, v))
                 if w.data is None:
-                    deletes.append((w.id,))
+                    deletes.append((doc_id,))
                 else:
-                    upserts.append((w.id, w.table, w.creation_time, w.data))
-        # Order matters: an entry removed and re-added by different items of one batch ends up
-        # added, because every removal precedes every insertion and a key carries its doc id.
-        if removed:
-            conn.executemany("DELETE FROM index_entries WHERE idx = ? AND key = ?", removed)
-        if deletes:
-            conn.executemany("DELETE FROM documents WHERE id = ?", deletes)
-        if upserts:
-            conn.executemany(
-                "INSERT OR REPLACE INTO documents(id, tbl, ct, data) VALUES (?, ?, ?, ?)", upserts
-            )
-        if added:
-            conn.executemany(
-                "INSERT OR REPLACE INTO index_entries(idx, key, doc, value) VALUES (?, ?, ?, ?)",
-                added,
-            )
-        conn.executemany(
+                    upserts.append((doc_id, w.table, w.creation_time, w.data))
+        # Invariant: no document is written by two items of one batch (the second would have
+        # read it and conflicted with the first), and index keys end with the document id, so
+        # the statements below touch disjoint rows and their order does not matter.
+        _run(conn, "DELETE FROM index_entries WHERE idx = ? AND key = ?", removed)
+        _run(conn, "DELETE FROM documents WHERE id = ?", deletes)
+        _run(
+            conn, "INSERT OR REPLACE INTO documents(id, tbl, ct, data) VALUES (?, ?, ?, ?)", upserts
+        )
+        _run(
+            conn,
+            "INSERT OR REPLACE INTO index_entries(idx, key, doc, value) VALUES (?, ?, ?, ?)",
+            added,
+        )
+        _run(
+            conn,
             "INSERT INTO commits(ts, data) VALUES (?, ?)",
             [(item.ts, item.log_record) for item in items],
         )
@@ -190,35 +207,61 @@ class _SQLiteWriteSession(WriteSession):
         )
 
 
+def _run(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
+    """Run a statement once per row (``execute`` is cheaper than ``executemany`` for one)."""
+    if len(rows) == 1:
+        conn.execute(sql, rows[0])
+    elif rows:
+        conn.executemany(sql, rows)
+
+
 class _WriteContext(WriteSessionContext):
+    """The commit step: the process's one writer connection inside ``BEGIN IMMEDIATE``."""
+
     def __init__(self, storage: SQLiteStorage, timeout: float | None):
         self._storage = storage
         self._timeout = timeout
         self._conn: sqlite3.Connection | None = None
 
     def __enter__(self) -> WriteSession:
-        conn = self._storage._writer()
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        while True:
-            try:
+        storage = self._storage
+        timeout = self._timeout
+        # Invariant: the writer connection is used by one thread at a time, the one holding
+        # the writer lock (re-entrant, for a thread that reads the catalog inside its session).
+        if not storage._writer_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError("the SQLite writer connection was busy")
+        try:
+            conn = storage._writer()
+            if timeout is None:
                 conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if deadline is not None and time.monotonic() > deadline:
+            else:
+                # SQLite's busy handler waits for other processes' writers; bound it here.
+                conn.execute(f"PRAGMA busy_timeout={max(int(timeout * 1000), 1)}")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
                     raise TimeoutError("the SQLite write lock was not available") from exc
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        except BaseException:
+            storage._writer_lock.release()
+            raise
+        storage._writing = threading.get_ident()
         self._conn = conn
         return _SQLiteWriteSession(conn)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        conn = self._conn
+        conn, self._conn = self._conn, None
         if conn is None:
             return
-        if exc_type is None:
-            conn.execute("COMMIT")
-        else:
-            conn.execute("ROLLBACK")
+        storage = self._storage
+        try:
+            conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            storage._writing = None
+            storage._writer_lock.release()
 
 
 class SQLiteStorage(Storage):
@@ -243,6 +286,13 @@ class SQLiteStorage(Storage):
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._opened = False
+        # One writer connection per process: commits are serialized anyway (by the database's
+        # commit lock and SQLite's write lock), and one connection keeps its page cache warm
+        # across commits instead of re-reading pages another thread's connection changed.
+        self._writer_conn: sqlite3.Connection | None = None
+        self._writer_lock = threading.RLock()
+        self._writing: int | None = None
+        """The thread inside a write session, if any."""
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStorage:
@@ -261,7 +311,10 @@ class SQLiteStorage(Storage):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -271,9 +324,10 @@ class SQLiteStorage(Storage):
         return conn
 
     def _writer(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "writer", None)
+        """The writer connection (the caller holds ``_writer_lock``)."""
+        conn = self._writer_conn
         if conn is None:
-            conn = self._local.writer = self._connect()
+            conn = self._writer_conn = self._connect()
         return conn
 
     def _take_reader(self) -> sqlite3.Connection:
@@ -288,15 +342,17 @@ class SQLiteStorage(Storage):
     # -- Storage --------------------------------------------------------------------------
 
     def open(self) -> None:
+        """Create the tables if needed."""
         if self._opened:
             return
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
-        conn = self._writer()
-        conn.executescript(_DDL)
+        with self._writer_lock:
+            self._writer().executescript(_DDL)
         self._opened = True
 
     def close(self) -> None:
+        """Close every connection; ``open`` may be called again."""
         with self._all_lock:
             conns, self._all = self._all, []
         for conn in conns:
@@ -305,25 +361,29 @@ class SQLiteStorage(Storage):
             except sqlite3.Error:
                 pass
         self._local = threading.local()
+        self._writer_conn = None
         self._opened = False
 
     def begin_read(self) -> Snapshot:
+        """A read transaction at the newest commit."""
         return _SQLiteSnapshot(self._take_reader(), self._give_reader, owned=True)
 
     def begin_write(self, *, timeout: float | None = None) -> WriteSessionContext:
+        """The commit step: ``BEGIN IMMEDIATE`` on the writer connection."""
         return _WriteContext(self, timeout)
 
     def load_catalog(self) -> tuple[list[CatalogTable], list[CatalogIndex]]:
-        conn = self._writer()
-        tables = [
-            CatalogTable(number=r[0], namespace=r[1], name=r[2], fingerprint=r[3])
-            for r in conn.execute("SELECT number, namespace, name, fingerprint FROM catalog_tables")
-        ]
-        indexes = [
-            CatalogIndex(id=r[0], table=r[1], name=r[2], spec=r[3])
-            for r in conn.execute("SELECT id, tbl, name, spec FROM catalog_indexes")
-        ]
-        return tables, indexes
+        """Every catalog row."""
+        # Inside a write session, read through it (it sees its own catalog changes); anywhere
+        # else, through a reader, so a long exclusive attempt never blocks a lookup.
+        if self._writing == threading.get_ident():
+            return _catalog(self._writer())
+        conn = self._take_reader()
+        try:
+            return _catalog(conn)
+        finally:
+            self._give_reader(conn)
 
     def files_dir(self) -> str | None:
+        """``<database file>-files``."""
         return self.path + "-files"
