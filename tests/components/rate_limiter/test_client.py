@@ -337,3 +337,43 @@ def test_concurrent_clients_on_shards_never_exceed_the_capacity(t: TestApp) -> N
     admitted = _hammer(t, "hundred_x4")
     assert 50 <= admitted <= 100
     assert t.query(value, {"name": "hundred_x4"})["value"] == pytest.approx(100 - admitted)
+
+
+_CHILD = """
+import importlib.util, sys, threading
+spec = importlib.util.spec_from_file_location("limiter_child", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+from core.storage.postgres import PostgresStorage
+runtime = module.app.make_runtime(PostgresStorage(sys.argv[2]))
+runtime.open()
+admitted = []
+def client():
+    for _ in range(25):
+        admitted.append(runtime.executor.mutation(module.take, {"name": "hundred"})["ok"])
+threads = [threading.Thread(target=client) for _ in range(2)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+runtime.close()
+print(sum(admitted))
+"""
+
+
+def test_clients_in_several_processes_get_exactly_the_capacity(t: TestApp, storage: Any) -> None:
+    import subprocess
+    import sys
+
+    if type(storage).__name__ != "PostgresStorage":
+        pytest.skip("cross-process sharing is exercised on PostgreSQL")
+    url = storage.url
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, __file__, url], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outputs = [child.communicate(timeout=120)[0] for child in children]
+    assert all(child.returncode == 0 for child in children), outputs
+    assert sum(int(out.strip().splitlines()[-1]) for out in outputs) == 100
