@@ -684,23 +684,32 @@ class Scheduler:
             active -= 1
             changed.set()
 
+        error: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._renew_loop)
             while True:
                 changed = anyio.Event()
-                started = await self.run_pass(tg, done)
-                active += started
-                total += started
-                if total > max_jobs:
-                    raise UserError(
-                        f"finish_scheduled() started more than {max_jobs:,} jobs and work is still "
-                        "due: a function probably schedules itself without end."
-                    )
-                if active == 0 and started == 0:
+                started = 0
+                # Past the limit (or after an error) start nothing more; let running jobs end.
+                if total <= max_jobs and error is None:
+                    try:
+                        started = await self.run_pass(tg, done)
+                    except Exception as exc:
+                        error = exc
+                    active += started
+                    total += started
+                if active == 0 and (started == 0 or total > max_jobs):
                     break
-                if started == 0:
+                if started == 0 or total > max_jobs:
                     await changed.wait()
             tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if total > max_jobs:
+            raise UserError(
+                f"finish_scheduled() started more than {max_jobs:,} jobs and work is still due: "
+                "a function probably schedules itself without end."
+            )
         return total
 
     async def serve(self) -> None:

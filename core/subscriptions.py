@@ -88,6 +88,8 @@ class SubscriptionHub:
         self._recent: deque[tuple[int, WriteSet]] = deque()
         self._floor = 0
         """Commits at or below this timestamp may be missing from ``_recent``."""
+        self._received = 0
+        self._dispatched = 0
         self._closed = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -102,6 +104,27 @@ class SubscriptionHub:
     def live(self) -> int:
         """How many subscriptions are registered."""
         return len(self._subs)
+
+    @property
+    def stale(self) -> int:
+        """How many subscriptions a commit touched since their last run (due to re-run)."""
+        with self._cond:
+            return sum(1 for sub in self._subs if sub.dirty)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every commit seen so far was matched against the subscriptions.
+
+        Returns False on timeout. Tests and benchmarks use it to observe the hub settled.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._received
+            while self._dispatched < target and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
 
     # -- registration ----------------------------------------------------------------------
 
@@ -215,6 +238,7 @@ class SubscriptionHub:
         with self._cond:
             if self._subs:
                 self._pending.append((ts, ws))
+                self._received += 1
                 self._cond.notify_all()
             else:
                 self._remember(ts, ws)
@@ -260,6 +284,8 @@ class SubscriptionHub:
                             if sub.waker is not None:
                                 wakers.append(sub.waker)
                                 sub.waker = None
+                self._dispatched += len(batch)
+                self._cond.notify_all()
             _fire(wakers)
 
     def _other_process_committed(self) -> bool:
