@@ -39,19 +39,23 @@ app = App(Schema(items=Table({"bucket": int, "n": int}).index("by_bucket", ["buc
 
 @app.mutation
 def add(ctx: MutationCtx, bucket: int, n: int) -> None:
+    """Put one item in a bucket."""
     ctx.db.insert("items", {"bucket": bucket, "n": n})
 
 
 @app.mutation
 def seed(ctx: MutationCtx, buckets: int) -> None:
+    """One item in each bucket."""
     for bucket in range(buckets):
         ctx.db.insert("items", {"bucket": bucket, "n": 0})
 
 
 @app.query
 def in_bucket(ctx: QueryCtx, bucket: int) -> list[int]:
+    """The items of one bucket (one index range)."""
     return [
-        d["n"] for d in ctx.db.query("items").with_index("by_bucket", lambda q: q.eq("bucket", bucket))
+        d["n"]
+        for d in ctx.db.query("items").with_index("by_bucket", lambda q: q.eq("bucket", bucket))
     ]
 
 
@@ -111,6 +115,7 @@ def naive(rt: Runtime, count: int, rounds: int) -> tuple[int, list[float], list[
 
 
 def main() -> None:
+    """Run both measurements and print them side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscriptions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=20)

@@ -19,6 +19,7 @@ Components declare crons with ``Crons.of(component)``; each mounted instance get
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import weakref
@@ -42,7 +43,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("capsule.crons")
 
 _DAYS = {
-    "sunday": 0, "monday": 1, "tuesday": 2, "wednesday": 3, "thursday": 4, "friday": 5,
+    "sunday": 0,
+    "monday": 1,
+    "tuesday": 2,
+    "wednesday": 3,
+    "thursday": 4,
+    "friday": 5,
     "saturday": 6,
 }
 
@@ -83,7 +89,7 @@ class Schedule:
 
     def _after(self, t: float) -> float:
         start = datetime.fromtimestamp(t, UTC)
-        return float(croniter(self.expression, start).get_next(float))
+        return float(croniter(str(self.expression), start).get_next(float))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,12 +200,15 @@ class Crons:
         hour: int = 0,
         minute: int = 0,
     ) -> CronJob:
-        """Run ``ref(args)`` every week on ``day_of_week`` (e.g. ``"monday"``) at ``hour:minute`` UTC."""
+        """Run ``ref(args)`` weekly on ``day_of_week`` (``"monday"``...) at ``hour:minute`` UTC."""
         day = _DAYS.get(day_of_week.lower()) if isinstance(day_of_week, str) else None
         if day is None:
             day = next(
-                (n for d, n in _DAYS.items() if isinstance(day_of_week, str)
-                 and d[:3] == day_of_week.lower()),
+                (
+                    n
+                    for d, n in _DAYS.items()
+                    if isinstance(day_of_week, str) and d[:3] == day_of_week.lower()
+                ),
                 None,
             )
         if day is None:
@@ -265,7 +274,9 @@ class CronRunner:
                         },
                     )
                 elif row["schedule"] != fields["schedule"]:
-                    txn.patch(space, row["_id"], {**fields, "next_time": job.schedule.first(txn.now)})
+                    txn.patch(
+                        space, row["_id"], {**fields, "next_time": job.schedule.first(txn.now)}
+                    )
                 elif any(row[k] != v for k, v in fields.items()):
                     txn.patch(space, row["_id"], fields)
             for row in existing.values():
@@ -280,14 +291,18 @@ class CronRunner:
         try:
             due = [
                 r["_id"]
-                for r in self._rows(txn).with_index("by_next_time", lambda q: q.lte("next_time", now))
+                for r in self._rows(txn).with_index(
+                    "by_next_time", lambda q: q.lte("next_time", now)
+                )
             ]
         finally:
             txn.close()
         for row_id in due:
-            scheduler.transact(lambda t, row_id=row_id: self._dispatch_one(t, row_id, now), "cron")
+            scheduler.transact(
+                functools.partial(self._dispatch_one, row_id=row_id, now=now), "cron"
+            )
 
-    def _dispatch_one(self, txn: Transaction, row_id: str, now: float) -> None:
+    def _dispatch_one(self, txn: Transaction, *, row_id: str, now: float) -> None:
         scheduler = self.scheduler
         space = scheduler.space
         row = txn.get(space, row_id)
@@ -303,11 +318,16 @@ class CronRunner:
         if last is not None and last["state"] in (PENDING, IN_PROGRESS):
             logger.info(
                 'cron "%s" skipped the run due at %s: its previous run has not finished',
-                row["name"], datetime.fromtimestamp(due, UTC).isoformat(),
+                row["name"],
+                datetime.fromtimestamp(due, UTC).isoformat(),
             )
         else:
             fields["job"] = scheduler.insert_job(
-                txn, target=target, namespace=row["namespace"], when=due, args=args,
+                txn,
+                target=target,
+                namespace=row["namespace"],
+                when=due,
+                args=args,
                 cron=row["name"],
             )
             fields["last_time"] = now

@@ -263,9 +263,7 @@ class Scheduler:
             "an action."
         )
 
-    def schedule(
-        self, txn: Transaction, *, namespace: str, when: float, ref: Any, args: Any
-    ) -> Id:
+    def schedule(self, txn: Transaction, *, namespace: str, when: float, ref: Any, args: Any) -> Id:
         """Insert a job for ``ref(args)`` at ``when`` in ``txn``, as ``namespace`` sees ``ref``.
 
         Raises:
@@ -275,7 +273,11 @@ class Scheduler:
         target = self.executor.resolver.resolve(ref, caller=namespace)
         args = self._check_args(target, args, namespace)
         return self.insert_job(
-            txn, target=target, namespace=namespace, when=when, args=args,
+            txn,
+            target=target,
+            namespace=namespace,
+            when=when,
+            args=args,
             parent=_current_job.get(),
         )
 
@@ -437,9 +439,7 @@ class Scheduler:
             if job is None or job["state"] != IN_PROGRESS or job["runner"] != runner:
                 return
             expires = job["lease_expires"]
-            if expires is not None and expires >= self.lease_clock() and not runner_is_dead(
-                runner
-            ):
+            if expires is not None and expires >= self.lease_clock() and not runner_is_dead(runner):
                 return  # renewed meanwhile: its runner is alive
             txn.patch(
                 space,
@@ -498,7 +498,10 @@ class Scheduler:
 
         try:
             self.executor.mutation(
-                job["handle"], job["args"], None, caller=job["namespace"],
+                job["handle"],
+                job["args"],
+                None,
+                caller=job["namespace"],
                 before_commit=before_commit,
             )
             self._retry_at.pop(job_id, None)
@@ -563,8 +566,12 @@ class Scheduler:
                 txn.patch(
                     space,
                     job_id,
-                    {"state": state, "error": error, "completed_time": txn.now,
-                     "lease_expires": None},
+                    {
+                        "state": state,
+                        "error": error,
+                        "completed_time": txn.now,
+                        "lease_expires": None,
+                    },
                 )
             elif job["state"] == CANCELED:
                 txn.patch(space, job_id, {"error": error, "lease_expires": None})
@@ -584,8 +591,10 @@ class Scheduler:
         def attempt(txn: Transaction) -> None:
             for job_id in held:
                 job = txn.get(space, job_id)
-                if job is not None and job["state"] == IN_PROGRESS and (
-                    job["runner"] == self.runner_id
+                if (
+                    job is not None
+                    and job["state"] == IN_PROGRESS
+                    and (job["runner"] == self.runner_id)
                 ):
                     txn.patch(
                         space, job_id, {"lease_expires": self.lease_clock() + self.config.lease}
@@ -605,7 +614,9 @@ class Scheduler:
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(
-                    self._finish_action, job_id, FAILED,
+                    self._finish_action,
+                    job_id,
+                    FAILED,
                     "Interrupted: the runner stopped while the action ran; it is not re-run.",
                 )
             raise
@@ -713,7 +724,7 @@ class Scheduler:
         return total
 
     async def serve(self) -> None:
-        """The runner: passes on wake-ups, due times and every ``poll_interval``; until cancelled."""
+        """The runner: a pass on each wake-up, due time and ``poll_interval``, until cancelled."""
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._renew_loop)
@@ -731,9 +742,7 @@ class Scheduler:
                     # A floor keeps a job that cannot start yet (backoff, no free slot) from
                     # turning this into a busy loop; finishing jobs wake it sooner.
                     delay = max(delay, 0.02)
-                    await anyio.to_thread.run_sync(
-                        self._wake.wait, delay, abandon_on_cancel=True
-                    )
+                    await anyio.to_thread.run_sync(self._wake.wait, delay, abandon_on_cancel=True)
         finally:
             self._wake.set()
 

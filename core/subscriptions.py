@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -194,9 +194,7 @@ class SubscriptionHub:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(
-        self, sub: _Subscription, ref: Any, args: Any, identity: UserIdentity | None
-    ) -> Any:
+    def run(self, sub: _Subscription, ref: Any, args: Any, identity: UserIdentity | None) -> Any:
         """Run the query for ``sub`` (blocking) and register what it read."""
         seen: dict[str, Any] = {}
 
@@ -398,7 +396,7 @@ async def subscribe(
     ref: Any,
     args: dict[str, Any] | None = None,
     identity: UserIdentity | None = None,
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Yield a public query's result now and again whenever a commit changes it.
 
     The iterator ends when the runtime closes; an error raised by the query ends it with that
@@ -425,7 +423,7 @@ def subscribe_sync(
     ref: Any,
     args: dict[str, Any] | None = None,
     identity: UserIdentity | None = None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """The blocking form of ``subscribe`` (for the sync client and scripts)."""
     hub = subscription_hub(runtime)
     sub = hub.add()

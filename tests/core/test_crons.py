@@ -40,12 +40,13 @@ def make_app() -> App:
 
 
 def runs(t: TestApp, name: str) -> list[float]:
-    return t.run(
+    found: list[float] = t.run(
         lambda ctx: [
             d["at"]
             for d in ctx.db.query("runs").with_index("by_name", lambda q: q.eq("name", name))
         ]
     )
+    return found
 
 
 def cron_row(t: TestApp, name: str) -> dict[str, Any]:
@@ -149,9 +150,10 @@ def test_two_runtimes_dispatch_each_occurrence_once(storage: Storage) -> None:
     app = make_app()
     app.crons.interval("tick", app.record, {"name": "tick"}, seconds=10)  # type: ignore[attr-defined]
     clock = ManualClock()
-    with TestApp(app, storage=storage, clock=clock) as t1, TestApp(
-        app, storage=open_storage(storage.url), clock=clock
-    ) as t2:
+    with (
+        TestApp(app, storage=storage, clock=clock) as t1,
+        TestApp(app, storage=open_storage(storage.url), clock=clock) as t2,
+    ):
         for _ in range(3):
             t1.advance_time(10)
             barrier = threading.Barrier(2)
@@ -171,8 +173,8 @@ def test_two_runtimes_dispatch_each_occurrence_once(storage: Storage) -> None:
 # -- schedules -------------------------------------------------------------------------------
 
 
-def at(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
 def test_cron_expressions_and_calendar_helpers_run_at_their_utc_times() -> None:

@@ -20,8 +20,8 @@ from core import (
     InvalidValueError,
     MutationCtx,
     QueryCtx,
-    Schema,
     SchedulerConfig,
+    Schema,
     Table,
     UserError,
 )
@@ -78,7 +78,8 @@ def jobs(ctx: QueryCtx) -> list[dict[str, Any]]:
 
 @app.mutation
 def schedule(ctx: MutationCtx, key: str, delay: float = 0.0) -> str:
-    return ctx.scheduler.run_after(delay, bump, {"key": key})
+    job_id: str = ctx.scheduler.run_after(delay, bump, {"key": key})
+    return job_id
 
 
 @app.mutation
@@ -94,7 +95,8 @@ def cancel(ctx: MutationCtx, id: str) -> None:
 
 @app.action
 async def schedule_from_action(ctx: ActionCtx, key: str, delay: float) -> str:
-    return await ctx.scheduler.run_after(delay, bump, {"key": key})
+    job_id: str = await ctx.scheduler.run_after(delay, bump, {"key": key})
+    return job_id
 
 
 @app.action
@@ -121,7 +123,8 @@ def failing(ctx: MutationCtx) -> None:
 
 @app.mutation
 def schedule_failing(ctx: MutationCtx) -> str:
-    return ctx.scheduler.run_after(0, failing, {})
+    job_id: str = ctx.scheduler.run_after(0, failing, {})
+    return job_id
 
 
 # An action that blocks until the test lets it go (for running-action tests).
@@ -139,13 +142,15 @@ async def held_action(ctx: ActionCtx, key: str) -> None:
 
 @app.mutation
 def schedule_held(ctx: MutationCtx, key: str) -> str:
-    return ctx.scheduler.run_after(0, held_action, {"key": key})
+    job_id: str = ctx.scheduler.run_after(0, held_action, {"key": key})
+    return job_id
 
 
 @app.mutation
 def at(ctx: MutationCtx, when: float, aware: bool) -> str:
     stamp: Any = datetime.fromtimestamp(when, UTC) if aware else when
-    return ctx.scheduler.run_at(stamp, bump, {"key": "at"})
+    job_id: str = ctx.scheduler.run_at(stamp, bump, {"key": "at"})
+    return job_id
 
 
 @app.mutation
@@ -230,9 +235,10 @@ def test_a_mutation_scheduled_for_60_seconds_runs_exactly_once(storage: Storage)
 def test_two_runners_racing_for_one_mutation_job_run_it_once(storage: Storage) -> None:
     global race_barrier
     clock = ManualClock()
-    with TestApp(app, storage=storage, clock=clock) as t1, TestApp(
-        app, storage=twin(storage), clock=clock
-    ) as t2:
+    with (
+        TestApp(app, storage=storage, clock=clock) as t1,
+        TestApp(app, storage=twin(storage), clock=clock) as t2,
+    ):
         job_id = t1.mutation(schedule, {"key": "race", "delay": 60})
         t1.advance_time(60)
         s1, s2 = scheduler_of(t1.runtime), scheduler_of(t2.runtime)
@@ -254,9 +260,10 @@ def test_two_runners_racing_for_one_mutation_job_run_it_once(storage: Storage) -
 
 def test_two_runtimes_finishing_at_once_run_each_job_once(storage: Storage) -> None:
     clock = ManualClock()
-    with TestApp(app, storage=storage, clock=clock) as t1, TestApp(
-        app, storage=twin(storage), clock=clock
-    ) as t2:
+    with (
+        TestApp(app, storage=storage, clock=clock) as t1,
+        TestApp(app, storage=twin(storage), clock=clock) as t2,
+    ):
         for _ in range(5):
             t1.mutation(schedule, {"key": "both", "delay": 60})
         t1.advance_time(60)
@@ -281,9 +288,7 @@ def test_two_runtimes_finishing_at_once_run_each_job_once(storage: Storage) -> N
 def test_actions_schedule_in_their_own_transaction() -> None:
     with TestApp(app) as t:
         job_id = t.action(schedule_from_action, {"key": "a", "delay": 5})
-        assert t.query(job, {"id": job_id})["scheduled_time"] == pytest.approx(
-            t.clock.time() + 5
-        )
+        assert t.query(job, {"id": job_id})["scheduled_time"] == pytest.approx(t.clock.time() + 5)
         t.advance_time(5)
         assert t.finish_scheduled() == 1
         assert t.query(count, {"key": "a"}) == 1
@@ -458,7 +463,8 @@ def test_retention_is_configurable() -> None:
 
     @short.mutation
     def go(ctx: MutationCtx) -> str:
-        return ctx.scheduler.run_after(0, noop, {})
+        job_id: str = ctx.scheduler.run_after(0, noop, {})
+        return job_id
 
     with TestApp(short) as t:
         job_id = t.mutation(go)
@@ -495,7 +501,8 @@ def tick(ctx: MutationCtx, n: int) -> None:
 def start_ticking(ctx: MutationCtx, n: int, then: str | None = None) -> str:
     if then is not None:
         ctx.scheduler.run_after(0, then, {"key": "callback"})
-    return ctx.scheduler.run_after(1, tick, {"n": n})
+    job_id: str = ctx.scheduler.run_after(1, tick, {"n": n})
+    return job_id
 
 
 @ticker.query
@@ -504,9 +511,7 @@ def tick_count(ctx: QueryCtx) -> int:
 
 
 def test_components_schedule_their_own_functions_and_app_callbacks() -> None:
-    mounted = App(
-        Schema(counters=Table({"key": str, "value": int}).index("by_key", ["key"]))
-    )
+    mounted = App(Schema(counters=Table({"key": str, "value": int}).index("by_key", ["key"])))
     first = mounted.use(ticker, name="first")
     second = mounted.use(ticker, name="second")
 
@@ -517,7 +522,8 @@ def test_components_schedule_their_own_functions_and_app_callbacks() -> None:
     @mounted.mutation
     def go(ctx: MutationCtx) -> str:
         ctx.run_mutation(second.start_ticking, {"n": 2})
-        return ctx.run_mutation(first.start_ticking, {"n": 1, "then": callback})
+        job_id: str = ctx.run_mutation(first.start_ticking, {"n": 1, "then": callback})
+        return job_id
 
     @mounted.mutation
     def cancel_it(ctx: MutationCtx, id: str) -> None:
@@ -601,5 +607,5 @@ async def test_the_runner_picks_up_jobs_another_process_scheduled(tmp_path: Any)
         finally:
             other.close()
         with anyio.fail_after(10):
-            while await client.query(hits) < 1:
+            while await client.query(hits) < 1:  # noqa: ASYNC110 - polling state, bounded
                 await anyio.sleep(0.01)

@@ -20,7 +20,7 @@ import pytest
 
 from core.storage.base import Storage
 
-CHILD = '''
+CHILD = """
 import json, os, sys, time
 
 import anyio
@@ -74,7 +74,7 @@ else:
         "jobs": [{"state": j["state"], "error": j["error"]} for j in jobs],
         "marks": marks,
     }))
-'''
+"""
 
 
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:

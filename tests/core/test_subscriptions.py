@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from core import (
@@ -15,8 +16,6 @@ from core import (
     FunctionNotFoundError,
     MutationCtx,
     QueryCtx,
-    Schema,
-    Table,
     UserError,
 )
 from core.storage.base import Storage
@@ -227,7 +226,7 @@ async def test_the_async_iterator_ends_when_the_runtime_closes() -> None:
                 assert [u async for u in updates] == []
 
         tg.start_soon(follow)
-        await anyio.sleep(0)  # let it start waiting
+        await anyio.lowlevel.checkpoint()  # let it start waiting
         await anyio.to_thread.run_sync(t.__exit__, None, None, None)
 
 
