@@ -123,7 +123,8 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
                 function=self.path,
                 argument=arg,
             ) from None
-        return {name: getattr(obj, name) for name in model.model_fields}
+        # pydantic keeps a model's field values, and only those, in its __dict__.
+        return dict(obj.__dict__)
 
     def check_result(self, result: Any) -> Any:
         """Check a handler's return value is a value (models are dumped to dicts)."""

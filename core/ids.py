@@ -113,7 +113,7 @@ _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 _SHIFTS = tuple(range(150, -1, -10))
 _TO_DIGITS = str.maketrans(
     {
-        **{c: "!" for c in range(128)},  # anything else becomes a character int() refuses
+        **dict.fromkeys(range(128), "!"),  # anything else becomes a character int() refuses
         **{ord(ch): "0123456789abcdefghijklmnopqrstuv"[i] for i, ch in enumerate(_ALPHABET)},
     }
 )

@@ -104,6 +104,11 @@ def check_top_level_names(doc: dict[str, Any], *, table: str) -> None:
 
 def check_value(value: Any, *, what: str = "value", depth_limit: int = 64) -> int:
     """Check an argument or return value (not a stored document); return its size in bytes."""
+    t = type(value)
+    if value is None or t is bool:  # the common results of mutations need no walk
+        return 1
+    if isinstance(value, str) and value.isascii():
+        return len(value) + 2
     return _Walk(what, depth_limit, None).check(value, "", 1)
 
 

@@ -57,11 +57,11 @@ class TableInfo:
 
     def entries(self, doc: dict[str, Any]) -> list[tuple[int, bytes, bytes]]:
         """Every index entry of a document in this table, as (index id, key, value)."""
-        out = []
-        for index in self.indexes.values():
-            for key, value in index.entries(doc):
-                out.append((index.id, key, value))
-        return out
+        return [
+            (index.id, key, value)
+            for index in self.indexes.values()
+            for key, value in index.entries(doc)
+        ]
 
 
 class TableSpace:
@@ -72,6 +72,7 @@ class TableSpace:
         self.namespace = namespace
         self.schema = schema
         self.tables: dict[str, TableInfo] = {}
+        self._context = {"resolve_id": self.resolve_id}
 
     def table(self, name: str) -> TableInfo:
         """The table called ``name`` here; undeclared names are created when not strict."""
@@ -109,7 +110,7 @@ class TableSpace:
 
     def validation_context(self) -> dict[str, Any]:
         """The pydantic context that lets ``Id["t"]`` fields check their table."""
-        return {"resolve_id": self.resolve_id}
+        return self._context
 
 
 class Catalog:

@@ -387,10 +387,16 @@ class Transaction:
         writes: list[DocumentWrite] = []
         ws = WriteSet()
         for pw in self.writes.values():
-            old = {(i, k): v for i, k, v in pw.base_entries}
-            new = {(i, k): v for i, k, v in pw.entries}
-            removed = [ik for ik in old if ik not in new]
-            added = [(i, k, v) for (i, k), v in new.items() if old.get((i, k)) != v]
+            if not pw.base_entries:  # an insert: nothing to remove, every entry is new
+                removed: list[tuple[int, bytes]] = []
+                added = pw.entries
+                touched: Any = [(i, k) for i, k, _ in added]
+            else:
+                old = {(i, k): v for i, k, v in pw.base_entries}
+                new = {(i, k): v for i, k, v in pw.entries}
+                removed = [ik for ik in old if ik not in new]
+                added = [(i, k, v) for (i, k), v in new.items() if old.get((i, k)) != v]
+                touched = {*old, *new}
             writes.append(
                 DocumentWrite(
                     id=pw.id,
@@ -401,5 +407,5 @@ class Transaction:
                     added_entries=added,
                 )
             )
-            ws.add(pw.id, pw.table.number, pw.table.name, {*old, *new})
+            ws.add(pw.id, pw.table.number, pw.table.name, touched)
         return writes, ws
