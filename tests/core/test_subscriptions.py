@@ -16,17 +16,15 @@ from core import (
     FunctionNotFoundError,
     MutationCtx,
     QueryCtx,
+    Schema,
+    Table,
     UserError,
 )
 from core.storage.base import Storage
 from core.subscriptions import same_value, subscribe, subscribe_sync, subscription_hub
 from core.testing import TestApp
 
-SCHEMA_SOURCE = """Schema(
-    a=Table({"n": int}).index("by_n", ["n"]),
-    b=Table({"n": int}),
-)"""
-SCHEMA = eval(SCHEMA_SOURCE)  # the child process below builds the very same schema
+SCHEMA = Schema(a=Table({"n": int}), b=Table({"n": int}))
 
 app = App(SCHEMA)
 query_runs: dict[str, int] = {}
@@ -80,22 +78,22 @@ def hidden(ctx: QueryCtx) -> int:
     return 1
 
 
-CHILD = f"""
+CHILD = """
 import sys
 from core import App, MutationCtx, Schema, Table
 
-app = App({SCHEMA_SOURCE}, storage=sys.argv[1])
+app = App(Schema(a=Table({"n": int}), b=Table({"n": int})), storage=sys.argv[1])
 
 
 @app.mutation
 def add(ctx: MutationCtx, table: str, n: int) -> None:
-    ctx.db.insert(table, {{"n": n}})
+    ctx.db.insert(table, {"n": n})
 
 
 with app.sync_client(runtime=False) as client:
     for _ in range(3):
-        client.mutation(add, {{"table": "b", "n": 1}})
-    client.mutation(add, {{"table": "a", "n": 7}})
+        client.mutation(add, {"table": "b", "n": 1})
+    client.mutation(add, {"table": "a", "n": 7})
 """
 
 
