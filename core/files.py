@@ -34,6 +34,7 @@ from core.database.writer import DatabaseWriter
 from core.errors import ForbiddenError, InvalidIdError, UserError
 from core.ids import Id
 from core.schema import Table
+from core.system_tables import register_system_table
 
 if TYPE_CHECKING:
     from core.database.engine import Database
@@ -76,6 +77,10 @@ def file_tables() -> dict[str, Table]:
         .index("by_expires", ["expires"]),
         KEYS_TABLE: Table({"secret": bytes}),
     }
+
+
+for _name, _table in file_tables().items():
+    register_system_table(_name, _table)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -350,7 +350,7 @@ def create_asgi_app(
     from core.server.sse import subscribe_endpoint
 
     settings = settings or ServerSettings.from_env()
-    _system_schema_with(app, idempotency.idempotency_tables())
+    _system_schema_with(app, idempotency.TABLES)
     if runtime is not None and idempotency.TABLE not in runtime.db.space("_system").tables:
         raise UserError(
             "create_asgi_app(app, runtime=...) was given a runtime opened before the server "

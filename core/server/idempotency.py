@@ -19,6 +19,7 @@ from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
 from core.errors import InvalidArgumentError, LimitExceededError
 from core.schema import Table
+from core.system_tables import register_system_table
 from core.values import MAX_DOCUMENT_BYTES, from_json, to_json
 
 if TYPE_CHECKING:
@@ -42,6 +43,11 @@ def idempotency_tables() -> dict[str, Table]:
         .index("by_key", ["key"])
         .index("by_created", ["created"])
     }
+
+
+TABLES = idempotency_tables()
+for _name, _table in TABLES.items():
+    register_system_table(_name, _table)
 
 
 def _digest(*parts: str) -> str:
