@@ -26,6 +26,7 @@ from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
 from core.errors import FunctionNotFoundError, UserError
 from core.functions import FunctionKind, FunctionRef
+from core.indexes.vector import vector_search
 
 if TYPE_CHECKING:
     from core.database.transaction import Transaction
@@ -187,8 +188,9 @@ class Hooks:
     async def vector_search(
         self, frame: Frame, table: str, index: str, vector: Any, limit: int, filter: Any
     ) -> list[dict[str, Any]]:
-        """``ctx.vector_search``."""
-        raise UserError("ctx.vector_search needs a running app (open a client or TestApp).")
+        """``ctx.vector_search``: the in-memory vector store of the index, kept current."""
+        db = frame.executor.db
+        return await vector_search(db, db.space(frame.namespace), table, index, vector, limit, filter)
 
 
 class Executor:

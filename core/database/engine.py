@@ -94,6 +94,9 @@ class Database:
         """Storage transactions that applied commits (``commit_count / batch_count`` is the
         average group-commit size)."""
         self.conflict_count = 0
+        self.log_gaps = 0
+        """Times catching up found other processes' commits already pruned from the storage
+        log: listeners never saw those commits, so caches derived from commits must reset."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -105,7 +108,10 @@ class Database:
             self.catalog.open(w, schemas, self._next_ts)
 
     def close(self) -> None:
-        """Close storage."""
+        """Close the indexes' in-memory state, then storage."""
+        for info in list(self.catalog.by_number.values()):
+            for index in info.indexes.values():
+                index.close()
         self.storage.close()
 
     def space(self, namespace: str = "") -> TableSpace:
@@ -116,6 +122,15 @@ class Database:
         """Call ``fn(ts, write_set)`` after every commit made in this process; returns remover."""
         self._listeners.append(fn)
         return lambda: self._listeners.remove(fn) if fn in self._listeners else None
+
+    def listen(self, fn: CommitListener) -> tuple[int, Callable[[], None]]:
+        """``add_listener``, also returning a timestamp through which every commit was published.
+
+        ``fn`` sees, in timestamp order, every commit above the returned timestamp (derived
+        caches start from it). Returns ``(ts, remover)``.
+        """
+        with self._commit_lock:
+            return self._known_ts(), self.add_listener(fn)
 
     # -- time -------------------------------------------------------------------------------
 
@@ -247,6 +262,7 @@ class Database:
         # validated and must conflict.
         if known and records and records[0][0] > known:
             self._floor = max(self._floor, records[0][0] - 1)
+            self.log_gaps += 1
         for ts, data in records:
             if ts > known:
                 ws = WriteSet.load(data)

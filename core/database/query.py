@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from core.database.pagination import Page, decode_cursor, encode_cursor
 from core.errors import InvalidArgumentError, UserError
 from core.indexes.btree import BTreeIndex, IndexRange
+from core.indexes.text import SearchQuery, TextIndex
 
 if TYPE_CHECKING:
     from core.database.catalog import TableInfo, TableSpace
@@ -51,6 +52,41 @@ class Query:
                 )
         self._index = index
         self._bounds = builder.bounds()
+        return self
+
+    def with_search_index(
+        self, name: str, search: Callable[[SearchQuery], SearchQuery]
+    ) -> Query:
+        """Full-text search: documents in BM25 relevance order, at most 1,024.
+
+        ``search`` builds the query: ``lambda q: q.search(field, "text").eq(filter, value)``.
+        Results compose with ``.filter``, ``.take``, ``.first`` and ``.collect``.
+        """
+        index = self._info.indexes.get(name)
+        if not isinstance(index, TextIndex):
+            known = sorted(n for n, i in self._info.indexes.items() if isinstance(i, TextIndex))
+            raise InvalidArgumentError(
+                f'Table "{self._info.name}" has no search index "{name}"; its search indexes '
+                f"are {known}."
+            )
+        builder = SearchQuery(name, index.spec.search_field, index.spec.filter_fields)
+        result = search(builder)
+        if not isinstance(result, SearchQuery):
+            raise InvalidArgumentError(
+                f'The search function for index "{name}" must return its argument '
+                "(q.search(...).eq(...)), not " + type(result).__name__ + "."
+            )
+        query = result.checked()
+        txn, space, info = self._txn, self._space, self._info
+
+        def rows() -> Iterator[tuple[bytes, Document]]:
+            found = txn.search(info, index, query)
+            for rank, doc_id in enumerate(found.ids):
+                doc = txn.get(space, doc_id)
+                if doc is not None and index.matches(doc, query.filters):
+                    yield rank.to_bytes(4, "big"), doc
+
+        self._source = rows
         return self
 
     def order(self, order: str) -> Query:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from core.database.catalog import TableInfo, TableSpace
     from core.database.engine import Database
     from core.indexes.base import Index
+    from core.indexes.text import SearchQuery, SearchResult, TextIndex
 
 MAX_SCANNED = 32_000
 MAX_WRITTEN = 16_000
@@ -211,6 +212,23 @@ class Transaction:
             yield pkey, _load(pw.blob)  # type: ignore[arg-type]
         # Exhausted: the whole interval was observed.
         rng.lo, rng.hi = lo, hi
+
+    def search(self, info: TableInfo, index: TextIndex, query: SearchQuery) -> SearchResult:
+        """Rank documents of a search index as this transaction sees them.
+
+        The index reads its postings at the snapshot and overlays this transaction's own
+        writes; the key ranges it consulted (its terms and prefix) join the read set.
+        """
+        pending = [
+            (pw.id, [(k, v) for i, k, v in pw.entries if i == index.id])
+            for pw in self.writes.values()
+            if pw.table is info
+        ]
+        result = index.search(query, db=self.db, snapshot=self.snapshot, pending=pending)
+        self.reads.tables[index.id] = info.name
+        for lo, hi in result.ranges:
+            self.reads.add_range(KeyRange(index.id, lo, hi))
+        return result
 
     @staticmethod
     def _advance(rng: KeyRange, key: bytes, reverse: bool) -> None:

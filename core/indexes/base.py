@@ -25,3 +25,6 @@ class Index(ABC):
 
     def check(self, doc: dict[str, Any], *, table: str) -> None:  # noqa: B027
         """Refuse a document this index cannot hold (the default accepts all)."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release in-memory state kept beside the entries (caches, search structures)."""

@@ -1,0 +1,428 @@
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import aclosing
+from typing import Any
+
+import anyio
+import pytest
+from rank_bm25 import BM25Okapi
+
+from core import App, InvalidArgumentError, MutationCtx, QueryCtx, Schema, Table
+from core.database.readsets import WriteSet
+from core.subscriptions import subscribe, subscription_hub
+from core.indexes.text import MAX_RESULTS, SearchQuery, query_terms, tokenize
+from core.testing import TestApp
+
+schema = Schema(
+    docs=Table({"text": str, "color": str, "size": int})
+    .search_index("search", search_field="text", filter_fields=["color", "size"])
+    .index("by_color", ["color"]),
+)
+app = App(schema)
+
+
+@app.mutation
+def add(ctx: MutationCtx, text: str, color: str = "red", size: int = 1) -> str:
+    return ctx.db.insert("docs", {"text": text, "color": color, "size": size})
+
+
+@app.mutation
+def add_many(ctx: MutationCtx, texts: list[str], colors: list[str]) -> list[str]:
+    return [
+        ctx.db.insert("docs", {"text": t, "color": c, "size": i % 3})
+        for i, (t, c) in enumerate(zip(texts, colors, strict=True))
+    ]
+
+
+@app.mutation
+def set_text(ctx: MutationCtx, id: str, text: str) -> None:
+    ctx.db.patch(id, {"text": text})
+
+
+@app.mutation
+def remove(ctx: MutationCtx, id: str) -> None:
+    ctx.db.delete(id)
+
+
+@app.query
+def find(ctx: QueryCtx, text: str, color: str | None = None, n: int = 2000) -> list[str]:
+    def build(q: SearchQuery) -> SearchQuery:
+        q = q.search("text", text)
+        return q if color is None else q.eq("color", color)
+
+    return [d["_id"] for d in ctx.db.query("docs").with_search_index("search", build).take(n)]
+
+
+@app.mutation
+def insert_then_find(ctx: MutationCtx, text: str) -> list[str]:
+    new = ctx.db.insert("docs", {"text": text, "color": "red", "size": 1})
+    found = ctx.db.query("docs").with_search_index("search", lambda q: q.search("text", text))
+    return [new, *(d["_id"] for d in found.collect())]
+
+
+@app.mutation
+def change_then_find(ctx: MutationCtx, id: str) -> list[list[str]]:
+    ctx.db.patch(id, {"text": "zebra"})
+    out = []
+    for word in ("unicorn", "zebra"):
+        found = ctx.db.query("docs").with_search_index("search", lambda q, w=word: q.search("text", w))
+        out.append([d["_id"] for d in found.collect()])
+    return out
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def ranked(
+    t: TestApp, text: str, filters: Sequence[tuple[str, Any]] = (), txn: Any = None
+) -> list[tuple[str, float]]:
+    """(id, score) of a search, best first, straight from the index (scores are internal)."""
+    db = t.runtime.db
+    own = txn is None
+    txn = db.transaction() if own else txn
+    try:
+        info = db.space("").table("docs")
+        q = SearchQuery("search", "text", ("color", "size")).search("text", text)
+        for field, value in filters:
+            q.eq(field, value)
+        result = txn.search(info, info.indexes["search"], q)
+        return list(zip(result.ids, result.scores, strict=True))
+    finally:
+        if own:
+            txn.close()
+
+
+def oracle(docs: dict[str, str], text: str) -> dict[str, float]:
+    """BM25Okapi scores of the documents containing a query term."""
+    ids = list(docs)
+    bm = BM25Okapi([tokenize(docs[i]) for i in ids])
+    terms = query_terms(text)
+    scores = bm.get_scores(terms)
+    return {
+        i: float(s)
+        for i, s in zip(ids, scores, strict=True)
+        if any(term in set(tokenize(docs[i])) for term in terms)
+    }
+
+
+def assert_matches_oracle(got: list[tuple[str, float]], want: dict[str, float]) -> None:
+    assert {i for i, _ in got} == set(want)
+    for doc_id, score in got:
+        assert score == pytest.approx(want[doc_id], rel=1e-6)
+    scores = [s for _, s in got]
+    assert scores == sorted(scores, reverse=True)
+
+
+# Words of one length: none is a prefix of another, so the last term matches only itself.
+WORDS = [f"w{i:03d}z" for i in range(120)]
+
+
+def corpus(rng: random.Random, n: int) -> list[str]:
+    weights = [1 / (i + 1) for i in range(len(WORDS))]
+    return [" ".join(rng.choices(WORDS, weights, k=rng.randint(1, 25))) for _ in range(n)]
+
+
+def rare_queries(docs: dict[str, str], rng: random.Random, count: int) -> Iterator[str]:
+    """Queries of 1-3 terms, each in fewer than half of the documents."""
+    df = {w: sum(w in set(tokenize(t)) for t in docs.values()) for w in WORDS}
+    rare = [w for w in WORDS if 0 < df[w] < len(docs) / 2]
+    for _ in range(count):
+        yield " ".join(rng.sample(rare, rng.randint(1, 3)))
+
+
+# -- tokenizer ----------------------------------------------------------------------------------
+
+
+def test_tokenizer_lowercases_splits_and_cuts() -> None:
+    assert tokenize("Hello, WORLD! it's 3-D_x") == ["hello", "world", "it", "s", "3", "d", "x"]
+    assert tokenize("Ünïcode Straße") == ["ünïcode", "straße"]
+    assert tokenize("a" * 40) == ["a" * 32]
+    cut = tokenize("é" * 20)[0]  # 2 bytes each: cut at 32 bytes, on a character boundary
+    assert cut == "é" * 16
+    assert query_terms("b a b c " + " ".join(f"t{i}" for i in range(20)))[:3] == ["b", "a", "c"]
+    assert len(query_terms(" ".join(f"t{i}" for i in range(20)))) == 16
+
+
+# -- BM25 against rank_bm25 --------------------------------------------------------------------
+
+
+def test_scores_and_order_equal_bm25okapi(storage: Any) -> None:
+    rng = random.Random(7)
+    with TestApp(app, storage=storage) as t:
+        texts = corpus(rng, 300)
+        ids = t.mutation(add_many, {"texts": texts, "colors": ["red"] * len(texts)})
+        docs = dict(zip(ids, texts, strict=True))
+        for text in rare_queries(docs, rng, 15):
+            got = ranked(t, text)
+            assert_matches_oracle(got, oracle(docs, text))
+            # The public query returns the same documents in the same order.
+            assert t.query(find, {"text": text}) == [i for i, _ in got]
+
+
+def test_scores_after_inserts_updates_deletes_equal_a_fresh_bm25okapi(storage: Any) -> None:
+    rng = random.Random(11)
+    with TestApp(app, storage=storage) as t:
+        texts = corpus(rng, 200)
+        ids = t.mutation(add_many, {"texts": texts, "colors": ["red"] * len(texts)})
+        docs = dict(zip(ids, texts, strict=True))
+        queries = list(rare_queries(docs, rng, 6))
+        for text in queries:  # warm the postings cache, so the writes below must update it
+            ranked(t, text)
+        for step in range(60):
+            op = rng.random()
+            if op < 0.4:
+                text = corpus(rng, 1)[0]
+                docs[t.mutation(add, {"text": text})] = text
+            elif op < 0.7:
+                victim = rng.choice(list(docs))
+                docs[victim] = corpus(rng, 1)[0]
+                t.mutation(set_text, {"id": victim, "text": docs[victim]})
+            else:
+                victim = rng.choice(list(docs))
+                del docs[victim]
+                t.mutation(remove, {"id": victim})
+            if step % 10 == 9:
+                for text in rare_queries(docs, rng, 4):
+                    assert_matches_oracle(ranked(t, text), oracle(docs, text))
+
+
+def test_terms_in_half_the_documents_or_more_use_lucene_idf() -> None:
+    with TestApp(app) as t:
+        texts = ["alpha beta", "alpha", "alpha gamma gamma", "delta"]
+        ids = t.mutation(add_many, {"texts": texts, "colors": ["red"] * 4})
+        n, avgdl = 4, sum(len(tokenize(x)) for x in texts) / 4
+        got = dict(ranked(t, "alpha"))  # in 3 of 4 documents
+        idf = math.log(1 + (n - 3 + 0.5) / (3 + 0.5))
+        for doc_id, text in zip(ids[:3], texts[:3], strict=True):
+            dl = len(tokenize(text))
+            want = idf * (1 * 2.5 / (1 + 1.5 * (1 - 0.75 + 0.75 * dl / avgdl)))
+            assert got[doc_id] == pytest.approx(want, rel=1e-12)
+        assert set(got) == set(ids[:3]) and all(s > 0 for s in got.values())
+        # Exactly half: Lucene's idf too (BM25Okapi's would be zero).
+        half = dict(ranked(t, "gamma delta"))
+        assert set(half) == {ids[2], ids[3]}
+        assert all(s > 0 for s in half.values())
+
+
+# -- query features -----------------------------------------------------------------------------
+
+
+def test_last_term_matches_as_a_prefix_and_scores_its_best_expansion() -> None:
+    with TestApp(app) as t:
+        hello = t.mutation(add, {"text": "hello there"})
+        help_ = t.mutation(add, {"text": "help me help"})
+        other = t.mutation(add, {"text": "shell world"})
+        assert {i for i, _ in ranked(t, "hel")} == {hello, help_}
+        assert {i for i, _ in ranked(t, "world he")} == {hello, help_, other}
+        # Only the last term is a prefix: "hel" first is an exact term (no document has it).
+        assert [i for i, _ in ranked(t, "hel world")] == [other]
+        # A document scores the best of the expansions it contains, not their sum.
+        both = t.mutation(add, {"text": "hello help"})
+        scores = dict(ranked(t, "hel"))
+        alone = dict(ranked(t, "hello")) | dict(ranked(t, "help"))
+        assert scores[both] == pytest.approx(max(dict(ranked(t, "hello"))[both], alone[both]))
+
+
+def test_prefix_expands_to_at_most_16_terms_and_reads_only_those() -> None:
+    with TestApp(app) as t:
+        words = [f"pre{chr(97 + i)}" for i in range(20)]
+        ids = t.mutation(add_many, {"texts": words, "colors": ["red"] * 20})
+        got = {i for i, _ in ranked(t, "pre")}
+        assert got == set(ids[:16])
+        db = t.runtime.db
+        txn = db.transaction()
+        ranked(t, "pre", txn=txn)
+        reads = txn.reads
+        txn.close()
+        info = db.space("").table("docs")
+        index = info.indexes["search"]
+        late = WriteSet()
+        late.add("x", info.number, "docs", index_keys(index, "prez"))
+        early = WriteSet()
+        early.add("x", info.number, "docs", index_keys(index, "prea"))
+        assert reads.touched_by(early) and not reads.touched_by(late)
+
+
+def test_filters_are_anded(storage: Any) -> None:
+    with TestApp(app, storage=storage) as t:
+        a = t.mutation(add, {"text": "apple pie", "color": "red", "size": 1})
+        b = t.mutation(add, {"text": "apple tart", "color": "red", "size": 2})
+        c = t.mutation(add, {"text": "apple cake", "color": "green", "size": 1})
+        assert {i for i, _ in ranked(t, "apple", [("color", "red")])} == {a, b}
+        assert {i for i, _ in ranked(t, "apple", [("size", 1)])} == {a, c}
+        assert [i for i, _ in ranked(t, "apple", [("color", "red"), ("size", 1)])] == [a]
+        assert ranked(t, "apple", [("color", "green"), ("size", 2)]) == []
+        # Numbers compare as numbers: 1.0 equals 1.
+        assert {i for i, _ in ranked(t, "apple", [("size", 1.0)])} == {a, c}
+        assert t.query(find, {"text": "apple", "color": "green"}) == [c]
+        # Filters do not change scores: idf counts every document.
+        unfiltered = dict(ranked(t, "apple pie"))
+        assert dict(ranked(t, "apple pie", [("color", "red")]))[a] == unfiltered[a]
+
+
+def test_results_are_capped_at_1024() -> None:
+    with TestApp(app) as t:
+        n = MAX_RESULTS + 76
+        t.mutation(add_many, {"texts": [f"common word{i}" for i in range(n)], "colors": ["r"] * n})
+        assert len(t.query(find, {"text": "common"})) == MAX_RESULTS
+        assert len(t.query(find, {"text": "word9"})) == 16  # 111 terms start with it; 16 used
+
+
+def test_ties_rank_newest_first() -> None:
+    with TestApp(app) as t:
+        first = t.mutation(add, {"text": "same words"})
+        second = t.mutation(add, {"text": "same words"})
+        assert t.query(find, {"text": "same"}) == [second, first]
+
+
+def test_search_composes_with_filter_take_and_first() -> None:
+    with TestApp(app) as t:
+        t.mutation(add_many, {"texts": ["x y", "x", "x x x", "y"], "colors": ["a", "b", "a", "b"]})
+
+        @app.query
+        def compose(ctx: QueryCtx) -> list[Any]:
+            q = ctx.db.query("docs")
+            best = q.with_search_index("search", lambda s: s.search("text", "x")).first()
+            reds = (
+                ctx.db.query("docs")
+                .with_search_index("search", lambda s: s.search("text", "x"))
+                .filter(lambda d: d["color"] == "a")
+                .collect()
+            )
+            two = ctx.db.query("docs").with_search_index(
+                "search", lambda s: s.search("text", "x")
+            ).take(2)
+            return [best["text"] if best else None, [d["text"] for d in reds], len(two)]
+
+        assert t.query(compose) == ["x x x", ["x x x", "x y"], 2]
+
+
+def test_empty_query_and_no_matches_return_nothing() -> None:
+    with TestApp(app) as t:
+        t.mutation(add, {"text": "something"})
+        assert t.query(find, {"text": ""}) == []
+        assert t.query(find, {"text": "!!! ..."}) == []
+        assert t.query(find, {"text": "absent"}) == []
+
+
+def test_search_inside_a_mutation_sees_its_uncommitted_insert(storage: Any) -> None:
+    with TestApp(app, storage=storage) as t:
+        t.mutation(add, {"text": "older unicorn"})
+        new, *found = t.mutation(insert_then_find, {"text": "unicorn"})
+        assert new in found and len(found) == 2
+        gone, here = t.mutation(change_then_find, {"id": new})
+        assert new not in gone and here == [new]
+
+
+def test_a_searching_transaction_keeps_its_snapshot(storage: Any) -> None:
+    with TestApp(app, storage=storage) as t:
+        first = t.mutation(add, {"text": "kiwi one"})
+        ranked(t, "kiwi")  # cached at this version
+        txn = t.runtime.db.transaction()
+        try:
+            assert [i for i, _ in ranked(t, "kiwi", txn=txn)] == [first]
+            second = t.mutation(add, {"text": "kiwi two"})
+            t.mutation(remove, {"id": first})
+            assert {i for i, _ in ranked(t, "kiwi")} == {second}  # newer: cache moves on
+            assert [i for i, _ in ranked(t, "kiwi", txn=txn)] == [first]  # older: still first
+        finally:
+            txn.close()
+
+
+# -- read sets ----------------------------------------------------------------------------------
+
+
+def index_keys(index: Any, text: str) -> list[tuple[int, bytes]]:
+    doc = {"_id": "a" * 32, "_creation_time": 1.0, "text": text, "color": "red", "size": 1}
+    return [(index.id, k) for k, _ in index.entries(doc)]
+
+
+def test_read_set_is_touched_by_matching_inserts_only() -> None:
+    with TestApp(app) as t:
+        t.mutation(add, {"text": "seed doc"})
+        db = t.runtime.db
+        txn = db.transaction()
+        ranked(t, "banana spl", [("color", "red")], txn=txn)
+        reads = txn.reads
+        txn.close()
+        commits: list[WriteSet] = []
+        db.add_listener(lambda ts, ws: commits.append(ws))
+        t.mutation(add, {"text": "banana bread"})
+        t.mutation(add, {"text": "a splendid day"})  # "spl" is a prefix of "splendid"
+        t.mutation(add, {"text": "cherry pie"})
+        t.mutation(add, {"text": "spoon"})
+        touched = [reads.touched_by(ws) for ws in commits]
+        assert touched == [True, True, False, False]
+
+
+async def test_subscription_reruns_when_a_matching_document_is_inserted() -> None:
+    with TestApp(app) as t:
+        hub = subscription_hub(t.runtime)
+        t.mutation(add, {"text": "first mango"})
+        async with aclosing(subscribe(t.runtime, find, {"text": "mango"})) as updates:
+            assert len(await anext(updates)) == 1
+            runs = hub.query_runs
+            await anyio.to_thread.run_sync(t.mutation, add, {"text": "lemon only"})
+            assert hub.flush() and hub.stale == 0 and hub.query_runs == runs
+            new = await anyio.to_thread.run_sync(t.mutation, add, {"text": "mango lassi"})
+            with anyio.fail_after(10):
+                assert new in await anext(updates)
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def test_builder_mistakes_are_refused() -> None:
+    with TestApp(app) as t:
+
+        @app.query
+        def bad(ctx: QueryCtx, case: int) -> Any:
+            q = ctx.db.query("docs")
+            if case == 0:
+                return q.with_search_index("nope", lambda s: s.search("text", "x")).collect()
+            if case == 1:
+                return q.with_search_index("search", lambda s: s.search("color", "x")).collect()
+            if case == 2:
+                return q.with_search_index("search", lambda s: s.eq("color", "x")).collect()
+            if case == 3:
+                return q.with_search_index(
+                    "search", lambda s: s.search("text", "x").eq("text", "y")
+                ).collect()
+            if case == 4:
+
+                def nine(s: SearchQuery) -> SearchQuery:
+                    s = s.search("text", "x")
+                    for _ in range(9):
+                        s = s.eq("color", "x")
+                    return s
+
+                return q.with_search_index("search", nine).collect()
+            if case == 5:
+                return q.with_search_index("by_color", lambda s: s.search("text", "x")).collect()
+            return q.with_search_index("search", lambda s: None).collect()  # type: ignore[arg-type,return-value]
+
+        for case in range(7):
+            with pytest.raises(InvalidArgumentError):
+                t.query(bad, {"case": case})
+
+
+def test_documents_without_a_string_field_are_not_indexed() -> None:
+    loose = App(Schema(items=Table().search_index("s", search_field="body"), strict=False))
+
+    @loose.mutation
+    def put(ctx: MutationCtx, body: Any) -> None:
+        ctx.db.insert("items", {"body": body} if body is not None else {})
+
+    @loose.query
+    def count(ctx: QueryCtx, text: str) -> int:
+        return len(
+            ctx.db.query("items").with_search_index("s", lambda q: q.search("body", text)).collect()
+        )
+
+    with TestApp(loose) as t:
+        for body in ["one two", 12, ["one"], None, ""]:
+            t.mutation(put, {"body": body})
+        assert t.query(count, {"text": "one"}) == 1
