@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,6 +26,7 @@ from core.database.engine import Conflict, Database
 from core.database.readsets import WriteSet
 from core.storage import open_storage
 from core.storage.base import Storage
+from core.subscriptions import subscribe_sync
 from core.testing import TestApp
 
 REPO = Path(__file__).resolve().parents[3]
@@ -37,6 +39,7 @@ import random
 import sys
 
 from core import App, MutationCtx, QueryCtx, Schema, Table
+from core.scheduler import SchedulerConfig
 from core.storage import open_storage
 
 app = App(Schema(
@@ -44,7 +47,9 @@ app = App(Schema(
     accounts=Table({"n": int, "balance": int}).index("by_n", ["n"]),
     receipts=Table({"worker": int, "seq": int, "src": int, "dst": int, "amount": int})
         .index("by_worker", ["worker", "seq"]),
+    runs=Table({"job": int, "runner": int}),
 ))
+app.scheduler_config = SchedulerConfig(poll_interval=0.05)
 
 
 def counter(ctx, name):
@@ -59,6 +64,26 @@ def bump(ctx: MutationCtx, name: str) -> int:
         return 1
     ctx.db.patch(doc["_id"], {"value": doc["value"] + 1})
     return doc["value"] + 1
+
+
+@app.query
+def value(ctx: QueryCtx, name: str) -> int | None:
+    doc = counter(ctx, name)
+    return None if doc is None else doc["value"]
+
+
+RUNNER = {"id": -1}
+
+
+@app.internal_mutation
+def record(ctx: MutationCtx, job: int) -> None:
+    ctx.db.insert("runs", {"job": job, "runner": RUNNER["id"]})
+
+
+@app.mutation
+def schedule_many(ctx: MutationCtx, count: int, at: float) -> None:
+    for job in range(count):
+        ctx.scheduler.run_at(at, record, {"job": job})
 
 
 @app.mutation
@@ -95,6 +120,9 @@ def main():
     rt = app.make_runtime(open_storage(url))
     rt.open()
     ex = rt.executor
+    if mode == "scheduler":
+        RUNNER["id"] = worker
+        rt.start_services()
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return
@@ -112,6 +140,9 @@ def main():
             print("ack", seq, flush=True)
             if seq % 10 == 0:
                 totals.add(ex.query(total)["total"])
+    elif mode == "scheduler":
+        sys.stdin.readline()  # run jobs until told to stop
+        rt.stop_services()
     print("done", json.dumps({"retries": ex.retries, "totals": sorted(totals)}), flush=True)
     rt.close()
 
@@ -170,10 +201,10 @@ class Workers:
             return ""
         return p.stderr.read()
 
-    def go(self) -> None:
+    def go(self, word: str = "go") -> None:
         for p in self.procs:
             assert p.stdin is not None
-            p.stdin.write("go\n")
+            p.stdin.write(word + "\n")
             p.stdin.flush()
 
     def finish(self, p: subprocess.Popen[str]) -> tuple[list[str], dict[str, Any]]:
@@ -344,3 +375,44 @@ def test_commits_another_process_pruned_before_this_one_saw_them_still_conflict(
     finally:
         a.close()
         b.close()
+
+
+def test_a_subscription_sees_a_commit_made_by_another_process(
+    storage: Storage, worker_app: ModuleType, spawn: Any
+) -> None:
+    with TestApp(worker_app.app, storage=storage) as t:
+        t.mutation(worker_app.bump, {"name": "hot"})
+        updates = subscribe_sync(t.runtime, worker_app.value, {"name": "hot"})
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(next, updates).result(timeout=WAIT) == 1
+            workers = spawn("bump", 1, 1)
+            workers.go()
+            assert pool.submit(next, updates).result(timeout=WAIT) == 2
+            updates.close()
+        workers.finish(workers.procs[0])
+
+
+def test_two_scheduler_processes_run_each_due_job_exactly_once(
+    storage: Storage, worker_app: ModuleType, spawn: Any
+) -> None:
+    jobs = 200
+    with TestApp(worker_app.app, storage=storage) as t:
+        workers = spawn("scheduler", 2, 0)  # both runners are polling before the jobs exist
+        workers.go()
+        t.mutation(worker_app.schedule_many, {"count": jobs, "at": time.time()})
+
+        def states() -> dict[str, int]:
+            found: dict[str, int] = {}
+            for job in t.run(lambda ctx: ctx.db.system.query("_scheduled_functions").collect()):
+                found[job["state"]] = found.get(job["state"], 0) + 1
+            return found
+
+        deadline = time.monotonic() + WAIT
+        while states() != {"success": jobs}:
+            assert time.monotonic() < deadline, states()
+            time.sleep(0.05)
+        workers.go("stop")
+        for p in workers.procs:
+            workers.finish(p)
+        runs = t.run(lambda ctx: ctx.db.query("runs").collect())
+        assert sorted(r["job"] for r in runs) == list(range(jobs))
