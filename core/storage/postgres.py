@@ -110,6 +110,32 @@ _SCAN_ENTRIES = (
 _HI = " AND {p}kp <= %s AND {p}key < %s"
 
 
+# One statement (one round trip) applies a whole batch. Its data-modifying parts all run, and
+# NOTIFY is delivered when (and only if) the transaction commits.
+_APPLY = """
+WITH del_entries AS (
+    DELETE FROM index_entries e
+    USING unnest(%(ri)s::int[], %(rkp)s::bytea[], %(rkh)s::bytea[]) AS r(idx, kp, kh)
+    WHERE e.idx = r.idx AND e.kp = r.kp AND e.kh = r.kh
+), del_docs AS (
+    DELETE FROM documents WHERE id = ANY(%(dd)s::text[])
+), put_docs AS (
+    INSERT INTO documents(id, tbl, ct, data)
+    SELECT * FROM unnest(%(di)s::text[], %(dt)s::int[], %(dc)s::float8[], %(dx)s::bytea[])
+    ON CONFLICT (id) DO UPDATE SET tbl = excluded.tbl, ct = excluded.ct, data = excluded.data
+), put_entries AS (
+    INSERT INTO index_entries(idx, kp, kh, key, doc, value)
+    SELECT * FROM unnest(%(ai)s::int[], %(akp)s::bytea[], %(akh)s::bytea[], %(ak)s::bytea[],
+                         %(ad)s::text[], %(av)s::bytea[])
+    ON CONFLICT (idx, kp, kh) DO UPDATE
+    SET key = excluded.key, doc = excluded.doc, value = excluded.value
+), log AS (
+    INSERT INTO commits(ts, data) SELECT * FROM unnest(%(ts)s::bigint[], %(log)s::bytea[])
+)
+SELECT pg_notify(%(channel)s, %(newest)s)
+"""
+
+
 def split_key(key: bytes) -> tuple[bytes, bytes]:
     """The stored ``(kp, kh)`` of an index key: itself, or its prefix and digest if long."""
     if len(key) <= KEY_PREFIX:
@@ -219,58 +245,35 @@ class _PostgresWriteSession(WriteSession):
                 for index_id, key, value in w.added_entries:
                     added[(index_id, *split_key(key))] = (key, w.id, value)
                 final[w.id] = None if w.data is None else (w.table, w.creation_time, w.data)
+        # Net effect, as in SQLite where every removal precedes every insertion: an entry
+        # removed and re-added in one batch ends up added. The sets below are disjoint, so the
+        # one statement's parts cannot interfere.
+        gone = [k for k in dict.fromkeys(removed) if k not in added]
         upserts = {doc_id: row for doc_id, row in final.items() if row is not None}
-        deletes = [doc_id for doc_id, row in final.items() if row is None]
-        conn = self._conn
-        # One round trip for the whole batch. Order matters as in SQLite: every removal
-        # precedes every insertion, so an entry removed and re-added in one batch ends up added.
-        with conn.pipeline(), conn.cursor() as cur:
-            if removed:
-                cur.execute(
-                    "DELETE FROM index_entries e USING unnest(%s::int[], %s::bytea[], %s::bytea[])"
-                    " AS r(idx, kp, kh) WHERE e.idx = r.idx AND e.kp = r.kp AND e.kh = r.kh",
-                    [list(col) for col in zip(*removed, strict=True)],
-                )
-            if deletes:
-                cur.execute("DELETE FROM documents WHERE id = ANY(%s::text[])", (deletes,))
-            if upserts:
-                rows = list(upserts.values())
-                cur.execute(
-                    "INSERT INTO documents(id, tbl, ct, data) "
-                    "SELECT * FROM unnest(%s::text[], %s::int[], %s::float8[], %s::bytea[]) "
-                    "ON CONFLICT (id) DO UPDATE "
-                    "SET tbl = excluded.tbl, ct = excluded.ct, data = excluded.data",
-                    (
-                        list(upserts),
-                        [r[0] for r in rows],
-                        [r[1] for r in rows],
-                        [r[2] for r in rows],
-                    ),
-                )
-            if added:
-                keys = list(added)
-                vals = list(added.values())
-                cur.execute(
-                    "INSERT INTO index_entries(idx, kp, kh, key, doc, value) SELECT * FROM "
-                    "unnest(%s::int[], %s::bytea[], %s::bytea[], %s::bytea[], %s::text[], "
-                    "%s::bytea[]) ON CONFLICT (idx, kp, kh) DO UPDATE "
-                    "SET key = excluded.key, doc = excluded.doc, value = excluded.value",
-                    (
-                        [k[0] for k in keys],
-                        [k[1] for k in keys],
-                        [k[2] for k in keys],
-                        [v[0] for v in vals],
-                        [v[1] for v in vals],
-                        [v[2] for v in vals],
-                    ),
-                )
-            cur.execute(
-                "INSERT INTO commits(ts, data) SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
-                ([item.ts for item in items], [item.log_record for item in items]),
-            )
-            newest = max(item.ts for item in items)
-            # Delivered when (and only if) this transaction commits.
-            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(newest)))
+        newest = max(item.ts for item in items)
+        self._conn.execute(
+            _APPLY,
+            {
+                "ri": [k[0] for k in gone],
+                "rkp": [k[1] for k in gone],
+                "rkh": [k[2] for k in gone],
+                "dd": [doc_id for doc_id, row in final.items() if row is None],
+                "di": list(upserts),
+                "dt": [r[0] for r in upserts.values()],
+                "dc": [r[1] for r in upserts.values()],
+                "dx": [r[2] for r in upserts.values()],
+                "ai": [k[0] for k in added],
+                "akp": [k[1] for k in added],
+                "akh": [k[2] for k in added],
+                "ak": [v[0] for v in added.values()],
+                "ad": [v[1] for v in added.values()],
+                "av": [v[2] for v in added.values()],
+                "ts": [item.ts for item in items],
+                "log": [item.log_record for item in items],
+                "channel": CHANNEL,
+                "newest": str(newest),
+            },
+        )
         self._latest = max(self._latest, newest)
 
     def put_catalog(
