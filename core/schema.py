@@ -197,19 +197,35 @@ class Table:
             if model is None:
                 text = "schemaless"
             else:
-                text = repr(
-                    sorted(
-                        (n, _type_text(f.annotation), f.is_required())
-                        for n, f in model.model_fields.items()
-                    )
-                )
+                text = _describe_model(model, set())
             self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
         return self._fingerprint
 
 
-def _type_text(tp: Any) -> str:
-    text = repr(tp)
-    return re.sub(r" at 0x[0-9a-f]+", "", text)
+def _describe_model(model: type[BaseModel], seen: set[type]) -> str:
+    """Every field of a model, nested models spelled out, so changing one changes the text."""
+    seen = seen | {model}
+    return repr(
+        sorted(
+            (n, _type_text(f.annotation, seen), f.is_required(), _default_text(f))
+            for n, f in model.model_fields.items()
+        )
+    )
+
+
+def _default_text(f: Any) -> str:
+    return "" if f.is_required() else _type_text(f.get_default(call_default_factory=False), set())
+
+
+def _type_text(tp: Any, seen: set[type]) -> str:
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and tp not in seen:
+        return f"{tp.__name__}{_describe_model(tp, seen)}"
+    args = typing.get_args(tp)
+    if args and typing.get_origin(tp) is not typing.Literal:
+        origin = typing.get_origin(tp)
+        name = getattr(origin, "__qualname__", None) or repr(origin)
+        return f"{name}[{', '.join(_type_text(a, seen) for a in args)}]"
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(tp))
 
 
 def _admits_none(tp: Any) -> bool:

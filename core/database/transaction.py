@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.database.readsets import KeyRange, ReadSet, WriteSet
 from core.encoding import dump_document, load_document
-from core.errors import InvalidValueError, LimitExceededError
+from core.errors import InvalidValueError, LimitExceededError, UserError
 from core.ids import Id, new_id
 from core.storage.base import DocumentWrite, Snapshot
 from core.values import SYSTEM_FIELDS, UNSET, check_document, check_top_level_names
@@ -76,6 +76,8 @@ class Transaction:
         self._undo: list[tuple[str, PendingWrite | None, int, int]] = []
         self._snapshot = snapshot
         self._owns_snapshot = snapshot is None
+        self._ts: int | None = None if snapshot is None else snapshot.ts
+        self._closed = False
         self.scanned = 0
         self.bytes_read = 0
         self.bytes_written = 0
@@ -89,16 +91,24 @@ class Transaction:
         """The storage snapshot, begun at the first read."""
         snap = self._snapshot
         if snap is None:
+            if self._closed:
+                # A snapshot begun now would never be released (and would pin SQLite's WAL).
+                raise UserError(
+                    "This transaction has ended: ctx.db (and queries made with it) can only be "
+                    "used while its function runs."
+                )
             snap = self._snapshot = self.db.begin_read()
+            self._ts = snap.ts
         return snap
 
     @property
     def snapshot_ts(self) -> int | None:
-        """The snapshot's commit timestamp, or ``None`` if nothing was read yet."""
-        return None if self._snapshot is None else self._snapshot.ts
+        """The snapshot's commit timestamp (kept after ``close``); ``None`` if nothing was read."""
+        return self._ts
 
     def close(self) -> None:
-        """Release the snapshot (idempotent)."""
+        """Release the snapshot (idempotent); the transaction cannot read afterwards."""
+        self._closed = True
         snap, self._snapshot = self._snapshot, None
         if snap is not None and self._owns_snapshot:
             self.db.end_read(snap)

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import pytest
+
+from core.errors import InvalidValueError, UserError
+from core.ids import Id
+from core.schema import IndexSpec, Schema, SearchIndexSpec, Table, VectorIndexSpec
+
+
+class Task(pydantic.BaseModel):
+    text: str
+    done: bool = False
+    tags: list[str] = []
+
+
+def test_declarations_record_each_kind_of_index() -> None:
+    table = (
+        Table(Task)
+        .index("by_done", ["done"])
+        .search_index("search_text", search_field="text", filter_fields=["done"])
+        .vector_index("by_vec", vector_field="vec", dimensions=3, filter_fields=["done"])
+    )
+    assert table.indexes["by_done"] == IndexSpec(name="by_done", fields=("done",))
+    assert isinstance(table.indexes["search_text"], SearchIndexSpec)
+    assert isinstance(table.indexes["by_vec"], VectorIndexSpec)
+    assert table.indexes["by_vec"].describe() == "vector:vec|3|done"
+    assert table.indexes["search_text"].describe() == "search:text|done"
+    assert table.indexes["by_done"].describe() == "btree:done"
+
+
+@pytest.mark.parametrize(
+    ("declare", "message"),
+    [
+        (lambda t: t.index("by_id", ["a"]), "reserved"),
+        (lambda t: t.index("by_creation_time", ["a"]), "reserved"),
+        (lambda t: t.index("1bad", ["a"]), "not valid"),
+        (lambda t: t.index("empty", []), "at least one field"),
+        (lambda t: t.index("twice", ["a", "a"]), "twice"),
+        (lambda t: t.index("sys", ["_id"]), "not a valid field path"),
+        (lambda t: t.index("many", [f"f{i}" for i in range(16)]), "limit is 15"),
+        (lambda t: t.index("a", ["x"]).index("a", ["y"]), "declared twice"),
+        (lambda t: t.vector_index("v", vector_field="v", dimensions=1), "dimensions"),
+        (lambda t: t.search_index("s", search_field="s", filter_fields=[f"f{i}" for i in range(17)]),
+         "16 filter fields"),
+    ],
+)
+def test_bad_index_declarations_are_user_errors(declare: Any, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        declare(Table({"a": int}))
+
+
+def test_at_most_32_indexes_per_table() -> None:
+    table = Table({"a": int})
+    for i in range(32):
+        table.index(f"i{i}", ["a"])
+    with pytest.raises(UserError, match="at most 32"):
+        table.index("one_more", ["a"])
+
+
+def test_validation_is_strict_and_stores_defaults() -> None:
+    table = Table(Task)
+    assert table.validate("tasks", {"text": "a"}) == {"text": "a", "done": False, "tags": []}
+    with pytest.raises(InvalidValueError) as info:
+        table.validate("tasks", {"text": 5})
+    assert info.value.field == "text" and info.value.table == "tasks"
+    assert 'field "text"' in str(info.value)
+    with pytest.raises(InvalidValueError, match='field "done"'):
+        table.validate("tasks", {"text": "a", "done": "true"})  # no coercion
+    with pytest.raises(InvalidValueError, match='field "extra"'):
+        table.validate("tasks", {"text": "a", "extra": 1})
+    with pytest.raises(InvalidValueError, match='field "tags.1"'):
+        table.validate("tasks", {"text": "a", "tags": ["x", 2]})
+
+
+def test_mapping_shapes_make_none_admitting_fields_optional() -> None:
+    table = Table({"name": str, "note": str | None, "n": int})
+    assert table.validate("t", {"name": "a", "n": 1}) == {"name": "a", "note": None, "n": 1}
+    with pytest.raises(InvalidValueError, match='field "n"'):
+        table.validate("t", {"name": "a"})
+    with pytest.raises(InvalidValueError, match='field "n"'):
+        table.validate("t", {"name": "a", "n": 1.0})
+
+
+def test_schemaless_tables_accept_any_body() -> None:
+    body = {"anything": [1, "x"]}
+    assert Table().validate("t", body) is body
+    assert Table().model("t") is None
+    assert Table().fingerprint("t") == Table().fingerprint("other")
+
+
+@pytest.mark.parametrize("shape", [{"_secret": int}, {"$x": int}, 42])
+def test_bad_shapes_are_user_errors(shape: Any) -> None:
+    with pytest.raises(UserError):
+        Table(shape).model("t")
+
+
+def test_model_shapes_may_not_use_reserved_names() -> None:
+    class Bad(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(populate_by_name=True)
+        x_: int = pydantic.Field(alias="x")
+
+    Table(Bad).model("t")  # an alias is fine; only the field name matters
+
+
+def test_unsupported_field_types_are_user_errors() -> None:
+    class Opaque:
+        pass
+
+    with pytest.raises(UserError, match="unsupported field type"):
+        Table({"x": Opaque}).model("t")
+
+
+def test_fingerprint_changes_with_the_shape_including_nested_models() -> None:
+    class Meta(pydantic.BaseModel):
+        kind: str
+
+    class Meta2(pydantic.BaseModel):
+        kind: int
+
+    class Doc(pydantic.BaseModel):
+        meta: Meta
+
+    class Doc2(pydantic.BaseModel):
+        meta: Meta2
+
+    Doc2.__name__ = Doc.__name__
+    Meta2.__name__ = Meta.__name__
+    assert Table(Doc).fingerprint("d") != Table(Doc2).fingerprint("d")
+    assert Table({"a": int}).fingerprint("t") == Table({"a": int}).fingerprint("t")
+    assert Table({"a": int}).fingerprint("t") != Table({"a": str}).fingerprint("t")
+    assert Table({"a": int | None}).fingerprint("t") != Table({"a": int}).fingerprint("t")
+
+
+def test_id_fields_validate_through_the_context() -> None:
+    seen = []
+
+    def resolve(value: str, table: str | None) -> Id:
+        seen.append((value, table))
+        return Id(value)
+
+    table = Table({"owner": Id["users"], "refs": list[Id["docs"]]})  # type: ignore[misc]
+    from core.ids import new_id
+
+    a, b = new_id(1), new_id(2)
+    table.validate("t", {"owner": a, "refs": [b]}, {"resolve_id": resolve})
+    assert seen == [(a, "users"), (b, "docs")]
+
+
+def test_schema_checks_names_and_entries() -> None:
+    schema = Schema(tasks=Table(Task))
+    assert schema.strict and list(schema.tables) == ["tasks"]
+    assert not Schema(strict=False).strict
+    with pytest.raises(InvalidValueError):
+        Schema(**{"bad-name": Table()})
+    with pytest.raises(UserError, match="must be a Table"):
+        Schema(tasks={"text": str})  # type: ignore[arg-type]
