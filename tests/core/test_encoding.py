@@ -20,8 +20,12 @@ from core.encoding import (
 from core.errors import InvalidValueError
 from core.values import INT64_MAX, INT64_MIN
 
-numbers = st.integers(INT64_MIN, INT64_MAX) | st.floats(allow_nan=True) | st.sampled_from(
-    [0, -0.0, 0.0, 2**53, 2**53 + 1, 2**63 - 1, -(2**63), 5e-324, math.inf, -math.inf]
+numbers = (
+    st.integers(INT64_MIN, INT64_MAX)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(
+        [0, -0.0, 0.0, 2**53, 2**53 + 1, 2**63 - 1, -(2**63), 5e-324, math.inf, -math.inf]
+    )
 )
 scalars = st.none() | st.booleans() | numbers | st.text() | st.binary() | st.just(MISSING)
 values = st.recursive(
@@ -80,8 +84,27 @@ def test_keys_decode_back(parts: list[Any]) -> None:
 
 
 def test_missing_sorts_below_none_and_the_documented_type_order() -> None:
-    ordered = [MISSING, None, -math.inf, -1, 0, 0.5, 1, math.inf, math.nan, False, True, "", "a",
-               b"", b"\x00", [], [1], {}, {"a": 1}]
+    ordered = [
+        MISSING,
+        None,
+        -math.inf,
+        -1,
+        0,
+        0.5,
+        1,
+        math.inf,
+        math.nan,
+        False,
+        True,
+        "",
+        "a",
+        b"",
+        b"\x00",
+        [],
+        [1],
+        {},
+        {"a": 1},
+    ]
     keys = [encode_value(v) for v in ordered]
     assert keys == sorted(keys)
     for a, b in zip(ordered, ordered[1:], strict=False):

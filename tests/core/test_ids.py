@@ -51,12 +51,12 @@ def test_id_annotation_accepts_a_literal_too() -> None:
 
 
 class Owner(pydantic.BaseModel):
-    owner: Id["users"]  # type: ignore[type-arg,valid-type]
+    owner: Id[Literal["users"]]
 
 
 class Nested(pydantic.BaseModel):
     owners: list[Owner]
-    by_name: dict[str, Id["users"]]  # type: ignore[type-arg,valid-type]
+    by_name: dict[str, Id[Literal["users"]]]
 
 
 def resolver(tables: dict[str, str]) -> Any:

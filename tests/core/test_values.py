@@ -36,8 +36,10 @@ scalars = (
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text().filter(lambda k: not k.startswith("$")), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text().filter(lambda k: not k.startswith("$")), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
