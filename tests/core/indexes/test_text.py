@@ -4,13 +4,14 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from rank_bm25 import BM25Okapi
 
-from core import App, InvalidArgumentError, MutationCtx, QueryCtx, Schema, Table
+from core import App, InvalidArgumentError, MutationCtx, QueryCtx, Schema, SQLiteStorage, Table
 from core.database.readsets import WriteSet
 from core.subscriptions import subscribe, subscription_hub
 from core.indexes.text import MAX_RESULTS, SearchQuery, query_terms, tokenize
@@ -68,7 +69,9 @@ def change_then_find(ctx: MutationCtx, id: str) -> list[list[str]]:
     ctx.db.patch(id, {"text": "zebra"})
     out = []
     for word in ("unicorn", "zebra"):
-        found = ctx.db.query("docs").with_search_index("search", lambda q, w=word: q.search("text", w))
+        found = ctx.db.query("docs").with_search_index(
+            "search", lambda q, w=word: q.search("text", w)
+        )
         out.append([d["_id"] for d in found.collect()])
     return out
 
@@ -292,9 +295,11 @@ def test_search_composes_with_filter_take_and_first() -> None:
                 .filter(lambda d: d["color"] == "a")
                 .collect()
             )
-            two = ctx.db.query("docs").with_search_index(
-                "search", lambda s: s.search("text", "x")
-            ).take(2)
+            two = (
+                ctx.db.query("docs")
+                .with_search_index("search", lambda s: s.search("text", "x"))
+                .take(2)
+            )
             return [best["text"] if best else None, [d["text"] for d in reds], len(two)]
 
         assert t.query(compose) == ["x x x", ["x x x", "x y"], 2]
@@ -330,6 +335,104 @@ def test_a_searching_transaction_keeps_its_snapshot(storage: Any) -> None:
             assert [i for i, _ in ranked(t, "kiwi", txn=txn)] == [first]  # older: still first
         finally:
             txn.close()
+
+
+def test_a_transaction_older_than_the_cached_version_reads_its_own_snapshot() -> None:
+    with TestApp(app) as t:
+        first = t.mutation(add, {"text": "plum one"})
+        txn = t.runtime.db.transaction()
+        try:
+            ranked(t, "other", txn=txn)  # fixes the snapshot; "plum" is not cached yet
+            second = t.mutation(add, {"text": "plum two"})
+            assert {i for i, _ in ranked(t, "plum")} == {first, second}  # cached after txn
+            assert [i for i, _ in ranked(t, "plum", txn=txn)] == [first]
+        finally:
+            txn.close()
+
+
+def test_commits_of_another_database_on_the_same_file_are_seen(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    with TestApp(app, storage=SQLiteStorage(path, synchronous="NORMAL")) as t:
+        mine = t.mutation(add, {"text": "fig jam"})
+        assert t.query(find, {"text": "fig"}) == [mine]  # cached here
+        with TestApp(app, storage=SQLiteStorage(path, synchronous="NORMAL")) as other:
+            theirs = other.mutation(add, {"text": "fig fig"})
+            other.mutation(remove, {"id": mine})
+        assert t.query(find, {"text": "fig"}) == [theirs]
+        t.mutation(add, {"text": "unrelated"})  # catches up: the cache is then current again
+        assert t.query(find, {"text": "fig"}) == [theirs]
+
+
+def reference(docs: dict[str, str], text: str) -> dict[str, float]:
+    """The module's documented scoring, written out plainly (prefix and common terms included)."""
+    terms = query_terms(text)
+    tokens = {i: tokenize(x) for i, x in docs.items()}
+    n = len(docs)
+    if not terms or not n:
+        return {}
+    avgdl = sum(len(v) for v in tokens.values()) / n
+    vocab = sorted({w for v in tokens.values() for w in v})
+
+    def score(term: str, doc: str) -> float:
+        tf = tokens[doc].count(term)
+        if not tf:
+            return 0.0
+        df = sum(term in v for v in tokens.values())
+        idf = (
+            math.log(n - df + 0.5) - math.log(df + 0.5)
+            if 2 * df < n
+            else math.log(1 + (n - df + 0.5) / (df + 0.5))
+        )
+        return idf * (tf * 2.5 / (tf + 1.5 * (1 - 0.75 + 0.75 * len(tokens[doc]) / avgdl)))
+
+    expansions = [w for w in vocab if w.startswith(terms[-1])][:16]
+    out = {}
+    for doc in docs:
+        total = sum(score(term, doc) for term in terms[:-1])
+        total += max((score(w, doc) for w in expansions), default=0.0)
+        if total > 0:
+            out[doc] = total
+    return out
+
+
+def test_cached_searches_match_every_open_snapshot_under_random_writes() -> None:
+    rng = random.Random(3)
+    with TestApp(app) as t:
+        db = t.runtime.db
+        docs: dict[str, str] = {}
+        open_txns: list[tuple[Any, dict[str, str]]] = []
+        try:
+            for step in range(160):
+                op = rng.random()
+                if op < 0.35 or not docs:
+                    text = corpus(rng, 1)[0]
+                    docs[t.mutation(add, {"text": text})] = text
+                elif op < 0.5:
+                    victim = rng.choice(list(docs))
+                    docs[victim] = corpus(rng, 1)[0]
+                    t.mutation(set_text, {"id": victim, "text": docs[victim]})
+                elif op < 0.6:
+                    victim = rng.choice(list(docs))
+                    del docs[victim]
+                    t.mutation(remove, {"id": victim})
+                elif op < 0.75:
+                    txn = db.transaction()
+                    ranked(t, "w000z", txn=txn)  # takes the snapshot now
+                    open_txns.append((txn, dict(docs)))
+                elif open_txns:
+                    txn, _ = open_txns.pop(rng.randrange(len(open_txns)))
+                    txn.close()
+                text = rng.choice([*rng.sample(WORDS[:40], 2), f"w0{rng.randint(0, 3)}", "w00"])
+                views = [(None, docs), *rng.sample(open_txns, min(2, len(open_txns)))]
+                for txn, seen in views:
+                    got = dict(ranked(t, text, txn=txn))
+                    want = reference(seen, text)
+                    assert got.keys() == want.keys(), (step, text)
+                    for doc_id, score in got.items():
+                        assert score == pytest.approx(want[doc_id], rel=1e-9)
+        finally:
+            for txn, _ in open_txns:
+                txn.close()
 
 
 # -- read sets ----------------------------------------------------------------------------------
