@@ -654,9 +654,17 @@ class Scheduler:
             logger.exception("scheduler sweep failed")
         return self.due_jobs(now, capacity)
 
-    async def run_pass(self, tg: TaskGroup, done: Callable[[], None]) -> int:
-        """One pass: dispatch crons, sweep, and start due jobs in ``tg``; returns how many."""
+    async def run_pass(
+        self, tg: TaskGroup, done: Callable[[], None], *, limit: int | None = None
+    ) -> int:
+        """One pass: dispatch crons, sweep, and start due jobs in ``tg``; returns how many.
+
+        At most ``parallelism`` jobs run at once in this process (and at most ``limit`` are
+        started by this pass); ``done()`` is called as each one ends.
+        """
         capacity = self.config.parallelism - len(self._running)
+        if limit is not None:
+            capacity = min(capacity, limit)
         jobs = await anyio.to_thread.run_sync(self._prepare, self.clock.time(), capacity)
         started = 0
         for job in jobs:
@@ -681,38 +689,33 @@ class Scheduler:
     async def finish(self, *, max_jobs: int = 10_000) -> int:
         """Run everything due now, including what those jobs schedule, until nothing is due.
 
-        Returns the number of jobs started. Jobs other callers are running are not waited for.
+        Deterministic: due crons are dispatched, then jobs run one at a time, earliest
+        scheduled first (so tests see no conflicts between jobs). Returns the number of jobs
+        started. Jobs other callers are running are neither started again nor waited for.
 
         Raises:
             UserError: more than ``max_jobs`` ran (a function probably reschedules itself).
         """
         total = 0
-        active = 0
-        changed = anyio.Event()
+        finished = anyio.Event()
 
         def done() -> None:
-            nonlocal active
-            active -= 1
-            changed.set()
+            finished.set()
 
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._renew_loop)
-            while True:
-                changed = anyio.Event()
-                started = 0
-                # Past the limit (or after an error) start nothing more; let running jobs end.
-                if total <= max_jobs and error is None:
-                    try:
-                        started = await self.run_pass(tg, done)
-                    except Exception as exc:
-                        error = exc
-                    active += started
-                    total += started
-                if active == 0 and (started == 0 or total > max_jobs):
+            while total <= max_jobs:
+                finished = anyio.Event()
+                try:
+                    started = await self.run_pass(tg, done, limit=1)
+                except Exception as exc:  # raised below, not wrapped in an ExceptionGroup
+                    error = exc
                     break
-                if started == 0 or total > max_jobs:
-                    await changed.wait()
+                if not started:
+                    break
+                total += 1
+                await finished.wait()
             tg.cancel_scope.cancel()
         if error is not None:
             raise error
