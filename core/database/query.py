@@ -54,9 +54,7 @@ class Query:
         self._bounds = builder.bounds()
         return self
 
-    def with_search_index(
-        self, name: str, search: Callable[[SearchQuery], SearchQuery]
-    ) -> Query:
+    def with_search_index(self, name: str, search: Callable[[SearchQuery], SearchQuery]) -> Query:
         """Full-text search: documents in BM25 relevance order, at most 1,024.
 
         ``search`` builds the query: ``lambda q: q.search(field, "text").eq(filter, value)``.
@@ -173,7 +171,7 @@ class Query:
         """
         if not isinstance(num_items, int) or isinstance(num_items, bool) or num_items < 1:
             raise InvalidArgumentError(f"num_items must be a positive int, not {num_items!r}.")
-        after = None if cursor is None else decode_cursor(cursor)
+        after = None if cursor is None else decode_cursor(cursor, self._index.id)
         page: list[Document] = []
         last = after
         rows = self._rows(after)
@@ -183,6 +181,8 @@ class Query:
             if len(page) >= num_items:
                 break
         else:
-            return Page(page=page, continue_cursor=encode_cursor(last), is_done=True)
+            return Page(
+                page=page, continue_cursor=encode_cursor(last, self._index.id), is_done=True
+            )
         rows.close()
-        return Page(page=page, continue_cursor=encode_cursor(last), is_done=False)
+        return Page(page=page, continue_cursor=encode_cursor(last, self._index.id), is_done=False)
