@@ -40,6 +40,7 @@ import secrets
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,6 +206,10 @@ class Scheduler:
         self._retry_at: dict[str, tuple[float, int]] = {}
         self._wake = threading.Event()
         self._last_retention = -math.inf
+        self._scheduled_in: weakref.WeakKeyDictionary[Transaction, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        """Jobs each open transaction scheduled (nested calls share their caller's)."""
         system = self.space
         self._tables = {info.number for info in system.tables.values()}
         self._remove_listener = self.db.add_listener(self._on_commit)
@@ -753,12 +758,11 @@ class Scheduler:
 class MutationScheduler:
     """``ctx.scheduler`` in a mutation: jobs are part of the mutation's transaction."""
 
-    __slots__ = ("_scheduler", "_frame", "_count")
+    __slots__ = ("_scheduler", "_frame")
 
     def __init__(self, scheduler: Scheduler, frame: Frame):
         self._scheduler = scheduler
         self._frame = frame
-        self._count = 0
 
     def _txn(self) -> Transaction:
         txn = self._frame.txn
@@ -774,8 +778,9 @@ class MutationScheduler:
         """Run ``ref(args)`` at ``timestamp`` (seconds since the epoch or an aware datetime)."""
         when = _check_time(timestamp)
         txn = self._txn()
-        self._count += 1
-        if self._count > MAX_SCHEDULED_PER_MUTATION:
+        counts = self._scheduler._scheduled_in
+        counts[txn] = counts.get(txn, 0) + 1
+        if counts[txn] > MAX_SCHEDULED_PER_MUTATION:
             raise UserError(
                 f"A mutation may schedule at most {MAX_SCHEDULED_PER_MUTATION:,} functions."
             )

@@ -15,6 +15,7 @@ from core import (
     App,
     AppError,
     Component,
+    ConflictError,
     InvalidArgumentError,
     InvalidIdError,
     InvalidValueError,
@@ -609,3 +610,88 @@ async def test_the_runner_picks_up_jobs_another_process_scheduled(tmp_path: Any)
         with anyio.fail_after(10):
             while await client.query(hits) < 1:  # noqa: ASYNC110 - polling state, bounded
                 await anyio.sleep(0.01)
+
+
+# -- failures, interruptions, transient errors --------------------------------------------------
+
+
+@app.internal_action
+async def broken_action(ctx: ActionCtx) -> None:
+    raise RuntimeError("the API is down")
+
+
+@app.internal_action
+async def endless_action(ctx: ActionCtx) -> None:
+    action_started.set()
+    await anyio.sleep_forever()
+
+
+conflicts_left = [0]
+
+
+@app.internal_mutation
+def contended(ctx: MutationCtx) -> None:
+    if conflicts_left[0] > 0:
+        conflicts_left[0] -= 1
+        raise ConflictError(["counters"])
+    _bump(ctx, "contended")
+
+
+@app.mutation
+def schedule_ref(ctx: MutationCtx, name: str, count: int = 1) -> str:
+    ref = {"broken": broken_action, "endless": endless_action, "contended": contended}[name]
+    ids = [ctx.scheduler.run_after(0, ref, {}) for _ in range(count)]
+    return str(ids[0])
+
+
+@app.action
+async def schedule_at_from_action(ctx: ActionCtx, when: float) -> str:
+    job_id: str = await ctx.scheduler.run_at(when, bump, {"key": "action_at"})
+    return job_id
+
+
+def test_a_failing_action_job_is_marked_failed() -> None:
+    with TestApp(app) as t:
+        job_id = t.mutation(schedule_ref, {"name": "broken"})
+        assert t.finish_scheduled() == 1
+        failed = t.query(job, {"id": job_id})
+        assert failed["state"] == "failed"
+        assert failed["error"] == "RuntimeError: the API is down"
+        assert t.finish_scheduled() == 0
+
+
+def test_stopping_the_runner_fails_a_running_action_instead_of_rerunning_it(
+    tmp_path: Any,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'stop.db'}"
+    stopped = App(app.schema, storage=url)
+    stopped.registry = app.registry  # the same functions, on a database of its own
+    with stopped.sync_client() as client:
+        job_id = client.mutation(schedule_ref, {"name": "endless"})
+        assert action_started.wait(10)
+    with TestApp(app, storage=open_storage(url)) as t:
+        interrupted = t.query(job, {"id": job_id})
+        assert interrupted["state"] == "failed"
+        assert "Interrupted" in interrupted["error"]
+        assert t.finish_scheduled() == 0
+
+
+def test_a_conflicting_mutation_job_stays_pending_and_is_retried_until_it_commits() -> None:
+    conflicts_left[0] = 2
+    with TestApp(app) as t:
+        job_id = t.mutation(schedule_ref, {"name": "contended"})
+        deadline = time.monotonic() + 10
+        while t.query(count, {"key": "contended"}) == 0:
+            assert time.monotonic() < deadline, "the job was not retried"
+            t.finish_scheduled()
+            assert t.query(job, {"id": job_id})["state"] in ("pending", "success")
+        assert t.query(job, {"id": job_id})["state"] == "success"
+        assert t.query(count, {"key": "contended"}) == 1
+
+
+def test_actions_schedule_at_a_time_and_mutations_schedule_at_most_1000() -> None:
+    with TestApp(app) as t:
+        job_id = t.action(schedule_at_from_action, {"when": t.clock.time() + 3})
+        assert t.query(job, {"id": job_id})["scheduled_time"] == pytest.approx(t.clock.time() + 3)
+        with pytest.raises(UserError, match="at most 1,000"):
+            t.mutation(schedule_ref, {"name": "broken", "count": 1001})
