@@ -19,6 +19,16 @@ def database_url() -> str:
     return os.environ.get("CAPSULE_DB_URL") or DEFAULT_DB_URL
 
 
+def use_database_url(url: str) -> None:
+    """Make ``url`` the database of everything opened from now on (the CLI's ``--db``)."""
+    set_setting("CAPSULE_DB_URL", url)
+
+
+def set_setting(name: str, value: str) -> None:
+    """Set a ``CAPSULE_*`` setting for this process and the processes it starts."""
+    os.environ[name] = value
+
+
 def environment() -> Mapping[str, str]:
     """A copy of the environment, for ``ctx.env`` in actions."""
     return dict(os.environ)

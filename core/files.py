@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -141,20 +141,23 @@ class FileService:
             raise UserError("This storage keeps no file folder.")
         return os.path.join(self._dir, blob[:2], blob)
 
+    def _write_file(self, blob: str, data: bytes) -> None:
+        path = self._blob_path(blob)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
     def _put_blob(self, data: bytes) -> tuple[str, bool]:
         """Write a blob; return its name and whether it lives in the database."""
         blob = uuid.uuid4().hex
         if self._dir is not None:
-            path = self._blob_path(blob)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            self._write_file(blob, data)
             return blob, False
-        chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        chunks = _chunks(data)
         for start in range(0, len(chunks), CHUNKS_PER_TRANSACTION):
             part = chunks[start : start + CHUNKS_PER_TRANSACTION]
 
@@ -380,10 +383,41 @@ class FileService:
 
         return self.store(namespace, data, content_type, record=claim)
 
-    def blobs(self, db: DatabaseReader) -> Iterator[tuple[dict[str, Any], bytes]]:
-        """Every file of every table space with its content (for exports)."""
-        for doc in db.query(FILES_TABLE):
-            yield doc, self._read_blob(doc["blob"], doc["in_db"])
+    def restore(self, txn: Transaction, meta: dict[str, Any], data: bytes) -> Callable[[], None]:
+        """Put back an exported file, keeping its id, inside ``txn`` (imports only).
+
+        ``meta`` holds ``_id``, ``_creation_time``, ``namespace`` and ``content_type``. Returns
+        what undoes the blob if the import fails.
+        """
+        blob = uuid.uuid4().hex
+        system = self.db.space(SYSTEM)
+        in_db = self._dir is None
+        if in_db:
+            for n, chunk in enumerate(_chunks(data)):
+                txn.insert(system, CHUNKS_TABLE, {"blob": blob, "n": n, "data": chunk})
+        else:
+            self._write_file(blob, data)
+        body = {
+            "namespace": meta.get("namespace", ""),
+            "content_type": meta.get("content_type"),
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "blob": blob,
+            "in_db": in_db,
+        }
+        txn.insert_with_id(
+            system,
+            FILES_TABLE,
+            body,
+            doc_id=meta.get("_id"),  # type: ignore[arg-type]  # checked by insert_with_id
+            creation_time=meta.get("_creation_time"),  # type: ignore[arg-type]
+        )
+        return lambda: None if in_db else self._drop_blob(blob, False)
+
+
+def _chunks(data: bytes) -> list[bytes]:
+    """``data`` cut into ``_storage_chunks`` documents (one, empty, for an empty file)."""
+    return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
 
 
 def _metadata(doc: dict[str, Any]) -> FileMetadata:
@@ -425,16 +459,11 @@ class FileStorage:
         Absolute when the call came over HTTP or ``CAPSULE_PUBLIC_URL`` is set; otherwise a
         path on the server (``/api/storage/...``).
         """
-        return await anyio.to_thread.run_sync(
-            self._service.url, self._namespace, id, expires_in
-        )
+        return await anyio.to_thread.run_sync(self._service.url, self._namespace, id, expires_in)
 
     async def generate_upload_url(self, *, expires_in: float | None = None) -> str:
-        """A signed URL that accepts one ``POST`` of a file (the body) and answers
-        ``{"storageId": id}``."""
-        return await anyio.to_thread.run_sync(
-            self._service.upload_url, self._namespace, expires_in
-        )
+        """A signed URL accepting one ``POST`` of a file; it answers ``{"storageId": id}``."""
+        return await anyio.to_thread.run_sync(self._service.upload_url, self._namespace, expires_in)
 
     async def delete(self, id: str) -> None:
         """Delete the file (no error if it is already gone)."""

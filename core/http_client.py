@@ -10,7 +10,7 @@ same class the in-process client raises, by its ``code`` (``AppError.data`` inta
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -125,7 +125,9 @@ class HttpClient:
         """Run a public action on the server."""
         return await self._call("action", ref, args, None)
 
-    async def subscribe(self, ref: Any, args: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+    async def subscribe(
+        self, ref: Any, args: dict[str, Any] | None = None
+    ) -> AsyncGenerator[Any, None]:
         """Yield the query's result now and again whenever it changes (over SSE).
 
         Leaving the loop (``break``, an exception, cancellation) closes the stream, and the
@@ -134,7 +136,10 @@ class HttpClient:
         params = {"path": _path(ref), "args": json.dumps(to_json(args or {}))}
         timeout = httpx.Timeout(self._http.timeout.connect, read=None)
         async with self._http.stream(
-            "GET", "/api/subscribe", params=params, timeout=timeout,
+            "GET",
+            "/api/subscribe",
+            params=params,
+            timeout=timeout,
             headers={"Accept": "text/event-stream"},
         ) as response:
             if response.status_code != 200:
@@ -163,7 +168,7 @@ def _decode(response: httpx.Response) -> Any:
 
 async def _sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
     """``(event, data)`` pairs of an SSE stream (comments and ids skipped)."""
-    event, data = "message", []
+    event, data = "message", list[str]()
     async for line in lines:
         if not line:
             if data:

@@ -198,9 +198,7 @@ class CapsuleServer:
         if header is not None:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise UnauthenticatedError(
-                    'The Authorization header must be "Bearer <token>".'
-                )
+                raise UnauthenticatedError('The Authorization header must be "Bearer <token>".')
         elif query_token:
             token = request.query_params.get("token")
         if token is None:
@@ -390,8 +388,7 @@ def create_asgi_app(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                allow_headers=["authorization", "content-type", "idempotency-key",
-                               "last-event-id"],
+                allow_headers=["authorization", "content-type", "idempotency-key", "last-event-id"],
             )
         )
     asgi = Starlette(routes=routes, middleware=middleware, lifespan=server.lifespan)

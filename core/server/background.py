@@ -47,8 +47,9 @@ class BackgroundServer:
         self.timeout = timeout
         options = {"log_level": "warning", "lifespan": "on", **config}
         self._server = uvicorn.Server(uvicorn.Config(asgi, host=host, port=self.port, **options))
-        self._thread = threading.Thread(target=self._server.run, name="capsule-uvicorn",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, name="capsule-uvicorn", daemon=True
+        )
 
     @property
     def url(self) -> str:

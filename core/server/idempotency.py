@@ -145,7 +145,8 @@ def prune(runtime: Runtime, *, batch: int = 256) -> int:
     def attempt(txn: Transaction) -> int:
         writer = DatabaseWriter(txn, db.space(SYSTEM))
         old = (
-            writer.query(TABLE).with_index("by_created", lambda q: q.lt("created", cutoff))
+            writer.query(TABLE)
+            .with_index("by_created", lambda q: q.lt("created", cutoff))
             .take(batch)
         )
         for doc in old:

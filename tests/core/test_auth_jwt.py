@@ -79,7 +79,10 @@ def verifier() -> JwtVerifier:
 def test_valid_tokens_become_identities(verifier: JwtVerifier, make: Any) -> None:
     ident = verifier.verify(make())
     assert (ident.subject, ident.issuer, ident.name, ident.email) == (
-        "user-42", ISSUER, "Ada", "ada@example.com"
+        "user-42",
+        ISSUER,
+        "Ada",
+        "ada@example.com",
     )
     assert ident.claims["role"] == "admin"
     assert ident.token_identifier == f"{ISSUER}|user-42"
@@ -91,18 +94,37 @@ def test_valid_tokens_become_identities(verifier: JwtVerifier, make: Any) -> Non
         (lambda: hs(exp=int(time.time()) - 10), "expired"),
         (lambda: hs(iss="https://evil.test"), "not issued by"),
         (lambda: hs(aud="someone-else"), "refused"),
-        (lambda: jwt.encode(claims(), "another-secret-of-at-least-32-bytes", algorithm="HS256"),
-         "refused"),
+        (
+            lambda: jwt.encode(claims(), "another-secret-of-at-least-32-bytes", algorithm="HS256"),
+            "refused",
+        ),
         (lambda: rs(key=OTHER_RSA), "refused"),
         (lambda: rs(kid="unknown"), "key id"),
         (lambda: hs()[:-4] + "AAAA", "refused"),
         (lambda: "not.a.jwt", "not a valid JWT"),
-        (lambda: jwt.encode({k: v for k, v in claims().items() if k != "exp"}, SECRET,
-                            algorithm="HS256"), "refused"),
-        (lambda: jwt.encode(claims(), None, algorithm="none"), "not accepted"),
+        (
+            lambda: jwt.encode(
+                {k: v for k, v in claims().items() if k != "exp"}, SECRET, algorithm="HS256"
+            ),
+            "refused",
+        ),
+        (
+            lambda: jwt.encode(claims(), None, algorithm="none"),  # type: ignore[arg-type]
+            "not accepted",
+        ),
     ],
-    ids=["expired", "wrong-issuer", "wrong-audience", "bad-hs-signature", "bad-rs-signature",
-         "unknown-kid", "tampered", "garbage", "no-exp", "alg-none"],
+    ids=[
+        "expired",
+        "wrong-issuer",
+        "wrong-audience",
+        "bad-hs-signature",
+        "bad-rs-signature",
+        "unknown-kid",
+        "tampered",
+        "garbage",
+        "no-exp",
+        "alg-none",
+    ],
 )
 def test_bad_tokens_are_refused(verifier: JwtVerifier, token: Any, message: str) -> None:
     with pytest.raises(UnauthenticatedError, match=message):
@@ -190,10 +212,12 @@ async def test_bad_tokens_are_401(url: str, token: Any) -> None:
     async with HttpClient(url, token=token()) as client:
         with pytest.raises(UnauthenticatedError):
             await client.query(whoami)
-    r = httpx.post(
-        f"{url}/api/query", json={"path": whoami.path},
-        headers={"Authorization": f"Bearer {token()}"},
-    )
+    async with httpx.AsyncClient() as http:
+        r = await http.post(
+            f"{url}/api/query",
+            json={"path": whoami.path},
+            headers={"Authorization": f"Bearer {token()}"},
+        )
     assert (r.status_code, r.json()["code"]) == (401, "unauthenticated")
 
 
@@ -202,7 +226,8 @@ def test_tokens_refused_when_no_keys_are_configured() -> None:
         asgi = create_asgi_app(app, settings=ServerSettings(), runtime=t.runtime)
         with BackgroundServer(asgi) as bg:
             r = httpx.post(
-                f"{bg.url}/api/query", json={"path": whoami.path},
+                f"{bg.url}/api/query",
+                json={"path": whoami.path},
                 headers={"Authorization": f"Bearer {hs()}"},
             )
     assert r.status_code == 401 and "not configured" in r.json()["message"]

@@ -32,12 +32,12 @@ vault = Component("vault", schema=Schema(secrets=Table({"n": int})))
 
 
 @vault.action
-async def read_file(ctx: ActionCtx, id: str) -> bytes | None:
+async def read_file(ctx: ActionCtx, id: str) -> Any:
     return await ctx.files.get(id)
 
 
 @vault.action
-async def store_file(ctx: ActionCtx, data: bytes) -> str:
+async def store_file(ctx: ActionCtx, data: bytes) -> Any:
     return await ctx.files.store(data)
 
 
@@ -46,29 +46,32 @@ vault_handle = app.use(vault)
 
 
 @app.action
-async def store(ctx: ActionCtx, data: bytes, content_type: str | None = None) -> str:
+async def store(ctx: ActionCtx, data: bytes, content_type: str | None = None) -> Any:
     return await ctx.files.store(data, content_type)
 
 
 @app.action
-async def get(ctx: ActionCtx, id: str) -> bytes | None:
+async def get(ctx: ActionCtx, id: str) -> Any:
     return await ctx.files.get(id)
 
 
 @app.action
 async def metadata(ctx: ActionCtx, id: str) -> dict[str, Any] | None:
     meta: FileMetadata | None = await ctx.files.get_metadata(id)
-    return None if meta is None else {"size": meta.size, "sha256": meta.sha256,
-                                       "type": meta.content_type, "id": meta.id}
+    return (
+        None
+        if meta is None
+        else {"size": meta.size, "sha256": meta.sha256, "type": meta.content_type, "id": meta.id}
+    )
 
 
 @app.action
-async def url(ctx: ActionCtx, id: str, expires_in: float | None = None) -> str | None:
+async def url(ctx: ActionCtx, id: str, expires_in: float | None = None) -> Any:
     return await ctx.files.get_url(id, expires_in=expires_in)
 
 
 @app.action
-async def upload_url(ctx: ActionCtx) -> str:
+async def upload_url(ctx: ActionCtx) -> Any:
     return await ctx.files.generate_upload_url()
 
 
@@ -78,12 +81,12 @@ async def delete(ctx: ActionCtx, id: str) -> None:
 
 
 @app.action
-async def vault_reads(ctx: ActionCtx, id: str) -> bytes | None:
+async def vault_reads(ctx: ActionCtx, id: str) -> Any:
     return await ctx.run_action(vault_handle.read_file, {"id": id})
 
 
 @app.action
-async def vault_stores(ctx: ActionCtx, data: bytes) -> str:
+async def vault_stores(ctx: ActionCtx, data: bytes) -> Any:
     return await ctx.run_action(vault_handle.store_file, {"data": data})
 
 
@@ -111,7 +114,10 @@ def test_store_get_metadata_delete(t: TestApp) -> None:
     fid = t.action(store, {"data": data, "content_type": "image/png"})
     assert t.action(get, {"id": fid}) == data
     assert t.action(metadata, {"id": fid}) == {
-        "size": 3000, "sha256": hashlib.sha256(data).hexdigest(), "type": "image/png", "id": fid
+        "size": 3000,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "type": "image/png",
+        "id": fid,
     }
     t.action(delete, {"id": fid})
     assert t.action(get, {"id": fid}) is None

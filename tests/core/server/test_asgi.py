@@ -207,7 +207,8 @@ def test_400_bad_arguments_and_bodies(live: Live) -> None:
     assert r.json()["details"]["argument"] == "text"
     r = httpx.post(f"{live.url}/api/query", content=b"{not json")
     assert (r.status_code, r.json()["code"]) == (400, "invalid_argument")
-    for body in ([], {"path": 3}, {"path": "a:b", "args": []}, {"path": "a:b", "x": 1}):
+    bodies: list[Any] = [[], {"path": 3}, {"path": "a:b", "args": []}, {"path": "a:b", "x": 1}]
+    for body in bodies:
         assert post(live, "query", body).status_code == 400, body
     r = post(live, "query", {"path": f"{MOD}:echo", "args": {"value": {"$bytes": "!!"}}})
     assert (r.status_code, r.json()["code"]) == (400, "invalid_value")
@@ -333,7 +334,9 @@ def test_concurrent_retries_with_one_key_run_once(live: Live) -> None:
 
     def call() -> None:
         r = post(
-            live, "mutation", {"path": f"{MOD}:add", "args": {"text": "race"}},
+            live,
+            "mutation",
+            {"path": f"{MOD}:add", "args": {"text": "race"}},
             headers={"Idempotency-Key": "race-key"},
         )
         results.append(r.json()["value"])
@@ -352,7 +355,8 @@ def test_concurrent_retries_with_one_key_run_once(live: Live) -> None:
 
 def test_http_routes(live: Live) -> None:
     r = httpx.post(
-        f"{live.url}/http/notes", json={"text": "via route"},
+        f"{live.url}/http/notes",
+        json={"text": "via route"},
         headers={"Authorization": f"Bearer {token()}"},
     )
     assert r.status_code == 200

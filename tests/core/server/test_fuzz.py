@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -22,7 +22,7 @@ app = App(Schema(items=Table({"name": str, "n": int, "tags": list[str]}), strict
 
 
 @app.mutation
-def create(ctx: MutationCtx, name: str, n: int, tags: list[str]) -> Id["items"]:
+def create(ctx: MutationCtx, name: str, n: int, tags: list[str]) -> Id[Literal["items"]]:
     return ctx.db.insert("items", {"name": name, "n": n, "tags": tags})
 
 
@@ -32,12 +32,12 @@ def put(ctx: MutationCtx, value: Any, table: str = "blobs") -> str:
 
 
 @app.mutation
-def rename(ctx: MutationCtx, id: Id["items"], name: str) -> None:
+def rename(ctx: MutationCtx, id: Id[Literal["items"]], name: str) -> None:
     ctx.db.patch(id, {"name": name})
 
 
 @app.query
-def get(ctx: QueryCtx, id: Id["items"]) -> dict[str, Any] | None:
+def get(ctx: QueryCtx, id: Id[Literal["items"]]) -> dict[str, Any] | None:
     return ctx.db.get(id)
 
 
@@ -68,8 +68,9 @@ class Live:
 def live() -> Iterator[Live]:
     with TestApp(app) as t:
         t.mutation(create, {"name": "seed", "n": 1, "tags": ["a"]})
-        asgi = create_asgi_app(app, settings=ServerSettings(max_body_bytes=64 * 1024),
-                               runtime=t.runtime)
+        asgi = create_asgi_app(
+            app, settings=ServerSettings(max_body_bytes=64 * 1024), runtime=t.runtime
+        )
         with BackgroundServer(asgi) as bg, httpx.Client(base_url=bg.url) as http:
             yield Live(bg.url, t, http)
 
@@ -96,7 +97,9 @@ tagged = st.sampled_from(["$bytes", "$integer", "$float", "$other"]).flatmap(
 )
 json_values = st.recursive(
     json_scalars | tagged,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 paths = st.sampled_from(PATHS) | st.text(max_size=30) | json_values
@@ -123,18 +126,24 @@ well_formed = st.one_of(
     ),
     st.tuples(
         st.just("mutation"),
-        st.fixed_dictionaries({"path": st.just(put.path), "args": st.fixed_dictionaries(
-            {"value": json_values})}),
+        st.fixed_dictionaries(
+            {"path": st.just(put.path), "args": st.fixed_dictionaries({"value": json_values})}
+        ),
     ),
     st.tuples(
         st.just("query"),
-        st.fixed_dictionaries({"path": st.just(echo.path), "args": st.fixed_dictionaries(
-            {"value": json_values})}),
+        st.fixed_dictionaries(
+            {"path": st.just(echo.path), "args": st.fixed_dictionaries({"value": json_values})}
+        ),
     ),
     st.tuples(
         st.just("action"),
-        st.fixed_dictionaries({"path": st.just(relay.path), "args": st.fixed_dictionaries(
-            {"name": st.text(max_size=10), "n": int64})}),
+        st.fixed_dictionaries(
+            {
+                "path": st.just(relay.path),
+                "args": st.fixed_dictionaries({"name": st.text(max_size=10), "n": int64}),
+            }
+        ),
     ),
 )
 calls = st.tuples(st.sampled_from(["query", "mutation", "action"]), bodies) | well_formed
@@ -160,8 +169,9 @@ def test_random_requests_never_500_and_refusals_change_nothing(
         assert snapshot(live.t) == before, (kind, body)
 
 
-@settings(max_examples=100, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_random_bytes_are_400(live: Live, raw: bytes) -> None:
     before = snapshot(live.t)
@@ -172,5 +182,7 @@ def test_random_bytes_are_400(live: Live, raw: bytes) -> None:
 
 def test_deep_nesting_is_400(live: Live) -> None:
     deep = "[" * 20_000 + "]" * 20_000
-    r = live.http.post("/api/query", content=f'{{"path": "{echo.path}", "args": {{"value": {deep}}}}}')
+    r = live.http.post(
+        "/api/query", content=f'{{"path": "{echo.path}", "args": {{"value": {deep}}}}}'
+    )
     assert r.status_code == 400

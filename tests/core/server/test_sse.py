@@ -138,10 +138,11 @@ async def test_errors_before_the_stream(live: Live) -> None:
             await client.subscribe(hidden).__anext__()
         with pytest.raises(InvalidArgumentError):
             await client.subscribe(room, {"room": 5}).__anext__()
-    r = httpx.get(f"{live.url}/api/subscribe", params={"path": room.path, "args": "{oops"})
-    assert (r.status_code, r.json()["code"]) == (400, "invalid_argument")
-    r = httpx.get(f"{live.url}/api/subscribe")
-    assert r.status_code == 400
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        r = await http.get("/api/subscribe", params={"path": room.path, "args": "{oops"})
+        assert (r.status_code, r.json()["code"]) == (400, "invalid_argument")
+        r = await http.get("/api/subscribe")
+        assert r.status_code == 400
     async with HttpClient(live.url, token="bad") as client:
         with pytest.raises(UnauthenticatedError):
             await client.subscribe(me).__anext__()

@@ -1,0 +1,52 @@
+"""Owns ``capsule run PATH '{json}' [--identity JSON]``: call one function and print its value."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from core.cli.loading import choose_database, load_function
+from core.cli.output import print_value
+from core.errors import InvalidArgumentError
+from core.functions import FunctionKind
+from core.values import from_json
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``capsule run``."""
+    p = commands.add_parser("run", help="run a query, mutation or action and print its value")
+    p.add_argument("path", help='the function path, e.g. "tasks:create"')
+    p.add_argument("args", nargs="?", default="{}", help="its arguments as a JSON object")
+    p.add_argument("--identity", help='run as this caller: JSON claims, e.g. {"sub": "u1"}')
+    p.add_argument("--app", help="module:app, when the function's module does not hold its app")
+    p.add_argument("--db", help="database URL (default: CAPSULE_DB_URL)")
+    p.set_defaults(handler=run)
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = from_json(json.loads(text))
+    except ValueError as exc:
+        raise InvalidArgumentError(f"{what} is not valid JSON: {exc}.") from None
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"{what} must be a JSON object.")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Call the function through a sync client (no background services) and print the value."""
+    choose_database(args.db)
+    app, ref = load_function(args.path, args.app)
+    fn_args = _json_object(args.args, "The arguments")
+    identity = _json_object(args.identity, "--identity") if args.identity else None
+    with app.sync_client(identity, runtime=False) as client:
+        call = {
+            FunctionKind.QUERY: client.query,
+            FunctionKind.MUTATION: client.mutation,
+            FunctionKind.ACTION: client.action,
+        }.get(ref.kind)
+        if call is None:
+            raise InvalidArgumentError(f'"{args.path}" is an HTTP route; it cannot be run.')
+        print_value(call(ref, fn_args))
+    return 0
