@@ -383,9 +383,7 @@ class Scheduler:
         """Pending jobs due at ``now`` that this process is not already running."""
         if limit <= 0:
             return []
-        mono = time.monotonic()
-        skip = set(self._running)
-        skip.update(j for j, (at, _) in self._retry_at.items() if at > mono)
+        skip = self._skipped()
         with self._reading() as txn:
             rows = self._jobs(txn).with_index(
                 "by_state_time", lambda r: r.eq("state", PENDING).lte("scheduled_time", now)
@@ -400,19 +398,49 @@ class Scheduler:
             return out
 
     def next_due(self) -> float | None:
-        """The app-clock time of the earliest pending job or other timed work."""
+        """The app-clock time of the earliest job or other timed work this runner could start.
+
+        Jobs this process is running, or is backing off from, do not count (a finishing job
+        wakes the runner, and ``wait_time`` covers backoffs).
+        """
+        skip = self._skipped()
+        first = None
         with self._reading() as txn:
-            first = (
-                self._jobs(txn)
-                .with_index("by_state_time", lambda r: r.eq("state", PENDING))
-                .first()
-            )
+            pending = self._jobs(txn).with_index("by_state_time", lambda r: r.eq("state", PENDING))
+            for job in pending:
+                if job["_id"] not in skip:
+                    first = job
+                    break
         times = [] if first is None else [float(first["scheduled_time"])]
         for hook in self.due_hooks:
             t = hook()
             if t is not None:
                 times.append(t)
         return min(times, default=None)
+
+    def _skipped(self) -> set[str]:
+        """Jobs not to start now: running in this process, or backing off after an error."""
+        mono = time.monotonic()
+        skip = set(self._running)
+        for job_id, (at, _) in list(self._retry_at.items()):
+            if at > mono:
+                skip.add(job_id)
+            elif mono - at > 2 * _MAX_BACKOFF:
+                del self._retry_at[job_id]  # long settled (perhaps by another runner)
+        return skip
+
+    def wait_time(self, next_due: float | None) -> float:
+        """Real seconds the runner may sleep before its next pass (woken sooner by commits)."""
+        delay = self.config.poll_interval
+        if len(self._running) >= self.config.parallelism:
+            return delay  # no free slot: a finishing job wakes the runner
+        if next_due is not None:
+            delay = min(delay, next_due - self.clock.time())
+        mono = time.monotonic()
+        backoffs = [at - mono for at, _ in self._retry_at.values() if at > mono]
+        if backoffs:
+            delay = min(delay, min(backoffs))
+        return max(delay, 0.005)
 
     # -- housekeeping --------------------------------------------------------------------
 
@@ -744,12 +772,7 @@ class Scheduler:
                     except Exception:
                         logger.exception("scheduler pass failed")
                         next_due = None
-                    delay = self.config.poll_interval
-                    if next_due is not None:
-                        delay = min(delay, next_due - self.clock.time())
-                    # A floor keeps a job that cannot start yet (backoff, no free slot) from
-                    # turning this into a busy loop; finishing jobs wake it sooner.
-                    delay = max(delay, 0.02)
+                    delay = self.wait_time(next_due)
                     await anyio.to_thread.run_sync(self._wake.wait, delay, abandon_on_cancel=True)
         finally:
             self._wake.set()
