@@ -437,7 +437,7 @@ class Scheduler:
         if next_due is not None:
             delay = min(delay, next_due - self.clock.time())
         mono = time.monotonic()
-        backoffs = [at - mono for at, _ in self._retry_at.values() if at > mono]
+        backoffs = [at - mono for at, _ in list(self._retry_at.values()) if at > mono]
         if backoffs:
             delay = min(delay, min(backoffs))
         return max(delay, 0.005)
