@@ -19,6 +19,13 @@ Invariants:
 
 ``max_parallelism`` 0 pauses starting; cancel prevents a start or the next retry, an attempt
 already running reports its own outcome. Retries apply to actions only.
+
+Recovery: an attempt runs as a scheduler job whose id the row keeps (``scheduled_id``). If its
+runner dies mid-action, the scheduler marks that job ``failed`` but nothing reports to the
+pool, so a component cron (``recover``, every ``RECOVERY_INTERVAL`` seconds) compares each
+running row with its scheduler job: a job that failed, was canceled, vanished (retention) or
+ended without reporting counts as a failed attempt, retried per policy or finished. Action jobs
+are therefore at most once without retries and at least once with them.
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ import logging
 from typing import Any
 
 from components.workflow.errors import NonRetryableError
-from core import ActionCtx, Component, MutationCtx, QueryCtx, Schema, Table
+from core import ActionCtx, Component, Crons, MutationCtx, QueryCtx, Schema, Table
 
 logger = logging.getLogger("capsule.workflow.pool")
 
 MAX_PARALLELISM = 200
+RECOVERY_INTERVAL = 10.0
+"""Seconds between checks of running jobs against the scheduler's records (``recover``)."""
 
 component = Component(
     "workpool",
@@ -237,6 +246,43 @@ def complete(ctx: MutationCtx, work_id: str, attempt: int, result: dict[str, Any
         _complete(ctx, work, result)
 
 
+@component.internal_mutation
+def recover(ctx: MutationCtx) -> int:
+    """Fail the attempts whose scheduler job ended without reporting; returns how many."""
+    running = (
+        ctx.db.query("work")
+        .with_index("by_state_ready", lambda q: q.eq("state", "running"))
+        .take(MAX_PARALLELISM * 2)
+    )
+    lost = 0
+    for work in running:
+        job = _scheduled(ctx, work["scheduled_id"])
+        if job is not None and job["state"] in ("pending", "in_progress"):
+            continue
+        if job is None:
+            why = "its scheduled job is gone"
+        elif job["state"] == "success":
+            why = "it ended without reporting a result"
+        else:
+            why = job.get("error") or f"its scheduled job was {job['state']}"
+        logger.warning("work-pool job %s lost attempt %s: %s", work["_id"], work["attempts"], why)
+        _complete(ctx, work, failed(f"Attempt {work['attempts'] + 1} was lost: {why}"))
+        lost += 1
+    return lost
+
+
+Crons.of(component).interval("recover", recover, seconds=RECOVERY_INTERVAL)
+
+
+def _scheduled(ctx: QueryCtx, job_id: str | None) -> dict[str, Any] | None:
+    if job_id is None:
+        return None
+    try:
+        return ctx.db.system.get(job_id)  # type: ignore[no-any-return]
+    except Exception:
+        return None
+
+
 def _get(ctx: QueryCtx, work_id: str) -> dict[str, Any] | None:
     try:
         return ctx.db.get(work_id)  # type: ignore[no-any-return]
@@ -278,6 +324,8 @@ def _complete(ctx: MutationCtx, work: dict[str, Any], result: dict[str, Any]) ->
             )
             ctx.scheduler.run_after(delay, kick, {})
     else:
+        if result["kind"] == "failed" and attempts > 1:
+            result = {**result, "error": f"{result['error']} (after {attempts} attempts)"}
         _finish(ctx, work, result)
     _start_ready(ctx)
 

@@ -5,7 +5,9 @@ from typing import Any
 import pytest
 
 from components.workflow import NonRetryableError, RetryPolicy, WorkPool, pool_component
+from components.workflow.pool import RECOVERY_INTERVAL
 from core import ActionCtx, App, MutationCtx, QueryCtx
+from core.scheduler import scheduler_of
 
 app = App()
 handle = app.use(pool_component, name="pool")
@@ -31,7 +33,7 @@ async def job(ctx: ActionCtx, key: str, fail_times: int = 0, fatal: bool = False
 @app.mutation
 def done(ctx: MutationCtx, work_id: str, context: Any, result: dict[str, Any]) -> None:
     events.append(("callback", context, result["kind"]))
-    ctx.db.insert("done", {"context": context, "kind": result["kind"]})
+    ctx.db.insert("done", {"context": context, "kind": result["kind"], "error": result.get("error")})
 
 
 @app.mutation
@@ -152,11 +154,12 @@ def test_never_more_than_max_parallelism_running(t: Any) -> None:  # case 21
     assert sorted(e[1] for e in events if e[0] == "callback") == [f"k{i}" for i in range(5)]
 
 
-def test_zero_parallelism_pauses(t: Any) -> None:
-    @app.mutation
-    def pause(ctx: MutationCtx, n: int) -> None:
-        pool.set_max_parallelism(ctx, n)
+@app.mutation
+def pause(ctx: MutationCtx, n: int) -> None:
+    pool.set_max_parallelism(ctx, n)
 
+
+def test_zero_parallelism_pauses(t: Any) -> None:
     t.mutation(pause, {"n": 0})
     wid = t.mutation(enqueue, {"key": "z"})
     t.finish_scheduled()
@@ -186,3 +189,30 @@ def test_mutation_job_writes_and_completes_together(t: Any) -> None:
     t.finish_scheduled()
     rows = t.run(lambda ctx: sorted(d["kind"] for d in ctx.db.query("done").collect()))
     assert rows == ["mutation", "success"]
+
+
+def _abandon_pending_action(t: Any) -> None:
+    """Make the pending action job look claimed by a runner that then died (lease long gone)."""
+    sched = scheduler_of(t.runtime)
+    jobs = t.run(lambda ctx: ctx.db.system.query("_scheduled_functions").collect())
+    (job,) = [j for j in jobs if j["state"] == "pending" and "run_action_job" in j["name"]]
+    patch = {"state": "in_progress", "runner": "elsewhere:1:dead", "lease_expires": 0.0}
+    sched.transact(lambda txn: txn.patch(sched.space, job["_id"], patch), "test")
+
+
+@pytest.mark.parametrize("retry", [True, False])
+def test_an_attempt_whose_runner_died_is_recovered(t: Any, retry: bool) -> None:
+    wid = t.mutation(enqueue, {"key": "r", "retry": retry})
+    _abandon_pending_action(t)
+    t.finish_scheduled()  # the scheduler fails the abandoned job; the pool does not know yet
+    assert t.query(status, {"id": wid}) == ["running", 0]
+    for _ in range(4):
+        t.advance_time(RECOVERY_INTERVAL)
+        t.finish_scheduled()  # the recover cron counts it as a failed attempt
+    done = t.run(lambda ctx: ctx.db.query("done").collect())
+    assert t.query(status, {"id": wid}) == ["finished", 0]
+    if retry:  # attempt 1 was lost, attempt 2 ran
+        assert events == [("attempt", "r"), ("callback", "r", "success")]
+    else:  # at most once: it never ran, and the job failed naming the cause
+        assert events == [("callback", "r", "failed")]
+        assert "was lost" in done[0]["error"] and "runner stopped" in done[0]["error"]

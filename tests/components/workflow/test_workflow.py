@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from components.workflow import (
     component,
 )
 from core import ActionCtx, App, MutationCtx, QueryCtx
+from core.subscriptions import subscribe_sync
 
 app = App()
 handle = app.use(component, name="workflow")
@@ -108,6 +112,31 @@ async def child(step: Any, name: str) -> int:
 async def parent(step: Any, name: str) -> int:
     r = await step.run_workflow(child, {"name": name})
     return int(r) * 10
+
+
+@manager.define
+async def stepwise(step: Any, name: str) -> str:
+    for _ in range(3):
+        await step.run_mutation(incr, {"name": name})
+        await step.sleep(10)
+    return "done"
+
+
+@manager.define
+async def two_attempts(step: Any, key: str) -> str:  # reference case 37
+    policy = RetryPolicy(max_attempts=2, initial_backoff=5.0)
+    return str(await step.run_action(flaky, {"key": key, "fail_times": 99}, retry=policy))
+
+
+@app.query
+def progress(ctx: QueryCtx, id: str, name: str) -> Any:
+    s = manager.status(ctx, id)
+    assert s is not None
+    return {
+        "state": s.state,
+        "count": _count(ctx, name),
+        "steps": [f"{st.kind} {st.state}" for st in s.steps],
+    }
 
 
 @app.mutation
@@ -273,3 +302,39 @@ def test_nested_workflow(t: Any) -> None:
     t.finish_scheduled()
     s = t.query(status, {"id": wid})
     assert s["state"] == "success" and s["result"] == 10
+
+
+def _next(updates: Iterator[Any], timeout: float = 10.0) -> Any:
+    """The subscription's next value, or a failure after ``timeout`` seconds."""
+    box: queue.Queue[Any] = queue.Queue()
+    threading.Thread(target=lambda: box.put(next(updates)), daemon=True).start()
+    return box.get(timeout=timeout)
+
+
+def test_progress_is_visible_through_a_subscription(t: Any) -> None:
+    wid = t.mutation(start, {"wf": stepwise.name, "args": {"name": "sub"}})
+    updates = subscribe_sync(t.runtime, progress, {"id": wid, "name": "sub"})
+    seen = [_next(updates)]
+    for _ in range(3):
+        t.finish_scheduled()
+        seen.append(_next(updates))
+        t.advance_time(10)
+    t.finish_scheduled()
+    seen.append(_next(updates))
+    updates.close()  # type: ignore[attr-defined]
+    assert [v["count"] for v in seen] == [0, 1, 2, 3, 3]
+    assert seen[1]["steps"] == ["mutation success", "sleep running"]
+    assert seen[-1]["state"] == "success"
+    for v in seen:  # a step's writes and its journal entry commit together (no lag, #74)
+        assert v["count"] == v["steps"].count("mutation success")
+
+
+def test_step_retries_stop_at_max_attempts_without_a_last_backoff(t: Any) -> None:  # case 37
+    wid = t.mutation(start, {"wf": two_attempts.name, "args": {"key": "r37"}})
+    t.finish_scheduled()
+    assert calls["r37"] == 1 and t.query(status, {"id": wid})["state"] == "running"
+    t.advance_time(7.5)  # the longest jittered backoff: 5 s x 1.5
+    t.finish_scheduled()
+    s = t.query(status, {"id": wid})
+    assert calls["r37"] == 2
+    assert s["state"] == "failed" and "attempt 2 failed (after 2 attempts)" in s["error"]
