@@ -53,6 +53,8 @@ POLL_INTERVAL = 0.05
 """Seconds between checks for other processes' commits while subscriptions are live."""
 HISTORY = 4096
 """Recent commits kept to check a fresh read set against what landed while it ran."""
+HISTORY_KEYS = 500_000
+"""At most this many written ids and index keys are kept in that history (big commits)."""
 
 _NOTHING = object()
 _HUBS_LOCK = threading.Lock()
@@ -85,7 +87,8 @@ class SubscriptionHub:
         self._by_doc: dict[str, set[_Subscription]] = {}
         self._by_index: dict[int, dict[_Subscription, list[KeyRange]]] = {}
         self._pending: list[tuple[int, WriteSet]] = []
-        self._recent: deque[tuple[int, WriteSet]] = deque()
+        self._recent: deque[tuple[int, WriteSet, int]] = deque()
+        self._recent_keys = 0
         self._floor = 0
         """Commits at or below this timestamp may be missing from ``_recent``."""
         self._received = 0
@@ -114,7 +117,9 @@ class SubscriptionHub:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every commit seen so far was matched against the subscriptions.
 
-        Returns False on timeout. Tests and benchmarks use it to observe the hub settled.
+        Returns False on timeout. Tests and benchmarks use it to observe the hub settled. It
+        blocks: on an event loop whose subscriptions are waiting for updates, call it through
+        ``anyio.to_thread`` (waking them needs that loop).
         """
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -185,7 +190,7 @@ class SubscriptionHub:
                 sub.dirty = True
             else:
                 sub.dirty = False
-                for commit_ts, ws in reversed(self._recent):
+                for commit_ts, ws, _ in reversed(self._recent):
                     if commit_ts <= ts:
                         break
                     if reads.touched_by(ws):
@@ -242,9 +247,14 @@ class SubscriptionHub:
                 self._remember(ts, ws)
 
     def _remember(self, ts: int, ws: WriteSet) -> None:
-        self._recent.append((ts, ws))
-        if len(self._recent) > HISTORY:
-            old_ts, _ = self._recent.popleft()
+        weight = len(ws.docs) + sum(len(keys) for keys in ws.keys.values())
+        self._recent.append((ts, ws, weight))
+        self._recent_keys += weight
+        while len(self._recent) > HISTORY or (
+            self._recent_keys > HISTORY_KEYS and len(self._recent) > 1
+        ):
+            old_ts, _, old_weight = self._recent.popleft()
+            self._recent_keys -= old_weight
             self._floor = max(self._floor, old_ts)
 
     def _matching(self, ws: WriteSet) -> set[_Subscription]:
