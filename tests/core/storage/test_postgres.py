@@ -52,6 +52,17 @@ def pg(url: str) -> Iterator[Any]:
     s.close()
 
 
+@pytest.fixture
+def two(url: str) -> Iterator[tuple[Any, Any]]:
+    """Two storages on one database, as two app processes would have."""
+    a, b = PostgresStorage(url), PostgresStorage(url)
+    a.open()
+    b.open()
+    yield a, b
+    a.close()
+    b.close()
+
+
 def doc(
     doc_id: str, data: bytes = b"{}", entries: Sequence[tuple[int, bytes]] = ()
 ) -> DocumentWrite:
@@ -154,10 +165,8 @@ def test_snapshot_sees_exactly_the_commits_up_to_its_timestamp(pg: Any) -> None:
         new.close()
 
 
-def test_commit_step_sees_commits_made_while_it_waited_for_the_lock(url: str) -> None:
-    a, b = PostgresStorage(url), PostgresStorage(url)
-    a.open()
-    b.open()
+def test_commit_step_sees_commits_made_while_it_waited_for_the_lock(two: tuple[Any, Any]) -> None:
+    a, b = two
     seen: dict[str, Any] = {}
     entered = threading.Event()
 
@@ -167,19 +176,15 @@ def test_commit_step_sees_commits_made_while_it_waited_for_the_lock(url: str) ->
             seen["latest"] = w.latest_ts()
             seen["log"] = w.read_log(0)
 
-    try:
-        with a.begin_write() as w:
-            thread = threading.Thread(target=second)
-            thread.start()
-            entered.wait(WAIT)
-            # b is now blocked on the lock (or about to be); it must see what a commits.
-            wait_until(lambda: _lock_waiters(a) == 1)
-            w.apply([CommitBatchItem(ts=42, writes=[doc("x")], log_record=b"x")])
-        thread.join(WAIT)
-        assert seen == {"latest": 42, "log": [(42, b"x")]}
-    finally:
-        a.close()
-        b.close()
+    with a.begin_write() as w:
+        thread = threading.Thread(target=second)
+        thread.start()
+        entered.wait(WAIT)
+        # b is now blocked on the lock (or about to be); it must see what a commits.
+        wait_until(lambda: _lock_waiters(a) == 1)
+        w.apply([CommitBatchItem(ts=42, writes=[doc("x")], log_record=b"x")])
+    thread.join(WAIT)
+    assert seen == {"latest": 42, "log": [(42, b"x")]}
 
 
 def _lock_waiters(s: Any) -> int:
@@ -191,22 +196,16 @@ def _lock_waiters(s: Any) -> int:
         return int(row[0])
 
 
-def test_begin_write_times_out_while_another_process_commits(url: str) -> None:
-    a, b = PostgresStorage(url), PostgresStorage(url)
-    a.open()
-    b.open()
-    try:
-        with a.begin_write():
-            with pytest.raises(TimeoutError):
-                with b.begin_write(timeout=0.05):
-                    pass
-            # Reading the log never needs the lock.
-            assert b.read_commits(0) == []
-        with b.begin_write(timeout=0.05) as w:
-            assert w.latest_ts() == 0
-    finally:
-        a.close()
-        b.close()
+def test_begin_write_times_out_while_another_process_commits(two: tuple[Any, Any]) -> None:
+    a, b = two
+    with a.begin_write():
+        with pytest.raises(TimeoutError):
+            with b.begin_write(timeout=0.05):
+                pass
+        # Reading the log never needs the lock.
+        assert b.read_commits(0) == []
+    with b.begin_write(timeout=0.05) as w:
+        assert w.latest_ts() == 0
 
 
 def test_write_session_reads_its_own_writes_and_catalog(pg: Any) -> None:
@@ -289,38 +288,26 @@ def test_storage_reopens_after_close(url: str) -> None:
 # -- notifications -----------------------------------------------------------------------------
 
 
-def test_wait_for_commit_is_woken_by_another_process_commit(url: str) -> None:
-    a, b = PostgresStorage(url), PostgresStorage(url)
-    a.open()
-    b.open()
-    try:
-        assert not b.wait_for_commit(0, timeout=0.01)  # listening from now on
-        result: list[bool] = []
-        started = time.monotonic()
-        thread = threading.Thread(target=lambda: result.append(b.wait_for_commit(0, WAIT)))
-        thread.start()
-        wait_until(lambda: b._listener._draining)
-        commit(a, 7, doc("a"))
-        thread.join(WAIT)
-        assert result == [True] and time.monotonic() - started < WAIT
-        # Known commits answer at once, from memory.
-        assert b.wait_for_commit(6, timeout=0)
-        assert not b.wait_for_commit(7, timeout=0.01)
-    finally:
-        a.close()
-        b.close()
+def test_wait_for_commit_is_woken_by_another_process_commit(two: tuple[Any, Any]) -> None:
+    a, b = two
+    assert not b.wait_for_commit(0, timeout=0.01)  # listening from now on
+    result: list[bool] = []
+    started = time.monotonic()
+    thread = threading.Thread(target=lambda: result.append(b.wait_for_commit(0, WAIT)))
+    thread.start()
+    wait_until(lambda: b._listener._draining)
+    commit(a, 7, doc("a"))
+    thread.join(WAIT)
+    assert result == [True] and time.monotonic() - started < WAIT
+    # Known commits answer at once, from memory.
+    assert b.wait_for_commit(6, timeout=0)
+    assert not b.wait_for_commit(7, timeout=0.01)
 
 
-def test_wait_for_commit_finds_commits_made_before_it_listened(url: str) -> None:
-    a, b = PostgresStorage(url), PostgresStorage(url)
-    a.open()
-    b.open()
-    try:
-        commit(a, 3, doc("a"))
-        assert b.wait_for_commit(2, timeout=WAIT)  # the log is the truth
-    finally:
-        a.close()
-        b.close()
+def test_wait_for_commit_finds_commits_made_before_it_listened(two: tuple[Any, Any]) -> None:
+    a, b = two
+    commit(a, 3, doc("a"))
+    assert b.wait_for_commit(2, timeout=WAIT)  # the log is the truth
 
 
 def test_close_wakes_a_waiting_thread(pg: Any) -> None:
@@ -333,22 +320,16 @@ def test_close_wakes_a_waiting_thread(pg: Any) -> None:
     assert result == [False]
 
 
-def test_listener_reconnects_after_its_connection_is_killed(url: str) -> None:
-    a, b = PostgresStorage(url), PostgresStorage(url)
-    a.open()
-    b.open()
-    try:
-        assert not b.wait_for_commit(0, timeout=0.01)
-        with a._writers.connection() as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'capsule-listener' AND datname = current_database()"
-            )
-        commit(a, 9, doc("a"))
-        assert b.wait_for_commit(0, timeout=WAIT)
-    finally:
-        a.close()
-        b.close()
+def test_listener_reconnects_after_its_connection_is_killed(two: tuple[Any, Any]) -> None:
+    a, b = two
+    assert not b.wait_for_commit(0, timeout=0.01)
+    with a._writers.connection() as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'capsule-listener' AND datname = current_database()"
+        )
+    commit(a, 9, doc("a"))
+    assert b.wait_for_commit(0, timeout=WAIT)
 
 
 # -- the database on top ---------------------------------------------------------------------------
