@@ -33,7 +33,9 @@ async def job(ctx: ActionCtx, key: str, fail_times: int = 0, fatal: bool = False
 @app.mutation
 def done(ctx: MutationCtx, work_id: str, context: Any, result: dict[str, Any]) -> None:
     events.append(("callback", context, result["kind"]))
-    ctx.db.insert("done", {"context": context, "kind": result["kind"], "error": result.get("error")})
+    ctx.db.insert(
+        "done", {"context": context, "kind": result["kind"], "error": result.get("error")}
+    )
 
 
 @app.mutation
