@@ -569,6 +569,8 @@ class PostgresStorage(Storage):
         this one's included, wake waiters.
         """
         with self._listener_lock:
+            if not self._opened:
+                return False
             listener = self._listener
             if listener is None:
                 listener = self._listener = _Listener(self.url)

@@ -405,6 +405,23 @@ def test_retryable_storage_errors_are_retried_not_raised(storage: Storage) -> No
         assert t.runtime.executor.retries == 2
 
 
+def test_app_opens_on_a_postgres_url_from_the_environment(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAPSULE_DB_URL", url)
+    with App(app.schema).sync_client(runtime=False) as client:
+        assert isinstance(client.runtime.storage, PostgresStorage)
+    with app.sync_client(runtime=False) as client:
+        assert client.mutation(bump) == 1
+    with App(app.schema, storage=url).sync_client(runtime=False) as client:
+        assert client.runtime.db.space("").tables["counters"] is not None
+        assert client.runtime.storage.wait_for_commit(0, timeout=WAIT)
+
+
+def test_wait_for_commit_on_a_closed_storage_returns_at_once(url: str) -> None:
+    assert not PostgresStorage(url).wait_for_commit(0, timeout=WAIT)
+
+
 def test_open_storage_picks_postgres_for_postgres_urls() -> None:
     url = postgres_url() or "postgresql://nobody@127.0.0.1:1/none"
     for scheme in ("postgresql://", "postgres://"):
