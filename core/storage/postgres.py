@@ -22,9 +22,13 @@ How commits are ordered (and why the result is serializable):
   touched its read set, which is serializable. Handlers run in parallel in every process; only
   the short commit step (a handful of round trips and one WAL flush) is serialized.
 
-The step allows roughly 1/(lock hold time) commits per second; ``bench/postgres.py`` measures
-it. SQLSTATE 40001 and 40P01 (which this scheme should not produce, but a server may) raised in
-the commit step become ``RetryableStorageError``, which the database turns into a retry.
+The step allows roughly 1/(lock hold time) commit batches per second (``bench/postgres.py``
+measures it). The hold time is a few round trips plus the commit's WAL flush, because the lock
+is released only when the commit is durable and visible: a commit is never visible to another
+process before it is durable. So across processes the flush latency of the server's disk bounds
+the commit rate, while each process's group commit puts many transactions in one step.
+SQLSTATE 40001 and 40P01 (which this scheme should not produce, but a server may) raised in the
+commit step become ``RetryableStorageError``, which the database turns into a retry.
 
 New commits are announced with ``NOTIFY capsule_commit, '<ts>'`` inside the commit step; other
 processes ``LISTEN`` on one connection each (``wait_for_commit``). The notification is only a
