@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
     from core.runtime import Runtime
 
 _KINDS = ("query", "mutation", "action")
+INLINE_QUERY_SECONDS = 0.001
+"""Queries whose recent duration is below this run on the event loop, without a thread hop."""
+MAX_TIMED_PATHS = 4096
 PRUNE_EVERY_SECONDS = 600.0
 
 
@@ -120,6 +124,8 @@ class CapsuleServer:
         self._drained: anyio.Event | None = None
         self.active_streams = 0
         """Open SSE subscription streams (tests watch it fall back to zero on disconnect)."""
+        self.query_seconds: dict[str, float] = {}
+        """Recent duration of each query path (a moving average), to choose where it runs."""
 
     # -- runtime --------------------------------------------------------------------------------
 
@@ -228,6 +234,31 @@ class CapsuleServer:
 
         return endpoint
 
+    async def _query(self, ex: Any, path: str, args: Any, identity: UserIdentity | None) -> Any:
+        """Run a query inline on the event loop when it is known to be quick, else in a thread.
+
+        A hop to a worker thread and back costs more than a quick query itself (measured over
+        the raw ASGI interface: a point read takes ~0.7 ms through a thread, ~0.2 ms inline),
+        but a slow query run inline would stall every other request. So a query runs in a
+        thread until its moving average duration is known to be under
+        ``INLINE_QUERY_SECONDS``, and goes back to threads if it slows down.
+        """
+        times = self.query_seconds
+
+        def timed() -> Any:
+            start = time.perf_counter()
+            value = ex.query(path, args, identity)
+            took = time.perf_counter() - start
+            known = times.get(path)
+            if known is not None or len(times) < MAX_TIMED_PATHS:
+                times[path] = took if known is None else 0.8 * known + 0.2 * took
+            return value
+
+        known = times.get(path)
+        if known is not None and known < INLINE_QUERY_SECONDS:
+            return timed()
+        return await anyio.to_thread.run_sync(timed)
+
     async def call(self, request: Request, kind: str) -> Response:
         """``POST /api/<kind>``: run a public function and answer its value."""
         path = "?"
@@ -237,7 +268,7 @@ class CapsuleServer:
             rt = self.runtime
             ex = rt.executor
             if kind == "query":
-                value = await anyio.to_thread.run_sync(ex.query, path, args, identity)
+                value = await self._query(ex, path, args, identity)
             elif kind == "mutation":
                 key = request.headers.get("idempotency-key")
                 if key is None:
