@@ -383,6 +383,32 @@ class FileService:
 
         return self.store(namespace, data, content_type, record=claim)
 
+    def discard_all(self, txn: Transaction, limit: int) -> tuple[int, list[str]]:
+        """Delete up to ``limit`` files inside ``txn`` (imports with ``--replace``).
+
+        Returns how many went and the on-disk blobs to remove once ``txn`` has committed.
+        """
+        writer = DatabaseWriter(txn, self.db.space(SYSTEM))
+        docs = writer.query(FILES_TABLE).take(limit)
+        on_disk = []
+        for doc in docs:
+            writer.delete(doc["_id"])
+            if not doc["in_db"]:
+                on_disk.append(doc["blob"])
+                continue
+            blob = doc["blob"]
+            chunks = writer.query(CHUNKS_TABLE).with_index(
+                "by_blob", lambda q, b=blob: q.eq("blob", b)
+            )
+            for chunk in chunks.collect():
+                writer.delete(chunk["_id"])
+        return len(docs), on_disk
+
+    def drop_blobs(self, blobs: list[str]) -> None:
+        """Remove on-disk blobs no metadata refers to any more."""
+        for blob in blobs:
+            self._drop_blob(blob, False)
+
     def restore(self, txn: Transaction, meta: dict[str, Any], data: bytes) -> Callable[[], None]:
         """Put back an exported file, keeping its id, inside ``txn`` (imports only).
 

@@ -270,6 +270,9 @@ class Batches:
         self.runtime = runtime
         self.count = 0
         self.undo: list[Callable[[], None]] = []
+        """Run if the import fails (blobs written to disk for it)."""
+        self.dropped: list[str] = []
+        """On-disk blobs of replaced files, removed once the import has committed."""
 
     def clear(self, namespace: str, table: str) -> Iterator[Callable[[Transaction], None]]:
         """Delete every document of a table (``--replace``)."""
@@ -315,6 +318,19 @@ class Batches:
             if nxt is None:
                 return
             pending.append(nxt)
+            yield body
+
+    def clear_files(self) -> Iterator[Callable[[Transaction], None]]:
+        """Delete every stored file (``--replace`` of an export that has files)."""
+        left = [True]
+        batch = max(BATCH_DOCUMENTS // 10, 1)
+
+        def body(txn: Transaction) -> None:
+            n, blobs = self.runtime.files.discard_all(txn, batch)
+            self.dropped.extend(blobs)
+            left[0] = n == batch
+
+        while left[0]:
             yield body
 
     def files(
@@ -384,6 +400,8 @@ def _commit(
         for undo in batches.undo:
             undo()
         raise
+    else:
+        runtime.files.drop_blobs(batches.dropped)
     finally:
         # Close the readers now, while their files are open, not whenever they are collected.
         close = getattr(bodies, "close", None)
@@ -527,6 +545,8 @@ def _import_tables(
                         yield from batches.insert(t.namespace, t.name, records)
             files = f"{FILES_DIR}/documents.jsonl"
             if snap.exists(files):
+                if mode == "replace":
+                    yield from batches.clear_files()
                 with snap.open(files) as stream:
                     metas = jsonl_records(files, stream, counter)
                     yield from batches.files(

@@ -370,11 +370,9 @@ def create_asgi_app(
         runtime: an already open runtime to serve (tests); the server then neither opens nor
             closes it.
 
-    Example:
-        ``capsule serve tasks:app``, or in code::
-
-            asgi = create_asgi_app(app)        # uvicorn tasks:asgi
-            parent.mount("/capsule", asgi)     # or inside your own Starlette / FastAPI app
+    ``capsule serve tasks:app`` runs it under uvicorn; ``parent.mount("/capsule", asgi)``
+    serves it inside your own Starlette or FastAPI app (enter ``asgi.router.lifespan_context``
+    from the parent's lifespan for a clean shutdown).
     """
     from core.server.sse import subscribe_endpoint
 

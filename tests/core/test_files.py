@@ -273,3 +273,12 @@ def test_configured_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         assert t.action(url, {"id": fid}).startswith("https://files.example/api/storage/")
         assert t.runtime.files.secret() == b"configured"
         assert t.run(lambda ctx: ctx.db.system.query("_storage_keys").first()) is None
+
+
+def test_files_on_every_backend(storage: Any) -> None:
+    with TestApp(app, storage=storage) as t:
+        data = os.urandom(core.files.CHUNK_BYTES + 10)
+        fid = t.action(store, {"data": data})
+        assert t.action(get, {"id": fid}) == data
+        t.action(delete, {"id": fid})
+        assert t.action(get, {"id": fid}) is None

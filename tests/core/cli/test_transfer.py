@@ -245,3 +245,19 @@ def test_progress_on_a_terminal(
     populated(tmp_path / "source.db", count=5)
     main(["export", "--path", str(tmp_path / "q"), "--db", url(tmp_path / "source.db")])
     assert "exporting" in capsys.readouterr().err
+
+
+def test_export_and_import_on_every_backend(storage: Any, tmp_path: Path) -> None:
+    """From the backend under test to SQLite and back into the (emptied) backend."""
+    with TestApp(app, storage=storage) as t:
+        t.mutation(seed, {"count": 5})
+        fid = t.action(attach, {"data": b"on any backend"})
+    source = storage.url
+    assert main(["export", "--path", str(tmp_path / "e"), "--include-files", "--db", source]) == 0
+    copy = url(tmp_path / "copy.db")
+    assert main(["import", str(tmp_path / "e"), "--app", APP, "--db", copy]) == 0
+    assert everything(source) == everything(copy)
+    assert main(["import", str(tmp_path / "e"), "--app", APP, "--db", source, "--replace"]) == 0
+    assert everything(source) == everything(copy)
+    with TestApp(app, storage=SQLiteStorage(tmp_path / "copy.db")) as t:
+        assert t.action(read, {"id": fid}) == b"on any backend"

@@ -1,11 +1,39 @@
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from core.server import BackgroundServer
+from core import App
+from core.config import ServerSettings
+from core.server import BackgroundServer, CapsuleServer, create_asgi_app
+from core.testing import TestApp
+
+
+@dataclass
+class LiveServer:
+    url: str
+    t: TestApp
+    """The harness whose runtime the server serves (to seed and inspect data)."""
+    server: CapsuleServer
+
+
+@pytest.fixture(scope="module")
+def serve_app() -> Iterator[Callable[[App, ServerSettings], LiveServer]]:
+    """Serve an app (on a TestApp's runtime) under uvicorn for the whole module."""
+    with contextlib.ExitStack() as stack:
+
+        def start(app: App, settings: ServerSettings) -> LiveServer:
+            t = stack.enter_context(TestApp(app))
+            asgi = create_asgi_app(app, settings=settings, runtime=t.runtime)
+            bg = stack.enter_context(BackgroundServer(asgi))
+            return LiveServer(bg.url, t, asgi.state.capsule)
+
+        yield start
 
 
 @pytest.fixture
@@ -22,3 +50,17 @@ def serve() -> Iterator[Callable[..., BackgroundServer]]:
     yield start
     for server in reversed(started):
         server.stop()
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., None]:
+    """Poll a condition until it holds (bounded): waiting on state, not on time."""
+    return _wait_for

@@ -4,8 +4,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -37,8 +35,7 @@ from core import (
     UnauthenticatedError,
 )
 from core.config import AuthSettings, ServerSettings
-from core.server import BackgroundServer, CapsuleServer, create_asgi_app
-from core.testing import TestApp
+from core.server import BackgroundServer, create_asgi_app
 
 ISSUER = "https://auth.test"
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -164,19 +161,12 @@ def token(**claims: Any) -> str:
     return jwt.encode(body, SECRET, algorithm="HS256")
 
 
-@dataclass
-class Live:
-    url: str
-    t: TestApp
-    server: CapsuleServer
+Live = Any  # tests/core/server/conftest.py's LiveServer
 
 
 @pytest.fixture(scope="module")
-def live() -> Iterator[Live]:
-    with TestApp(app) as t:
-        asgi = create_asgi_app(app, settings=SETTINGS, runtime=t.runtime)
-        with BackgroundServer(asgi) as bg:
-            yield Live(bg.url, t, asgi.state.capsule)
+def live(serve_app: Any) -> Live:
+    return serve_app(app, SETTINGS)
 
 
 def post(live: Live, kind: str, body: Any, **kw: Any) -> httpx.Response:
@@ -404,15 +394,7 @@ def own_app(tmp_path: Any) -> App:
     return app
 
 
-def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
-
-
-def test_lifespan_opens_and_shutdown_drains_in_flight_actions(tmp_path: Any) -> None:
+def test_lifespan_opens_and_shutdown_drains_in_flight_actions(tmp_path: Any, wait_for: Any) -> None:
     served = own_app(tmp_path)
     gate.update(entered=threading.Event(), release=threading.Event())
     asgi = create_asgi_app(served, settings=SETTINGS)
@@ -487,3 +469,21 @@ async def test_mounted_in_a_parent_app_with_and_without_lifespan(tmp_path: Any, 
     async with HttpClient(f"{bare.url}/capsule") as client:
         assert await client.query(count) >= 1
     asgi.state.capsule.close()
+
+
+@app.query
+def thread_name(ctx: QueryCtx, pause: float = 0.0) -> str:
+    time.sleep(pause)  # a slow query (queries may not do I/O; this stands for a long scan)
+    return threading.current_thread().name
+
+
+def test_quick_queries_run_inline_and_slow_ones_in_threads(live: Live) -> None:
+    def where(pause: float) -> str:
+        r = post(live, "query", {"path": f"{MOD}:thread_name", "args": {"pause": pause}})
+        return str(r.json()["value"])
+
+    assert where(0.0) != "capsule-uvicorn"  # not measured yet: a worker thread
+    assert where(0.0) == "capsule-uvicorn"  # known to be quick: on the event loop
+    for _ in range(20):  # it slows down: the moving average moves it back to threads
+        last = where(0.005)
+    assert last != "capsule-uvicorn"

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from core import ActionCtx, App, Id, MutationCtx, QueryCtx, Schema, Table
 from core.config import ServerSettings
-from core.server import BackgroundServer, create_asgi_app
 from core.testing import TestApp
 
 app = App(Schema(items=Table({"name": str, "n": int, "tags": list[str]}), strict=False))
@@ -59,20 +58,16 @@ def wipe(ctx: MutationCtx) -> None:
 
 @dataclass
 class Live:
-    url: str
     t: TestApp
     http: httpx.Client
 
 
 @pytest.fixture(scope="module")
-def live() -> Iterator[Live]:
-    with TestApp(app) as t:
-        t.mutation(create, {"name": "seed", "n": 1, "tags": ["a"]})
-        asgi = create_asgi_app(
-            app, settings=ServerSettings(max_body_bytes=64 * 1024), runtime=t.runtime
-        )
-        with BackgroundServer(asgi) as bg, httpx.Client(base_url=bg.url) as http:
-            yield Live(bg.url, t, http)
+def live(serve_app: Any) -> Iterator[Live]:
+    served = serve_app(app, ServerSettings(max_body_bytes=64 * 1024))
+    served.t.mutation(create, {"name": "seed", "n": 1, "tags": ["a"]})
+    with httpx.Client(base_url=served.url) as http:
+        yield Live(served.t, http)
 
 
 def snapshot(t: TestApp) -> Any:

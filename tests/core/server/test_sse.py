@@ -3,8 +3,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -25,9 +23,7 @@ from core import (
     UnauthenticatedError,
 )
 from core.config import AuthSettings, ServerSettings
-from core.server import BackgroundServer, CapsuleServer, create_asgi_app
 from core.subscriptions import subscription_hub
-from core.testing import TestApp
 
 ISSUER = "https://auth.test"
 SECRET = "sse-secret-sse-secret-sse-secret-sse"
@@ -60,31 +56,18 @@ def hidden(ctx: QueryCtx) -> int:
     return 1
 
 
-@dataclass
-class Live:
-    url: str
-    t: TestApp
-    server: CapsuleServer
+Live = Any  # tests/core/server/conftest.py's LiveServer
 
 
 @pytest.fixture(scope="module")
-def live() -> Iterator[Live]:
+def live(serve_app: Any) -> Live:
     settings = ServerSettings(auth=AuthSettings(issuer=ISSUER, secret=SECRET), sse_ping_seconds=0.2)
-    with TestApp(app) as t:
-        asgi = create_asgi_app(app, settings=settings, runtime=t.runtime)
-        with BackgroundServer(asgi) as bg:
-            yield Live(bg.url, t, asgi.state.capsule)
+    return serve_app(app, settings)
 
 
-def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
-
-
-async def test_new_result_after_a_mutation_and_cleanup_on_disconnect(live: Live) -> None:
+async def test_new_result_after_a_mutation_and_cleanup_on_disconnect(
+    live: Live, wait_for: Any
+) -> None:
     hub = subscription_hub(live.t.runtime)
     async with HttpClient(live.url) as client:
         async with contextlib.aclosing(client.subscribe(room, {"room": "a"})) as updates:
