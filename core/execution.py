@@ -322,6 +322,7 @@ class Executor:
 
         Mutations use it, and so do services writing system tables (files, idempotency keys).
         """
+        tables: set[str] = set()
         for n in range(OPTIMISTIC_ATTEMPTS):
             txn = self.db.transaction(now=self.clock.time())
             try:
@@ -329,17 +330,20 @@ class Executor:
                 self.db.commit(txn)
                 return result
             except Conflict as exc:
+                tables |= exc.tables
                 self.retries += 1
                 self.db.conflict_count += 1
                 logger.debug("%s conflicted on %s (attempt %d)", label, exc.tables, n + 1)
                 time.sleep(random.uniform(0, min(_BACKOFF_BASE * 2**n, _BACKOFF_MAX)))
             finally:
                 txn.close()
-        self.retries += 1
+        # Each conflict above counted the retry it causes, this final attempt included.
         # Invariant: holding the commit lock, no other commit of this process can land
         # between this attempt's snapshot and its commit, and storage's write lock keeps other
         # processes out, so this attempt cannot conflict.
-        result, _ = self.db.run_exclusive(attempt, now=self.clock.time(), timeout=EXCLUSIVE_TIMEOUT)
+        result, _ = self.db.run_exclusive(
+            attempt, now=self.clock.time(), timeout=EXCLUSIVE_TIMEOUT, tables=tables
+        )
         return result
 
     async def action(

@@ -317,15 +317,21 @@ class Database:
     # -- the final attempt ----------------------------------------------------------------------
 
     def run_exclusive(
-        self, body: Callable[[Transaction], Any], *, now: float, timeout: float
+        self,
+        body: Callable[[Transaction], Any],
+        *,
+        now: float,
+        timeout: float,
+        tables: Iterable[str] = (),
     ) -> tuple[Any, int]:
         """Run ``body`` holding the commit lock, so its transaction cannot conflict.
 
         Raises:
-            ConflictError: the lock could not be had within ``timeout`` seconds.
+            ConflictError: the lock could not be had within ``timeout`` seconds; it names
+                ``tables``, where the earlier attempts conflicted.
         """
         if not self._commit_lock.acquire(timeout=timeout):
-            raise ConflictError([], detail=f"the commit lock was busy for {timeout:g} s")
+            raise ConflictError(tables, detail=f"the commit lock was busy for {timeout:g} s")
         try:
             with self._queue_lock:
                 batch, self._queue = self._queue, []
@@ -335,7 +341,7 @@ class Database:
                 try:
                     w = stack.enter_context(self.storage.begin_write(timeout=timeout))
                 except TimeoutError:
-                    raise ConflictError([], detail="the storage write lock was busy") from None
+                    raise ConflictError(tables, detail="the storage write lock was busy") from None
                 self._catch_up(w)
                 self._exclusive = w
                 stack.callback(setattr, self, "_exclusive", None)
