@@ -79,8 +79,8 @@ class Query:
 
         def rows() -> Iterator[tuple[bytes, Document]]:
             found = txn.search(info, index, query)
-            for rank, doc_id in enumerate(found.ids):
-                doc = txn.get(space, doc_id)
+            for rank in range(len(found)):
+                doc = txn.get(space, found.id(rank))
                 if doc is not None and index.matches(doc, query.filters):
                     yield rank.to_bytes(4, "big"), doc
 

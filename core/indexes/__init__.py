@@ -24,4 +24,11 @@ def build_index(spec: AnyIndexSpec | None, *, id: int, table: int, name: str) ->
     return VectorIndex(id=id, table=table, name=name, spec=spec)
 
 
-__all__ = ["CREATION_TIME_INDEX", "BTreeIndex", "Index", "IndexRange", "build_index", "field_getter"]
+__all__ = [
+    "CREATION_TIME_INDEX",
+    "BTreeIndex",
+    "Index",
+    "IndexRange",
+    "build_index",
+    "field_getter",
+]

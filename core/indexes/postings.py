@@ -43,6 +43,7 @@ MAX_CACHED_POSTINGS = 8_000_000
 RECENT_COMMITS = 4096
 """How many recent commits' written groups are remembered to validate fresh entries."""
 _BATCH = 65_536
+_MANY = 4096
 
 
 class Ordinals:
@@ -189,7 +190,7 @@ class PostingsCache:
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
-        self._recent: deque[tuple[int, set[bytes]]] = deque()
+        self._recent: deque[tuple[int, set[bytes] | None]] = deque()
         self._recent_floor = 0
         self._seen = -1
         self._db: Any = None
@@ -260,7 +261,8 @@ class PostingsCache:
                             # Cheaper to reload than to replay; forget it.
                             del entries[group]
                             self._size -= len(entry.postings)
-                self._recent.append((ts, groups))
+                # A bulk commit is remembered as touching everything (bounded memory).
+                self._recent.append((ts, groups if len(groups) <= _MANY else None))
                 if len(self._recent) > RECENT_COMMITS:
                     self._recent_floor = self._recent.popleft()[0]
             self._seen = max(self._seen, ts)
@@ -333,7 +335,7 @@ class PostingsCache:
                 for t, groups in reversed(self._recent):
                     if t <= ts:
                         break
-                    if group in groups:
+                    if groups is None or group in groups:
                         return
                 entry = _Entry(postings, ts, ts, [])
             self._entries[group] = entry

@@ -1,8 +1,9 @@
-"""Owns full-text search indexes: the tokenizer, index entries, the search builder and BM25.
+r"""Owns full-text search indexes: the tokenizer, index entries, the search builder and BM25.
 
 Tokens: the text is lowercased and split on every character that is not a letter or a digit;
-a term longer than 32 bytes (UTF-8) is cut to 32. A query uses its first 16 distinct terms; the
-last one also matches as a prefix (typeahead).
+a term longer than 32 bytes (UTF-8) is cut to 32. A query uses at most 16 distinct terms: of
+a longer query (its first 64 distinct terms are considered), the last term and the 15 rarest
+others. The last term also matches as a prefix (typeahead).
 
 Entries. A document whose search field holds a string has, in its index:
 
@@ -47,8 +48,7 @@ import re
 import struct
 import threading
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,7 @@ K1 = 1.5
 B = 0.75
 MAX_TERM_BYTES = 32
 MAX_QUERY_TERMS = 16
+MAX_CANDIDATE_TERMS = 64
 MAX_FILTERS = 8
 MAX_PREFIX_TERMS = 16
 MAX_RESULTS = 1024
@@ -87,8 +88,20 @@ def tokenize(text: str) -> list[str]:
 
 
 def query_terms(text: str) -> list[str]:
-    """The terms a query searches for: its first 16 distinct terms, in order."""
-    return list(dict.fromkeys(tokenize(text)))[:MAX_QUERY_TERMS]
+    """A query's distinct terms in order (the first 64; ``select_terms`` keeps 16)."""
+    return list(dict.fromkeys(tokenize(text)))[:MAX_CANDIDATE_TERMS]
+
+
+def select_terms(terms: list[str], df: Callable[[str], int]) -> list[str]:
+    """The terms a search uses: at most 16, the last one and the 15 rarest others, in order.
+
+    Dropping the most common terms of a long query loses the least: their idf is the lowest.
+    """
+    if len(terms) <= MAX_QUERY_TERMS:
+        return terms
+    rest = terms[:-1]
+    rank = sorted(range(len(rest)), key=lambda i: (df(rest[i]), i))[: MAX_QUERY_TERMS - 1]
+    return [rest[i] for i in sorted(rank)] + terms[-1:]
 
 
 def term_key(term: str) -> bytes:
@@ -174,16 +187,52 @@ class SearchQuery:
         return self
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SearchResult:
-    """Ranked documents of one search, and the key ranges it read."""
+    """Ranked documents of one search, and the key ranges it read.
 
-    ids: list[str]
-    """Document ids, best first."""
-    scores: list[float]
-    """Their BM25 scores."""
-    ranges: list[tuple[bytes, bytes | None]]
-    """Key intervals ``[lo, hi)`` of the index the search depends on (for its read set)."""
+    Ids are turned into strings as they are asked for: a ``.take(10)`` reads ten.
+    """
+
+    __slots__ = ("_ords", "_scores", "_names", "ranges")
+
+    def __init__(
+        self,
+        *,
+        ords: np.ndarray,
+        scores: np.ndarray,
+        names: list[str],
+        ranges: list[tuple[bytes, bytes | None]],
+    ):
+        self._ords = ords
+        self._scores = scores
+        self._names = names
+        self.ranges = ranges
+        """Key intervals ``[lo, hi)`` of the index the search depends on (its read set)."""
+
+    def __len__(self) -> int:
+        return len(self._ords)
+
+    def id(self, rank: int) -> str:
+        """The id of the document at ``rank`` (0 is the best)."""
+        return self._names[int(self._ords[rank])]
+
+    @property
+    def ids(self) -> list[str]:
+        """Every document id, best first."""
+        names = self._names
+        return [names[i] for i in self._ords.tolist()]
+
+    @property
+    def scores(self) -> list[float]:
+        """Their BM25 scores."""
+        return list(self._scores.tolist())
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+def _empty(ranges: list[tuple[bytes, bytes | None]]) -> SearchResult:
+    return SearchResult(ords=_NONE, scores=np.zeros(0), names=[], ranges=ranges)
 
 
 class TextIndex(Index):
@@ -208,6 +257,7 @@ class TextIndex(Index):
     # -- entries ----------------------------------------------------------------------------
 
     def entries(self, doc: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+        """The length entry and one posting per distinct term (none without a string)."""
         text = self._text(doc)
         if not isinstance(text, str):
             return []
@@ -250,6 +300,7 @@ class TextIndex(Index):
         return cache
 
     def close(self) -> None:
+        """Drop the postings cache."""
         cache, self._cache = self._cache, None
         if cache is not None:
             cache.close()
@@ -281,26 +332,32 @@ class TextIndex(Index):
         """Rank documents for ``query`` as of ``snapshot`` overlaid with ``pending`` writes.
 
         Args:
+            query: the completed search builder.
             db: the open database (its commits keep the postings cache current).
             snapshot: the storage snapshot the transaction reads.
             pending: the transaction's own writes to this table: ``(document id, entries of
                 this index)`` for each written document (no entries for a delete).
+            limit: the most documents to return.
         """
         terms = query_terms(query.checked().text or "")
         if not terms:
-            return SearchResult(ids=[], scores=[], ranges=[])
+            return _empty([])
         cache = self._cache_for(db)
         ordinals = cache.ordinals
         read = _Reader(self, cache, ordinals, snapshot, pending)
+        # Every candidate term is read: which ones a long query keeps depends on them all.
+        ranges: list[tuple[bytes, bytes | None]] = [
+            (term_key(t), prefix_end(term_key(t))) for t in terms[:-1]
+        ]
+        terms = select_terms(terms, lambda t: len(read(term_key(t))))
         groups: list[list[bytes]] = [[term_key(t)] for t in terms[:-1]]
-        ranges: list[tuple[bytes, bytes | None]] = [(g[0], prefix_end(g[0])) for g in groups]
         expansions, prefix_range = read.expand(terms[-1])
         groups.append(expansions)
         ranges.append(prefix_range)
         lengths = read(LENGTHS)
         n = len(lengths)
         if n == 0 or not expansions and len(groups) == 1:
-            return SearchResult(ids=[], scores=[], ranges=ranges)
+            return _empty(ranges)
         avgdl = lengths.total(0) / n
         wanted = [
             (self.spec.filter_fields.index(f), np.uint64(filter_hash(v))) for f, v in query.filters
@@ -317,9 +374,9 @@ class TextIndex(Index):
                 continue
             ords_parts.append(o)
             score_parts.append(s)
-        ids, scores = _top(ords_parts, score_parts, ordinals, limit)
+        ords, scores = _top(ords_parts, score_parts, ordinals, limit)
         cache.reset_if_sparse(n)
-        return SearchResult(ids=ids, scores=scores, ranges=ranges)
+        return SearchResult(ords=ords, scores=scores, names=ordinals.ids, ranges=ranges)
 
     @staticmethod
     def _score(
@@ -355,12 +412,19 @@ class _Reader:
         self.cache = cache
         self.ordinals = ordinals
         self.snapshot = snapshot
+        self.seen: dict[bytes, Postings] = {}
         self.pending_ids = [doc_id for doc_id, _ in pending]
         self.pending_rows: list[Row] = [
             (key, value, doc_id) for doc_id, entries in pending for key, value in entries
         ]
 
     def __call__(self, group: bytes) -> Postings:
+        found = self.seen.get(group)
+        if found is None:
+            found = self.seen[group] = self._read(group)
+        return found
+
+    def _read(self, group: bytes) -> Postings:
         postings = self.cache.read(self.snapshot, group)
         if not self.pending_ids:
             return postings
@@ -409,13 +473,11 @@ def _best_per_doc(scored: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarr
 
 def _top(
     ords_parts: list[np.ndarray], score_parts: list[np.ndarray], ordinals: Ordinals, limit: int
-) -> tuple[list[str], list[float]]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Sum scores per document and keep the best ``limit``: by score, then newest first."""
-    if not ords_parts:
-        return [], []
-    o = np.concatenate(ords_parts)
+    o = np.concatenate(ords_parts) if ords_parts else _NONE
     if not len(o):
-        return [], []
+        return _NONE, np.zeros(0)
     s = np.concatenate(score_parts)
     size = len(ordinals)
     if len(o) * 8 < size:
@@ -431,5 +493,4 @@ def _top(
         cand, scores = cand[keep], scores[keep]
     created = ordinals.created[cand]
     order = np.lexsort((-created, -scores))[:limit]
-    ids = ordinals.ids
-    return [ids[i] for i in cand[order].tolist()], scores[order].tolist()
+    return cand[order], scores[order]

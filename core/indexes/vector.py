@@ -16,7 +16,6 @@ results whenever that many documents match.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -42,12 +41,15 @@ def _vector_problem(value: Any, dims: int) -> str | None:
         return f"it is a {type(value).__name__}"
     if len(value) != dims:
         return f"it has {len(value)} numbers"
-    for i, x in enumerate(value):
-        if isinstance(x, bool) or not isinstance(x, int | float):
+    kinds = set(map(type, value))
+    if kinds <= {float, int}:
+        arr = np.array(value, dtype=np.float64) if int in kinds else np.array(value)
+        bad = np.flatnonzero(~np.isfinite(arr))
+        return f"element {bad[0]} is {value[bad[0]]}" if len(bad) else None
+    for i, x in enumerate(value):  # name the first element that is not a number
+        if type(x) not in (float, int):
             return f"element {i} is a {type(x).__name__}"
-        if isinstance(x, float) and not math.isfinite(x):
-            return f"element {i} is {x}"
-    return None
+    return None  # pragma: no cover - kinds had a non-number
 
 
 class VectorFilter:
@@ -100,6 +102,7 @@ class VectorIndex(Index):
         self._store_lock = threading.Lock()
 
     def entries(self, doc: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+        """One entry (vector and filter values) if the document holds a valid vector."""
         vec = self._vector(doc)
         if vec is None or vec is MISSING or _vector_problem(vec, self.spec.dimensions):
             return []
@@ -109,6 +112,7 @@ class VectorIndex(Index):
         return [(encode_value(doc["_id"]), value)]
 
     def check(self, doc: dict[str, Any], *, table: str) -> None:
+        """Refuse a vector of the wrong dimension, NaN, infinity or a non-number."""
         vec = self._vector(doc)
         if vec is None or vec is MISSING:
             return
@@ -135,6 +139,7 @@ class VectorIndex(Index):
             return self._store
 
     def close(self) -> None:
+        """Stop the in-memory store (it is rebuilt from the entries when opened again)."""
         store, self._store = self._store, None
         if store is not None:
             store.close()
@@ -149,10 +154,12 @@ class VectorIndex(Index):
                 argument="vector",
             )
         q = np.asarray(vector, dtype=np.float32)
-        norm = float(np.linalg.norm(q))
+        norm = float(np.sqrt(q.dot(q)))
         return q / norm if norm > 0 else q
 
-    def build_filter(self, filter: Callable[[VectorFilter], Any] | None) -> list[tuple[int, bytes]] | None:
+    def build_filter(
+        self, filter: Callable[[VectorFilter], Any] | None
+    ) -> list[tuple[int, bytes]] | None:
         """The filter's alternatives as (field position, encoded value), or ``None``."""
         if filter is None:
             return None
@@ -164,7 +171,8 @@ class VectorIndex(Index):
             raise InvalidArgumentError(
                 f'The filter for vector index "{self.name}" must return q.eq(...) or q.or_(...).'
             )
-        return builder.terms
+        terms: list[tuple[int, bytes]] = builder.terms
+        return terms
 
 
 async def vector_search(
@@ -197,13 +205,14 @@ async def vector_search(
     q = found.query_vector(vector)
     disjuncts = found.build_filter(filter)
     store = found.store()
-    snap = db.begin_read()
+    snap = db.storage.begin_read()
     try:
         if store.current_for(snap.ts):
-            store.prepare(db, snap)
+            if snap.ts > store.version:
+                store.prepare(db, snap)
         else:  # a load or a catch-up with other processes: off the event loop
             await anyio.to_thread.run_sync(store.prepare, db, snap)
     finally:
-        db.end_read(snap)
+        snap.close()
     hits = store.search(q, limit, disjuncts)
     return [{"_id": Id(doc_id), "_score": score} for doc_id, score in hits]

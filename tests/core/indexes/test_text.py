@@ -9,12 +9,12 @@ from typing import Any
 
 import anyio
 import pytest
-from rank_bm25 import BM25Okapi
+from rank_bm25 import BM25Okapi  # type: ignore[import-untyped]
 
 from core import App, InvalidArgumentError, MutationCtx, QueryCtx, Schema, SQLiteStorage, Table
 from core.database.readsets import WriteSet
+from core.indexes.text import MAX_RESULTS, SearchQuery, query_terms, select_terms, tokenize
 from core.subscriptions import subscribe, subscription_hub
-from core.indexes.text import MAX_RESULTS, SearchQuery, query_terms, tokenize
 from core.testing import TestApp
 
 schema = Schema(
@@ -69,10 +69,11 @@ def change_then_find(ctx: MutationCtx, id: str) -> list[list[str]]:
     ctx.db.patch(id, {"text": "zebra"})
     out = []
     for word in ("unicorn", "zebra"):
-        found = ctx.db.query("docs").with_search_index(
-            "search", lambda q, w=word: q.search("text", w)
-        )
-        out.append([d["_id"] for d in found.collect()])
+
+        def build(q: SearchQuery, w: str = word) -> SearchQuery:
+            return q.search("text", w)
+
+        out.append([d["_id"] for d in ctx.db.query("docs").with_search_index("search", build)])
     return out
 
 
@@ -146,7 +147,27 @@ def test_tokenizer_lowercases_splits_and_cuts() -> None:
     cut = tokenize("é" * 20)[0]  # 2 bytes each: cut at 32 bytes, on a character boundary
     assert cut == "é" * 16
     assert query_terms("b a b c " + " ".join(f"t{i}" for i in range(20)))[:3] == ["b", "a", "c"]
-    assert len(query_terms(" ".join(f"t{i}" for i in range(20)))) == 16
+    assert len(query_terms(" ".join(f"t{i}" for i in range(100)))) == 64
+
+
+def test_a_long_query_keeps_its_last_term_and_the_15_rarest_others() -> None:
+    terms = [f"t{i}" for i in range(20)]
+    kept = select_terms(terms, lambda t: 100 - int(t[1:]))  # later terms are rarer
+    assert kept == terms[4:]
+    assert select_terms(terms[:16], lambda t: 0) == terms[:16]
+    with TestApp(app) as t:
+        words = [f"word{chr(97 + i)}" for i in range(20)]
+        # word_a is in every document, word_b in all but one, ...: word_a..word_d are commonest.
+        texts = [" ".join(words[: 20 - i]) for i in range(20)]
+        ids = t.mutation(add_many, {"texts": texts, "colors": ["red"] * 20})
+        query = " ".join(words[:19])  # 19 distinct terms: words[0..2] are the commonest
+        used = select_terms(query_terms(query), lambda w: sum(w in x.split() for x in texts))
+        assert used == words[3:19]
+        got = dict(ranked(t, query))
+        want = reference(dict(zip(ids, texts, strict=True)), query)
+        assert got.keys() == want.keys()
+        for doc_id, score in got.items():
+            assert score == pytest.approx(want[doc_id], rel=1e-9)
 
 
 # -- BM25 against rank_bm25 --------------------------------------------------------------------
@@ -365,8 +386,8 @@ def test_commits_of_another_database_on_the_same_file_are_seen(tmp_path: Path) -
 
 def reference(docs: dict[str, str], text: str) -> dict[str, float]:
     """The module's documented scoring, written out plainly (prefix and common terms included)."""
-    terms = query_terms(text)
     tokens = {i: tokenize(x) for i, x in docs.items()}
+    terms = select_terms(query_terms(text), lambda w: sum(w in v for v in tokens.values()))
     n = len(docs)
     if not terms or not n:
         return {}
