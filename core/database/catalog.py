@@ -206,7 +206,11 @@ class Catalog:
                     t.number, TableInfo(number=t.number, namespace=t.namespace, name=t.name, decl=None)
                 )
         self._reindex()
-        w.put_catalog(put_tables, put_indexes, drop)
+        # Drops first: a redefined index keeps its name under a new id, and (table, name) is
+        # unique in the catalog.
+        if drop:
+            w.put_catalog([], [], drop)
+        w.put_catalog(put_tables, put_indexes, [])
         snap = w.snapshot()
         for info in check_shape:
             self._check_documents(snap, info)

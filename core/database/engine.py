@@ -101,11 +101,20 @@ class Database:
     # -- lifecycle -------------------------------------------------------------------------
 
     def open(self, schemas: dict[str, Schema]) -> None:
-        """Open storage and bring the catalog in line with ``schemas``."""
+        """Open storage and bring the catalog in line with ``schemas``.
+
+        Raises:
+            SchemaMismatchError: stored documents violate a changed table shape (storage is
+                closed again, and nothing was changed).
+        """
         self.storage.open()
-        with self.storage.begin_write() as w:
-            self.latest_ts = self._floor = w.latest_ts()
-            self.catalog.open(w, schemas, self._next_ts)
+        try:
+            with self.storage.begin_write() as w:
+                self.latest_ts = self._floor = w.latest_ts()
+                self.catalog.open(w, schemas, self._next_ts)
+        except BaseException:
+            self.storage.close()
+            raise
 
     def close(self) -> None:
         """Close the indexes' in-memory state, then storage."""

@@ -1,0 +1,165 @@
+"""Schema changes between opens, on every backend: new tables and indexes, shape checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import pytest
+
+from core import App, InvalidValueError, Schema, SchemaMismatchError, Table
+from core.storage.base import Storage
+from core.testing import TestApp
+
+
+def insert_all(t: TestApp, table: str, docs: list[dict[str, Any]]) -> list[str]:
+    def body(ctx: Any) -> list[str]:
+        return [ctx.db.insert(table, d) for d in docs]
+
+    return list(t.run(body))
+
+
+def index_entries(t: TestApp, table: str, index: str) -> int:
+    db = t.runtime.db
+    index_id = db.space("").table(table).indexes[index].id
+    snap = db.storage.begin_read()
+    try:
+        return len(snap.scan_entries(index_id, b"", None, limit=100_000))
+    finally:
+        snap.close()
+
+
+def test_an_index_added_to_a_populated_table_is_backfilled(storage: Storage) -> None:
+    v1 = App(Schema(tasks=Table({"text": str, "rank": int})))
+    with TestApp(v1, storage=storage) as t:
+        ids = insert_all(t, "tasks", [{"text": f"t{r}", "rank": r} for r in [5, 3, 9, 1, 7] * 120])
+    v2 = App(Schema(tasks=Table({"text": str, "rank": int}).index("by_rank", ["rank"])))
+    with TestApp(v2, storage=storage) as t:
+        assert index_entries(t, "tasks", "by_rank") == 600
+        ranks = t.run(
+            lambda ctx: [d["rank"] for d in ctx.db.query("tasks").with_index("by_rank").collect()]
+        )
+        assert ranks == sorted([5, 3, 9, 1, 7] * 120)
+        low = t.run(
+            lambda ctx: (
+                ctx.db.query("tasks").with_index("by_rank", lambda q: q.lt("rank", 3)).collect()
+            )
+        )
+        assert {d["_id"] for d in low} == {ids[i] for i in range(3, 600, 5)}
+        # Ids made before the change still resolve, and new writes maintain the index.
+        assert t.run(lambda ctx: ctx.db.get(ids[0]))["rank"] == 5
+        insert_all(t, "tasks", [{"text": "new", "rank": 0}])
+        assert index_entries(t, "tasks", "by_rank") == 601
+
+
+def test_a_changed_index_is_rebuilt_and_a_removed_one_dropped(storage: Storage) -> None:
+    shape = {"a": int, "b": int}
+    v1 = App(Schema(t=Table(shape).index("by_x", ["a"]).index("gone", ["b"])))
+    with TestApp(v1, storage=storage) as t:
+        insert_all(t, "t", [{"a": i, "b": -i} for i in range(10)])
+        gone_id = t.runtime.db.space("").table("t").indexes["gone"].id
+    v2 = App(Schema(t=Table(shape).index("by_x", ["b"])))
+    with TestApp(v2, storage=storage) as t:
+        got = t.run(lambda ctx: [d["b"] for d in ctx.db.query("t").with_index("by_x").collect()])
+        assert got == sorted(-i for i in range(10))
+        snap = t.runtime.db.storage.begin_read()
+        try:
+            assert snap.scan_entries(gone_id, b"", None, limit=10) == []
+        finally:
+            snap.close()
+        tables, indexes = t.runtime.db.storage.load_catalog()
+        assert "gone" not in {i.name for i in indexes}
+
+
+def test_a_new_table_is_created_and_table_numbers_stay_stable(storage: Storage) -> None:
+    v1 = App(Schema(a=Table({"x": int})))
+    with TestApp(v1, storage=storage) as t:
+        [a_id] = insert_all(t, "a", [{"x": 1}])
+    v2 = App(Schema(a=Table({"x": int}), b=Table({"y": str})))
+    with TestApp(v2, storage=storage) as t:
+        [b_id] = insert_all(t, "b", [{"y": "z"}])
+        assert t.run(lambda ctx: ctx.db.get(a_id))["x"] == 1
+        assert t.run(lambda ctx: ctx.db.normalize_id("a", a_id)) == a_id
+        assert t.run(lambda ctx: ctx.db.normalize_id("a", b_id)) is None
+
+
+class V1(pydantic.BaseModel):
+    n: int | str
+    note: str = ""
+
+
+class V2(pydantic.BaseModel):
+    n: int
+    note: str = ""
+
+
+def test_narrowing_a_type_that_stored_documents_violate_refuses_to_open(storage: Storage) -> None:
+    with TestApp(App(Schema(items=Table(V1))), storage=storage) as t:
+        insert_all(t, "items", [{"n": 1}, {"n": 2}])
+        [bad] = insert_all(t, "items", [{"n": "three"}])
+        insert_all(t, "items", [{"n": 4}])
+    with pytest.raises(SchemaMismatchError) as info:
+        TestApp(App(Schema(items=Table(V2))), storage=storage).__enter__()
+    err = info.value
+    assert (err.table, err.document_id, err.field) == ("items", bad, "n")
+    assert f'"{bad}"' in str(err) and '"items"' in str(err) and '"n"' in str(err)
+    # Nothing changed: the old schema still opens and sees every document.
+    with TestApp(App(Schema(items=Table(V1))), storage=storage) as t:
+        assert len(t.run(lambda ctx: ctx.db.query("items").collect())) == 4
+
+
+def test_widening_a_type_or_adding_a_defaulted_field_opens(storage: Storage) -> None:
+    with TestApp(App(Schema(items=Table({"n": int}))), storage=storage) as t:
+        insert_all(t, "items", [{"n": 1}])
+    with TestApp(
+        App(Schema(items=Table({"n": int | str, "extra": str | None}))), storage=storage
+    ) as t:
+        [doc] = t.run(lambda ctx: ctx.db.query("items").collect())
+        assert doc["n"] == 1 and "extra" not in doc  # stored documents are not rewritten
+        insert_all(t, "items", [{"n": "two"}])
+
+
+def test_a_new_required_field_missing_from_stored_documents_refuses_to_open(
+    storage: Storage,
+) -> None:
+    with TestApp(App(Schema(items=Table({"n": int}))), storage=storage) as t:
+        [doc_id] = insert_all(t, "items", [{"n": 1}])
+    with pytest.raises(SchemaMismatchError) as info:
+        TestApp(App(Schema(items=Table({"n": int, "owner": str}))), storage=storage).__enter__()
+    assert (info.value.document_id, info.value.field) == (doc_id, "owner")
+
+
+def test_schemaless_tables_are_created_on_first_use_and_kept(storage: Storage) -> None:
+    loose = App(Schema(declared=Table({"x": int}), strict=False))
+    with TestApp(loose, storage=storage) as t:
+        [doc_id] = insert_all(t, "notes", [{"anything": [1, "two"]}])
+        insert_all(t, "other", [{"a": 1}, {"b": 2}])
+        with pytest.raises(InvalidValueError, match='field "x"'):
+            insert_all(t, "declared", [{"x": "not an int"}])
+    with TestApp(loose, storage=storage) as t:
+        assert t.run(lambda ctx: ctx.db.get(doc_id))["anything"] == [1, "two"]
+        assert len(t.run(lambda ctx: ctx.db.query("other").collect())) == 2
+    strict = App(Schema(declared=Table({"x": int})))
+    with TestApp(strict, storage=storage) as t:
+        with pytest.raises(InvalidValueError, match='"notes" is not in the schema'):
+            t.run(lambda ctx: ctx.db.query("notes").collect())
+
+
+def test_a_schemaless_table_first_used_in_a_failed_mutation_still_works(storage: Storage) -> None:
+    with TestApp(App(), storage=storage) as t:
+
+        def body(ctx: Any) -> None:
+            ctx.db.insert("fresh", {"a": 1})
+            raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            t.run(body)
+        assert t.run(lambda ctx: ctx.db.query("fresh").collect()) == []
+        insert_all(t, "fresh", [{"a": 2}])
+        assert [d["a"] for d in t.run(lambda ctx: ctx.db.query("fresh").collect())] == [2]
+
+
+def test_system_table_names_are_refused_in_app_code(storage: Storage) -> None:
+    with TestApp(App(), storage=storage) as t:
+        with pytest.raises(InvalidValueError, match="not valid|system table"):
+            t.run(lambda ctx: ctx.db.insert("_scheduled_functions", {"a": 1}))
