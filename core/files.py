@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 import anyio.to_thread
 
 from core.config import FileSettings
+from core.database.query import Query
 from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
 from core.errors import ForbiddenError, InvalidIdError, UserError
@@ -177,11 +178,7 @@ class FileService:
             start = len(parts)
 
             def get(db: DatabaseReader, start: int = start) -> list[dict[str, Any]]:
-                return (
-                    db.query(CHUNKS_TABLE)
-                    .with_index("by_blob", lambda q: q.eq("blob", blob).gte("n", start))
-                    .take(CHUNKS_PER_TRANSACTION)
-                )
+                return _chunks_of(db, blob, start).take(CHUNKS_PER_TRANSACTION)
 
             docs = self._read(get)
             parts.extend(doc["data"] for doc in docs)
@@ -197,11 +194,7 @@ class FileService:
             return
 
         def drop(db: DatabaseWriter) -> int:
-            docs = (
-                db.query(CHUNKS_TABLE)
-                .with_index("by_blob", lambda q: q.eq("blob", blob))
-                .take(CHUNKS_PER_TRANSACTION * 4)
-            )
+            docs = _chunks_of(db, blob).take(CHUNKS_PER_TRANSACTION * 4)
             for doc in docs:
                 db.delete(doc["_id"])
             return len(docs)
@@ -396,11 +389,7 @@ class FileService:
             if not doc["in_db"]:
                 on_disk.append(doc["blob"])
                 continue
-            blob = doc["blob"]
-            chunks = writer.query(CHUNKS_TABLE).with_index(
-                "by_blob", lambda q, b=blob: q.eq("blob", b)
-            )
-            for chunk in chunks.collect():
+            for chunk in _chunks_of(writer, doc["blob"]).collect():
                 writer.delete(chunk["_id"])
         return len(docs), on_disk
 
@@ -439,6 +428,13 @@ class FileService:
             creation_time=meta.get("_creation_time"),  # type: ignore[arg-type]
         )
         return lambda: None if in_db else self._drop_blob(blob, False)
+
+
+def _chunks_of(db: DatabaseReader, blob: str, start: int = 0) -> Query:
+    """The ``_storage_chunks`` documents of a blob, from chunk number ``start`` on."""
+    return db.query(CHUNKS_TABLE).with_index(
+        "by_blob", lambda q: q.eq("blob", blob).gte("n", start)
+    )
 
 
 def _chunks(data: bytes) -> list[bytes]:
