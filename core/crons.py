@@ -234,7 +234,7 @@ class CronRunner:
         for namespace, job in declared:
             try:
                 target = resolver.resolve(job.ref, caller=namespace)
-                args = scheduler._check_args(target, job.args, namespace)
+                args = scheduler.check_args(target, job.args, namespace)
             except Exception as exc:
                 where = f' of component "{namespace}"' if namespace else ""
                 raise UserError(f'Cron "{job.name}"{where} cannot be scheduled: {exc}') from exc

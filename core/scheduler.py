@@ -276,7 +276,7 @@ class Scheduler:
             InvalidArgumentError: ``args`` do not fit the function.
         """
         target = self.executor.resolver.resolve(ref, caller=namespace)
-        args = self._check_args(target, args, namespace)
+        args = self.check_args(target, args, namespace)
         return self.insert_job(
             txn,
             target=target,
@@ -286,7 +286,13 @@ class Scheduler:
             parent=_current_job.get(),
         )
 
-    def _check_args(self, target: Target, args: Any, namespace: str) -> dict[str, Any]:
+    def check_args(self, target: Target, args: Any, namespace: str) -> dict[str, Any]:
+        """Check a schedulable target and its arguments; return the arguments to store.
+
+        Raises:
+            UserError: the target is a query.
+            InvalidArgumentError: ``args`` do not fit the function.
+        """
         kind = target.ref.kind.value
         if kind not in ("mutation", "action"):
             raise UserError(
