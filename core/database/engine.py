@@ -143,10 +143,14 @@ class Database:
 
     # -- time -------------------------------------------------------------------------------
 
-    def creation_time(self) -> float:
-        """A creation time: wall-clock seconds, strictly increasing within this process."""
+    def creation_time(self, base: float | None = None) -> float:
+        """A creation time, strictly increasing within this process.
+
+        ``base`` is the inserting attempt's ``ctx.now`` (so creation times follow the app's
+        clock, a ``ManualClock`` in tests); without one, the wall clock.
+        """
         with self._ct_lock:
-            now = time.time()
+            now = base or time.time()
             if now <= self._last_ct:
                 now = self._last_ct + 1e-6
             self._last_ct = now

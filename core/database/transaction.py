@@ -306,7 +306,7 @@ class Transaction:
         """Buffer a new document; return its id."""
         info = space.table(table)
         doc_id = new_id(info.number)
-        doc, size = self._document(info, space, value, doc_id, self.db.creation_time())
+        doc, size = self._document(info, space, value, doc_id, self.db.creation_time(self.now))
         self._stage(info, doc_id, doc, size, None)
         return doc_id
 

@@ -1,0 +1,192 @@
+"""The commit engine on every backend: commit log, listeners, pruning, creation times, failures."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from core import App, Schema, Table
+from core.database import engine as engine_module
+from core.database.engine import Conflict, Database
+from core.storage.base import CatalogIndex, CatalogTable, Snapshot, Storage, WriteSessionContext
+from core.testing import ManualClock, TestApp
+
+app = App(Schema(items=Table({"n": int}).index("by_n", ["n"])))
+
+
+@pytest.fixture
+def t(storage: Storage) -> Iterator[TestApp]:
+    with TestApp(app, storage=storage, clock=ManualClock(5_000.0)) as harness:
+        yield harness
+
+
+def bump(t: TestApp, doc_id: str) -> None:
+    t.run(lambda ctx: ctx.db.patch(doc_id, {"n": ctx.db.get(doc_id)["n"] + 1}))
+
+
+def log_rows(db: Database) -> int:
+    with db.storage.begin_write() as w:
+        return len(w.read_log(0))
+
+
+def test_listeners_hear_every_commit_in_order(t: TestApp, caplog: pytest.LogCaptureFixture) -> None:
+    db = t.runtime.db
+    heard: list[tuple[int, list[str]]] = []
+    remove = db.add_listener(lambda ts, ws: heard.append((ts, list(ws.docs))))
+
+    def broken(ts: int, ws: Any) -> None:
+        raise RuntimeError("listener bug")
+
+    remove_broken = db.add_listener(broken)
+    with caplog.at_level(logging.ERROR, logger="capsule.database"):
+        a = t.run(lambda ctx: ctx.db.insert("items", {"n": 1}))
+        bump(t, a)
+    remove_broken()
+    assert "commit listener failed" in caplog.text
+    t.run(lambda ctx: ctx.db.get(a))  # read-only: no commit
+    remove()
+    bump(t, a)
+    assert [docs for _, docs in heard] == [[a], [a]]
+    assert heard[0][0] < heard[1][0] <= db.latest_ts
+
+
+def test_a_transaction_without_writes_commits_at_its_snapshot(t: TestApp) -> None:
+    db = t.runtime.db
+    a = t.run(lambda ctx: ctx.db.insert("items", {"n": 1}))
+    rows = log_rows(db)
+    txn = db.transaction()
+    txn.get(db.space(""), a)
+    assert db.commit(txn) == txn.snapshot_ts
+    txn.close()
+    assert log_rows(db) == rows
+
+
+def test_the_commit_log_stays_bounded_under_steady_updates(
+    t: TestApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "PRUNE_EVERY", 10)
+    monkeypatch.setattr(engine_module, "LOG_RETENTION_NS", 0)
+    db = t.runtime.db
+    space = db.space("")
+    a = t.run(lambda ctx: ctx.db.insert("items", {"n": 0}))
+    b = t.run(lambda ctx: ctx.db.insert("items", {"n": 100}))
+    # An open transaction that read ``a`` keeps what it needs to be validated.
+    stale = db.transaction()
+    stale.get(space, a)
+    untouched = db.transaction()
+    untouched.get(space, b)
+    for _ in range(200):
+        bump(t, a)
+    assert log_rows(db) <= 12
+    assert len(db._log_ts) <= 215
+    stale.patch(space, a, {"n": -1})
+    with pytest.raises(Conflict):
+        db.commit(stale)
+    stale.close()
+    untouched.patch(space, b, {"n": 101})
+    db.commit(untouched)
+    untouched.close()
+    assert t.run(lambda ctx: [ctx.db.get(a)["n"], ctx.db.get(b)["n"]]) == [200, 101]
+    for _ in range(30):
+        bump(t, a)  # with no snapshot open any more, the in-memory log is cut too
+    assert len(db._log_ts) <= 15
+
+
+def test_creation_times_follow_the_app_clock_and_strictly_increase(t: TestApp) -> None:
+    def body(ctx: Any) -> list[float]:
+        ids = [ctx.db.insert("items", {"n": i}) for i in range(3)]
+        return [ctx.db.get(i)["_creation_time"] for i in ids]
+
+    first = t.run(body)
+    assert first[0] == 5_000.0 and first[0] < first[1] < first[2] < 5_000.001
+    t.advance_time(60)
+    later = t.run(body)
+    assert later[0] == 5_060.0
+    db = t.runtime.db
+    assert db.creation_time() > 1_000_000_000  # no clock given: the wall clock
+    assert db.creation_time(1.0) > later[-1]  # never goes back
+
+
+class FailingStorage(Storage):
+    """Fails the next ``fail`` commit steps inside ``apply`` (after validation)."""
+
+    def __init__(self, inner: Storage):
+        self.inner, self.url, self.fail = inner, inner.url, 0
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def begin_read(self) -> Snapshot:
+        return self.inner.begin_read()
+
+    def load_catalog(self) -> tuple[list[CatalogTable], list[CatalogIndex]]:
+        return self.inner.load_catalog()
+
+    def begin_write(self, *, timeout: float | None = None) -> WriteSessionContext:
+        outer = self
+        ctx = self.inner.begin_write(timeout=timeout)
+
+        class Wrapped(WriteSessionContext):
+            def __enter__(self) -> Any:
+                session = ctx.__enter__()
+                apply = session.apply
+
+                def failing_apply(items: Any) -> None:
+                    apply(items)
+                    if outer.fail:
+                        outer.fail -= 1
+                        raise OSError("disk full")
+
+                session.apply = failing_apply  # type: ignore[method-assign]
+                return session
+
+            def __exit__(self, *exc: Any) -> None:
+                ctx.__exit__(*exc)
+
+        return Wrapped()
+
+
+def test_a_failed_commit_step_reaches_the_caller_and_leaves_nothing(storage: Storage) -> None:
+    failing = FailingStorage(storage)
+    with TestApp(app, storage=failing) as t:
+        db = t.runtime.db
+        a = t.run(lambda ctx: ctx.db.insert("items", {"n": 1}))
+        heard: list[int] = []
+        db.add_listener(lambda ts, ws: heard.append(ts))
+        failing.fail = 1
+        with pytest.raises(OSError, match="disk full"):
+            bump(t, a)
+        assert heard == []
+        assert t.run(lambda ctx: ctx.db.get(a)["n"]) == 1
+        bump(t, a)
+        assert t.run(lambda ctx: ctx.db.get(a)["n"]) == 2 and len(heard) == 1
+
+
+def test_another_database_on_the_same_storage_sees_commits_when_it_polls(tmp_path: Any) -> None:
+    from core.storage.sqlite import SQLiteStorage
+
+    with (
+        TestApp(app, storage=SQLiteStorage(tmp_path / "shared.db")) as one,
+        TestApp(app, storage=SQLiteStorage(tmp_path / "shared.db")) as two,
+    ):
+        heard: list[list[str]] = []
+        two.runtime.db.add_listener(lambda ts, ws: heard.append(list(ws.docs)))
+        a = one.run(lambda ctx: ctx.db.insert("items", {"n": 1}))
+        two.runtime.db.poll_other_processes()
+        assert heard == [[a]]
+        # A transaction of ``two`` that read ``a`` before ``one`` changed it must conflict.
+        db2 = two.runtime.db
+        txn = db2.transaction()
+        txn.get(db2.space(""), a)
+        bump(one, a)
+        txn.patch(db2.space(""), a, {"n": 50})
+        with pytest.raises(Conflict):
+            db2.commit(txn)
+        txn.close()
+        assert two.run(lambda ctx: ctx.db.get(a)["n"]) == 2
