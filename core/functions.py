@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import InvalidArgumentError, UserError
+from core.errors import InvalidArgumentError, InvalidValueError, UserError
 from core.values import check_value
 
 ArgsT = TypeVar("ArgsT")
@@ -127,10 +127,18 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
         return dict(obj.__dict__)
 
     def check_result(self, result: Any) -> Any:
-        """Check a handler's return value is a value (models are dumped to dicts)."""
+        """Check a handler's return value is a value (models are dumped to dicts).
+
+        Raises:
+            UserError: the handler returned something that is not a value (a mistake in
+                the function, so never a client error).
+        """
         if isinstance(result, BaseModel):
             result = result.model_dump(mode="python")
-        check_value(result, what=f'the return value of "{self.path}"')
+        try:
+            check_value(result, what=f'the return value of "{self.path}"')
+        except InvalidValueError as exc:
+            raise UserError(str(exc)) from None
         return result
 
 
