@@ -46,6 +46,8 @@ class TestApp:
     # -- lifecycle -------------------------------------------------------------------------
 
     def __enter__(self) -> TestApp:
+        if self._parent is not None:  # a with_identity view: its parent owns the runtime
+            return self
         storage = self._storage
         if storage is None:
             self._tmp = tempfile.mkdtemp(prefix="capsule-test-")
