@@ -9,12 +9,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from components.workflow.pool import check_parallelism
 from components.workflow.steps import WORKFLOWS
 from core import ComponentHandle, Id, UserError, function_handle, run_function
 from core.functions import module_name
+
+Handler = Callable[..., Awaitable[Any]]
+"""A workflow handler: ``async def handler(step, **args)``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,9 +286,17 @@ class WorkflowManager:
         self.retry = retry
         self.retention = retention
 
+    @overload
+    def define(self, fn: Handler, /) -> Workflow: ...
+
+    @overload
     def define(
-        self, fn: Callable[..., Awaitable[Any]] | None = None, /, *, name: str | None = None
-    ) -> Any:
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[Handler], Workflow]: ...
+
+    def define(
+        self, fn: Handler | None = None, /, *, name: str | None = None
+    ) -> Workflow | Callable[[Handler], Workflow]:
         """Register ``async def handler(step, **args)`` as a workflow."""
 
         def wrap(handler: Callable[..., Awaitable[Any]]) -> Workflow:

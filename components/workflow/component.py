@@ -288,9 +288,9 @@ def _find(ctx: QueryCtx, workflow_id: str) -> dict[str, Any] | None:
         ctx.db.query("workflows").with_index("by_key", lambda q: q.eq("key", workflow_id)).first()
     )
     if found is not None:
-        return found  # type: ignore[no-any-return]
+        return found
     try:
-        return ctx.db.get(workflow_id)  # type: ignore[no-any-return]
+        return ctx.db.get(workflow_id)
     except Exception:
         return None
 
@@ -335,7 +335,9 @@ def start(
         parent_id=None,
         parent_step=None,
     )
-    _replay(ctx, ctx.db.get(wf_id))
+    wf = ctx.db.get(wf_id)
+    if wf is not None:  # it is: inserted just above
+        _replay(ctx, wf)
     return str(wf_id)
 
 
@@ -546,4 +548,4 @@ def cleanup(ctx: MutationCtx, workflow_id: str, force: bool = False) -> bool:
 @component.query
 def on_complete_failures(ctx: QueryCtx) -> list[dict[str, Any]]:
     """``on_complete`` callbacks that raised (recorded, never retried)."""
-    return ctx.db.query("on_complete_failures").collect()  # type: ignore[no-any-return]
+    return ctx.db.query("on_complete_failures").collect()

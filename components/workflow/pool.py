@@ -8,9 +8,14 @@ State machine of a job (one ``work`` row, deleted when it finishes)::
 
 Invariants:
 
-* at most ``max_parallelism`` rows are ``running``: a job is started only by ``_start_ready``,
-  which counts running rows in the same transaction that marks new ones running, and
-  serializable commits make two concurrent starters conflict (one retries);
+* at most ``max_parallelism`` jobs run: a running job holds a slot, a ``slots`` row whose
+  ``number`` is below the limit and unique (a starter reads that number's index range before
+  inserting it, so two starters taking one number conflict and one retries). Starters probe
+  numbers from a random one with point reads rather than counting running rows, so jobs
+  starting and finishing in parallel do not conflict with each other; a finishing job hands
+  its slot to the oldest ready pending job, or to the job its ``on_complete`` enqueues (a
+  workflow's next step) when none is waiting. Lowering the limit lets running jobs finish;
+  slots above the new limit are then deleted, not reused;
 * ``on_complete`` runs exactly once per job, in the transaction that deletes its row: for a
   mutation job that is the transaction of the user's mutation itself, so its writes and its
   completion commit together (exactly once); attempts are fenced by ``(work_id, attempt)``;
@@ -31,9 +36,10 @@ are therefore at most once without retries and at least once with them.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
-from components.workflow.errors import NonRetryableError
+from components.workflow.errors import NonRetryableError, WorkflowStateError
 from core import ActionCtx, Component, Crons, MutationCtx, QueryCtx, Schema, Table
 
 logger = logging.getLogger("capsule.workflow.pool")
@@ -46,7 +52,8 @@ component = Component(
     "workpool",
     schema=Schema(
         work=Table().index("by_state_ready", ["state", "ready_at"]),
-        config=Table(),
+        slots=Table().index("by_number", ["number"]),
+        config=Table().index("by_name", ["name"]),
         on_complete_failures=Table(),
     ),
 )
@@ -63,6 +70,9 @@ def failed(error: str, **extra: Any) -> dict[str, Any]:
 
 
 CANCELED: dict[str, Any] = {"kind": "canceled"}
+
+_handoff: ContextVar[dict[str, Any] | None] = ContextVar("workpool_handoff", default=None)
+"""While a finished job's ``on_complete`` runs: ``{"slot": its slot id, or None once taken}``."""
 
 
 def error_text(exc: BaseException) -> str:
@@ -81,7 +91,7 @@ def check_parallelism(value: int) -> int:
 
 
 def _config(ctx: QueryCtx) -> dict[str, Any] | None:
-    return ctx.db.query("config").first()  # type: ignore[no-any-return]
+    return ctx.db.query("config").with_index("by_name", lambda q: q.eq("name", "pool")).first()
 
 
 def _max_parallelism(ctx: QueryCtx) -> int:
@@ -92,36 +102,79 @@ def _max_parallelism(ctx: QueryCtx) -> int:
 def _set_parallelism(ctx: MutationCtx, value: int) -> None:
     cfg = _config(ctx)
     if cfg is None:
-        ctx.db.insert("config", {"max_parallelism": value})
+        ctx.db.insert("config", {"name": "pool", "max_parallelism": value})
     elif cfg["max_parallelism"] != value:
         ctx.db.patch(cfg["_id"], {"max_parallelism": value})
 
 
-def _start_ready(ctx: MutationCtx) -> None:
-    """Start pending jobs whose time has come, up to the free capacity."""
+def _ready(ctx: MutationCtx, n: int) -> list[dict[str, Any]]:
+    """The ``n`` oldest pending jobs whose time has come."""
+    now = ctx.now
+    return (
+        ctx.db.query("work")
+        .with_index("by_state_ready", lambda q: q.eq("state", "pending").lte("ready_at", now))
+        .take(n)
+    )
+
+
+def _launch(ctx: MutationCtx, work: dict[str, Any], slot_id: Any) -> None:
+    """Schedule the job's next attempt in the slot it now holds."""
+    job = run_action_job if work["fn_type"] == "action" else run_mutation_job
+    scheduled = ctx.scheduler.run_after(
+        0, job, {"work_id": work["_id"], "attempt": work["attempts"]}
+    )
+    fields = {"state": "running", "scheduled_id": str(scheduled), "slot": slot_id}
+    work.update(fields)
+    ctx.db.patch(work["_id"], fields)
+
+
+def _take_free_slot(ctx: MutationCtx, limit: int) -> Any:
+    """Take a free slot (its new row's id), probing numbers from a random one on; or ``None``.
+
+    Each probe is a point read, so two starters conflict only when they pick the same number.
+    """
+    if limit == 0:
+        return None
+    first = ctx.random.randrange(limit)
+    for k in range(limit):
+        number = (first + k) % limit
+        if _slot(ctx, number) is None:
+            return ctx.db.insert("slots", {"number": number})
+    return None
+
+
+def _slot(ctx: QueryCtx, number: int) -> dict[str, Any] | None:
+    return ctx.db.query("slots").with_index("by_number", lambda q: q.eq("number", number)).first()
+
+
+def _release(ctx: MutationCtx, slot_id: Any) -> None:
+    """Free a slot: hand it to the oldest ready pending job, or delete it."""
+    slot = None if slot_id is None else ctx.db.get(slot_id)
+    if slot is None:
+        return
+    if slot["number"] < _max_parallelism(ctx):
+        for work in _ready(ctx, 1):
+            _launch(ctx, work, slot_id)  # the slot row is left as is: probers read it
+            return
+    ctx.db.delete(slot_id)
+
+
+def _fill(ctx: MutationCtx) -> None:
+    """Start ready jobs in every free slot (reads all slots: for kicks and limit changes)."""
     limit = _max_parallelism(ctx)
     if limit == 0:
         return
-    running = (
-        ctx.db.query("work")
-        .with_index("by_state_ready", lambda q: q.eq("state", "running"))
-        .take(limit)
-    )
-    free = limit - len(running)
-    if free <= 0:
+    taken = {
+        s["number"]
+        for s in ctx.db.query("slots")
+        .with_index("by_number", lambda q: q.lt("number", limit))
+        .collect()
+    }
+    free = [n for n in range(limit) if n not in taken]
+    if not free:
         return
-    now = ctx.now
-    ready = (
-        ctx.db.query("work")
-        .with_index("by_state_ready", lambda q: q.eq("state", "pending").lte("ready_at", now))
-        .take(free)
-    )
-    for work in ready:
-        job = run_action_job if work["fn_type"] == "action" else run_mutation_job
-        scheduled = ctx.scheduler.run_after(
-            0, job, {"work_id": work["_id"], "attempt": work["attempts"]}
-        )
-        ctx.db.patch(work["_id"], {"state": "running", "scheduled_id": str(scheduled)})
+    for number, work in zip(free, _ready(ctx, len(free)), strict=False):
+        _launch(ctx, work, ctx.db.insert("slots", {"number": number}))
 
 
 @component.mutation
@@ -142,6 +195,8 @@ def enqueue(
     if fn_type not in ("action", "mutation", "query"):
         raise ValueError(f'fn_type is "{fn_type}"; expected "action", "mutation" or "query".')
     _set_parallelism(ctx, max_parallelism)
+    # Before the insert: the new job must not count as an older job waiting for a slot.
+    inherited = _inherit(ctx, max_parallelism) if run_after <= 0 else None
     work_id = ctx.db.insert(
         "work",
         {
@@ -157,19 +212,43 @@ def enqueue(
             "ready_at": ctx.now + max(run_after, 0.0),
             "canceled": False,
             "scheduled_id": None,
+            "slot": None,
         },
     )
     if run_after > 0:
         ctx.scheduler.run_after(run_after, kick, {})
-    _start_ready(ctx)
+        return str(work_id)
+    slot_id = inherited if inherited is not None else _take_free_slot(ctx, max_parallelism)
+    if slot_id is not None:
+        _launch(ctx, _require(ctx, work_id), slot_id)
     return str(work_id)
+
+
+def _inherit(ctx: MutationCtx, limit: int) -> Any:
+    """The slot of the job whose ``on_complete`` is enqueueing, if it may pass on (or ``None``).
+
+    It passes only when no older job is ready and waiting, so a workflow's next step starts
+    without a slot changing hands (no slot row written or probed).
+    """
+    handoff = _handoff.get()
+    if handoff is None or handoff["slot"] is None:
+        return None
+    slot_id = handoff["slot"]
+    try:
+        slot = ctx.db.get(slot_id)
+    except Exception:  # a slot of another pool instance: not ours to take
+        return None
+    if slot is None or slot["number"] >= limit or _ready(ctx, 1):
+        return None
+    handoff["slot"] = None
+    return slot_id
 
 
 @component.mutation
 def set_max_parallelism(ctx: MutationCtx, max_parallelism: int) -> None:
     """Change the limit (0 pauses); raising it starts waiting jobs at once."""
     _set_parallelism(ctx, check_parallelism(max_parallelism))
-    _start_ready(ctx)
+    _fill(ctx)
 
 
 @component.query
@@ -189,7 +268,6 @@ def cancel(ctx: MutationCtx, work_id: str) -> None:
         return
     if work["state"] == "pending":
         _finish(ctx, work, CANCELED)
-        _start_ready(ctx)
     else:
         ctx.db.patch(work["_id"], {"canceled": True})
 
@@ -197,7 +275,7 @@ def cancel(ctx: MutationCtx, work_id: str) -> None:
 @component.internal_mutation
 def kick(ctx: MutationCtx) -> None:
     """Start whatever is ready (scheduled for the end of a backoff or a delayed start)."""
-    _start_ready(ctx)
+    _fill(ctx)
 
 
 @component.internal_query
@@ -278,16 +356,23 @@ def _scheduled(ctx: QueryCtx, job_id: str | None) -> dict[str, Any] | None:
     if job_id is None:
         return None
     try:
-        return ctx.db.system.get(job_id)  # type: ignore[no-any-return]
+        return ctx.db.system.get(job_id)
     except Exception:
         return None
 
 
 def _get(ctx: QueryCtx, work_id: str) -> dict[str, Any] | None:
     try:
-        return ctx.db.get(work_id)  # type: ignore[no-any-return]
+        return ctx.db.get(work_id)
     except Exception:
         return None
+
+
+def _require(ctx: QueryCtx, work_id: Any) -> dict[str, Any]:
+    work = ctx.db.get(work_id)
+    if work is None:  # pragma: no cover - read in the transaction that wrote it
+        raise WorkflowStateError(f'No work-pool job "{work_id}".')
+    return work
 
 
 def _current(ctx: QueryCtx, work_id: str, attempt: int) -> dict[str, Any] | None:
@@ -306,47 +391,59 @@ def _complete(ctx: MutationCtx, work: dict[str, Any], result: dict[str, Any]) ->
         and retry is not None
         and not result.get("non_retryable")
         and attempts < retry["max_attempts"]
+        and not work["canceled"]
     ):
-        if work["canceled"]:
-            _finish(ctx, work, CANCELED)
-        else:
-            delay = retry["initial_backoff"] * retry["base"] ** (attempts - 1)
-            delay *= ctx.random.uniform(0.5, 1.5)
-            ctx.db.patch(
-                work["_id"],
-                {
-                    "state": "pending",
-                    "attempts": attempts,
-                    "ready_at": ctx.now + delay,
-                    "scheduled_id": None,
-                    "last_error": result["error"],
-                },
-            )
-            ctx.scheduler.run_after(delay, kick, {})
-    else:
-        if result["kind"] == "failed" and attempts > 1:
-            result = {**result, "error": f"{result['error']} (after {attempts} attempts)"}
-        _finish(ctx, work, result)
-    _start_ready(ctx)
-
-
-def _finish(ctx: MutationCtx, work: dict[str, Any], result: dict[str, Any]) -> None:
-    """Delete the job and call its ``on_complete`` once; a failing callback is recorded."""
-    ctx.db.delete(work["_id"])
-    if work["on_complete"] is None:
-        return
-    args = {"work_id": str(work["_id"]), "context": work["context"], "result": result}
-    try:
-        ctx.run_mutation(work["on_complete"], args)
-    except Exception as exc:
-        logger.warning("on_complete of job %s failed: %s", work["_id"], exc)
-        ctx.db.insert(
-            "on_complete_failures",
-            {"work_id": str(work["_id"]), "result": result, "error": error_text(exc)},
+        delay = retry["initial_backoff"] * retry["base"] ** (attempts - 1)
+        delay *= ctx.random.uniform(0.5, 1.5)
+        ctx.db.patch(
+            work["_id"],
+            {
+                "state": "pending",
+                "attempts": attempts,
+                "ready_at": ctx.now + delay,
+                "scheduled_id": None,
+                "slot": None,
+                "last_error": result["error"],
+            },
         )
+        ctx.scheduler.run_after(delay, kick, {})
+        _release(ctx, work["slot"])
+        return
+    if work["canceled"] and result["kind"] == "failed":
+        result = CANCELED
+    elif result["kind"] == "failed" and attempts > 1:
+        result = {**result, "error": f"{result['error']} (after {attempts} attempts)"}
+    _finish(ctx, work, result, work["slot"])
+
+
+def _finish(
+    ctx: MutationCtx, work: dict[str, Any], result: dict[str, Any], slot_id: Any = None
+) -> None:
+    """Delete the job, call its ``on_complete`` once (a failure is recorded), free its slot.
+
+    A job that ``on_complete`` enqueues in this pool (a workflow's next step) may take the
+    slot over directly when no older job is waiting for one (see ``enqueue``).
+    """
+    ctx.db.delete(work["_id"])
+    handoff: dict[str, Any] = {"slot": slot_id}
+    if work["on_complete"] is not None:
+        args = {"work_id": str(work["_id"]), "context": work["context"], "result": result}
+        token = _handoff.set(handoff if slot_id is not None else None)
+        try:
+            ctx.run_mutation(work["on_complete"], args)
+        except Exception as exc:
+            handoff["slot"] = slot_id  # the callback's writes were undone, its enqueues too
+            logger.warning("on_complete of job %s failed: %s", work["_id"], exc)
+            ctx.db.insert(
+                "on_complete_failures",
+                {"work_id": str(work["_id"]), "result": result, "error": error_text(exc)},
+            )
+        finally:
+            _handoff.reset(token)
+    _release(ctx, handoff["slot"])
 
 
 @component.query
 def on_complete_failures(ctx: QueryCtx) -> list[dict[str, Any]]:
     """Callbacks that raised (recorded, never retried)."""
-    return ctx.db.query("on_complete_failures").collect()  # type: ignore[no-any-return]
+    return ctx.db.query("on_complete_failures").collect()

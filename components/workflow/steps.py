@@ -315,7 +315,8 @@ class Engine:
                 "error": f'Workflow "{wf["name"]}" is not defined in this '
                 "process (import the module that defines it).",
             }
-        coro = handler(Step(self), **wf["args"])
+        coro: Any = handler(Step(self), **wf["args"])
+        result: dict[str, Any] | None
         try:
             yielded = coro.send(None)
         except StopIteration as stop:

@@ -29,6 +29,14 @@ PHASE, URL = sys.argv[1], sys.argv[2]
 app = App(Schema(counters=Table({"name": str, "n": int}).index("by_name", ["name"])), storage=URL)
 manager = WorkflowManager(app.use(component, name="workflow"), max_parallelism=20)
 N_MANY = 100
+_out = threading.Lock()
+
+
+def emit(value: Any) -> None:
+    """Print one JSON line (the action and the subscription print from different threads)."""
+    with _out:
+        sys.stdout.write(json.dumps(value) + "\n")
+        sys.stdout.flush()
 
 
 def _count(ctx: QueryCtx, name: str) -> int:
@@ -51,7 +59,7 @@ async def once_hangs(ctx: ActionCtx, name: str) -> int:
     """Counts its attempts; the first one hangs (until the process is killed)."""
     attempt = int(await ctx.run_mutation(incr, {"name": name}))
     if attempt == 1:
-        print(json.dumps({"hanging": name}), flush=True)
+        emit({"hanging": name})
         await anyio.sleep(3600)
     return attempt
 
@@ -79,7 +87,7 @@ async def act(step: Any, retry: bool) -> int:
     return int(await step.run_action(once_hangs, {"name": name}, retry=policy))
 
 
-WORKFLOWS = {
+WORKFLOWS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "five": [("five", "five", {})],
     "many": [("one", f"w{i}", {}) for i in range(N_MANY)],
     "action": [("act", "retried", {"retry": True}), ("act", "once", {"retry": False})],
@@ -132,7 +140,7 @@ def run_live(phase: str) -> None:
             th.join()
         args = {"keys": KEYS[phase], "counters": _counters(phase)}
         for value in client.subscribe(report, args):
-            print(json.dumps(value), flush=True)
+            emit(value)
 
 
 def run_finish(phase: str) -> None:
@@ -145,7 +153,7 @@ def run_finish(phase: str) -> None:
             t.finish_scheduled()
             t.advance_time(RECOVERY_INTERVAL)
             value = t.query(report, args)
-    print(json.dumps(value), flush=True)
+    emit(value)
 
 
 if __name__ == "__main__":

@@ -321,7 +321,7 @@ def test_progress_is_visible_through_a_subscription(t: Any) -> None:
         t.advance_time(10)
     t.finish_scheduled()
     seen.append(_next(updates))
-    updates.close()  # type: ignore[attr-defined]
+    updates.close()
     assert [v["count"] for v in seen] == [0, 1, 2, 3, 3]
     assert seen[1]["steps"] == ["mutation success", "sleep running"]
     assert seen[-1]["state"] == "success"
