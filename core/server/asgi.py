@@ -44,7 +44,7 @@ from core.files import request_base_url
 from core.schema import Schema
 from core.server import idempotency
 from core.server.errors import error_response, logger, plain_error
-from core.values import from_json, to_json
+from core.values import check_value, from_json, to_json
 
 if TYPE_CHECKING:
     from core.app import App
@@ -106,6 +106,8 @@ def parse_call(raw: bytes) -> tuple[str, Any]:
     args = body.get("args")
     if args is not None and not isinstance(args, dict):
         raise InvalidArgumentError(f'"args" must be an object, not {type(args).__name__}.')
+    if args is not None:
+        check_value(args, what="the arguments")  # "$" field names and such, refused here
     return path, args
 
 

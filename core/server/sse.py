@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from core.errors import InvalidArgumentError
 from core.server.errors import error_body, error_response
-from core.values import to_json
+from core.values import check_value, to_json
 
 if TYPE_CHECKING:
     from core.server.asgi import CapsuleServer
@@ -52,6 +52,7 @@ async def subscribe_endpoint(server: CapsuleServer, request: Request) -> Respons
         args = parse_json(request.query_params.get("args") or "{}", "args parameter")
         if not isinstance(args, dict):
             raise InvalidArgumentError('"args" must be a JSON object.')
+        check_value(args, what="the arguments")
         updates = subscribe(server.runtime, path, args, identity)
         try:
             first = await updates.__anext__()

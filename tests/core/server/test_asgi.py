@@ -200,6 +200,14 @@ def test_400_bad_arguments_and_bodies(live: Live) -> None:
     bodies: list[Any] = [[], {"path": 3}, {"path": "a:b", "args": []}, {"path": "a:b", "x": 1}]
     for body in bodies:
         assert post(live, "query", body).status_code == 400, body
+    dollar = {"path": f"{MOD}:echo", "args": {"value": [{"$a": 1, "b": 2}]}}
+    assert (
+        post(live, "query", dollar).status_code,
+        post(live, "query", dollar).json()["code"],
+    ) == (
+        400,
+        "invalid_value",
+    )
     r = post(live, "query", {"path": f"{MOD}:echo", "args": {"value": {"$bytes": "!!"}}})
     assert (r.status_code, r.json()["code"]) == (400, "invalid_value")
 

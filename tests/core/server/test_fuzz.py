@@ -93,7 +93,10 @@ tagged = st.sampled_from(["$bytes", "$integer", "$float", "$other"]).flatmap(
 json_values = st.recursive(
     json_scalars | tagged,
     lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["$a", "_b", "c"]) | st.text(max_size=8), inner, max_size=4
+        )
     ),
     max_leaves=12,
 )
