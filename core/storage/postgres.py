@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -57,6 +57,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
+from core.errors import UserError
 from core.storage.base import (
     CatalogIndex,
     CatalogTable,
@@ -78,6 +79,7 @@ CHANNEL = "capsule_commit"
 KEY_PREFIX = 1024
 """Index keys longer than this are stored under their prefix plus a SHA-256 digest."""
 _RETRYABLE = ("40001", "40P01")
+FLUSH_MODES = ("in_step", "after_step")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS documents(
@@ -224,6 +226,7 @@ class _PostgresWriteSession(WriteSession):
     def __init__(self, conn: psycopg.Connection[Any], latest: int):
         self._conn = conn
         self._latest = latest
+        self.wrote = False
 
     def latest_ts(self) -> int:
         return self._latest
@@ -279,6 +282,7 @@ class _PostgresWriteSession(WriteSession):
             },
         )
         self._latest = max(self._latest, newest)
+        self.wrote = True
 
     def put_catalog(
         self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
@@ -331,7 +335,7 @@ class _WriteContext(WriteSessionContext):
             # One round trip. In READ COMMITTED each statement takes a fresh snapshot, so the
             # SELECT after the lock sees every commit made before the lock was granted.
             cur = conn.execute(
-                f"BEGIN; SET LOCAL lock_timeout = {timeout_ms}; "
+                f"BEGIN; SET LOCAL lock_timeout = {timeout_ms}; {storage._step_settings}"
                 f"SELECT pg_advisory_xact_lock({COMMIT_LOCK}); {_LATEST}"
             )
             while cur.nextset():
@@ -348,15 +352,17 @@ class _WriteContext(WriteSessionContext):
             raise
         self._conn = conn
         storage._local.session = conn
-        return _PostgresWriteSession(conn, int(row[0]) if row else 0)
+        self._session = _PostgresWriteSession(conn, int(row[0]) if row else 0)
+        return self._session
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
         self._storage._local.session = None
+        commit = exc_type is None
         try:
-            self._storage._end(conn, commit=exc_type is None)
+            self._storage._end(conn, commit=commit, wrote=commit and self._session.wrote)
         except psycopg.Error as err:
             if _retryable(err):
                 raise RetryableStorageError(str(err)) from err
@@ -451,14 +457,36 @@ class PostgresStorage(Storage):
     """Storage on a PostgreSQL database that several app processes may share.
 
     Args:
-        url: a libpq URL or conninfo string, e.g. ``postgresql://user@host:5432/db``.
+        url: a libpq URL or conninfo string, e.g. ``postgresql://user@host:5432/db``; a URL may
+            carry ``capsule_flush=after_step`` to choose ``flush`` (it is not sent to libpq).
         max_readers: connections for snapshots (concurrent queries and mutations).
         max_writers: connections for the commit step and catalog reads; the commit step needs
             one at a time, so a few suffice.
+        flush: ``"in_step"`` (default): the commit lock is held through the commit's WAL
+            flush, so no process ever sees a commit before it is durable. ``"after_step"``:
+            the lock is released before the flush and the step waits for the flush after, so
+            flushes of several processes overlap (more commits/s on slow disks); a commit is
+            still acknowledged only once durable, but other processes may read it during its
+            flush, and a server crash in that window undoes it.
     """
 
-    def __init__(self, url: str, *, max_readers: int = 16, max_writers: int = 3):
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_readers: int = 16,
+        max_writers: int = 3,
+        flush: str | None = None,
+    ):
         self.url = url
+        self._conninfo, url_flush = _pop_url_option(url, "capsule_flush")
+        flush = flush or url_flush or "in_step"
+        if flush not in FLUSH_MODES:
+            raise UserError(f"flush={flush!r} is not valid; use one of {', '.join(FLUSH_MODES)}.")
+        self.flush = flush
+        self._step_settings = (
+            "SET LOCAL synchronous_commit = off; " if flush == "after_step" else ""
+        )
         self.max_readers = max_readers
         self.max_writers = max_writers
         self._readers: ConnectionPool[Any] = self._pool("readers", max_readers)
@@ -471,7 +499,7 @@ class PostgresStorage(Storage):
 
     def _pool(self, role: str, size: int) -> ConnectionPool[Any]:
         return ConnectionPool(
-            self.url,
+            self._conninfo,
             min_size=1,
             max_size=size,
             kwargs={"autocommit": True, "application_name": f"capsule-{role}"},
@@ -483,11 +511,16 @@ class PostgresStorage(Storage):
 
     # -- connections ----------------------------------------------------------------------
 
-    def _end(self, conn: psycopg.Connection[Any], *, commit: bool) -> None:
+    def _end(self, conn: psycopg.Connection[Any], *, commit: bool, wrote: bool = False) -> None:
         """Finish a write transaction and give the connection back."""
         try:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.execute("COMMIT" if commit else "ROLLBACK")
+            if wrote and self.flush == "after_step":
+                # The step committed without waiting for its WAL flush. A transaction that
+                # writes WAL commits synchronously, flushing up to its own commit record, which
+                # lies after ours: from here on ours is durable and may be acknowledged.
+                conn.execute("SELECT pg_logical_emit_message(true, 'capsule', 'flush')")
         finally:
             self._writers.putconn(conn)
 
@@ -577,8 +610,19 @@ class PostgresStorage(Storage):
                 return False
             listener = self._listener
             if listener is None:
-                listener = self._listener = _Listener(self.url)
+                listener = self._listener = _Listener(self._conninfo)
         return listener.wait(after_ts, timeout)
+
+
+def _pop_url_option(url: str, name: str) -> tuple[str, str | None]:
+    """Remove our own ``name=value`` from a URL's query (libpq would refuse it)."""
+    if not url.startswith(("postgresql://", "postgres://")) or name not in url:
+        return url, None
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    values = [v for k, v in query if k == name]
+    rest = urlencode([(k, v) for k, v in query if k != name])
+    return urlunsplit(parts._replace(query=rest)), values[-1] if values else None
 
 
 def _database_url(url: str, name: str) -> str:

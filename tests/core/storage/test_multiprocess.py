@@ -230,8 +230,8 @@ class Workers:
 def spawn(worker_file: Path, storage: Storage) -> Iterator[Any]:
     started: list[Workers] = []
 
-    def start(mode: str, count: int, n: int, *extra: str) -> Workers:
-        w = Workers(worker_file, storage.url, mode, count, n, *extra)
+    def start(mode: str, count: int, n: int, *extra: str, url: str | None = None) -> Workers:
+        w = Workers(worker_file, url or storage.url, mode, count, n, *extra)
         started.append(w)
         return w
 
@@ -240,17 +240,23 @@ def spawn(worker_file: Path, storage: Storage) -> Iterator[Any]:
         w.kill_all()
 
 
+@pytest.mark.parametrize("flush", ["in_step", "after_step"])
 def test_four_processes_increment_one_document(
-    storage: Storage, worker_app: ModuleType, spawn: Any
+    storage: Storage, worker_app: ModuleType, spawn: Any, flush: str
 ) -> None:
+    url, each = storage.url, 250
+    if flush == "after_step":  # PostgresStorage(flush="after_step"), chosen by the URL
+        if not url.startswith("postgresql"):
+            pytest.skip("a PostgresStorage option")
+        url, each = url + "?capsule_flush=after_step", 100
     with TestApp(worker_app.app, storage=storage) as t:
         t.mutation(worker_app.bump, {"name": "hot"})
-        workers = spawn("bump", 4, 250)
+        workers = spawn("bump", 4, each, url=url)
         workers.go()
         for p in workers.procs:
             workers.finish(p)  # a ConflictError would exit non-zero with its traceback
         doc = t.run(lambda ctx: worker_app.counter(ctx, "hot"))
-        assert doc["value"] == 1 + 4 * 250
+        assert doc["value"] == 1 + 4 * each
 
 
 def test_transfers_across_processes_keep_the_total(
@@ -356,19 +362,20 @@ def test_commits_another_process_pruned_before_this_one_saw_them_still_conflict(
         setup.close()
 
         stale = a.transaction()
-        value = stale.get(space_a, doc_id)["value"]
-        for write in (
-            lambda txn: txn.patch(space_b, doc_id, {"value": 10}),
-            lambda txn: txn.insert(space_b, "counters", {"name": "y", "value": 0}),
-        ):
+        before = stale.get(space_a, doc_id)
+        assert before is not None
+        for n in range(2):
             txn = b.transaction()
-            write(txn)
+            if n == 0:
+                txn.patch(space_b, doc_id, {"value": 10})
+            else:
+                txn.insert(space_b, "counters", {"name": "y", "value": 0})
             b.commit(txn)
             txn.close()
         with other.begin_write() as w:
             w.prune_log(w.latest_ts())  # keeps only the newest record
 
-        stale.patch(space_a, doc_id, {"value": value + 1})
+        stale.patch(space_a, doc_id, {"value": before["value"] + 1})
         with pytest.raises(Conflict):
             a.commit(stale)
         stale.close()

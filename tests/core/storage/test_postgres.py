@@ -237,6 +237,34 @@ def test_failed_commit_step_applies_nothing(pg: Any) -> None:
     snap.close()
 
 
+def _wal_lsn(conn: Any, which: str) -> int:
+    row = conn.execute(f"SELECT pg_current_wal_{which}_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0])
+
+
+@pytest.mark.parametrize("flush", ["in_step", "after_step"])
+def test_a_commit_is_flushed_when_the_commit_step_returns(url: str, flush: str) -> None:
+    s = PostgresStorage(f"{url}?capsule_flush={flush}")
+    assert s.flush == flush
+    s.open()
+    try:
+        for ts in range(1, 4):
+            with s.begin_write() as w:
+                w.apply([CommitBatchItem(ts=ts, writes=[doc("a")], log_record=b"")])
+                written = _wal_lsn(w._conn, "insert")
+            with s._writers.connection() as conn:
+                assert _wal_lsn(conn, "flush") > written
+    finally:
+        s.close()
+
+
+def test_unknown_flush_mode_is_refused(url: str) -> None:
+    from core.errors import UserError
+
+    with pytest.raises(UserError, match="flush"):
+        PostgresStorage(f"{url}?capsule_flush=sometimes")
+
+
 @pytest.mark.parametrize("sqlstate", ["40001", "40P01"])
 def test_serialization_failures_in_the_commit_step_become_retryable(pg: Any, sqlstate: str) -> None:
     with pytest.raises(RetryableStorageError), pg.begin_write() as w:
