@@ -27,6 +27,9 @@ measures it). The hold time is a few round trips plus the commit's WAL flush, be
 is released only when the commit is durable and visible: a commit is never visible to another
 process before it is durable. So across processes the flush latency of the server's disk bounds
 the commit rate, while each process's group commit puts many transactions in one step.
+``flush="after_step"`` trades that guarantee for overlapping flushes: the step commits without
+waiting for its flush (releasing the lock), then waits for it before returning, so commits are
+still acknowledged only once durable, but another process may see one during its flush.
 SQLSTATE 40001 and 40P01 (which this scheme should not produce, but a server may) raised in the
 commit step become ``RetryableStorageError``, which the database turns into a retry.
 
