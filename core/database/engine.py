@@ -350,21 +350,27 @@ class Database:
                 batch, self._queue = self._queue, []
             if batch:
                 self._commit_batch(batch)
-            with ExitStack() as stack:
-                try:
-                    w = stack.enter_context(self.storage.begin_write(timeout=timeout))
-                except TimeoutError:
-                    raise ConflictError(tables, detail="the storage write lock was busy") from None
-                self._catch_up(w)
-                self._exclusive = w
-                stack.callback(setattr, self, "_exclusive", None)
-                txn = Transaction(self, snapshot=w.snapshot(), now=now)
-                result = body(txn)
-                ts = self.latest_ts
-                if txn.writes:
-                    writes, ws = txn.commit_writes()
-                    ts = self._next_ts()
-                    w.apply([CommitBatchItem(ts=ts, writes=writes, log_record=ws.dump())])
+            try:
+                with ExitStack() as stack:
+                    try:
+                        w = stack.enter_context(self.storage.begin_write(timeout=timeout))
+                    except TimeoutError:
+                        raise ConflictError(
+                            tables, detail="the storage write lock was busy"
+                        ) from None
+                    self._catch_up(w)
+                    self._exclusive = w
+                    stack.callback(setattr, self, "_exclusive", None)
+                    txn = Transaction(self, snapshot=w.snapshot(), now=now)
+                    result = body(txn)
+                    ts = self.latest_ts
+                    if txn.writes:
+                        writes, ws = txn.commit_writes()
+                        ts = self._next_ts()
+                        w.apply([CommitBatchItem(ts=ts, writes=writes, log_record=ws.dump())])
+            except RetryableStorageError as exc:
+                # Nothing was applied, and this was the last attempt.
+                raise ConflictError(tables, detail=f"the storage refused it: {exc}") from exc
             if txn.writes:
                 self._publish([(ts, ws)])
                 self._after_commit(txn)
