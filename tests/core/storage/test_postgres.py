@@ -433,6 +433,18 @@ def test_retryable_storage_errors_are_retried_not_raised(storage: Storage) -> No
         assert t.runtime.executor.retries == 2
 
 
+def test_a_storage_that_never_stops_failing_ends_in_conflict_error(storage: Storage) -> None:
+    from core.errors import ConflictError
+    from core.execution import OPTIMISTIC_ATTEMPTS
+
+    flaky = FlakyStorage(storage, failures=0)
+    with TestApp(app, storage=flaky) as t:
+        flaky.failures = OPTIMISTIC_ATTEMPTS + 1  # every attempt, the final one included
+        with pytest.raises(ConflictError, match="refused"):
+            t.mutation(bump)
+        assert t.mutation(bump) == 1  # nothing of the failed attempts was applied
+
+
 def test_app_opens_on_a_postgres_url_from_the_environment(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
