@@ -32,6 +32,8 @@ from core.files import FileMetadata
 from core.functions import FunctionRef
 from core.http_client import HttpClient
 from core.ids import Id
+from core.indexes.text import SearchQuery
+from core.indexes.vector import VectorFilter
 from core.scheduler import SchedulerConfig
 from core.schema import Schema, Table
 from core.storage import SQLiteStorage, Storage
@@ -68,6 +70,7 @@ __all__ = [
     "SchedulerConfig",
     "Schema",
     "SchemaMismatchError",
+    "SearchQuery",
     "Storage",
     "SyncClient",
     "Table",
@@ -76,6 +79,7 @@ __all__ = [
     "UserError",
     "UserIdentity",
     "Value",
+    "VectorFilter",
     "function_handle",
     "run_function",
 ]

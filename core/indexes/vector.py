@@ -146,16 +146,22 @@ class VectorIndex(Index):
 
     def query_vector(self, vector: Any) -> np.ndarray:
         """``vector`` checked and normalized for search."""
-        problem = _vector_problem(vector, self.spec.dimensions)
-        if problem is not None:
-            raise InvalidArgumentError(
-                f'vector_search on index "{self.name}" needs a vector of '
-                f"{self.spec.dimensions} finite numbers, but {problem}.",
-                argument="vector",
-            )
-        q = np.asarray(vector, dtype=np.float32)
-        norm = float(np.sqrt(q.dot(q)))
-        return q / norm if norm > 0 else q
+        dims = self.spec.dimensions
+        if (
+            isinstance(vector, list)
+            and len(vector) == dims
+            and set(map(type, vector)) <= {float, int}
+        ):
+            q = np.array(vector, dtype=np.float64)
+            if np.isfinite(q).all():
+                norm = float(np.sqrt(q.dot(q)))
+                return (q / norm if norm > 0 else q).astype(np.float32)
+        problem = _vector_problem(vector, dims) or "it does not fit in 64-bit floats"
+        raise InvalidArgumentError(
+            f'vector_search on index "{self.name}" needs a vector of {dims} finite numbers, '
+            f"but {problem}.",
+            argument="vector",
+        )
 
     def build_filter(
         self, filter: Callable[[VectorFilter], Any] | None

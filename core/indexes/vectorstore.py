@@ -80,6 +80,8 @@ class VectorStore:
         self.values: list[tuple[bytes, ...]] = []
         self.by_value: list[dict[bytes, list[int]]] = [{} for _ in range(self.filter_count)]
         self._bitmap: Any = None
+        self._params: dict[tuple[int, int | None], Any] = {}
+        self._params_keep: Any = None
 
     # -- following commits -------------------------------------------------------------------
 
@@ -334,19 +336,27 @@ class VectorStore:
         import faiss
 
         ef = min(1024, max(HNSW_EF_SEARCH, 2 * k))
-        selector = None
         if cand is not None:
             mask = np.zeros(rows, dtype=bool)
             mask[cand] = True
             bitmap = np.packbits(mask, bitorder="little")
             selector = faiss.IDSelectorBitmap(rows, faiss.swig_ptr(bitmap))
             ef = min(1024, ef * int(np.ceil(np.sqrt(self.live_count / max(1, len(cand))))))
-        elif self.live_count < rows:
-            if self._bitmap is None:
+            params = faiss.SearchParametersHNSW(efSearch=ef, sel=selector)  # type: ignore[attr-defined]
+        else:
+            dead = self.live_count < rows
+            if dead and self._bitmap is None:
                 self._bitmap = np.packbits(self.live[:rows], bitorder="little")
-            bitmap = self._bitmap
-            selector = faiss.IDSelectorBitmap(rows, faiss.swig_ptr(bitmap))
-        params = faiss.SearchParametersHNSW(efSearch=ef, sel=selector)  # type: ignore[attr-defined]
+            key = (ef, id(self._bitmap) if dead else None)
+            params = self._params.get(key)
+            if params is None:
+                # Cached with what it points into; a death makes a new bitmap (a new key).
+                selector = (
+                    faiss.IDSelectorBitmap(rows, faiss.swig_ptr(self._bitmap)) if dead else None
+                )
+                params = faiss.SearchParametersHNSW(efSearch=ef, sel=selector)  # type: ignore[attr-defined]
+                self._params = {key: params}
+                self._params_keep = (selector, self._bitmap)
         scores = np.empty(k, dtype=np.float32)
         idx = np.empty(k, dtype=np.int64)
         ptr = faiss.swig_ptr

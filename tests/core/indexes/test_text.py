@@ -11,7 +11,16 @@ import anyio
 import pytest
 from rank_bm25 import BM25Okapi  # type: ignore[import-untyped]
 
-from core import App, InvalidArgumentError, MutationCtx, QueryCtx, Schema, SQLiteStorage, Table
+from core import (
+    UNSET,
+    App,
+    InvalidArgumentError,
+    MutationCtx,
+    QueryCtx,
+    Schema,
+    SQLiteStorage,
+    Table,
+)
 from core.database.readsets import WriteSet
 from core.indexes.text import MAX_RESULTS, SearchQuery, query_terms, select_terms, tokenize
 from core.subscriptions import subscribe, subscription_hub
@@ -531,6 +540,28 @@ def test_builder_mistakes_are_refused() -> None:
         for case in range(7):
             with pytest.raises(InvalidArgumentError):
                 t.query(bad, {"case": case})
+
+
+def test_unset_filters_documents_missing_the_field() -> None:
+    loose = App(Schema(items=Table().search_index("s", search_field="body", filter_fields=["tag"])))
+
+    @loose.mutation
+    def put(ctx: MutationCtx, body: str, tag: Any = None) -> str:
+        return ctx.db.insert("items", {"body": body} if tag is None else {"body": body, "tag": tag})
+
+    @loose.query
+    def tagged(ctx: QueryCtx, unset: bool) -> list[str]:
+        value = UNSET if unset else None
+        found = ctx.db.query("items").with_search_index(
+            "s", lambda q: q.search("body", "cat").eq("tag", value)
+        )
+        return [d["_id"] for d in found.collect()]
+
+    with TestApp(loose) as t:
+        bare = t.mutation(put, {"body": "cat"})
+        t.mutation(put, {"body": "cat", "tag": "x"})
+        assert t.query(tagged, {"unset": True}) == [bare]
+        assert t.query(tagged, {"unset": False}) == []
 
 
 def test_documents_without_a_string_field_are_not_indexed() -> None:

@@ -155,6 +155,19 @@ def test_hnsw_recall_at_10_on_embedding_like_vectors(monkeypatch: pytest.MonkeyP
             hits += len(got & {i for i, _ in exact_top(vectors, ids, q, 10)})
         assert hits / (10 * len(queries)) >= 0.95
         assert store_of(t)._graph is not None  # the graph, not exact search, answered
+        # Deleted documents never come back; the graph still serves (a tenth is dead).
+        gone = set(ids[::10])
+        for doc in gone:
+            t.mutation(drop, {"id": doc})
+        keep = [i for i, doc in enumerate(ids) if doc not in gone]
+        hits = 0
+        for q in queries[:30]:
+            got = {g["_id"] for g in t.action(nearest, {"v": q.tolist(), "limit": 10})}
+            assert not got & gone
+            want = exact_top(vectors[keep], [ids[i] for i in keep], q, 10)
+            hits += len(got & {i for i, _ in want})
+        assert hits / 300 >= 0.95
+        assert store_of(t)._graph is not None
 
 
 def test_filtered_search_returns_limit_results_when_enough_match(
