@@ -74,16 +74,17 @@ def _escape(raw: bytes) -> bytes:
 def encode_value(v: Any) -> bytes:
     """Encode one value so that byte order equals value order."""
     t = type(v)
-    if t is str:
-        return b"\x30" + _escape(v.encode("utf-8", "surrogatepass"))
     if t is int or t is float:
         return _number(v)
+    if t is str or isinstance(v, str):  # ids are a str subclass
+        raw = v.encode("utf-8", "surrogatepass")
+        if b"\x00" in raw:
+            raw = raw.replace(b"\x00", b"\x00\xff")
+        return b"\x30" + raw + b"\x00\x00"
     if v is None:
         return b"\x02"
     if t is bool:
         return b"\x21" if v else b"\x20"
-    if isinstance(v, str):
-        return b"\x30" + _escape(str(v).encode("utf-8", "surrogatepass"))
     if t is bytes:
         return b"\x40" + _escape(v)
     if v is MISSING:

@@ -57,14 +57,29 @@ class Conflict(Exception):
 
 
 class _Request:
-    __slots__ = ("txn", "done", "ts", "error", "writes", "write_set")
+    """One transaction waiting to be committed (by its own thread or by the current leader)."""
+
+    __slots__ = ("txn", "_done", "ts", "error", "writes", "write_set", "wake", "lead")
 
     def __init__(self, txn: Transaction):
         self.txn = txn
-        self.done = False
+        self._done = False
         self.ts = 0
         self.error: BaseException | None = None
         self.writes, self.write_set = txn.commit_writes()
+        self.wake: threading.Event | None = None
+        """A follower's wait: set when the request is done, or when it is handed the lead."""
+        self.lead = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @done.setter
+    def done(self, value: bool) -> None:
+        self._done = value
+        if value and self.wake is not None:
+            self.wake.set()
 
 
 class Database:
@@ -78,6 +93,8 @@ class Database:
         self._exclusive: WriteSession | None = None
         self._queue: list[_Request] = []
         self._queue_lock = threading.Lock()
+        self._leading = False
+        """Whether some thread leads group commit (see ``commit``)."""
         self._log_ts: list[int] = []
         self._log_ws: list[WriteSet] = []
         self.latest_ts = 0
@@ -191,17 +208,43 @@ class Database:
         if not txn.writes:
             return txn.snapshot_ts or self.latest_ts
         req = _Request(txn)
+        # Group commit, leader/followers: the first thread to queue leads; it drains the queue
+        # and commits the whole batch in one storage transaction. Threads that queue meanwhile
+        # wait on their request, not on the commit lock, and are woken once: when their commit
+        # is done, or when the leader hands them the leadership for the next batch.
         with self._queue_lock:
+            if self._leading:
+                req.wake = threading.Event()
+            else:
+                self._leading = req.lead = True
             self._queue.append(req)
-        with self._commit_lock:
-            if not req.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._commit_batch(batch)
+        if req.wake is not None:
+            req.wake.wait()
+        if req.lead:
+            self._lead()
         if req.error is not None:
             raise req.error
         self._after_commit(txn)
         return req.ts
+
+    def _lead(self) -> None:
+        """Commit one batch, then hand the leadership to the oldest waiting request."""
+        try:
+            with self._commit_lock:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                if batch:
+                    self._commit_batch(batch)
+        finally:
+            with self._queue_lock:
+                # Invariant: while requests are queued, exactly one thread leads (or is woken
+                # to lead); ``_leading`` is false only when the queue is empty.
+                if self._queue:
+                    successor = self._queue[0]  # a follower: it has a wake
+                    successor.lead = True
+                    successor.wake.set()  # type: ignore[union-attr]
+                else:
+                    self._leading = False
 
     def _commit_batch(self, batch: list[_Request]) -> None:
         try:
