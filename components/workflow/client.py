@@ -268,7 +268,8 @@ class WorkflowManager:
 
     Args:
         handle: the mounted workflow component.
-        max_parallelism: steps running at once across this instance's workflows.
+        max_parallelism: action steps running at once across this instance's workflows (query
+            and mutation steps are short transactions the scheduler runs directly).
         retry: the default retry policy of action steps (``None``: no retries).
         retention: seconds after which finished workflows are deleted (``None``: kept).
     """

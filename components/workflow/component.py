@@ -2,10 +2,14 @@
 
 Tables: ``workflows`` (one row per run: name, args, state, result, generation), ``steps`` (the
 journal), ``events`` (sent-but-unconsumed and awaited events) and ``on_complete_failures``.
-Query, mutation and action steps run as jobs of the child work pool (mounted as ``pool``), whose
-``on_complete`` is ``step_done`` here: it records the step's result and, when no other step of
-the workflow is still running, replays the workflow at once in the same transaction, so the next
-step is dispatched the moment the previous one commits.
+Query and mutation steps run as scheduler jobs (``run_step``): one transaction runs the function,
+records its result in the journal and, when no other step of the workflow is still running,
+replays the workflow, which dispatches the next step, so the next step is scheduled by the
+commit that finishes the previous one (the scheduler's runner wakes on that commit, no polling).
+A mutation step runs exactly once because the scheduler runs a mutation job exactly once and
+its writes commit with its journal entry. Action steps run as jobs of the child work pool
+(mounted as ``pool``: bounded parallelism, retries, recovery of attempts whose runner died),
+whose ``on_complete`` is ``step_done`` here and does the same recording and replay.
 
 A ``generation`` on each workflow fences late results: cancel and restart bump it, and a step
 result from an older generation is dropped.
@@ -19,8 +23,8 @@ from typing import Any
 from components.workflow import pool as pool_module
 from components.workflow.errors import WorkflowStateError
 from components.workflow.pool import CANCELED, error_text, failed, success
-from components.workflow.steps import WORKFLOWS, Engine, check_size
-from core import Component, MutationCtx, QueryCtx, Schema, Table
+from components.workflow.steps import WORKFLOWS, Engine, check_size, load_journal
+from core import Component, Crons, MutationCtx, QueryCtx, Schema, Table
 
 logger = logging.getLogger("capsule.workflow")
 
@@ -35,7 +39,7 @@ component = Component(
         .index("by_parent", ["parent_id"]),
         steps=Table()
         .index("by_workflow", ["workflow_id", "number"])
-        .index("by_progress", ["workflow_id", "in_progress"]),
+        .index("by_progress", ["in_progress", "workflow_id"]),
         events=Table().index("by_workflow", ["workflow_id", "name", "state"]),
         on_complete_failures=Table(),
     ),
@@ -49,7 +53,12 @@ pool = component.use(pool_module.component, name="pool")
 class _Dispatch:
     """Starts the steps a replay pass journals."""
 
-    def function(
+    def schedule_step(self, ctx: MutationCtx, wf: dict[str, Any], number: int) -> str:
+        """Schedule the query or mutation step ``number`` (not yet journaled); its job id."""
+        args = {"workflow_id": wf["_id"], "number": number, "generation": wf["generation"]}
+        return str(ctx.scheduler.run_after(0, run_step, args))
+
+    def action(
         self, ctx: MutationCtx, wf: dict[str, Any], entry: dict[str, Any], retry: Any
     ) -> None:
         if retry is None or retry is True:
@@ -164,9 +173,11 @@ def _create(ctx: MutationCtx, **fields: Any) -> Any:
     )
 
 
-def _replay(ctx: MutationCtx, wf: dict[str, Any]) -> None:
+def _replay(
+    ctx: MutationCtx, wf: dict[str, Any], journal: list[dict[str, Any]] | None = None
+) -> None:
     """One pass of the handler; finishes the workflow when the handler returns or raises."""
-    result = Engine(ctx, wf, _DISPATCH).run()
+    result = Engine(ctx, wf, _DISPATCH, journal).run()
     if result is not None:
         _finish(ctx, wf, result)
 
@@ -176,15 +187,9 @@ def _wake(ctx: MutationCtx, workflow_id: Any) -> None:
     wf = ctx.db.get(workflow_id)
     if wf is None or wf["state"] != "running":
         return
-    busy = (
-        ctx.db.query("steps")
-        .with_index(
-            "by_progress", lambda q: q.eq("workflow_id", workflow_id).eq("in_progress", True)
-        )
-        .first()
-    )
-    if busy is None:
-        _replay(ctx, wf)
+    journal = load_journal(ctx, workflow_id)
+    if not any(entry["in_progress"] for entry in journal):
+        _replay(ctx, wf, journal)
 
 
 def _finish(ctx: MutationCtx, wf: dict[str, Any], result: dict[str, Any]) -> None:
@@ -243,6 +248,58 @@ def step_done(
 ) -> None:
     """The work pool's ``on_complete`` for a step job."""
     _record_step(ctx, context["step_id"], context["generation"], result)
+
+
+@component.internal_mutation
+def run_step(ctx: MutationCtx, workflow_id: str, number: int, generation: int) -> None:
+    """Run a query or mutation step; its result is journaled in the same transaction."""
+    entry = (
+        ctx.db.query("steps")
+        .with_index("by_workflow", lambda q: q.eq("workflow_id", workflow_id).eq("number", number))
+        .first()
+    )
+    if entry is None or not entry["in_progress"] or entry["generation"] != generation:
+        return  # canceled, restarted or cleaned up meanwhile: the function does not run
+    try:
+        if entry["kind"] == "mutation":
+            result = success(ctx.run_mutation(entry["fn"], entry["args"]))
+        else:
+            result = success(ctx.run_query(entry["fn"], entry["args"]))
+    except Exception as exc:  # its writes were undone; the workflow sees the failure
+        result = failed(error_text(exc))
+    _record_step(ctx, entry["_id"], generation, result)
+
+
+@component.internal_mutation
+def recover(ctx: MutationCtx) -> int:
+    """Fail the steps whose scheduler job ended without recording them; returns how many.
+
+    A query or mutation step's job records its result in its own transaction, so this only
+    finds one whose transaction itself failed (or whose job record is gone).
+    """
+    lost = 0
+    running = (
+        ctx.db.query("steps")
+        .with_index("by_progress", lambda q: q.eq("in_progress", True))
+        .take(1000)
+    )
+    for entry in running:
+        if entry.get("job_id") is None:
+            continue
+        try:
+            job = ctx.db.system.get(entry["job_id"])
+        except Exception:
+            job = None
+        if job is not None and job["state"] in ("pending", "in_progress"):
+            continue
+        why = "its scheduled job is gone" if job is None else job.get("error") or job["state"]
+        logger.warning("workflow step %s was lost: %s", entry["_id"], why)
+        _record_step(ctx, entry["_id"], entry["generation"], failed(f"Step lost: {why}"))
+        lost += 1
+    return lost
+
+
+Crons.of(component).interval("recover", recover, seconds=pool_module.RECOVERY_INTERVAL)
 
 
 @component.internal_mutation
@@ -412,7 +469,7 @@ def _cancel(ctx: MutationCtx, wf: dict[str, Any]) -> None:
     wf["generation"] += 1
     running = (
         ctx.db.query("steps")
-        .with_index("by_progress", lambda q: q.eq("workflow_id", wf["_id"]).eq("in_progress", True))
+        .with_index("by_progress", lambda q: q.eq("in_progress", True).eq("workflow_id", wf["_id"]))
         .collect()
     )
     for entry in running:

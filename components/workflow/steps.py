@@ -19,6 +19,7 @@ the frontier) and ``step.random`` is seeded by the workflow id, so replays see t
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,7 +30,7 @@ from components.workflow.errors import (
     JournalMismatchError,
     StepFailedError,
 )
-from core import LimitExceededError, MutationCtx, UserError, function_handle
+from core import LimitExceededError, MutationCtx, QueryCtx, UserError, function_handle
 from core.values import check_value
 
 MAX_STEP_VALUE_BYTES = 800 * 1024
@@ -178,18 +179,29 @@ class Step:
         return [await c for c in calls]
 
 
+def load_journal(ctx: QueryCtx, workflow_id: Any) -> list[dict[str, Any]]:
+    """A workflow's journal entries, in step order."""
+    return (
+        ctx.db.query("steps")
+        .with_index("by_workflow", lambda q: q.eq("workflow_id", workflow_id))
+        .collect()
+    )
+
+
 class Engine:
     """One replay pass of one workflow, inside a mutation of the workflow component."""
 
-    def __init__(self, ctx: MutationCtx, workflow: dict[str, Any], dispatch: Any):
+    def __init__(
+        self,
+        ctx: MutationCtx,
+        workflow: dict[str, Any],
+        dispatch: Any,
+        journal: list[dict[str, Any]] | None = None,
+    ):
         self.ctx = ctx
         self.workflow = workflow
         self.dispatch = dispatch
-        self.journal: list[dict[str, Any]] = (
-            ctx.db.query("steps")
-            .with_index("by_workflow", lambda q: q.eq("workflow_id", workflow["_id"]))
-            .collect()
-        )
+        self.journal = load_journal(ctx, workflow["_id"]) if journal is None else journal
         self.position = 0
         self.fatal: BaseException | None = None
 
@@ -224,9 +236,19 @@ class Engine:
             raise err
         return entry
 
-    def _new(self, kind: str, name: str, args: Any, unstable: bool, **extra: Any) -> dict[str, Any]:
+    def _new(
+        self,
+        kind: str,
+        name: str,
+        args: Any,
+        unstable: bool,
+        schedule: Callable[[int], Any] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Journal a new step; ``schedule(number)`` (its job's id) runs first, if given."""
         check_size(args, f'the arguments of step "{name}"')
         wf = self.workflow
+        job_id = None if schedule is None else schedule(self.position - 1)
         entry = {
             "workflow_id": wf["_id"],
             "number": self.position - 1,
@@ -241,6 +263,7 @@ class Engine:
             "completed_at": None,
             "work_id": None,
             "child_id": None,
+            "job_id": job_id,
             **extra,
         }
         entry["_id"] = self.ctx.db.insert("steps", entry)
@@ -267,9 +290,13 @@ class Engine:
         label = name or handle.rpartition("|")[2]
         args = dict(args or {})
         entry = self._next(kind, label, args, unstable)
-        if entry is None:
+        if entry is None and kind != "action":
+            # Scheduled before the entry is written, so the entry records its job's id.
+            schedule = functools.partial(self.dispatch.schedule_step, self.ctx, self.workflow)
+            entry = self._new(kind, label, args, unstable, schedule, fn=handle)
+        elif entry is None:
             entry = self._new(kind, label, args, unstable, fn=handle)
-            self.dispatch.function(self.ctx, self.workflow, entry, retry)
+            self.dispatch.action(self.ctx, self.workflow, entry, retry)
         return StepCall(entry)
 
     def sleep_step(self, seconds: float, name: str) -> StepCall:

@@ -15,7 +15,9 @@ from components.workflow import (
     WorkflowManager,
     component,
 )
+from components.workflow.pool import RECOVERY_INTERVAL
 from core import ActionCtx, App, MutationCtx, QueryCtx
+from core.scheduler import scheduler_of
 from core.subscriptions import subscribe_sync
 
 app = App()
@@ -338,3 +340,20 @@ def test_step_retries_stop_at_max_attempts_without_a_last_backoff(t: Any) -> Non
     s = t.query(status, {"id": wid})
     assert calls["r37"] == 2
     assert s["state"] == "failed" and "attempt 2 failed (after 2 attempts)" in s["error"]
+
+
+def test_a_step_whose_job_failed_outside_the_step_is_recovered(t: Any) -> None:
+    wid = t.mutation(start, {"wf": three_steps.name, "args": {"name": "lost"}})
+    # The step's job fails without running it (as when its transaction itself cannot commit).
+    sched = scheduler_of(t.runtime)
+    jobs = t.run(lambda ctx: ctx.db.system.query("_scheduled_functions").collect())
+    (job,) = [j for j in jobs if j["state"] == "pending" and "run_step" in j["name"]]
+    patch = {"state": "failed", "error": "storage went away"}
+    sched.transact(lambda txn: txn.patch(sched.space, job["_id"], patch), "test")
+    t.finish_scheduled()
+    assert t.query(status, {"id": wid})["state"] == "running"
+    t.advance_time(RECOVERY_INTERVAL)
+    t.finish_scheduled()  # the recover cron fails the step, and so the workflow
+    s = t.query(status, {"id": wid})
+    assert s["state"] == "failed" and "Step lost: storage went away" in s["error"]
+    assert t.query(count, {"name": "lost"}) == 0
