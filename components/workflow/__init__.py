@@ -28,9 +28,9 @@ from components.workflow.pool import component as pool_component
 from components.workflow.steps import MAX_STEP_VALUE_BYTES, Step
 
 __all__ = [
-    "MAX_STEP_VALUE_BYTES",
     "EventTimeoutError",
     "JournalMismatchError",
+    "MAX_STEP_VALUE_BYTES",
     "NonRetryableError",
     "RetryPolicy",
     "Step",

@@ -7,6 +7,8 @@ transaction and return the value; from an action they return an awaitable.
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -14,7 +16,6 @@ from typing import Any, overload
 from components.workflow.pool import check_parallelism
 from components.workflow.steps import WORKFLOWS
 from core import ComponentHandle, Id, UserError, function_handle, run_function
-from core.functions import module_name
 
 Handler = Callable[..., Awaitable[Any]]
 """A workflow handler: ``async def handler(step, **args)``."""
@@ -57,6 +58,15 @@ def _retry_dict(retry: RetryPolicy | bool | None, default: RetryPolicy | None) -
     if isinstance(retry, RetryPolicy):
         return retry.to_dict()
     raise UserError(f"retry must be a RetryPolicy, True, False or None, not {retry!r}.")
+
+
+def _module_name(handler: Callable[..., Any]) -> str:
+    """The module part of a workflow's name, as function paths spell it (a script: its stem)."""
+    module = getattr(handler, "__module__", None) or "__main__"
+    if module == "__main__":
+        path = getattr(sys.modules.get("__main__"), "__file__", None)
+        return os.path.splitext(os.path.basename(path))[0] if path else "__main__"
+    return str(module)
 
 
 def _then(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -303,7 +313,7 @@ class WorkflowManager:
         def wrap(handler: Callable[..., Awaitable[Any]]) -> Workflow:
             if not inspect.iscoroutinefunction(handler):
                 raise UserError(f"A workflow must be an async def, not {handler!r}.")
-            wf_name = name or f"{module_name(handler)}:{handler.__qualname__}"
+            wf_name = name or f"{_module_name(handler)}:{handler.__qualname__}"
             WORKFLOWS[wf_name] = handler
             return Workflow(name=wf_name, handler=handler)
 

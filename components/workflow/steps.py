@@ -25,13 +25,21 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import msgpack
+
 from components.workflow.errors import (
     EventTimeoutError,
     JournalMismatchError,
     StepFailedError,
 )
-from core import LimitExceededError, MutationCtx, QueryCtx, UserError, function_handle
-from core.values import check_value
+from core import (
+    InvalidValueError,
+    LimitExceededError,
+    MutationCtx,
+    QueryCtx,
+    UserError,
+    function_handle,
+)
 
 MAX_STEP_VALUE_BYTES = 800 * 1024
 """The largest journaled step argument or result (a bigger result fails the step)."""
@@ -48,8 +56,17 @@ _BLOCK = _Blocked()
 
 
 def check_size(value: Any, what: str) -> int:
-    """Refuse a journaled value over ``MAX_STEP_VALUE_BYTES`` (or not a value at all)."""
-    size = check_value(value, what=what)
+    """Refuse a journaled value over ``MAX_STEP_VALUE_BYTES`` (or not a value at all).
+
+    The size is that of the value's binary form; the database checks the value model itself
+    when the journal entry is written.
+    """
+    try:
+        size = len(msgpack.packb(value, use_bin_type=True))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidValueError(
+            f"{what[0].upper()}{what[1:]} is not a storable value: {exc}."
+        ) from None
     if size > MAX_STEP_VALUE_BYTES:
         raise LimitExceededError(
             f"{what[0].upper()}{what[1:]} is {size:,} bytes; the limit for a journaled value is "
