@@ -37,8 +37,19 @@ _WHY = {
     ("action", "random"): "actions may use the random module directly",
 }
 _CAPABILITIES = frozenset(
-    {"db", "auth", "scheduler", "run_query", "run_mutation", "run_action", "now", "random", "env",
-     "files", "vector_search"}
+    {
+        "db",
+        "auth",
+        "scheduler",
+        "run_query",
+        "run_mutation",
+        "run_action",
+        "now",
+        "random",
+        "env",
+        "files",
+        "vector_search",
+    }
 )
 
 

@@ -77,7 +77,7 @@ def encode_value(v: Any) -> bytes:
     if t is int or t is float:
         return _number(v)
     if t is str or isinstance(v, str):  # ids are a str subclass
-        raw = v.encode("utf-8", "surrogatepass")
+        raw: bytes = v.encode("utf-8", "surrogatepass")
         if b"\x00" in raw:
             raw = raw.replace(b"\x00", b"\x00\xff")
         return b"\x30" + raw + b"\x00\x00"
@@ -205,7 +205,7 @@ def compare_values(a: Any, b: Any) -> int:
         a_nan, b_nan = isinstance(a, float) and math.isnan(a), isinstance(b, float) and b != b
         if a_nan or b_nan:
             return (a_nan > b_nan) - (a_nan < b_nan)
-        return (a > b) - (a < b)
+        return int(a > b) - int(a < b)
     if ra == 6:
         for x, y in zip(a, b, strict=False):
             c = compare_values(x, y)
@@ -218,7 +218,7 @@ def compare_values(a: Any, b: Any) -> int:
         )
     if ra <= 1:
         return 0
-    return (a > b) - (a < b)
+    return int(a > b) - int(a < b)
 
 
 # --- storage form of documents -------------------------------------------------------------

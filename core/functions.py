@@ -26,7 +26,7 @@ ArgsT = TypeVar("ArgsT")
 ReturnT = TypeVar("ReturnT")
 
 
-class FunctionKind(str, enum.Enum):
+class FunctionKind(str, enum.Enum):  # noqa: UP042 - str(kind) stays the enum's name
     """What a function is allowed to do."""
 
     QUERY = "query"
@@ -75,7 +75,7 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
         self.internal = internal
         self.owner = owner
         self.path = f"{module_name(handler)}:{name or handler.__qualname__}"
-        functools.update_wrapper(self, handler)  # type: ignore[arg-type]
+        functools.update_wrapper(self, handler)
         self._model: type[BaseModel] | None = None
         self._params: list[str] = []
 
@@ -84,6 +84,7 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
         return f"<{internal}{self.kind.value} {self.path}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the handler directly (handy for unit tests of pure logic)."""
         return self.handler(*args, **kwargs)
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
@@ -164,7 +165,7 @@ def _args_model(handler: Callable[..., Any], path: str) -> type[BaseModel]:
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[p.name] = (tp, default)
     try:
-        return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+        return pydantic.create_model(
             f"{path.replace(':', '_').replace('.', '_')}_args",
             __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
             **fields,
@@ -218,5 +219,5 @@ def decorator(
 
 
 def _msg(text: str) -> str:
-    """pydantic's message without its "Value error, " prefix and final period."""
+    """Pydantic's message without its "Value error, " prefix and final period."""
     return text.removeprefix("Value error, ").rstrip(".")

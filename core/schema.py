@@ -188,7 +188,8 @@ class Table:
                 table=table,
                 field=loc,
             ) from None
-        return obj.model_dump(mode="python")
+        body: dict[str, Any] = obj.model_dump(mode="python")
+        return body
 
     def fingerprint(self, table: str) -> str:
         """A stable digest of the shape, stored to notice shape changes between opens."""
@@ -242,7 +243,7 @@ def _admits_none(tp: Any) -> bool:
 def _build_model(table: str, shape: type[BaseModel] | Mapping[str, Any]) -> type[BaseModel]:
     if isinstance(shape, type) and issubclass(shape, BaseModel):
         for name in shape.model_fields:
-            if name.startswith("_") or name.startswith("$"):
+            if name.startswith(("_", "$")):
                 raise UserError(f'Table "{table}": field "{name}" may not start with "_" or "$".')
         config = {**shape.model_config, "extra": "forbid"}
         return type(shape.__name__, (shape,), {"model_config": config, "__module__": __name__})
@@ -257,7 +258,7 @@ def _build_model(table: str, shape: type[BaseModel] | Mapping[str, Any]) -> type
             raise UserError(f'Table "{table}": field {name!r} may not start with "_" or "$".')
         fields[name] = (tp, None) if _admits_none(tp) else (tp, ...)
     try:
-        return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+        return pydantic.create_model(
             f"{table}_document", __config__=ConfigDict(extra="forbid"), **fields
         )
     except (pydantic.PydanticSchemaGenerationError, TypeError) as exc:
@@ -281,5 +282,5 @@ class Schema:
 
 
 def _msg(text: str) -> str:
-    """pydantic's message without its "Value error, " prefix and final period."""
+    """Pydantic's message without its "Value error, " prefix and final period."""
     return text.removeprefix("Value error, ").rstrip(".")

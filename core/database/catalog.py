@@ -113,6 +113,72 @@ class TableSpace:
         return self._context
 
 
+class _OpenPlan:
+    """What opening a schema changes in the catalog: new rows, dropped indexes, backfills."""
+
+    def __init__(self, tables: list[CatalogTable], indexes: list[CatalogIndex]):
+        self.known = {(t.namespace, t.name): t for t in tables}
+        self.known_idx: dict[int, dict[str, CatalogIndex]] = {}
+        for i in indexes:
+            self.known_idx.setdefault(i.table, {})[i.name] = i
+        self.next_table = max((t.number for t in tables), default=0) + 1
+        self.next_index = max((i.id for i in indexes), default=0) + 1
+        self.put_tables: list[CatalogTable] = []
+        self.put_indexes: list[CatalogIndex] = []
+        self.drop: list[int] = []
+        self.backfill: list[tuple[TableInfo, list[Index]]] = []
+        self.check_shape: list[TableInfo] = []
+
+    def table(self, namespace: str, name: str, decl: Table | None) -> TableInfo:
+        """The table as the schema declares it; records what must change for it."""
+        fingerprint = decl.fingerprint(name) if decl else "schemaless"
+        row = self.known.get((namespace, name))
+        if row is None:
+            row = CatalogTable(
+                number=self.next_table, namespace=namespace, name=name, fingerprint=fingerprint
+            )
+            self.next_table += 1
+            self.put_tables.append(row)
+        info = TableInfo(number=row.number, namespace=namespace, name=name, decl=decl)
+        if row.fingerprint != fingerprint:  # an existing table whose shape changed
+            self.put_tables.append(
+                CatalogTable(
+                    number=row.number, namespace=namespace, name=name, fingerprint=fingerprint
+                )
+            )
+            if decl is not None:
+                self.check_shape.append(info)
+        self._indexes(info, decl)
+        return info
+
+    def _indexes(self, info: TableInfo, decl: Table | None) -> None:
+        existing = self.known_idx.pop(info.number, {})
+        specs: dict[str, Any] = {CREATION_TIME_INDEX: None}
+        if decl is not None:
+            specs.update(decl.indexes)
+        new_indexes: list[Index] = []
+        for iname, spec in specs.items():
+            text = "btree:" if spec is None else spec.describe()
+            old = existing.pop(iname, None)
+            if old is not None and old.spec == text:
+                index_id = old.id
+            else:
+                if old is not None:
+                    self.drop.append(old.id)
+                index_id = self.next_index
+                self.next_index += 1
+                self.put_indexes.append(
+                    CatalogIndex(id=index_id, table=info.number, name=iname, spec=text)
+                )
+            index = build_index(spec, id=index_id, table=info.number, name=iname)
+            info.indexes[iname] = index
+            if old is None or old.spec != text:
+                new_indexes.append(index)
+        self.drop.extend(i.id for i in existing.values())
+        if new_indexes:
+            self.backfill.append((info, new_indexes))
+
+
 class Catalog:
     """All table spaces of one database, with the persisted numbering."""
 
@@ -135,17 +201,7 @@ class Catalog:
     def open(self, w: WriteSession, schemas: dict[str, Schema], next_ts: Callable[[], int]) -> None:
         """Create, check and backfill tables and indexes for ``schemas`` (one write session)."""
         tables, indexes = self.storage.load_catalog()
-        known = {(t.namespace, t.name): t for t in tables}
-        known_idx: dict[int, dict[str, CatalogIndex]] = {}
-        for i in indexes:
-            known_idx.setdefault(i.table, {})[i.name] = i
-        next_table = max((t.number for t in tables), default=0) + 1
-        next_index = max((i.id for i in indexes), default=0) + 1
-        put_tables: list[CatalogTable] = []
-        put_indexes: list[CatalogIndex] = []
-        drop: list[int] = []
-        backfill: list[tuple[TableInfo, list[Index]]] = []
-        check_shape: list[TableInfo] = []
+        plan = _OpenPlan(tables, indexes)
         for namespace, schema in schemas.items():
             space = TableSpace(self, namespace, schema)
             self.spaces[namespace] = space
@@ -153,69 +209,27 @@ class Catalog:
             if not schema.strict:
                 names |= {t.name for t in tables if t.namespace == namespace}
             for name in sorted(names):
-                decl = schema.tables.get(name)
-                fingerprint = decl.fingerprint(name) if decl else "schemaless"
-                row = known.get((namespace, name))
-                if row is None:
-                    row = CatalogTable(
-                        number=next_table, namespace=namespace, name=name, fingerprint=fingerprint
-                    )
-                    next_table += 1
-                    put_tables.append(row)
-                elif row.fingerprint != fingerprint:
-                    put_tables.append(
-                        CatalogTable(
-                            number=row.number, namespace=namespace, name=name,
-                            fingerprint=fingerprint,
-                        )
-                    )
-                info = TableInfo(number=row.number, namespace=namespace, name=name, decl=decl)
-                if row.fingerprint != fingerprint and decl is not None:
-                    check_shape.append(info)
-                existing = known_idx.pop(row.number, {})
-                specs: dict[str, Any] = {CREATION_TIME_INDEX: None}
-                if decl is not None:
-                    specs.update(decl.indexes)
-                new_indexes: list[Index] = []
-                for iname, spec in specs.items():
-                    text = "btree:" if spec is None else spec.describe()
-                    old = existing.pop(iname, None)
-                    if old is not None and old.spec == text:
-                        index_id = old.id
-                    else:
-                        if old is not None:
-                            drop.append(old.id)
-                        index_id = next_index
-                        next_index += 1
-                        put_indexes.append(
-                            CatalogIndex(id=index_id, table=row.number, name=iname, spec=text)
-                        )
-                    index = build_index(spec, id=index_id, table=row.number, name=iname)
-                    info.indexes[iname] = index
-                    if old is None or old.spec != text:
-                        new_indexes.append(index)
-                drop.extend(i.id for i in existing.values())
-                if new_indexes:
-                    backfill.append((info, new_indexes))
+                info = plan.table(namespace, name, schema.tables.get(name))
                 space.tables[name] = info
                 self.by_number[info.number] = info
         # Tables of spaces not opened now keep their data; they are simply not reachable.
         for t in tables:
             if t.number not in self.by_number:
                 self.by_number.setdefault(
-                    t.number, TableInfo(number=t.number, namespace=t.namespace, name=t.name, decl=None)
+                    t.number,
+                    TableInfo(number=t.number, namespace=t.namespace, name=t.name, decl=None),
                 )
         self._reindex()
         # Drops first: a redefined index keeps its name under a new id, and (table, name) is
         # unique in the catalog.
-        if drop:
-            w.put_catalog([], [], drop)
-        w.put_catalog(put_tables, put_indexes, [])
+        if plan.drop:
+            w.put_catalog([], [], plan.drop)
+        w.put_catalog(plan.put_tables, plan.put_indexes, [])
         snap = w.snapshot()
-        for info in check_shape:
+        for info in plan.check_shape:
             self._check_documents(snap, info)
         items = []
-        for info, new in backfill:
+        for info, new in plan.backfill:
             writes = self._backfill(snap, info, new)
             if writes:
                 items.append(CommitBatchItem(ts=next_ts(), writes=writes, log_record=_EMPTY_LOG))
@@ -302,7 +316,9 @@ class Catalog:
         idx = next((i for i in indexes if i.table == row.number), None)
         index_id = idx.id if idx else max((i.id for i in indexes), default=0) + 1
         w.put_catalog(
-            [row], [CatalogIndex(id=index_id, table=row.number, name=CREATION_TIME_INDEX, spec="btree:")], []
+            [row],
+            [CatalogIndex(id=index_id, table=row.number, name=CREATION_TIME_INDEX, spec="btree:")],
+            [],
         )
         info = TableInfo(number=row.number, namespace=space.namespace, name=name, decl=None)
         info.indexes[CREATION_TIME_INDEX] = build_index(

@@ -22,8 +22,8 @@ import bisect
 import logging
 import threading
 import time
-from contextlib import ExitStack
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from typing import Any
 
 from core.database.catalog import Catalog, TableSpace
@@ -260,7 +260,9 @@ class Database:
                     req.ts = self._next_ts()
                     accepted.append(req)
                     items.append(
-                        CommitBatchItem(ts=req.ts, writes=req.writes, log_record=req.write_set.dump())
+                        CommitBatchItem(
+                            ts=req.ts, writes=req.writes, log_record=req.write_set.dump()
+                        )
                     )
                 if items:
                     w.apply(items)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from core.database.pagination import Page, decode_cursor, encode_cursor
@@ -103,7 +103,7 @@ class Query:
 
     # -- consuming ------------------------------------------------------------------------
 
-    def _rows(self, after: bytes | None = None) -> Iterator[tuple[bytes, Document]]:
+    def _rows(self, after: bytes | None = None) -> Generator[tuple[bytes, Document], None, None]:
         if self._source is not None:
             if after is not None:
                 raise InvalidArgumentError("paginate() is not supported on this query.")

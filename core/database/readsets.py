@@ -90,7 +90,9 @@ class WriteSet:
     tables: set[int] = field(default_factory=set)
     """Table numbers written (for cheap pre-filtering by subscribers)."""
 
-    def add(self, doc_id: str, table: int, table_name: str, keys: Iterable[tuple[int, bytes]]):
+    def add(
+        self, doc_id: str, table: int, table_name: str, keys: Iterable[tuple[int, bytes]]
+    ) -> None:
         """Record one written document and the index keys it touched."""
         self.docs.append(doc_id)
         self.doc_tables[doc_id] = table_name

@@ -155,7 +155,9 @@ class Transaction:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def get(self, space: TableSpace, doc_id: str, table: str | None = None) -> dict[str, Any] | None:
+    def get(
+        self, space: TableSpace, doc_id: str, table: str | None = None
+    ) -> dict[str, Any] | None:
         """The document with this id as this transaction sees it, or ``None``."""
         doc_id = space.resolve_id(doc_id, table)
         self.reads.add_doc(doc_id)
@@ -198,7 +200,9 @@ class Transaction:
             rows = snap.scan(index.id, cur_lo, cur_hi, reverse=reverse, limit=batch)
             for row in rows:
                 key = row.key
-                while pos < len(mine) and ((mine[pos][0] > key) if reverse else (mine[pos][0] < key)):
+                while pos < len(mine) and (
+                    (mine[pos][0] > key) if reverse else (mine[pos][0] < key)
+                ):
                     pkey, pw = mine[pos]
                     pos += 1
                     self._advance(rng, pkey, reverse)
@@ -369,7 +373,8 @@ class Transaction:
                 if value == current[key]:
                     continue
                 raise InvalidValueError(
-                    f'Field "{key}" of table "{info.name}" cannot be changed.', table=info.name,
+                    f'Field "{key}" of table "{info.name}" cannot be changed.',
+                    table=info.name,
                     field=key,
                 )
             if value is UNSET:
@@ -382,9 +387,7 @@ class Transaction:
         """Replace a document's body, keeping its id and creation time."""
         info, current, stored = self._current(space, doc_id, "replace")
         if isinstance(value, dict):
-            value = {
-                k: v for k, v in value.items() if not (k in SYSTEM_FIELDS and v == current[k])
-            }
+            value = {k: v for k, v in value.items() if not (k in SYSTEM_FIELDS and v == current[k])}
         self._rewrite(space, info, current, stored, value)
 
     def delete(self, space: TableSpace, doc_id: str) -> None:
