@@ -246,7 +246,10 @@ def _build_model(table: str, shape: type[BaseModel] | Mapping[str, Any]) -> type
             if name.startswith(("_", "$")):
                 raise UserError(f'Table "{table}": field "{name}" may not start with "_" or "$".')
         config = {**shape.model_config, "extra": "forbid"}
-        return type(shape.__name__, (shape,), {"model_config": config, "__module__": __name__})
+        # The subclass lives in the shape's module, so forward references resolve where they were
+        # written (pydantic rebuilds the model there on first use).
+        namespace = {"model_config": config, "__module__": shape.__module__}
+        return type(shape.__name__, (shape,), namespace)
     if not isinstance(shape, Mapping):
         raise UserError(
             f'Table "{table}": the shape must be a pydantic model or a mapping of field to '

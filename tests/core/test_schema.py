@@ -16,6 +16,16 @@ class Task(pydantic.BaseModel):
     tags: list[str] = []
 
 
+class Early(pydantic.BaseModel):
+    """Refers to a model defined after it (a forward reference)."""
+
+    meta: Later | None = None
+
+
+class Later(pydantic.BaseModel):
+    kind: str
+
+
 def test_declarations_record_each_kind_of_index() -> None:
     table = (
         Table(Task)
@@ -153,3 +163,10 @@ def test_schema_checks_names_and_entries() -> None:
         Schema(**{"bad-name": Table()})
     with pytest.raises(UserError, match="must be a Table"):
         Schema(tasks={"text": str})  # type: ignore[arg-type]
+
+
+def test_model_shapes_may_refer_to_models_defined_after_them() -> None:
+    table = Table(Early)
+    assert table.validate("t", {"meta": {"kind": "k"}}) == {"meta": {"kind": "k"}}
+    with pytest.raises(InvalidValueError, match='field "meta.kind"'):
+        table.validate("t", {"meta": {"kind": 1}})
