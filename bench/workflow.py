@@ -61,8 +61,7 @@ def capsule(tmp: Path) -> Figures:
         Schema(marks=Table({"i": int})),
         storage=SQLiteStorage(tmp / "capsule.db", synchronous="FULL"),
     )
-    # No lower limit than the concurrency DBOS gets (it has none).
-    manager = WorkflowManager(app.use(component, name="workflow"), max_parallelism=N_CONC)
+    manager = WorkflowManager(app.use(component, name="workflow"))
 
     @app.mutation
     def work(ctx: MutationCtx, i: int) -> int:

@@ -13,9 +13,10 @@ Invariants:
   inserting it, so two starters taking one number conflict and one retries). Starters probe
   numbers from a random one with point reads rather than counting running rows, so jobs
   starting and finishing in parallel do not conflict with each other; a finishing job hands
-  its slot to the oldest ready pending job, or to the job its ``on_complete`` enqueues (a
-  workflow's next step) when none is waiting. Lowering the limit lets running jobs finish;
-  slots above the new limit are then deleted, not reused;
+  its slot to the oldest ready pending job or, when none is waiting, to the job its
+  ``on_complete`` enqueues in the same transaction (a workflow's next action step).
+  Lowering the limit lets running jobs finish; slots above the new limit are then deleted,
+  not reused;
 * ``on_complete`` runs exactly once per job, in the transaction that deletes its row: for a
   mutation job that is the transaction of the user's mutation itself, so its writes and its
   completion commit together (exactly once); attempts are fenced by ``(work_id, attempt)``;

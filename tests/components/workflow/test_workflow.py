@@ -23,6 +23,7 @@ from core.subscriptions import subscribe_sync
 app = App()
 handle = app.use(component, name="workflow")
 manager = WorkflowManager(handle, retry=None)
+serial = WorkflowManager(app.use(component, name="serial"), max_parallelism=1)
 calls: dict[str, int] = {}
 
 
@@ -128,6 +129,23 @@ async def stepwise(step: Any, name: str) -> str:
 async def two_attempts(step: Any, key: str) -> str:  # reference case 37
     policy = RetryPolicy(max_attempts=2, initial_backoff=5.0)
     return str(await step.run_action(flaky, {"key": key, "fail_times": 99}, retry=policy))
+
+
+@manager.define
+async def two_actions(step: Any, key: str) -> list[str]:
+    first = await step.run_action(flaky, {"key": f"{key}1", "fail_times": 0})
+    return [str(first), str(await step.run_action(flaky, {"key": f"{key}2", "fail_times": 0}))]
+
+
+@app.mutation
+def start_serial(ctx: MutationCtx, key: str) -> str:
+    return str(serial.start(ctx, two_actions, {"key": key}))
+
+
+@app.query
+def serial_status(ctx: QueryCtx, id: str) -> Any:
+    s = serial.status(ctx, id)
+    return None if s is None else [s.state, s.result, [st.state for st in s.steps]]
 
 
 @app.query
@@ -357,3 +375,12 @@ def test_a_step_whose_job_failed_outside_the_step_is_recovered(t: Any) -> None:
     s = t.query(status, {"id": wid})
     assert s["state"] == "failed" and "Step lost: storage went away" in s["error"]
     assert t.query(count, {"name": "lost"}) == 0
+
+
+def test_action_steps_share_one_slot(t: Any) -> None:
+    a, b = (t.mutation(start_serial, {"key": k}) for k in "ab")
+    # One slot: a's first action runs, b's waits; each finishing step passes the slot on.
+    assert t.query(serial_status, {"id": b}) == ["running", None, ["running"]]
+    t.finish_scheduled()
+    assert t.query(serial_status, {"id": a}) == ["success", ["ok after 1"] * 2, ["success"] * 2]
+    assert t.query(serial_status, {"id": b}) == ["success", ["ok after 1"] * 2, ["success"] * 2]
