@@ -20,6 +20,7 @@ from core.runtime import Runtime
 from core.scheduler import scheduler_of
 from core.storage.sqlite import SQLiteStorage
 from core.testing.clock import ManualClock
+from core.testing.faults import FaultyStorage
 
 
 class TestApp:
@@ -137,4 +138,4 @@ def ex_auth(identity: UserIdentity | None) -> Any:
     return NO_AUTH if identity is None else Auth(identity)
 
 
-__all__ = ["ManualClock", "TestApp"]
+__all__ = ["FaultyStorage", "ManualClock", "TestApp"]

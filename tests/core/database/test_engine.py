@@ -11,8 +11,8 @@ import pytest
 from core import App, Schema, Table
 from core.database import engine as engine_module
 from core.database.engine import Conflict, Database
-from core.storage.base import CatalogIndex, CatalogTable, Snapshot, Storage, WriteSessionContext
-from core.testing import ManualClock, TestApp
+from core.storage.base import Storage
+from core.testing import FaultyStorage, ManualClock, TestApp
 
 app = App(Schema(items=Table({"n": int}).index("by_n", ["n"])))
 
@@ -110,56 +110,14 @@ def test_creation_times_follow_the_app_clock_and_strictly_increase(t: TestApp) -
     assert db.creation_time(1.0) > later[-1]  # never goes back
 
 
-class FailingStorage(Storage):
-    """Fails the next ``fail`` commit steps inside ``apply`` (after validation)."""
-
-    def __init__(self, inner: Storage):
-        self.inner, self.url, self.fail = inner, inner.url, 0
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def begin_read(self) -> Snapshot:
-        return self.inner.begin_read()
-
-    def load_catalog(self) -> tuple[list[CatalogTable], list[CatalogIndex]]:
-        return self.inner.load_catalog()
-
-    def begin_write(self, *, timeout: float | None = None) -> WriteSessionContext:
-        outer = self
-        ctx = self.inner.begin_write(timeout=timeout)
-
-        class Wrapped(WriteSessionContext):
-            def __enter__(self) -> Any:
-                session = ctx.__enter__()
-                apply = session.apply
-
-                def failing_apply(items: Any) -> None:
-                    apply(items)
-                    if outer.fail:
-                        outer.fail -= 1
-                        raise OSError("disk full")
-
-                session.apply = failing_apply  # type: ignore[method-assign]
-                return session
-
-            def __exit__(self, *exc: Any) -> None:
-                ctx.__exit__(*exc)
-
-        return Wrapped()
-
-
 def test_a_failed_commit_step_reaches_the_caller_and_leaves_nothing(storage: Storage) -> None:
-    failing = FailingStorage(storage)
+    failing = FaultyStorage(storage)
     with TestApp(app, storage=failing) as t:
         db = t.runtime.db
         a = t.run(lambda ctx: ctx.db.insert("items", {"n": 1}))
         heard: list[int] = []
         db.add_listener(lambda ts, ws: heard.append(ts))
-        failing.fail = 1
+        failing.fail_commits(1, OSError("disk full"))
         with pytest.raises(OSError, match="disk full"):
             bump(t, a)
         assert heard == []

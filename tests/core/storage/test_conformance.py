@@ -18,11 +18,9 @@ from core.storage.base import (
     CommitBatchItem,
     DocumentWrite,
     IndexRow,
-    Snapshot,
     Storage,
-    WriteSessionContext,
 )
-from core.testing import TestApp
+from core.testing import FaultyStorage, TestApp
 from core.values import INT64_MAX, INT64_MIN
 
 
@@ -283,63 +281,18 @@ def test_values_round_trip_through_storage(t: TestApp, body: dict[str, Any]) -> 
     assert back["_id"] == doc_id and isinstance(back["_creation_time"], float)
 
 
-class CountingStorage(Storage):
-    """Wraps a storage and counts the index rows its snapshots return."""
-
-    def __init__(self, inner: Storage):
-        self.inner = inner
-        self.url = inner.url
-        self.rows = 0
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def begin_read(self) -> Snapshot:
-        return _CountingSnapshot(self, self.inner.begin_read())
-
-    def begin_write(self, *, timeout: float | None = None) -> WriteSessionContext:
-        return self.inner.begin_write(timeout=timeout)
-
-    def load_catalog(self) -> tuple[list[CatalogTable], list[CatalogIndex]]:
-        return self.inner.load_catalog()
-
-
-class _CountingSnapshot(Snapshot):
-    def __init__(self, owner: CountingStorage, inner: Snapshot):
-        self.owner, self.inner, self.ts = owner, inner, inner.ts
-
-    def get(self, doc_id: str) -> Any:
-        return self.inner.get(doc_id)
-
-    def scan(
-        self, index_id: int, lo: bytes, hi: bytes | None, *, reverse: bool, limit: int
-    ) -> list[IndexRow]:
-        rows = self.inner.scan(index_id, lo, hi, reverse=reverse, limit=limit)
-        self.owner.rows += len(rows)
-        return rows
-
-    def scan_entries(self, index_id: int, lo: bytes, hi: bytes | None, *, limit: int) -> Any:
-        return self.inner.scan_entries(index_id, lo, hi, limit=limit)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def test_scans_are_bounded_by_what_the_query_consumes(storage: Storage) -> None:
-    counting = CountingStorage(storage)
+    counting = FaultyStorage(storage)
     with TestApp(app, storage=counting) as t:
         for _ in range(3):
             t.run(lambda ctx: [ctx.db.insert("rows", {"n": i}) for i in range(1000)] and None)
-        counting.rows = 0
+        counting.rows_scanned = 0
         got = t.run(lambda ctx: [d["n"] for d in ctx.db.query("rows").with_index("by_n").take(10)])
         assert got == [0] * 3 + [1] * 3 + [2] * 3 + [3]
-        assert counting.rows <= 64, counting.rows
-        counting.rows = 0
+        assert counting.rows_scanned <= 64, counting.rows_scanned
+        counting.rows_scanned = 0
         assert t.run(lambda ctx: ctx.db.query("rows").order("desc").first())["n"] == 999
-        assert counting.rows <= 64
-        counting.rows = 0
+        assert counting.rows_scanned <= 64
+        counting.rows_scanned = 0
         assert len(t.run(lambda ctx: ctx.db.query("rows").collect())) == 3000
-        assert counting.rows == 3000
+        assert counting.rows_scanned == 3000
