@@ -49,8 +49,10 @@ def check_table_name(name: str, *, system: bool = False) -> str:
     return name
 
 
-def check_document(doc: Any, *, table: str) -> int:
+def check_document(doc: Any, *, table: str, names_checked: bool = False) -> int:
     """Check a document (with or without its system fields) and return its size in bytes.
+
+    ``names_checked``: the caller already ran ``check_top_level_names`` on these fields.
 
     Raises:
         InvalidValueError: a value of an unsupported type, or a bad field name.
@@ -61,7 +63,8 @@ def check_document(doc: Any, *, table: str) -> int:
             f'A document for table "{table}" must be a dict, not {type(doc).__name__}.',
             table=table,
         )
-    check_top_level_names(doc, table=table)
+    if not names_checked:
+        check_top_level_names(doc, table=table)
     size = _Walk(f'table "{table}"', MAX_DEPTH, table).check(doc, "", 1)
     if size > MAX_DOCUMENT_BYTES:
         raise LimitExceededError(

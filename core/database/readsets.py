@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 import msgpack
 
 
+_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
 class KeyRange:
     """A half-open key interval ``[lo, hi)`` of one index (``hi`` None: unbounded)."""
 
@@ -102,10 +105,7 @@ class WriteSet:
 
     def dump(self) -> bytes:
         """Serialize for the commit log."""
-        return msgpack.packb(
-            [self.docs, list(self.keys.items()), list(self.tables), self.doc_tables],
-            use_bin_type=True,
-        )
+        return _pack([self.docs, list(self.keys.items()), list(self.tables), self.doc_tables])
 
     @classmethod
     def load(cls, data: bytes) -> WriteSet:

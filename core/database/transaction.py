@@ -301,7 +301,7 @@ class Transaction:
         check_top_level_names(value, table=info.name)
         body = info.validate(value, space.validation_context())
         doc = {"_id": doc_id, "_creation_time": creation_time, **body}
-        size = check_document(doc, table=info.name)
+        size = check_document(doc, table=info.name, names_checked=True)
         for index in info.indexes.values():
             index.check(doc, table=info.name)
         return doc, size
