@@ -14,12 +14,12 @@ at one commit timestamp (its *version*) and serves any snapshot from it:
 
 Invariants:
 
-* ``_seen`` is a timestamp through which every commit has been passed to the listener; a reader
+* ``feed.seen`` is a timestamp through which every commit has been passed to the cache; a reader
   whose snapshot is newer (another process committed and this one has not caught up yet)
   reads storage directly and caches nothing.
 * An entry's ``log`` holds every key of its group written by a commit with a timestamp above
-  ``floor`` (and up to ``_seen``); readers older than ``floor`` read storage directly.
-* A fresh entry is installed only if no commit between the reader's snapshot and ``_seen``
+  ``floor`` (and up to ``feed.seen``); readers older than ``floor`` read storage directly.
+* A fresh entry is installed only if no commit between the reader's snapshot and ``feed.seen``
   wrote its group (checked against the recent-commit window), so its log starts complete.
 * Arrays are never changed in place: a reader keeps using the ones it took.
 
@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from core.indexes.feed import CommitFeed
 
 Row = tuple[bytes, bytes, str]
 """A raw index entry: (key, value, document id)."""
@@ -192,10 +194,7 @@ class PostingsCache:
         self._lock = threading.Lock()
         self._recent: deque[tuple[int, set[bytes] | None]] = deque()
         self._recent_floor = 0
-        self._seen = -1
-        self._db: Any = None
-        self._gaps = 0
-        self._remove: Callable[[], None] | None = None
+        self.feed = CommitFeed(index_id, on_keys=self._on_keys, on_gap=self._on_gap)
         self.hits = 0
         self.loads = 0
 
@@ -203,69 +202,55 @@ class PostingsCache:
 
     def attach(self, db: Any) -> None:
         """Start following ``db``'s commits (idempotent)."""
-        if self._db is not None:
-            return
-        with self._lock:
-            if self._db is not None:
-                return
-            known, self._remove = db.listen(self._on_commit)
-            self._db = db
-            self._gaps = db.log_gaps
-            self._seen = max(self._seen, known)
-            self._recent_floor = max(self._recent_floor, known)
+        if not self.feed.attached:
+            self.feed.attach(db)
+            with self._lock:
+                self._recent_floor = max(self._recent_floor, self.feed.start)
 
     def close(self) -> None:
         """Stop following commits and drop everything cached."""
+        self.feed.detach()
         with self._lock:
-            if self._remove is not None:
-                self._remove()
-            self._remove = None
-            self._db = None
-            self._clear()
+            self._clear(self.feed.seen)
 
-    def _clear(self) -> None:
+    def _clear(self, ts: int) -> None:
         self._entries.clear()
         self._size = 0
         self._recent.clear()
-        self._recent_floor = self._seen
+        self._recent_floor = ts
         self.ordinals = Ordinals()
 
     def reset_if_sparse(self, live: int) -> None:
         """Start over with fresh ordinals when most of them belong to deleted documents."""
         if len(self.ordinals) > max(4 * live, 1 << 16):
             with self._lock:
-                self._clear()
+                self._clear(self.feed.seen)
 
     # -- commits --------------------------------------------------------------------------
 
-    def _on_commit(self, ts: int, ws: Any) -> None:
-        keys = ws.keys.get(self.index_id)
+    def _on_gap(self, ts: int) -> None:
+        # What the missed commits wrote is unknown: nothing cached can be trusted.
         with self._lock:
-            if self._db is not None and self._db.log_gaps != self._gaps:
-                # Catching up found commits already pruned from the log: what they wrote is
-                # unknown, so nothing cached can be trusted.
-                self._gaps = self._db.log_gaps
-                self._seen = max(self._seen, ts)
-                self._clear()
-                return
-            if keys:
-                groups: set[bytes] = set()
-                entries = self._entries
-                for key in keys:
-                    group = self._group_of(key)
-                    groups.add(group)
-                    entry = entries.get(group)
-                    if entry is not None:
-                        entry.log.append((ts, key))
-                        if len(entry.log) > max(256, len(entry.postings) // 4):
-                            # Cheaper to reload than to replay; forget it.
-                            del entries[group]
-                            self._size -= len(entry.postings)
-                # A bulk commit is remembered as touching everything (bounded memory).
-                self._recent.append((ts, groups if len(groups) <= _MANY else None))
-                if len(self._recent) > RECENT_COMMITS:
-                    self._recent_floor = self._recent.popleft()[0]
-            self._seen = max(self._seen, ts)
+            self._clear(ts)
+
+    def _on_keys(self, ts: int, keys: list[bytes]) -> None:
+        with self._lock:
+            groups: set[bytes] = set()
+            entries = self._entries
+            for key in keys:
+                group = self._group_of(key)
+                groups.add(group)
+                entry = entries.get(group)
+                if entry is not None:
+                    entry.log.append((ts, key))
+                    if len(entry.log) > max(256, len(entry.postings) // 4):
+                        # Cheaper to reload than to replay; forget it.
+                        del entries[group]
+                        self._size -= len(entry.postings)
+            # A bulk commit is remembered as touching everything (bounded memory).
+            self._recent.append((ts, groups if len(groups) <= _MANY else None))
+            if len(self._recent) > RECENT_COMMITS:
+                self._recent_floor = self._recent.popleft()[0]
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -275,7 +260,7 @@ class PostingsCache:
         ordinals = self.ordinals
         with self._lock:
             entry = self._entries.get(group)
-            if entry is not None and entry.floor <= ts <= self._seen:
+            if entry is not None and entry.floor <= ts <= self.feed.seen:
                 self._entries.move_to_end(group)
                 base, version = entry.postings, entry.version
                 lo, hi = (ts, version) if ts < version else (version, ts)
@@ -318,7 +303,7 @@ class PostingsCache:
         self, group: bytes, postings: Postings, ts: int, prev: _Entry | None, ordinals: Ordinals
     ) -> None:
         with self._lock:
-            if ordinals is not self.ordinals or ts > self._seen or self._db is None:
+            if ordinals is not self.ordinals or ts > self.feed.seen or not self.feed.attached:
                 return
             current = self._entries.get(group)
             if prev is not None:

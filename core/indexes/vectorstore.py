@@ -17,7 +17,7 @@ compacted (and the graph rebuilt, in the background).
 Invariants:
 
 * ``version`` is the snapshot timestamp the store reflects; ``_log`` holds every key written by
-  a commit above ``version`` and up to ``_seen``, in timestamp order.
+  a commit above ``version`` and up to ``feed.seen``, in timestamp order.
 * Rows are append-only and a row's vector never changes; every row below ``_graph_rows`` is in
   the graph, with the graph's internal id equal to the row number.
 """
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from core.encoding import decode_key, encode_value
+from core.indexes.feed import CommitFeed
 
 logger = logging.getLogger("capsule.vector")
 
@@ -56,10 +57,7 @@ class VectorStore:
         self._lock = threading.RLock()
         self._log_lock = threading.Lock()
         self._stale = False
-        self._db: Any = None
-        self._remove: Any = None
-        self._gaps = 0
-        self._seen = -1
+        self.feed = CommitFeed(index_id, on_keys=self._on_keys, on_gap=self._on_gap)
         self._log: list[tuple[int, bytes]] = []
         self.version = -1
         self._empty()
@@ -92,39 +90,32 @@ class VectorStore:
 
     def current_for(self, ts: int) -> bool:
         """Whether a search at snapshot ``ts`` can run without storage catch-up or a load."""
-        return self.loaded and not self._stale and ts <= self._seen and len(self._log) < 256
+        return self.loaded and not self._stale and ts <= self.feed.seen and len(self._log) < 256
 
-    def _on_commit(self, ts: int, ws: Any) -> None:
-        # Runs inside the commit step: only the log lock, never the store lock (a load holds
-        # that for a while).
-        keys = ws.keys.get(self.index_id)
+    # The feed calls these inside the commit step: they take only the log lock, never the
+    # store lock (a load holds that for a while).
+
+    def _on_gap(self, ts: int) -> None:
         with self._log_lock:
-            if self._db is not None and self._db.log_gaps != self._gaps:
-                # Commits were missed while catching up: reload at the next search.
-                self._gaps = self._db.log_gaps
+            self._stale = True  # commits were missed while catching up: reload
+
+    def _on_keys(self, ts: int, keys: list[bytes]) -> None:
+        with self._log_lock:
+            self._log.extend((ts, key) for key in keys)
+            if len(self._log) > max(_BATCH, self.rows // 4):
+                # Reloading is cheaper than one point read per key.
                 self._stale = True
-            elif keys:
-                self._log.extend((ts, key) for key in keys)
-                if len(self._log) > max(_BATCH, self.rows // 4):
-                    # Reloading is cheaper than one point read per key.
-                    self._stale = True
-                    self._log = []
-            self._seen = max(self._seen, ts)
+                self._log = []
 
     def prepare(self, db: Any, snap: Any) -> None:
         """Bring the store to ``snap`` (load it, catch up with other processes, apply)."""
-        with self._lock:
-            if self._db is None:
-                known, self._remove = db.listen(self._on_commit)
-                self._db = db
-                self._gaps = db.log_gaps
-                self._seen = max(self._seen, known)
-        if snap.ts > self._seen:
+        self.feed.attach(db)
+        if snap.ts > self.feed.seen:
             # Another process committed and this one has not taken it in: do it now, so the
             # listener logs what those commits wrote.
             db.poll_other_processes()
         with self._lock:
-            if not self.loaded or self._stale or snap.ts > self._seen:
+            if not self.loaded or self._stale or snap.ts > self.feed.seen:
                 self._load(snap)
             elif snap.ts > self.version:
                 self._apply(snap)
@@ -272,11 +263,8 @@ class VectorStore:
 
     def close(self) -> None:
         """Stop following commits; a running graph build stops and is discarded."""
+        self.feed.detach()
         with self._lock:
-            if self._remove is not None:
-                self._remove()
-            self._remove = None
-            self._db = None
             self._generation += 1
             self.version = -1
             self._graph = None
@@ -336,6 +324,7 @@ class VectorStore:
         import faiss
 
         ef = min(1024, max(HNSW_EF_SEARCH, 2 * k))
+        selector: Any = None
         if cand is not None:
             mask = np.zeros(rows, dtype=bool)
             mask[cand] = True
