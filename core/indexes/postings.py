@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -148,6 +148,18 @@ class Postings:
     def select(self, mask: np.ndarray) -> Postings:
         """The postings where ``mask`` is true."""
         return Postings(self.ords[mask], tuple(c[mask] for c in self.cols))
+
+
+def entry_batches(
+    snap: Any, index_id: int, lo: bytes, hi: bytes | None, size: int
+) -> Iterator[list[Row]]:
+    """Every raw entry of ``[lo, hi)`` at a snapshot, in key order, ``size`` at a time."""
+    while True:
+        batch = snap.scan_entries(index_id, lo, hi, limit=size)
+        yield batch
+        if len(batch) < size:
+            return
+        lo = batch[-1][0] + b"\x00"
 
 
 Decoder = Callable[[bytes, list[Row], Ordinals], Postings]
@@ -288,15 +300,9 @@ class PostingsCache:
 
     def _load(self, snap: Any, group: bytes, ordinals: Ordinals) -> Postings:
         self.loads += 1
-        hi = self._range_end(group)
         rows: list[Row] = []
-        lo = group
-        while True:
-            batch = snap.scan_entries(self.index_id, lo, hi, limit=_BATCH)
+        for batch in entry_batches(snap, self.index_id, group, self._range_end(group), _BATCH):
             rows.extend(batch)
-            if len(batch) < _BATCH:
-                break
-            lo = batch[-1][0] + b"\x00"
         return self._decode(group, rows, ordinals)
 
     def _install(

@@ -33,6 +33,7 @@ import numpy as np
 
 from core.encoding import decode_key, encode_value
 from core.indexes.feed import CommitFeed
+from core.indexes.postings import entry_batches
 
 logger = logging.getLogger("capsule.vector")
 
@@ -129,13 +130,8 @@ class VectorStore:
         self._empty()
         with self._log_lock:
             self._stale = False
-        lo = b""
-        while True:
-            batch = snap.scan_entries(self.index_id, lo, None, limit=_BATCH)
+        for batch in entry_batches(snap, self.index_id, b"", None, _BATCH):
             self._add_rows(batch)
-            if len(batch) < _BATCH:
-                break
-            lo = batch[-1][0] + b"\x00"
         self.version = snap.ts
         with self._log_lock:
             self._log = [(t, k) for t, k in self._log if t > snap.ts]

@@ -138,6 +138,28 @@ def corpus(rng: random.Random, n: int) -> list[str]:
     return [" ".join(rng.choices(WORDS, weights, k=rng.randint(1, 25))) for _ in range(n)]
 
 
+def load_corpus(t: TestApp, rng: random.Random, n: int) -> dict[str, str]:
+    """Insert ``n`` generated documents; return their texts by id."""
+    texts = corpus(rng, n)
+    ids = t.mutation(add_many, {"texts": texts, "colors": ["red"] * n})
+    return dict(zip(ids, texts, strict=True))
+
+
+def random_write(t: TestApp, rng: random.Random, docs: dict[str, str], roll: float) -> None:
+    """Insert (roll < 0.4), update (< 0.7) or delete a document; ``docs`` follows."""
+    if roll < 0.4 or not docs:
+        text = corpus(rng, 1)[0]
+        docs[t.mutation(add, {"text": text})] = text
+        return
+    victim = rng.choice(list(docs))
+    if roll < 0.7:
+        docs[victim] = corpus(rng, 1)[0]
+        t.mutation(set_text, {"id": victim, "text": docs[victim]})
+    else:
+        del docs[victim]
+        t.mutation(remove, {"id": victim})
+
+
 def rare_queries(docs: dict[str, str], rng: random.Random, count: int) -> Iterator[str]:
     """Queries of 1-3 terms, each in fewer than half of the documents."""
     df = {w: sum(w in set(tokenize(t)) for t in docs.values()) for w in WORDS}
@@ -185,9 +207,7 @@ def test_a_long_query_keeps_its_last_term_and_the_15_rarest_others() -> None:
 def test_scores_and_order_equal_bm25okapi(storage: Any) -> None:
     rng = random.Random(7)
     with TestApp(app, storage=storage) as t:
-        texts = corpus(rng, 300)
-        ids = t.mutation(add_many, {"texts": texts, "colors": ["red"] * len(texts)})
-        docs = dict(zip(ids, texts, strict=True))
+        docs = load_corpus(t, rng, 300)
         for text in rare_queries(docs, rng, 15):
             got = ranked(t, text)
             assert_matches_oracle(got, oracle(docs, text))
@@ -198,25 +218,12 @@ def test_scores_and_order_equal_bm25okapi(storage: Any) -> None:
 def test_scores_after_inserts_updates_deletes_equal_a_fresh_bm25okapi(storage: Any) -> None:
     rng = random.Random(11)
     with TestApp(app, storage=storage) as t:
-        texts = corpus(rng, 200)
-        ids = t.mutation(add_many, {"texts": texts, "colors": ["red"] * len(texts)})
-        docs = dict(zip(ids, texts, strict=True))
+        docs = load_corpus(t, rng, 200)
         queries = list(rare_queries(docs, rng, 6))
         for text in queries:  # warm the postings cache, so the writes below must update it
             ranked(t, text)
         for step in range(60):
-            op = rng.random()
-            if op < 0.4:
-                text = corpus(rng, 1)[0]
-                docs[t.mutation(add, {"text": text})] = text
-            elif op < 0.7:
-                victim = rng.choice(list(docs))
-                docs[victim] = corpus(rng, 1)[0]
-                t.mutation(set_text, {"id": victim, "text": docs[victim]})
-            else:
-                victim = rng.choice(list(docs))
-                del docs[victim]
-                t.mutation(remove, {"id": victim})
+            random_write(t, rng, docs, rng.random())
             if step % 10 == 9:
                 for text in rare_queries(docs, rng, 4):
                     assert_matches_oracle(ranked(t, text), oracle(docs, text))
@@ -434,17 +441,8 @@ def test_cached_searches_match_every_open_snapshot_under_random_writes() -> None
         try:
             for step in range(160):
                 op = rng.random()
-                if op < 0.35 or not docs:
-                    text = corpus(rng, 1)[0]
-                    docs[t.mutation(add, {"text": text})] = text
-                elif op < 0.5:
-                    victim = rng.choice(list(docs))
-                    docs[victim] = corpus(rng, 1)[0]
-                    t.mutation(set_text, {"id": victim, "text": docs[victim]})
-                elif op < 0.6:
-                    victim = rng.choice(list(docs))
-                    del docs[victim]
-                    t.mutation(remove, {"id": victim})
+                if op < 0.6:
+                    random_write(t, rng, docs, op / 0.6)
                 elif op < 0.75:
                     txn = db.transaction()
                     ranked(t, "w000z", txn=txn)  # takes the snapshot now
