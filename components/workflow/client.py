@@ -276,6 +276,13 @@ def _status(s: dict[str, Any] | None) -> WorkflowStatus | None:
 class WorkflowManager:
     """Defines and runs durable workflows on a mounted ``components.workflow.component``.
 
+    Every step's arguments and result are journaled; after a crash or restart a workflow
+    replays its journal and continues at its first unfinished step. Mutation steps run exactly
+    once (their writes commit with their journal entry), query steps may re-run, action steps
+    run at most once, or at least once when retries are on (an attempt whose runner died
+    counts as failed and is retried). Progress is visible to ``status`` subscribers as each
+    step commits.
+
     Args:
         handle: the mounted workflow component.
         max_parallelism: action steps running at once across this instance's workflows (query

@@ -476,6 +476,8 @@ def _cancel(ctx: MutationCtx, wf: dict[str, Any]) -> None:
         ctx.db.patch(entry["_id"], _done(ctx, CANCELED))
         if entry["work_id"] is not None:
             ctx.run_mutation(pool.cancel, {"work_id": entry["work_id"]})
+        if entry.get("job_id") is not None:  # a query or mutation step not yet run
+            ctx.scheduler.cancel(entry["job_id"])
         if entry["child_id"] is not None:
             child = ctx.db.get(entry["child_id"])
             if child is not None and child["state"] == "running":

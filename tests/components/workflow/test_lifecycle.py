@@ -192,3 +192,11 @@ def test_list_by_state(t: Any) -> None:
     assert t.query(listing, {"state": "running"}) == ["running"]
     assert t.query(listing, {"state": "success"}) == ["success"]
     assert len(t.query(listing, {"state": None})) == 2
+
+
+def test_cancel_before_a_mutation_step_runs_prevents_it(t: Any) -> None:
+    wid = t.mutation(start, {"wf": pipeline.name, "cb": "finished"})
+    t.mutation(op, {"what": "cancel", "id": wid})
+    t.finish_scheduled()
+    assert t.query(status, {"id": wid})["state"] == "canceled"
+    assert t.query(notes, {}) == ["done canceled ctx"]  # the "fetch" step never ran
