@@ -80,7 +80,7 @@ def capsule(tmp: Path) -> Figures:
 
     @app.query
     def outcome(ctx: QueryCtx, id: str) -> Any:
-        s = manager.status(ctx, id)
+        s = manager.status(ctx, id, steps=False)  # re-run only when the workflow finishes
         return None if s is None or s.state == "running" else [s.state, s.result]
 
     @app.query

@@ -361,15 +361,21 @@ class WorkflowManager:
             Id,
         )
 
-    def status(self, ctx: Any, workflow_id: str) -> Any:
-        """The ``WorkflowStatus`` (``None`` for an unknown id)."""
-        return _then(
-            run_function(ctx, "query", self.handle.status, {"workflow_id": workflow_id}), _status
-        )
+    def status(self, ctx: Any, workflow_id: str, *, steps: bool = True) -> Any:
+        """The ``WorkflowStatus`` (``None`` for an unknown id).
+
+        ``steps=False`` leaves the journal out (``steps == []``): cheaper, and a subscription
+        to it re-runs only when the workflow's own state changes.
+        """
+        args = {"workflow_id": workflow_id, "steps": steps}
+        return _then(run_function(ctx, "query", self.handle.status, args), _status)
 
     def result(self, ctx: Any, workflow_id: str) -> Any:
         """The recorded result of a finished workflow (``None`` while running)."""
-        return _then(self.status(ctx, workflow_id), lambda s: None if s is None else s.result)
+        return _then(
+            self.status(ctx, workflow_id, steps=False),
+            lambda s: None if s is None else s.result,
+        )
 
     def cancel(self, ctx: Any, workflow_id: str) -> Any:
         """Cancel a running workflow and its children."""

@@ -399,17 +399,23 @@ def start(
 
 
 @component.query
-def status(ctx: QueryCtx, workflow_id: str) -> dict[str, Any] | None:
-    """State, result, error and the journal of a workflow (``None`` if unknown)."""
+def status(ctx: QueryCtx, workflow_id: str, steps: bool = True) -> dict[str, Any] | None:
+    """State, result, error and (unless ``steps=False``) the journal (``None`` if unknown).
+
+    Without the journal, a subscription re-runs only when the workflow itself changes (it
+    finishes, is canceled or restarted), not at every step.
+    """
     wf = _find(ctx, workflow_id)
     if wf is None:
         return None
-    steps = (
+    if not steps:
+        return {**_summary(wf), "steps": []}
+    journal = (
         ctx.db.query("steps")
         .with_index("by_workflow", lambda q: q.eq("workflow_id", wf["_id"]))
         .collect()
     )
-    return {**_summary(wf), "steps": [_step_summary(s) for s in steps]}
+    return {**_summary(wf), "steps": [_step_summary(s) for s in journal]}
 
 
 def _summary(wf: dict[str, Any]) -> dict[str, Any]:
