@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any, Literal
 
 import pydantic
@@ -20,16 +21,26 @@ def test_ids_carry_their_table_number(number: int) -> None:
     assert decode_table_number(doc_id) == number == doc_id.table_number
 
 
-def test_ids_are_rfc4648_base32() -> None:
+def test_ids_are_rfc4648_base32hex_and_sort_by_creation() -> None:
     doc_id = new_id(7)
-    raw = base64.b32decode(doc_id.upper())
+    raw = base64.b32hexdecode(doc_id.upper())
     assert len(raw) == 20 and int.from_bytes(raw[:2], "big") == 7
     assert len({new_id(7) for _ in range(100)}) == 100
+    before = new_id(7)
+    later = new_id(7)
+    while millis(later) == millis(before):  # the id's clock moves in milliseconds
+        later = new_id(7)
+    assert before < later < new_id(8)
+    assert abs(millis(later) - time.time() * 1000) < 60_000
+
+
+def millis(doc_id: str) -> int:
+    return int.from_bytes(base64.b32hexdecode(doc_id.upper())[2:8], "big")
 
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "x" * 31, "x" * 33, "0" * 32, "1" * 32, "é" * 32, "_" * 32, " " * 32, "+" + "a" * 31, 42],
+    ["", "x" * 31, "x" * 33, "w" * 32, "A" * 32, "é" * 32, "_" * 32, " " * 32, "+" + "a" * 31, 42],
 )
 def test_non_ids_are_refused(bad: Any) -> None:
     with pytest.raises(InvalidIdError, match="is not a document id"):
@@ -37,6 +48,8 @@ def test_non_ids_are_refused(bad: Any) -> None:
 
 
 def test_a_damaged_id_fails_its_checksum() -> None:
+    with pytest.raises(InvalidIdError, match="checksum"):
+        decode_table_number("1" * 32)
     doc_id = new_id(3)
     damaged = ("b" if doc_id[5] != "b" else "c").join([doc_id[:5], doc_id[6:]])
     with pytest.raises(InvalidIdError, match="checksum"):
