@@ -430,3 +430,29 @@ def test_waiting_commits_share_one_storage_transaction(t: TestApp) -> None:
     for th in threads:
         th.join(30)
     assert (db.commit_count - before[0], db.batch_count - before[1]) == (4, 1)
+
+
+SLOW: dict[str, threading.Event] = {}
+
+
+@app.mutation
+def slow_insert(ctx: MutationCtx) -> None:
+    ctx.db.insert("counters", {"value": -1})
+    SLOW["started"].set()
+    assert SLOW["release"].wait(30)
+
+
+def test_a_running_handler_holds_no_lock_other_commits_need(t: TestApp) -> None:
+    SLOW.update(started=threading.Event(), release=threading.Event())
+    slow = threading.Thread(target=lambda: t.mutation(slow_insert))
+    slow.start()
+    try:
+        assert SLOW["started"].wait(30)
+        # The slow mutation is inside its handler: others commit meanwhile, unhindered.
+        counter = t.run(lambda ctx: ctx.db.insert("counters", {"value": 0}))
+        assert t.mutation(bump, {"id": counter}) == 1
+    finally:
+        SLOW["release"].set()
+        slow.join(30)
+    values = sorted(d["value"] for d in t.run(lambda ctx: ctx.db.query("counters").collect()))
+    assert values == [-1, 1]
