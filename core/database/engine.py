@@ -95,6 +95,7 @@ class Database:
         self._queue_lock = threading.Lock()
         self._leading = False
         """Whether some thread leads group commit (see ``commit``)."""
+        self._last_batch = 0
         self._log_ts: list[int] = []
         self._log_ws: list[WriteSet] = []
         self.latest_ts = 0
@@ -229,12 +230,18 @@ class Database:
 
     def _lead(self) -> None:
         """Commit one batch, then hand the leadership to the oldest waiting request."""
+        if self._last_batch > 1:
+            # Other threads are committing too: let those running a handler right now (they
+            # hold or want the GIL) finish and queue, so this batch takes them along instead of
+            # the next one. Yielding returns as soon as they block; alone, this is skipped.
+            time.sleep(0)
         try:
             with self._commit_lock:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
                 if batch:
                     self._commit_batch(batch)
+                self._last_batch = len(batch)
         finally:
             with self._queue_lock:
                 # Invariant: while requests are queued, exactly one thread leads (or is woken

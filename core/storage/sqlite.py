@@ -167,25 +167,15 @@ class _SQLiteWriteSession(WriteSession):
         # Invariant: no document is written by two items of one batch (the second would have
         # read it and conflicted with the first), and index keys end with the document id, so
         # the statements below touch disjoint rows and their order does not matter.
-        _run(conn, "DELETE FROM index_entries WHERE idx = ? AND key = ?", removed)
-        _run(conn, "DELETE FROM documents WHERE id = ?", deletes)
-        _run(
-            conn, "INSERT OR REPLACE INTO documents(id, tbl, ct, data) VALUES (?, ?, ?, ?)", upserts
-        )
+        _each(conn, _DELETE_ENTRIES, removed)
+        _each(conn, _DELETE_DOCUMENTS, deletes)
+        _each(conn, _UPSERT_DOCUMENTS, upserts)
         if len(added) > 1:
             # In key order, consecutive rows land on the same B-tree pages: a bulk write with
             # many keys per document (a search index) inserts about 1.5x faster.
             added.sort()
-        _run(
-            conn,
-            "INSERT OR REPLACE INTO index_entries(idx, key, doc, value) VALUES (?, ?, ?, ?)",
-            added,
-        )
-        _run(
-            conn,
-            "INSERT INTO commits(ts, data) VALUES (?, ?)",
-            [(item.ts, item.log_record) for item in items],
-        )
+        _each(conn, _UPSERT_ENTRIES, added)
+        _each(conn, _INSERT_COMMITS, [(item.ts, item.log_record) for item in items])
 
     def put_catalog(
         self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
@@ -211,12 +201,50 @@ class _SQLiteWriteSession(WriteSession):
         )
 
 
-def _run(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
-    """Run a statement once per row (``execute`` is cheaper than ``executemany`` for one)."""
+class _Many:
+    """One statement over many rows, as few statements as possible.
+
+    Each statement is a round trip through the sqlite3 module that releases and retakes the
+    GIL; with several threads running handlers, retaking it can wait behind them, so a commit
+    batch costs a handful of statements however many rows it writes.
+    """
+
+    __slots__ = ("head", "each", "join", "tail", "max_rows", "_sql")
+
+    def __init__(self, head: str, each: str, join: str, tail: str = "", *, max_rows: int = 200):
+        self.head, self.each, self.join, self.tail = head, each, join, tail
+        self.max_rows = max_rows
+        self._sql: dict[int, str] = {}
+
+    def sql(self, n: int) -> str:
+        text = self._sql.get(n)
+        if text is None:
+            text = self._sql[n] = self.head + self.join.join([self.each] * n) + self.tail
+        return text
+
+
+_DELETE_ENTRIES = _Many(
+    "DELETE FROM index_entries WHERE ", "(idx = ? AND key = ?)", " OR ", max_rows=100
+)
+_DELETE_DOCUMENTS = _Many("DELETE FROM documents WHERE id IN (", "?", ", ", ")")
+_UPSERT_DOCUMENTS = _Many(
+    "INSERT OR REPLACE INTO documents(id, tbl, ct, data) VALUES ", "(?, ?, ?, ?)", ", "
+)
+_UPSERT_ENTRIES = _Many(
+    "INSERT OR REPLACE INTO index_entries(idx, key, doc, value) VALUES ", "(?, ?, ?, ?)", ", "
+)
+_INSERT_COMMITS = _Many("INSERT INTO commits(ts, data) VALUES ", "(?, ?)", ", ")
+
+
+def _each(conn: sqlite3.Connection, many: _Many, rows: list[Any]) -> None:
+    """Apply ``many`` to every row, in chunks of at most ``many.max_rows`` rows."""
     if len(rows) == 1:
-        conn.execute(sql, rows[0])
-    elif rows:
-        conn.executemany(sql, rows)
+        conn.execute(many.sql(1), rows[0])
+        return
+    step = many.max_rows
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        conn.execute(many.sql(len(chunk)), [value for row in chunk for value in row])
 
 
 class _WriteContext(WriteSessionContext):
