@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
