@@ -416,6 +416,16 @@ class SQLiteStorage(Storage):
         finally:
             self._give_reader(conn)
 
+    def read_commits(self, after_ts: int) -> list[tuple[int, bytes]]:
+        """Commit-log records after ``after_ts``, read in one read transaction (no write lock)."""
+        conn = self._take_reader()
+        try:
+            return conn.execute(
+                "SELECT ts, data FROM commits WHERE ts > ? ORDER BY ts", (after_ts,)
+            ).fetchall()
+        finally:
+            self._give_reader(conn)
+
     def files_dir(self) -> str | None:
         """``<database file>-files``."""
         return self.path + "-files"
