@@ -209,6 +209,10 @@ class Database:
         if not txn.writes:
             return txn.snapshot_ts or self.latest_ts
         req = _Request(txn)
+        # Release the snapshot first: validation needs only its timestamp and the commit log,
+        # and a read transaction held open across the commit stops SQLite from resetting its
+        # WAL, which then grows without bound under a read-modify-write load.
+        txn.close()
         # Group commit, leader/followers: the first thread to queue leads; it drains the queue
         # and commits the whole batch in one storage transaction. Threads that queue meanwhile
         # wait on their request, not on the commit lock, and are woken once: when their commit

@@ -43,6 +43,8 @@ class DatabaseReader:
         """Read-only access to system tables (``_scheduled_functions``, ``_storage``)."""
         if self._system is None:
             raise UserError("System tables are not available here.")
+        if self._space.namespace:
+            return _ComponentSystemReader(self._txn, self._system, self._space.namespace)
         return DatabaseReader(self._txn, self._system)
 
     def _no_write(self, op: str) -> NoReturn:
@@ -66,3 +68,35 @@ class DatabaseReader:
     def delete(self, id: str) -> None:
         """Not available in a query: raises ``UserError``."""
         self._no_write("delete")
+
+
+class _ComponentSystemReader(DatabaseReader):
+    """``ctx.db.system`` inside a component: only the system documents the instance owns.
+
+    System documents that belong to a table space carry it in a ``namespace`` field (scheduled
+    jobs, crons, files); a component sees those of its own instance and nothing else, so it
+    cannot read the app's (or another instance's) jobs, files or service secrets.
+    """
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, txn: Transaction, space: TableSpace, owner: str):
+        super().__init__(txn, space)
+        self._owner = owner
+
+    def get(self, id: str) -> dict[str, Any] | None:
+        """The system document with this id, if this component instance owns it."""
+        doc = super().get(id)
+        if doc is None or doc.get("namespace") != self._owner:
+            return None
+        return doc
+
+    def query(self, table: str) -> Query:
+        """A query over a system table, limited to this instance's documents."""
+        owner = self._owner
+        return super().query(table).filter(lambda doc: doc.get("namespace") == owner)
+
+    @property
+    def system(self) -> DatabaseReader:
+        """Already the system tables."""
+        return self

@@ -304,3 +304,58 @@ def test_mount_errors() -> None:
         fresh.use(counter, name="d", config={"step": "1"})
     with pytest.raises(UserError, match="Mount name"):
         fresh.use(counter, name="bad name", config={"step": 1})
+
+
+sysview = Component("sysview")
+
+
+@sysview.mutation
+def schedule_own(ctx: MutationCtx) -> str:
+    return str(ctx.scheduler.run_after(60, own_job, {}))
+
+
+@sysview.internal_mutation
+def own_job(ctx: MutationCtx) -> None:
+    return None
+
+
+@sysview.query
+def read_job(ctx: QueryCtx, id: str) -> Any:
+    return ctx.db.system.get(id)
+
+
+@sysview.query
+def count_jobs(ctx: QueryCtx) -> int:
+    return len(ctx.db.system.query("_scheduled_functions").collect())
+
+
+sys_app = App()
+sys_handle = sys_app.use(sysview, name="sv")
+
+
+@sys_app.internal_mutation
+def app_job(ctx: MutationCtx) -> None:
+    return None
+
+
+@sys_app.mutation
+def schedule_both(ctx: MutationCtx) -> list[str]:
+    own = ctx.run_mutation(sys_handle.schedule_own, {})
+    app_id = str(ctx.scheduler.run_after(60, app_job, {}))
+    return [own, app_id]
+
+
+@sys_app.query
+def component_view(ctx: QueryCtx, own: str, app_id: str) -> list[Any]:
+    return [
+        ctx.run_query(sys_handle.read_job, {"id": own}) is not None,
+        ctx.run_query(sys_handle.read_job, {"id": app_id}),
+        ctx.run_query(sys_handle.count_jobs, {}),
+        len(ctx.db.system.query("_scheduled_functions").collect()),
+    ]
+
+
+def test_component_sees_only_its_own_system_documents() -> None:
+    with TestApp(sys_app) as t:
+        own, app_id = t.mutation(schedule_both)
+        assert t.query(component_view, {"own": own, "app_id": app_id}) == [True, None, 1, 2]
