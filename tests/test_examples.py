@@ -1,0 +1,35 @@
+"""The README's snippet and the examples run as written (STYLE.md D5)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], cwd: Path, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_readme_snippet_runs(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"## A taste\n\n```python\n(.*?)```", readme, re.S)
+    assert found is not None, "README.md lost its '## A taste' snippet"
+    (tmp_path / "taste.py").write_text(found.group(1))
+    result = _run(["taste.py"], tmp_path, {"CAPSULE_DB_URL": f"sqlite:///{tmp_path / 'x.db'}"})
+    assert result.returncode == 0, result.stderr
+    assert "write the report" in result.stdout
+
+
+def test_quickstart_runs(tmp_path: Path) -> None:
+    result = _run([str(ROOT / "examples" / "quickstart.py")], tmp_path, {})
+    assert result.returncode == 0, result.stderr
+    assert "Done." in result.stdout
+    assert "refused: {'code': 'empty_text'" in result.stdout
