@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 from core.client import Client, SyncClient
 from core.components import Component, ComponentHandle, Components
@@ -17,7 +17,7 @@ from core.config import database_url, environment
 from core.crons import Crons, install_crons
 from core.errors import FunctionNotFoundError, UserError
 from core.execution import Clock, Target, parse_handle
-from core.functions import FunctionKind, FunctionRef, FunctionRegistry, decorator
+from core.functions import FunctionDecorators, FunctionKind, FunctionRef, FunctionRegistry
 from core.runtime import Runtime, Service
 from core.scheduler import SchedulerConfig, install_scheduler
 from core.schema import Schema
@@ -27,7 +27,7 @@ from core.storage.base import Storage
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class App:
+class App(FunctionDecorators):
     """A Capsule app: ``app = App(schema)``; storage comes from ``CAPSULE_DB_URL`` when opened.
 
     Args:
@@ -64,59 +64,7 @@ class App:
 
     # -- registration -------------------------------------------------------------------------
 
-    def _register(self, ref: FunctionRef[Any, Any]) -> None:
-        self.registry.add(ref)
-
-    def _decorate(
-        self, kind: FunctionKind, internal: bool, fn: Callable[..., Any] | None, name: str | None
-    ) -> Any:
-        return decorator(self._register, kind, internal, self, fn, name)
-
-    @overload
-    def query(self, fn: F, /) -> FunctionRef[Any, Any]: ...
-    @overload
-    def query(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
-    def query(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-        """Register a public query (``@app.query`` or ``@app.query(name=...)``)."""
-        return self._decorate(FunctionKind.QUERY, False, fn, name)
-
-    @overload
-    def mutation(self, fn: F, /) -> FunctionRef[Any, Any]: ...
-    @overload
-    def mutation(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
-    def mutation(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-        """Register a public mutation."""
-        return self._decorate(FunctionKind.MUTATION, False, fn, name)
-
-    @overload
-    def action(self, fn: F, /) -> FunctionRef[Any, Any]: ...
-    @overload
-    def action(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
-    def action(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-        """Register a public action (``async def``)."""
-        return self._decorate(FunctionKind.ACTION, False, fn, name)
-
-    def internal_query(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
-    ) -> Any:
-        """Register a query callable only from other functions, the scheduler and crons."""
-        return self._decorate(FunctionKind.QUERY, True, fn, name)
-
-    def internal_mutation(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
-    ) -> Any:
-        """Register an internal mutation."""
-        return self._decorate(FunctionKind.MUTATION, True, fn, name)
-
-    def internal_action(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
-    ) -> Any:
-        """Register an internal action."""
-        return self._decorate(FunctionKind.ACTION, True, fn, name)
-
-    def http_route(
-        self, path: str, *, method: str = "GET"
-    ) -> Callable[[F], FunctionRef[Any, Any]]:
+    def http_route(self, path: str, *, method: str = "GET") -> Callable[[F], FunctionRef[Any, Any]]:
         """Register ``async def (ctx: ActionCtx, request) -> Response`` at ``/http{path}``.
 
         The handler gets an ``ActionCtx`` (data through ``ctx.run_*``) and the Starlette
@@ -211,9 +159,7 @@ class App:
         """
         if self._runtime is not None:
             raise UserError("Mount components before the first client opens.")
-        return self.components.mount(
-            component, name or getattr(component, "name", ""), config
-        )
+        return self.components.mount(component, name or getattr(component, "name", ""), config)
 
     # -- runtime --------------------------------------------------------------------------------
 

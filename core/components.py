@@ -25,7 +25,7 @@ import pydantic
 
 from core.errors import FunctionNotFoundError, UserError
 from core.execution import Target, parse_handle
-from core.functions import FunctionKind, FunctionRef, FunctionRegistry, decorator
+from core.functions import FunctionDecorators, FunctionRef, FunctionRegistry
 from core.schema import Schema
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 _MOUNT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
 
-class Component:
+class Component(FunctionDecorators):
     """A reusable unit: its own tables and the functions that are the only way in.
 
     Args:
@@ -62,41 +62,6 @@ class Component:
 
     def __repr__(self) -> str:
         return f"<Component {self.name}>"
-
-    def _decorate(
-        self, kind: FunctionKind, internal: bool, fn: Callable[..., Any] | None, name: str | None
-    ) -> Any:
-        return decorator(self.registry.add, kind, internal, self, fn, name)
-
-    def query(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-        """Register an exported query."""
-        return self._decorate(FunctionKind.QUERY, False, fn, name)
-
-    def mutation(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-        """Register an exported mutation."""
-        return self._decorate(FunctionKind.MUTATION, False, fn, name)
-
-    def action(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-        """Register an exported action."""
-        return self._decorate(FunctionKind.ACTION, False, fn, name)
-
-    def internal_query(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
-    ) -> Any:
-        """Register a query only this component can call."""
-        return self._decorate(FunctionKind.QUERY, True, fn, name)
-
-    def internal_mutation(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
-    ) -> Any:
-        """Register a mutation only this component can call."""
-        return self._decorate(FunctionKind.MUTATION, True, fn, name)
-
-    def internal_action(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
-    ) -> Any:
-        """Register an action only this component can call."""
-        return self._decorate(FunctionKind.ACTION, True, fn, name)
 
     def use(
         self, child: Component, *, name: str | None = None, config: Mapping[str, Any] | None = None
@@ -297,8 +262,9 @@ class Components:
         if isinstance(ref, ChildRef):
             if caller is None:
                 raise FunctionNotFoundError(ref.path, detail="component functions are not public")
-            return self._checked(ref.unbound, f"{caller}/{ref.child}" if caller else ref.child,
-                                 caller)
+            return self._checked(
+                ref.unbound, f"{caller}/{ref.child}" if caller else ref.child, caller
+            )
         if isinstance(ref, FunctionRef) and isinstance(ref.owner, Component):
             # An unbound component function: it runs in the calling instance.
             if caller is None or not caller:
@@ -331,7 +297,8 @@ class Components:
             if caller != instance.parent:
                 raise FunctionNotFoundError(
                     ref.path,
-                    detail=f'component instance "{namespace}" is not mounted by "{caller or "the app"}"',
+                    detail=f'component instance "{namespace}" is not mounted by '
+                    f'"{caller or "the app"}"',
                 )
         return Target(ref, namespace)
 
@@ -345,10 +312,11 @@ def function_handle(ctx: Any, ref: Any) -> str:
 def run_function(
     ctx: QueryCtx | MutationCtx | ActionCtx, kind: str, ref: Any, args: Mapping[str, Any] | None
 ) -> Any:
-    """Call ``ref`` from any context: synchronously inside a query or mutation (same
-    transaction), or as an awaitable from an action (its own transaction).
+    """Call ``ref`` from any context, as the context allows.
 
-    Component client classes use this so their methods take the caller's ``ctx`` first.
+    Synchronously inside a query or mutation (same transaction), or as an awaitable from an
+    action (its own transaction). Component client classes use this so their methods take
+    the caller's ``ctx`` first.
     """
     frame = ctx._frame
     if frame.kind == "action":

@@ -14,7 +14,7 @@ import os
 import sys
 import typing
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import pydantic
 from pydantic import BaseModel, ConfigDict
@@ -196,26 +196,71 @@ class FunctionRegistry:
         return self.functions.get(path)
 
 
-def decorator(
-    register: Callable[[FunctionRef[Any, Any]], None],
-    kind: FunctionKind,
-    internal: bool,
-    owner: Any,
-    fn: Callable[..., Any] | None,
-    name: str | None,
-) -> Any:
-    """Shared body of ``@app.query`` and friends: bare and called forms."""
+F = TypeVar("F", bound=Callable[..., Any])
 
-    def wrap(handler: Callable[..., Any]) -> FunctionRef[Any, Any]:
-        ref: FunctionRef[Any, Any] = FunctionRef(
-            handler, kind=kind, internal=internal, name=name, owner=owner
-        )
-        register(ref)
-        return ref
 
-    if fn is not None:
-        return wrap(fn)
-    return wrap
+class FunctionDecorators:
+    """The registering decorators an ``App`` and a ``Component`` share.
+
+    Each accepts the bare and the called form: ``@app.query`` and ``@app.query(name="...")``.
+    Subclasses provide ``registry`` (a ``FunctionRegistry``).
+    """
+
+    registry: FunctionRegistry
+
+    def _decorate(
+        self, kind: FunctionKind, internal: bool, fn: Callable[..., Any] | None, name: str | None
+    ) -> Any:
+        def wrap(handler: Callable[..., Any]) -> FunctionRef[Any, Any]:
+            ref: FunctionRef[Any, Any] = FunctionRef(
+                handler, kind=kind, internal=internal, name=name, owner=self
+            )
+            self.registry.add(ref)
+            return ref
+
+        return wrap if fn is None else wrap(fn)
+
+    @overload
+    def query(self, fn: F, /) -> FunctionRef[Any, Any]: ...
+    @overload
+    def query(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
+    def query(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+        """Register a public query (a plain ``def`` that only reads)."""
+        return self._decorate(FunctionKind.QUERY, False, fn, name)
+
+    @overload
+    def mutation(self, fn: F, /) -> FunctionRef[Any, Any]: ...
+    @overload
+    def mutation(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
+    def mutation(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+        """Register a public mutation (a plain ``def``; one serializable transaction)."""
+        return self._decorate(FunctionKind.MUTATION, False, fn, name)
+
+    @overload
+    def action(self, fn: F, /) -> FunctionRef[Any, Any]: ...
+    @overload
+    def action(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
+    def action(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+        """Register a public action (``async def``; any I/O)."""
+        return self._decorate(FunctionKind.ACTION, False, fn, name)
+
+    def internal_query(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register a query callable only from other functions, the scheduler and crons."""
+        return self._decorate(FunctionKind.QUERY, True, fn, name)
+
+    def internal_mutation(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register an internal mutation."""
+        return self._decorate(FunctionKind.MUTATION, True, fn, name)
+
+    def internal_action(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register an internal action."""
+        return self._decorate(FunctionKind.ACTION, True, fn, name)
 
 
 def _msg(text: str) -> str:
