@@ -159,7 +159,7 @@ class App(FunctionDecorators):
         """
         if self._runtime is not None:
             raise UserError("Mount components before the first client opens.")
-        return self.components.mount(component, name or getattr(component, "name", ""), config)
+        return self.components.mount(component, name or component.name, config)
 
     # -- runtime --------------------------------------------------------------------------------
 

@@ -89,7 +89,7 @@ class Component(FunctionDecorators):
     def function(self, attr: str) -> FunctionRef[Any, Any] | None:
         """The function registered under a Python name (``handle.<attr>``)."""
         for ref in self.registry.functions.values():
-            if ref.__name__ == attr or ref.path.rpartition(":")[2] == attr:
+            if getattr(ref, "__name__", None) == attr or ref.path.rpartition(":")[2] == attr:
                 return ref
         return None
 

@@ -95,7 +95,15 @@ class Frame:
     """One function invocation: its transaction (if any), table space, identity and depth."""
 
     __slots__ = (
-        "executor", "target", "namespace", "auth", "depth", "kind", "txn", "now", "_random",
+        "executor",
+        "target",
+        "namespace",
+        "auth",
+        "depth",
+        "kind",
+        "txn",
+        "now",
+        "_random",
         "_reader",
     )
 
@@ -158,7 +166,7 @@ class Frame:
     def config(self) -> Mapping[str, Any]:
         """``ctx.config``: the component instance's configuration."""
         get = getattr(self.executor.resolver, "component_config", None)
-        return {} if get is None else get(self.namespace)  # type: ignore[no-any-return]
+        return {} if get is None else dict(get(self.namespace))
 
     def env(self) -> Mapping[str, str]:
         """``ctx.env`` (actions only)."""
@@ -190,7 +198,8 @@ class Hooks:
     ) -> list[dict[str, Any]]:
         """``ctx.vector_search``: the in-memory vector store of the index, kept current."""
         db = frame.executor.db
-        return await vector_search(db, db.space(frame.namespace), table, index, vector, limit, filter)
+        space = db.space(frame.namespace)
+        return await vector_search(db, space, table, index, vector, limit, filter)
 
 
 class Executor:
@@ -227,8 +236,10 @@ class Executor:
         return target
 
     def _handles_in(self, args: Any, caller: str | None) -> Any:
-        """Replace function references among ``args`` by handle strings (as ``caller`` sees
-        them): references travel between table spaces as handles."""
+        """Replace function references among ``args`` by handle strings.
+
+        References travel between table spaces as handles, resolved as ``caller`` sees them.
+        """
         if caller is None or not isinstance(args, dict):
             return args
         if not any(isinstance(v, FunctionRef) for v in args.values()):
@@ -242,7 +253,8 @@ class Executor:
         args = self._handles_in(args, caller)
         space = self.db.catalog.spaces.get(target.namespace)
         context = space.validation_context() if space is not None else None
-        return target.ref.validate_args(args, context)
+        kwargs: dict[str, Any] = target.ref.validate_args(args, context)
+        return kwargs
 
     def query(
         self,
@@ -259,9 +271,7 @@ class Executor:
         (subscriptions keep its read set and snapshot timestamp).
         """
         target = self._resolve(ref, "query", caller)
-        return self._logged(
-            target, lambda: self._run_query(target, args, _auth(identity), observe)
-        )
+        return self._logged(target, lambda: self._run_query(target, args, _auth(identity), observe))
 
     def _run_query(
         self,

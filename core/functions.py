@@ -223,7 +223,9 @@ class FunctionDecorators:
     @overload
     def query(self, fn: F, /) -> FunctionRef[Any, Any]: ...
     @overload
-    def query(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
+    def query(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[F], FunctionRef[Any, Any]]: ...
     def query(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a public query (a plain ``def`` that only reads)."""
         return self._decorate(FunctionKind.QUERY, False, fn, name)
@@ -231,7 +233,9 @@ class FunctionDecorators:
     @overload
     def mutation(self, fn: F, /) -> FunctionRef[Any, Any]: ...
     @overload
-    def mutation(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
+    def mutation(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[F], FunctionRef[Any, Any]]: ...
     def mutation(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a public mutation (a plain ``def``; one serializable transaction)."""
         return self._decorate(FunctionKind.MUTATION, False, fn, name)
@@ -239,7 +243,9 @@ class FunctionDecorators:
     @overload
     def action(self, fn: F, /) -> FunctionRef[Any, Any]: ...
     @overload
-    def action(self, *, name: str | None = None) -> Callable[[F], FunctionRef[Any, Any]]: ...
+    def action(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[F], FunctionRef[Any, Any]]: ...
     def action(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a public action (``async def``; any I/O)."""
         return self._decorate(FunctionKind.ACTION, False, fn, name)

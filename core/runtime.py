@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import anyio
@@ -19,12 +19,12 @@ from core.database.engine import Database
 from core.execution import Clock, Executor, Resolver
 from core.files import FileService
 from core.schema import Schema
-from core.system_tables import SYSTEM_NAMESPACE, system_tables
 from core.storage.base import Storage
+from core.system_tables import SYSTEM_NAMESPACE, system_tables
 
 logger = logging.getLogger("capsule.runtime")
 
-Service = Callable[["Runtime"], Awaitable[None]]
+Service = Callable[["Runtime"], Coroutine[Any, Any, None]]
 """A background loop: runs until cancelled."""
 
 

@@ -45,6 +45,7 @@ class BTreeIndex(Index):
         self._getters = [field_getter(f) for f in fields]
 
     def entries(self, doc: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+        """One entry: the encoded field values, creation time and id; no value."""
         parts = [encode_value(g(doc)) for g in self._getters]
         parts.append(encode_value(doc["_creation_time"]))
         parts.append(encode_value(doc["_id"]))

@@ -33,4 +33,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["PostgresStorage", "SQLiteStorage", "Snapshot", "Storage", "WriteSession", "open_storage"]
+__all__ = [
+    "PostgresStorage",
+    "SQLiteStorage",
+    "Snapshot",
+    "Storage",
+    "WriteSession",
+    "open_storage",
+]
