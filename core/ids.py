@@ -15,10 +15,10 @@ import re
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Generic
 
 from pydantic_core import core_schema
+from typing_extensions import TypeVar
 
 from core.errors import InvalidIdError
 
@@ -26,19 +26,13 @@ ID_LENGTH = 32
 MAX_TABLE_NUMBER = 0xFFFF
 
 
-class Id(str):
-    """A document id: a ``str`` that knows which table it belongs to.
+TableT = TypeVar("TableT", default=Any)
 
-    ``Id["users"]`` is the annotation for a reference to a document of ``users``.
-    """
+
+class _IdBase(str):
+    """What every id is at run time (see ``Id``)."""
 
     __slots__ = ()
-
-    if not TYPE_CHECKING:
-
-        def __class_getitem__(cls, table: Any) -> Any:
-            name = getattr(table, "__args__", (table,))[0]  # Id[Literal["users"]] works too
-            return Annotated[Id, IdTable(str(name))]
 
     @property
     def table_number(self) -> int:
@@ -53,13 +47,29 @@ class Id(str):
         )
 
 
+if TYPE_CHECKING:
+
+    class Id(_IdBase, Generic[TableT]):
+        """A document id (for type checkers, generic in its table: ``Id[Literal["users"]]``)."""
+
+else:
+
+    class Id(_IdBase):
+        """A document id: a ``str`` that knows which table it belongs to.
+
+        ``Id["users"]`` is the annotation for a reference to a document of ``users`` (static
+        type checkers spell it ``Id[Literal["users"]]``; both work at run time).
+        """
+
+        __slots__ = ()
+
+        def __class_getitem__(cls, table: Any) -> Any:
+            name = getattr(table, "__args__", (table,))[0]  # Id[Literal["users"]] works too
+            return Annotated[Id, IdTable(str(name))]
+
+
 IdResolver = Callable[[str, "str | None"], "Id"]
 """Given an id string and an expected table (or None), return the Id or raise InvalidIdError."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _IdTableMarker:
-    table: str
 
 
 class IdTable:

@@ -29,7 +29,7 @@ def query_uses(ctx: QueryCtx, what: str) -> Any:
 @app.mutation
 def mutation_uses(ctx: MutationCtx, what: str) -> None:
     if what == "run_action":
-        ctx.run_action(act, {})  # type: ignore[attr-defined]
+        ctx.run_action(act, {})
     else:
         getattr(ctx, what)
 

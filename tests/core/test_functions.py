@@ -81,7 +81,7 @@ def add_user(ctx: MutationCtx, name: str) -> str:
 
 
 def test_references_keep_the_handler_identity_and_a_path() -> None:
-    assert echo.__name__ == "echo" and echo.__doc__ == "Returns its arguments."
+    assert echo.__name__ == "echo" and echo.__doc__ == "Returns its arguments."  # type: ignore[attr-defined]
     assert echo.path == f"{__name__}:echo"
     assert original_name.path == f"{__name__}:renamed"
     assert echo.kind is FunctionKind.QUERY and not echo.internal and secret.internal
@@ -115,7 +115,7 @@ def test_arguments_are_validated_strictly_naming_the_argument() -> None:
         ]
         for args, name in cases:
             with pytest.raises(InvalidArgumentError) as info:
-                t.query(echo, args)
+                t.query(echo, args)  # type: ignore[arg-type]
             assert info.value.argument == name and f'"{name}"' in str(info.value), args
             assert info.value.function == echo.path and info.value.http_status == 400
         with pytest.raises(InvalidArgumentError, match="must be a dict"):
@@ -199,7 +199,7 @@ def test_definition_mistakes_are_user_errors() -> None:
     with pytest.raises(UserError, match="may not start with"):
         FunctionRef(private, kind=FunctionKind.QUERY, internal=False).validate_args({})
 
-    def unresolved(ctx: Any, x: NoSuchType) -> None: ...  # type: ignore[name-defined]  # noqa: F821
+    def unresolved(ctx: Any, x: NoSuchType) -> None: ...  # noqa: F821
 
     with pytest.raises(UserError, match="cannot be resolved"):
         FunctionRef(unresolved, kind=FunctionKind.QUERY, internal=False).validate_args({})

@@ -59,7 +59,7 @@ def test_a_damaged_id_fails_its_checksum() -> None:
 
 
 def test_id_annotation_accepts_a_literal_too() -> None:
-    for annotation in (Id["users"], Id[Literal["users"]]):  # type: ignore[misc]
+    for annotation in (Id["users"], Id[Literal["users"]]):
         assert IdTable("users").table in repr(annotation)
 
 

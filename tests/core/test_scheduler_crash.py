@@ -80,7 +80,7 @@ else:
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     """The child's next stdout line, or a failure after ``timeout`` seconds."""
     line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()))  # type: ignore[union-attr]
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()))
     reader.start()
     reader.join(timeout)
     if not line:

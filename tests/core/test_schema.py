@@ -160,7 +160,7 @@ def test_schema_checks_names_and_entries() -> None:
     assert schema.strict and list(schema.tables) == ["tasks"]
     assert not Schema(strict=False).strict
     with pytest.raises(InvalidValueError):
-        Schema(**{"bad-name": Table()})
+        Schema(**{"bad-name": Table()})  # type: ignore[arg-type]
     with pytest.raises(UserError, match="must be a Table"):
         Schema(tasks={"text": str})  # type: ignore[arg-type]
 

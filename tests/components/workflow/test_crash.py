@@ -84,7 +84,7 @@ class Child:
 def _finish(tmp_path: Path, url: str, scenario: str) -> dict[str, Any]:
     child = Child(tmp_path, "finish", url, scenario)
     try:
-        return child.wait_for(lambda v: True, timeout=120)  # type: ignore[no-any-return]
+        return child.wait_for(lambda v: True, timeout=120)
     finally:
         child.stop()
 

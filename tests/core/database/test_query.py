@@ -310,7 +310,7 @@ def test_index_ranges_match_a_model(
 
     expected = sorted(
         (d for d in docs if matches(d, q)),
-        key=functools.cmp_to_key(lambda x, y: cmp_keys(key_of(x, fields), key_of(y, fields))),
+        key=functools.cmp_to_key(lambda x, y: cmp_keys(key_of(x, fields), key_of(y, fields))),  # type: ignore[arg-type]
         reverse=q["order"] == "desc",
     )
     if q["take"] is not None:

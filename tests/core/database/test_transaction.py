@@ -203,7 +203,7 @@ def test_patch_semantics(t: TestApp) -> None:
         ctx.db.patch(doc_id, {"tag": UNSET})
         doc = ctx.db.get(doc_id)
         ctx.db.patch(doc_id, {"_id": doc_id, "_creation_time": doc["_creation_time"]})
-        return doc
+        return doc  # type: ignore[return-value]
 
     doc = t.run(body)
     assert doc["rank"] == 2 and "tag" in doc and doc["tag"] is None  # schema default: null
@@ -228,7 +228,7 @@ def test_writes_to_missing_documents_are_refused(t: TestApp) -> None:
     for op in ("patch", "replace", "delete"):
         args = (doc_id,) if op == "delete" else (doc_id, {"name": "b", "rank": 1})
         with pytest.raises(InvalidValueError, match="does not exist"):
-            t.run(lambda ctx, op=op, args=args: getattr(ctx.db, op)(*args))
+            t.run(lambda ctx, op=op, args=args: getattr(ctx.db, op)(*args))  # type: ignore[misc]
 
 
 def test_ids_of_another_table_are_refused(t: TestApp) -> None:
@@ -304,7 +304,7 @@ def test_each_document_limit_is_refused_and_the_table_is_unchanged(t: TestApp, c
 
     def body_fn(ctx: MutationCtx) -> None:
         ctx.db.insert("loose", {"in_same_transaction": True})
-        ctx.db.insert(table, body)
+        ctx.db.insert(table, body)  # type: ignore[arg-type]
 
     with pytest.raises(InvalidValueError, match=message) as info:
         t.run(body_fn)
@@ -359,7 +359,7 @@ def test_documents_scanned_limit_counts_filtered_out_documents(t: TestApp) -> No
     per = 10_700
     for start in range(0, 32_001, per):
         n = min(per, 32_001 - start)
-        t.run(lambda ctx, n=n: insert_many(ctx, "loose", {}, n))
+        t.run(lambda ctx, n=n: insert_many(ctx, "loose", {}, n))  # type: ignore[misc]
     with pytest.raises(LimitExceededError, match="32,000") as info:
         t.run(lambda ctx: ctx.db.query("loose").filter(lambda d: False).first())
     assert info.value.limit == "documents_scanned"

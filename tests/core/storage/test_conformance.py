@@ -143,7 +143,7 @@ def test_updates_and_deletes_replace_documents_and_entries(opened: Storage) -> N
     commit(opened, 3, write("b", None, removed=[(1, b"kb")]))
     snap = opened.begin_read()
     try:
-        assert snap.get("a").data == b"v2"  # type: ignore[union-attr]
+        assert snap.get("a").data == b"v2"
         assert snap.get("b") is None
         assert keys(snap.scan(1, b"", None, reverse=False, limit=10)) == [b"ka2"]
     finally:
@@ -154,10 +154,10 @@ def test_a_snapshot_does_not_see_later_commits(opened: Storage) -> None:
     commit(opened, 5, write("a", b"old", added=[(1, b"a", b"")]))
     before = opened.begin_read()
     try:
-        assert before.get("a").data == b"old"  # type: ignore[union-attr]  # starts the snapshot
+        assert before.get("a").data == b"old"  # starts the snapshot
         commit(opened, 6, write("a", b"new"), write("b", b"x", added=[(1, b"b", b"")]))
         assert before.ts == 5
-        assert before.get("a").data == b"old"  # type: ignore[union-attr]
+        assert before.get("a").data == b"old"
         assert before.get("b") is None
         assert keys(before.scan(1, b"", None, reverse=False, limit=10)) == [b"a"]
         after = opened.begin_read()
