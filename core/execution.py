@@ -133,7 +133,7 @@ class Frame:
     def random(self) -> random.Random:
         """A generator seeded for this attempt."""
         if self._random is None:
-            self._random = random.Random(os.urandom(16))
+            self._random = random.Random(int.from_bytes(os.urandom(8), "little"))
         return self._random
 
     def reader(self) -> DatabaseReader:
