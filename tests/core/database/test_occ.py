@@ -311,7 +311,7 @@ def test_random_interleavings_never_lose_an_increment(t: TestApp) -> None:
             for _, txn, _ in self.open:
                 txn.close()
 
-    run_state_machine_as_test(  # type: ignore[no-untyped-call]
+    run_state_machine_as_test(  # type: ignore[no-untyped-call,unused-ignore]
         Interleavings,
         settings=settings(max_examples=25, stateful_step_count=20, deadline=None),
     )
