@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from core.database.transaction import Transaction
 
 Document = dict[str, Any]
+_SEARCH_ORDER = (
+    "A search query returns documents in relevance order; .order() does not apply to it "
+    "(sort the results in Python if you need another order)."
+)
 
 
 class Query:
@@ -67,6 +71,8 @@ class Query:
                 f'Table "{self._info.name}" has no search index "{name}"; its search indexes '
                 f"are {known}."
             )
+        if self._order != "asc":
+            raise InvalidArgumentError(_SEARCH_ORDER)
         builder = SearchQuery(name, index.spec.search_field, index.spec.filter_fields)
         result = search(builder)
         if not isinstance(result, SearchQuery):
@@ -91,6 +97,8 @@ class Query:
         """``"asc"`` (the default) or ``"desc"`` along the index."""
         if order not in ("asc", "desc"):
             raise InvalidArgumentError(f'order must be "asc" or "desc", not {order!r}.')
+        if self._source is not None:
+            raise InvalidArgumentError(_SEARCH_ORDER)
         self._order = order
         return self
 

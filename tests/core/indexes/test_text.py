@@ -579,3 +579,20 @@ def test_documents_without_a_string_field_are_not_indexed() -> None:
         for body in ["one two", 12, ["one"], None, ""]:
             t.mutation(put, {"body": body})
         assert t.query(count, {"text": "one"}) == 1
+
+
+def test_order_does_not_apply_to_a_search() -> None:
+    def search_then_order(ctx: Any) -> Any:
+        return ctx.db.query("docs").with_search_index("search", _apple).order("desc")
+
+    def order_then_search(ctx: Any) -> Any:
+        return ctx.db.query("docs").order("desc").with_search_index("search", _apple)
+
+    with TestApp(app) as t:
+        for fn in (search_then_order, order_then_search):
+            with pytest.raises(InvalidArgumentError, match="relevance order"):
+                t.run(fn)
+
+
+def _apple(q: SearchQuery) -> SearchQuery:
+    return q.search("text", "apple")
