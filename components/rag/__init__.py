@@ -1,0 +1,1 @@
+"""Retrieval-augmented generation: namespaces, entries, chunking, embedding, hybrid search."""
