@@ -288,20 +288,21 @@ def reciprocal_rank_fusion(
     rank_maps = [_ranks(ranking) for ranking in rankings]
     active = [i for i, w in enumerate(checked) if w > 0]
     best_sum = sum(checked[i] / (k + 1) for i in active)
-    hits: list[tuple[float, FusedHit[KeyT]]] = []
+    hits: list[tuple[tuple[int, float], FusedHit[KeyT]]] = []
     for key in _first_seen(rank_maps):
         ranks = tuple(ranks.get(key) for ranks in rank_maps)
-        found = [i for i in active if ranks[i] is not None]
-        rrf = sum(checked[i] / (k + ranks[i]) for i in found)  # type: ignore[operator]
-        share = rrf / best_sum
+        found = [(i, rank) for i in active if (rank := ranks[i]) is not None]
+        rrf = sum(checked[i] / (k + rank) for i, rank in found)
+        tier = len(found) if tiered else min(len(found), 1)
         if not found:
             score = 0.0
         elif tiered:
-            score = (len(found) - 1 + share) / len(active)
+            score = (tier - 1 + rrf / best_sum) / len(active)
         else:
-            score = share
-        hits.append((score, FusedHit(key=key, score=score, ranks=ranks)))
-    hits.sort(key=lambda pair: -pair[0])  # stable: ties keep the round-robin order
+            score = rrf / best_sum
+        # Sorted on the exact (tier, sum), not on the derived score, which may round.
+        hits.append(((tier, rrf), FusedHit(key=key, score=score, ranks=ranks)))
+    hits.sort(key=lambda pair: (-pair[0][0], -pair[0][1]))  # stable: ties keep round-robin order
     return [hit for _, hit in hits]
 
 
