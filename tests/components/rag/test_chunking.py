@@ -393,3 +393,19 @@ def test_chunks_stay_within_a_character_budget(text: str, target: int, extra: in
         count_tokens=len,
     )
     assert_faithful(chunker, text)
+
+
+def test_errors_survive_pickling() -> None:
+    import pickle
+
+    empty = pickle.loads(pickle.dumps(EmptyTextError("chunks[2]")))
+    assert (type(empty), empty.argument, str(empty)) == (
+        EmptyTextError,
+        "chunks[2]",
+        str(EmptyTextError("chunks[2]")),
+    )
+    large = pickle.loads(pickle.dumps(ChunkTooLargeError(3, 900, 512, "chunks")))
+    assert (large.index, large.tokens, large.maximum, large.argument) == (3, 900, 512, "chunks")
+    assert str(large) == 'Chunk 3 of "chunks" is 900 tokens; the limit is 512. ' + (
+        "Split it, or pass text and let the chunker split it."
+    )
