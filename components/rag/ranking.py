@@ -30,8 +30,8 @@ queries; BM25 as our index ranks, all-MiniLM-L6-v2 exact cosine; nDCG@10 with ga
 
 - ``RRF_K = 10``, ranks counted from 1, so the top hit of a ranking gets ``w / 11``. Smaller
   ``k`` trusts the head of each ranking more; on Cranfield k = 5 / 10 / 20 / 60 score nDCG@10
-  0.399 / 0.396 / 0.393 / 0.390 (tiered; plain within 0.003). 10 is the steadiest across
-  candidate depths (0.395-0.397), well above both single modes, and Convex's value; 5 is
+  0.399 / 0.396 / 0.393 / 0.390 (tiered; plain within 0.003). 10 is steady from 50
+  candidates per side up (0.395-0.397), well above both single modes, and Convex's value; 5 is
   within noise of it and leans harder on single top ranks. (k = 60 is Cormack et al.'s
   constant for fusing many long runs; with two short candidate lists it is the weakest here.)
 - Tiered, the strong reading of "ranks below a chunk present in both": it costs ~0.001 nDCG@10
@@ -72,10 +72,7 @@ MIN_CANDIDATES = 50
 """A hybrid search takes at least this many hits from each index (see ``candidate_count``)."""
 
 MAX_VECTOR_CANDIDATES = 256
-"""The vector index returns at most this many hits."""
-
-MAX_TEXT_CANDIDATES = 1024
-"""The search index returns at most this many hits."""
+"""The vector index returns at most this many hits (the search index, 1,024)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
