@@ -33,6 +33,7 @@ from components.models.base import (
     ToolSpec,
     Usage,
     new_tool_call_id,
+    open_stream,
 )
 from components.models.errors import (
     EmbeddingError,
@@ -95,6 +96,7 @@ __all__ = [
     "estimate_usage",
     "local_embeddings_available",
     "new_tool_call_id",
+    "open_stream",
     "split_by_tokens",
     "truncate_to_tokens",
 ]

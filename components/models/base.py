@@ -4,11 +4,13 @@ A conversation is a sequence of ``ModelMessage``; a ``ModelRequest`` adds the to
 may call (``ToolSpec``), an optional structured-output schema (``OutputSchema``) and provider
 options. A ``ChatModel`` answers with a ``ModelResponse``, or streams ``TextDelta`` and
 ``ToolCallDelta`` events ending in one ``FinalResponse`` that carries the whole response.
-``StreamAccumulator`` rebuilds a response from deltas. An ``Embedder`` turns texts into vectors.
+``StreamAccumulator`` rebuilds a response from deltas; ``open_stream`` reads a stream and
+closes it on the way out. An ``Embedder`` turns texts into vectors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -329,8 +331,8 @@ class ChatModel(Protocol):
     def stream(self, req: ModelRequest) -> AsyncIterator[StreamEvent]:
         """Answer one request as it is generated: deltas, then one ``FinalResponse``.
 
-        Close the iterator (``contextlib.aclosing``) when you stop reading early, so the
-        provider's connection is released at once.
+        Read it inside ``open_stream(model, req)`` so that stopping early closes it (and
+        releases the provider's connection) at once.
         """
         ...
 
@@ -352,3 +354,20 @@ class Embedder(Protocol):
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, in the same order."""
         ...
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    model: ChatModel, req: ModelRequest
+) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+    """Stream ``req`` from ``model``, closing the stream on exit, early exits included.
+
+    ``async with open_stream(model, req) as events: async for event in events: ...``
+    """
+    events = model.stream(req)
+    try:
+        yield events
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -132,7 +132,7 @@ class ScriptExhaustedError(ModelError):
 
 
 class ScriptNotConsumedError(ModelError):
-    """Raised by ``ScriptedChatModel.assert_consumed()`` when scripted turns were never used."""
+    """Raised when ``ScriptedChatModel.assert_consumed()`` finds scripted turns never used."""
 
     code = "script_not_consumed"
     http_status = 500

@@ -10,7 +10,7 @@ from (tests, portals). Retries are ours (``Backoff``), so the client's own are t
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
@@ -252,7 +252,7 @@ class OpenAIChatModel:
             refusal=getattr(message, "refusal", None),
         )
 
-    async def stream(self, req: ModelRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, req: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream one answer: text and tool-call deltas, then a ``FinalResponse`` with usage.
 
         Tool-call argument fragments are reassembled by index; usage comes from the final

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeAlias
 
@@ -220,7 +220,7 @@ class ScriptedChatModel:
         await anyio.lowlevel.checkpoint()
         return self._next(req)
 
-    async def stream(self, req: ModelRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, req: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream the next turn: deltas ``delay`` seconds apart, then the ``FinalResponse``.
 
         Raises:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from collections.abc import AsyncIterator
@@ -12,9 +11,9 @@ import pytest
 
 pytest.importorskip("openai", reason="needs the openai extra: pip install -e '.[openai]'")
 
-import openai  # noqa: E402
+import openai
 
-from components.models import (  # noqa: E402
+from components.models import (
     Backoff,
     EmbeddingError,
     FinalResponse,
@@ -34,9 +33,10 @@ from components.models import (  # noqa: E402
     ToolCallDelta,
     ToolSpec,
     Usage,
+    open_stream,
 )
-from components.models.openai import plan_batches  # noqa: E402
-from components.models.testing import ErrorReply, OpenAITestServer  # noqa: E402
+from components.models.openai import plan_batches
+from components.models.testing import ErrorReply, OpenAITestServer
 
 FAST = Backoff(initial_delay=0.0, jitter=0.0)
 WEATHER = ToolSpec(
@@ -249,7 +249,7 @@ async def test_invalid_tool_arguments_are_kept_not_crashed_on(
     model = OpenAIChatModel("m", client=client, backoff=FAST)
     for response in [
         await model.request(ask()),
-        (await collect(model, ask()))[-1].response,  # type: ignore[union-attr]
+        (await collect(model, ask()))[-1].response,
     ]:
         (call,) = response.tool_calls
         assert call.arguments == {}
@@ -307,7 +307,9 @@ async def test_500_exhausting_retries_is_a_clear_error(
     server: OpenAITestServer, client: openai.AsyncOpenAI
 ) -> None:
     server.script_chat(*[ErrorReply(status=500, message="upstream exploded")] * 3)
-    model = OpenAIChatModel("gpt-4o-mini", client=client, backoff=Backoff(max_attempts=3, initial_delay=0))
+    model = OpenAIChatModel(
+        "gpt-4o-mini", client=client, backoff=Backoff(max_attempts=3, initial_delay=0)
+    )
     with pytest.raises(ModelAPIError) as caught:
         await model.request(ask())
     error = caught.value
@@ -373,7 +375,9 @@ async def test_an_exception_turn_on_the_server_is_a_500(
 
 async def test_an_unreachable_server_is_a_connection_error() -> None:
     async with openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="k") as client:
-        model = OpenAIChatModel("m", client=client, backoff=Backoff(max_attempts=2, initial_delay=0))
+        model = OpenAIChatModel(
+            "m", client=client, backoff=Backoff(max_attempts=2, initial_delay=0)
+        )
         with pytest.raises(ModelConnectionError) as caught:
             await model.request(ask())
     assert caught.value.attempts == 2 and '"m"' in str(caught.value)
@@ -384,7 +388,7 @@ async def test_stopping_a_stream_early_closes_it(
 ) -> None:
     server.script_chat("a long answer " * 20, "next")
     model = OpenAIChatModel("m", client=client, backoff=FAST)
-    async with contextlib.aclosing(model.stream(ask())) as events:
+    async with open_stream(model, ask()) as events:
         async for event in events:
             assert isinstance(event, TextDelta)
             break
@@ -482,12 +486,12 @@ async def test_embeddings_are_batched_by_tokens(
 
 def test_plan_batches() -> None:
     assert plan_batches([], max_inputs=2, max_tokens=10) == []
-    assert plan_batches([1, 1, 1], max_inputs=2, max_tokens=10) == [range(0, 2), range(2, 3)]
+    assert plan_batches([1, 1, 1], max_inputs=2, max_tokens=10) == [range(2), range(2, 3)]
     assert plan_batches([6, 5, 4, 1], max_inputs=9, max_tokens=10) == [
-        range(0, 1),
+        range(1),
         range(1, 4),
     ]
-    assert plan_batches([20, 1], max_inputs=9, max_tokens=10) == [range(0, 1), range(1, 2)]
+    assert plan_batches([20, 1], max_inputs=9, max_tokens=10) == [range(1), range(1, 2)]
 
 
 async def test_embeddings_429_then_success(
