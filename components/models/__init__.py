@@ -49,7 +49,7 @@ from components.models.errors import (
 from components.models.local import HashingEmbedder, LocalEmbedder, local_embeddings_available
 from components.models.openai import OpenAIChatModel, OpenAIEmbedder
 from components.models.retries import Backoff
-from components.models.scripted import ScriptedChatModel, Turn
+from components.models.scripted import ScriptedChatModel, StreamFailure, Turn
 from components.models.tokens import (
     count_tokens,
     encoding_for,
@@ -85,6 +85,7 @@ __all__ = [
     "ScriptedChatModel",
     "StreamAccumulator",
     "StreamEvent",
+    "StreamFailure",
     "TextDelta",
     "ToolCall",
     "ToolCallDelta",

@@ -164,6 +164,11 @@ class _StreamReader:
                 self.finish_reason = choice.finish_reason
 
 
+def _broken_stream(model: str, error: Exception) -> ModelConnectionError:
+    detail = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+    return ModelConnectionError(model=model, detail=f"the stream broke off: {detail}")
+
+
 class OpenAIChatModel:
     """A ``ChatModel`` on OpenAI Chat Completions (or any OpenAI-compatible server).
 
@@ -290,15 +295,14 @@ class OpenAIChatModel:
                     chunk = await iterator.__anext__()
                 except StopAsyncIteration:
                     break
-                except openai.OpenAIError as error:
-                    raise map_error(error, model=self.model) from error
                 except ModelError:
                     raise
+                except openai.OpenAIError as error:
+                    if not isinstance(error, openai.APIConnectionError):
+                        raise map_error(error, model=self.model) from error
+                    raise _broken_stream(self.model, error) from error
                 except Exception as error:
-                    raise ModelConnectionError(
-                        model=self.model,
-                        detail=f"the stream broke off: {type(error).__name__}: {error}",
-                    ) from error
+                    raise _broken_stream(self.model, error) from error
                 for event in reader.feed(chunk):
                     yield event
         finally:

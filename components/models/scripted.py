@@ -7,7 +7,9 @@ Each turn answers one model call:
 - a ``dict``: a structured-output reply, sent as its JSON text;
 - a ``ModelResponse``: returned as it is (text and calls together, a finish reason, usage);
 - an exception (instance or class): the call fails with it;
-- a callable ``(ModelRequest) -> turn``: decides from the request.
+- a callable ``(ModelRequest) -> turn``: decides from the request;
+- a ``StreamFailure``: streams the start of a reply, then fails (a whole request fails at
+  once).
 
 ``turn_response`` and ``response_events`` are shared with the OpenAI-compatible test server,
 so both play a script the same way.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
 import anyio
@@ -35,6 +37,7 @@ from components.models.base import (
 )
 from components.models.errors import (
     ModelConfigError,
+    ModelConnectionError,
     ScriptExhaustedError,
     ScriptNotConsumedError,
 )
@@ -42,9 +45,35 @@ from components.models.tokens import estimate_usage
 
 Turn: TypeAlias = (
     "str | ToolCall | Sequence[ToolCall] | dict[str, Any] | ModelResponse | BaseException"
-    " | type[BaseException] | Callable[[ModelRequest], Turn]"
+    " | type[BaseException] | StreamFailure | Callable[[ModelRequest], Turn]"
 )
 """One scripted model call (see the module docstring)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamFailure:
+    """A turn whose stream breaks off: ``after`` deltas of ``turn``'s reply, then ``error``.
+
+    Asked for whole (``request``), the call fails at once with ``error``. The test server
+    sends an error event with ``error``'s text when one is given, and otherwise drops the
+    connection.
+    """
+
+    turn: Turn
+    """The reply whose start is streamed."""
+    after: int = 1
+    """How many deltas arrive before the failure."""
+    error: BaseException | None = None
+    """What the stream fails with (default: a ``ModelConnectionError``)."""
+
+    def exception(self, model: str) -> BaseException:
+        """The exception the call fails with."""
+        if self.error is not None:
+            return self.error
+        return ModelConnectionError(
+            model=model, detail=f"the stream broke off after {self.after} delta(s) (scripted)"
+        )
+
 
 _MAX_CALLABLE_DEPTH = 16
 
@@ -61,11 +90,28 @@ def describe_turn(turn: object) -> str:
         return f"error {turn.__name__}"
     if isinstance(turn, dict):
         return "structured output"
+    if isinstance(turn, StreamFailure):
+        return f"stream failure after {turn.after} delta(s)"
     if isinstance(turn, ModelResponse):
         return "response"
     if isinstance(turn, Sequence):
         return f"{len(turn)} tool calls"
     return f"callable {getattr(turn, '__name__', type(turn).__name__)}"
+
+
+def resolve_turn(turn: Turn, request: ModelRequest) -> Turn:
+    """The turn a callable turn returns for ``request`` (other turns as they are).
+
+    Raises:
+        ModelConfigError: callables kept returning callables.
+    """
+    for _ in range(_MAX_CALLABLE_DEPTH):
+        if isinstance(turn, BaseException | type) or not callable(turn):
+            return turn
+        turn = turn(request)
+    raise ModelConfigError(
+        f"A scripted turn's callable returned callables {_MAX_CALLABLE_DEPTH} times in a row."
+    )
 
 
 def turn_response(turn: Turn, request: ModelRequest, *, model: str) -> ModelResponse:
@@ -77,18 +123,13 @@ def turn_response(turn: Turn, request: ModelRequest, *, model: str) -> ModelResp
     Raises:
         ModelConfigError: the turn is none of the scripted kinds.
     """
-    for _ in range(_MAX_CALLABLE_DEPTH):
-        if isinstance(turn, BaseException):
-            raise turn
-        if isinstance(turn, type) and issubclass(turn, BaseException):
-            raise turn()
-        if not callable(turn) or isinstance(turn, type):
-            break
-        turn = turn(request)
-    else:
-        raise ModelConfigError(
-            f"A scripted turn's callable returned callables {_MAX_CALLABLE_DEPTH} times in a row."
-        )
+    turn = resolve_turn(turn, request)
+    if isinstance(turn, BaseException):
+        raise turn
+    if isinstance(turn, type) and issubclass(turn, BaseException):
+        raise turn()
+    if isinstance(turn, StreamFailure):
+        raise turn.exception(model)
     response = _as_response(turn)
     if response.usage == Usage():
         usage = estimate_usage(request, text=response.text, tool_calls=response.tool_calls)
@@ -198,7 +239,7 @@ class ScriptedChatModel:
         self._turns.extend(turns)
         self._scripted += len(turns)
 
-    def _next(self, request: ModelRequest) -> ModelResponse:
+    def _next(self, request: ModelRequest) -> Turn:
         self.requests.append(request)
         if not self._turns:
             last = request.messages[-1] if request.messages else None
@@ -209,7 +250,7 @@ class ScriptedChatModel:
             raise ScriptExhaustedError(
                 model=self.model, scripted=self._scripted, last_message=shown
             )
-        return turn_response(self._turns.popleft(), request, model=self.model)
+        return self._turns.popleft()
 
     async def request(self, req: ModelRequest) -> ModelResponse:
         """Answer with the next turn.
@@ -218,7 +259,7 @@ class ScriptedChatModel:
             ScriptExhaustedError: every scripted turn has been used.
         """
         await anyio.lowlevel.checkpoint()
-        return self._next(req)
+        return turn_response(self._next(req), req, model=self.model)
 
     async def stream(self, req: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream the next turn: deltas ``delay`` seconds apart, then the ``FinalResponse``.
@@ -226,13 +267,20 @@ class ScriptedChatModel:
         Raises:
             ScriptExhaustedError: every scripted turn has been used.
         """
-        response = self._next(req)
-        for number, event in enumerate(response_events(response, chunk_size=self.chunk_size)):
+        turn = resolve_turn(self._next(req), req)
+        failure = turn if isinstance(turn, StreamFailure) else None
+        response = turn_response(turn if failure is None else failure.turn, req, model=self.model)
+        events = list(response_events(response, chunk_size=self.chunk_size))
+        if failure is not None:  # The start of the reply, never its FinalResponse.
+            events = events[: min(failure.after, len(events) - 1)]
+        for number, event in enumerate(events):
             if number and not isinstance(event, FinalResponse):
                 await anyio.sleep(self.delay)
             else:
                 await anyio.lowlevel.checkpoint()
             yield event
+        if failure is not None:
+            raise failure.exception(self.model)
 
     def assert_consumed(self) -> None:
         """Check that every scripted turn was used.

@@ -4,9 +4,9 @@ For tests, like Starlette's ``TestClient``: the real ``openai`` client talks to 
 HTTP. ``POST /v1/chat/completions`` answers with the next scripted turn (the turns of
 ``ScriptedChatModel``, plus ``ErrorReply`` for an HTTP error), whole or streamed exactly as
 OpenAI streams (``chat.completion.chunk`` events, tool-call argument fragments, a usage chunk,
-``[DONE]``). ``POST /v1/embeddings`` answers with ``HashingEmbedder`` vectors (float or
-base64), unless an ``ErrorReply`` or explicit vectors are scripted. Every request is
-recorded. ::
+``[DONE]``); a ``StreamFailure`` turn breaks a stream off. ``POST /v1/embeddings`` answers
+with ``HashingEmbedder`` vectors (float or base64), unless an ``ErrorReply`` or explicit
+vectors are scripted. Every request is recorded. ::
 
     with OpenAITestServer() as server:
         server.script_chat("Hello!", ErrorReply(status=429, retry_after=0), "Again")
@@ -35,7 +35,14 @@ from starlette.routing import Route
 from components.models.base import ModelRequest
 from components.models.local import HashingEmbedder
 from components.models.openai import KNOWN_EMBEDDING_DIMENSIONS
-from components.models.scripted import Turn, check_chunk_size, response_events, turn_response
+from components.models.scripted import (
+    StreamFailure,
+    Turn,
+    check_chunk_size,
+    resolve_turn,
+    response_events,
+    turn_response,
+)
 from components.models.tokens import count_tokens
 from components.models.wire import (
     SSE_DONE,
@@ -47,6 +54,10 @@ from components.models.wire import (
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
+
+
+class _DroppedConnection(Exception):
+    """Raised inside a streaming response to make uvicorn cut the connection."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,8 +205,14 @@ class OpenAITestServer:
         if isinstance(turn, ErrorReply):
             return turn.response()
         model = str(body.get("model") or self.model)
+        request_record = request_from_body(body)
         try:
-            response = turn_response(turn, request_from_body(body), model=model)
+            turn = resolve_turn(turn, request_record)
+            failure = turn if isinstance(turn, StreamFailure) else None
+            if failure is not None and not body.get("stream"):
+                raise failure.exception(model)
+            reply = turn if failure is None else failure.turn
+            response = turn_response(reply, request_record, model=model)
         except Exception as error:  # An exception turn: the call fails with a 500.
             return ErrorReply(status=500, message=f"{type(error).__name__}: {error}").response()
         if not body.get("stream"):
@@ -204,15 +221,25 @@ class OpenAITestServer:
             model=model,
             include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
         )
-        events = response_events(
-            response, chunk_size=self.chunk_size, interleave=self.interleave_tool_calls
+        events = list(
+            response_events(
+                response, chunk_size=self.chunk_size, interleave=self.interleave_tool_calls
+            )
         )
+        if failure is not None:  # The start of the reply, never its end.
+            events = events[: min(failure.after, len(events) - 1)]
 
         async def chunks() -> AsyncIterator[bytes]:
             for event in events:
                 for chunk in encoder.encode(event):
                     yield sse_event(chunk)
-            yield SSE_DONE
+            if failure is None:
+                yield SSE_DONE
+            elif failure.error is not None:
+                error = {"message": str(failure.error), "type": "server_error", "code": None}
+                yield sse_event({"error": {**error, "param": None}})
+            else:
+                raise _DroppedConnection("OpenAITestServer: a StreamFailure drops the connection.")
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
 

@@ -24,10 +24,12 @@ from components.models import (
     ModelRateLimitError,
     ModelRequest,
     ModelResponse,
+    ModelResponseError,
     OpenAIChatModel,
     OpenAIEmbedder,
     OutputSchema,
     StreamEvent,
+    StreamFailure,
     TextDelta,
     ToolCall,
     ToolCallDelta,
@@ -381,6 +383,37 @@ async def test_an_unreachable_server_is_a_connection_error() -> None:
         with pytest.raises(ModelConnectionError) as caught:
             await model.request(ask())
     assert caught.value.attempts == 2 and '"m"' in str(caught.value)
+
+
+async def test_a_stream_that_breaks_off_is_a_connection_error(
+    server: OpenAITestServer, client: openai.AsyncOpenAI
+) -> None:
+    server.script_chat(StreamFailure(turn="partial answer here", after=2))
+    model = OpenAIChatModel("m", client=client, backoff=FAST)
+    seen: list[StreamEvent] = []
+    with pytest.raises(ModelConnectionError, match="the stream broke off") as caught:
+        async for event in model.stream(ask()):
+            seen.append(event)
+    assert [e.text for e in seen if isinstance(e, TextDelta)] == ["partial ", "answer h"]
+    assert '"m"' in str(caught.value)
+    assert len(server.chat_requests) == 1  # A started stream is never retried.
+
+
+async def test_an_error_event_inside_a_stream_is_a_response_error(
+    server: OpenAITestServer, client: openai.AsyncOpenAI
+) -> None:
+    server.script_chat(
+        StreamFailure(turn="partial answer", after=1, error=RuntimeError("overloaded")),
+        StreamFailure(turn="whole request", error=RuntimeError("fails at once")),
+    )
+    model = OpenAIChatModel("m", client=client, backoff=Backoff(max_attempts=1))
+    seen: list[StreamEvent] = []
+    with pytest.raises(ModelResponseError, match="overloaded"):
+        async for event in model.stream(ask()):
+            seen.append(event)
+    assert seen == [TextDelta(text="partial ")]
+    with pytest.raises(ModelAPIError, match="fails at once"):
+        await model.request(ask())
 
 
 async def test_stopping_a_stream_early_closes_it(

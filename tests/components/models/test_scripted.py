@@ -12,12 +12,14 @@ from components.models import (
     ChatModel,
     FinalResponse,
     ModelConfigError,
+    ModelConnectionError,
     ModelMessage,
     ModelRequest,
     ModelResponse,
     ScriptedChatModel,
     ScriptExhaustedError,
     ScriptNotConsumedError,
+    StreamFailure,
     StreamAccumulator,
     StreamEvent,
     TextDelta,
@@ -229,3 +231,70 @@ def test_bad_options_are_refused(bad: object) -> None:
         ScriptedChatModel([], chunk_size=bad)  # type: ignore[arg-type]
     with pytest.raises(ModelConfigError, match="delay"):
         ScriptedChatModel([], delay=-1)
+
+
+async def test_a_stream_failure_streams_the_start_then_fails() -> None:
+    model = ScriptedChatModel(
+        [
+            StreamFailure(turn="abcdefghijkl", after=2),
+            StreamFailure(turn="abc", after=99, error=ValueError("custom")),
+            StreamFailure(turn="whole"),
+        ],
+        chunk_size=4,
+    )
+    seen: list[str] = []
+    with pytest.raises(ModelConnectionError, match="broke off after 2 delta"):
+        async for event in model.stream(ask()):
+            assert isinstance(event, TextDelta)
+            seen.append(event.text)
+    assert seen == ["abcd", "efgh"]
+    events: list[StreamEvent] = []
+    with pytest.raises(ValueError, match="custom"):
+        async for event in model.stream(ask()):
+            events.append(event)
+    assert events == [TextDelta(text="abc")]  # Never the FinalResponse.
+    with pytest.raises(ModelConnectionError):
+        await model.request(ask())  # Asked for whole, it fails at once.
+    model.assert_consumed()
+
+
+async def test_a_callable_may_return_a_stream_failure() -> None:
+    model = ScriptedChatModel([lambda req: StreamFailure(turn="xyz", after=1)], chunk_size=1)
+    seen = []
+    with pytest.raises(ModelConnectionError):
+        async for event in model.stream(ask()):
+            seen.append(event)
+    assert seen == [TextDelta(text="x")]
+
+
+def test_turns_are_described_for_errors() -> None:
+    model = ScriptedChatModel(
+        [
+            "a" * 40,
+            ValueError,
+            {"a": 1},
+            ModelResponse(text="r"),
+            [ToolCall(name="f"), ToolCall(name="g")],
+            StreamFailure(turn="x", after=3),
+            test_requests_are_recorded,
+        ]
+    )
+    with pytest.raises(ScriptNotConsumedError) as caught:
+        model.assert_consumed()
+    assert caught.value.remaining == [
+        "text 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'...",
+        "error ValueError",
+        "structured output",
+        "response",
+        "2 tool calls",
+        "stream failure after 3 delta(s)",
+        "callable test_requests_are_recorded",
+    ]
+
+
+async def test_callables_returning_callables_forever_are_refused() -> None:
+    def forever(req: ModelRequest) -> object:
+        return forever
+
+    with pytest.raises(ModelConfigError, match="returned callables 16 times"):
+        await ScriptedChatModel([forever]).request(ask())  # type: ignore[list-item]
