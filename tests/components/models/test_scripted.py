@@ -267,6 +267,10 @@ async def test_a_callable_may_return_a_stream_failure() -> None:
     assert seen == [TextDelta(text="x")]
 
 
+def echo_turn(req: ModelRequest) -> str:
+    return req.messages[-1].text
+
+
 def test_turns_are_described_for_errors() -> None:
     model = ScriptedChatModel(
         [
@@ -276,7 +280,7 @@ def test_turns_are_described_for_errors() -> None:
             ModelResponse(text="r"),
             [ToolCall(name="f"), ToolCall(name="g")],
             StreamFailure(turn="x", after=3),
-            test_requests_are_recorded,
+            echo_turn,
         ]
     )
     with pytest.raises(ScriptNotConsumedError) as caught:
@@ -288,7 +292,7 @@ def test_turns_are_described_for_errors() -> None:
         "response",
         "2 tool calls",
         "stream failure after 3 delta(s)",
-        "callable test_requests_are_recorded",
+        "callable echo_turn",
     ]
 
 
