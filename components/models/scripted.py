@@ -43,12 +43,6 @@ from components.models.errors import (
 )
 from components.models.tokens import estimate_usage
 
-Turn: TypeAlias = (
-    "str | ToolCall | Sequence[ToolCall] | dict[str, Any] | ModelResponse | BaseException"
-    " | type[BaseException] | StreamFailure | Callable[[ModelRequest], Turn]"
-)
-"""One scripted model call (see the module docstring)."""
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StreamFailure:
@@ -74,6 +68,19 @@ class StreamFailure:
             model=model, detail=f"the stream broke off after {self.after} delta(s) (scripted)"
         )
 
+
+Turn: TypeAlias = (
+    str
+    | ToolCall
+    | Sequence[ToolCall]
+    | dict[str, Any]
+    | ModelResponse
+    | BaseException
+    | type[BaseException]
+    | StreamFailure
+    | Callable[[ModelRequest], "Turn"]
+)
+"""One scripted model call (see the module docstring)."""
 
 _MAX_CALLABLE_DEPTH = 16
 

@@ -9,8 +9,12 @@ with ``HashingEmbedder`` vectors (float or base64), unless an ``ErrorReply`` or 
 vectors are scripted. Every request is recorded. ::
 
     with OpenAITestServer() as server:
-        server.script_chat("Hello!", ErrorReply(status=429, retry_after=0), "Again")
-        model = OpenAIChatModel("gpt-4o-mini", client=server.client())
+        server.script_chat(ErrorReply(status=429, retry_after=0), "Hello!")
+        async with server.client() as client:
+            model = OpenAIChatModel("gpt-4o-mini", client=client)
+            response = await model.request(ModelRequest(messages=[ModelMessage.user("Hi")]))
+        assert response.text == "Hello!"  # After one retry.
+        assert len(server.chat_requests) == 2
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ class ErrorReply:
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
-EmbeddingReply: TypeAlias = "ErrorReply | list[list[float]]"
+EmbeddingReply: TypeAlias = ErrorReply | list[list[float]]
 """A scripted embeddings answer: an error, or the vectors to return."""
 
 
