@@ -598,3 +598,32 @@ async def test_raw_stream_matches_the_openai_types(
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-2].choices[0].finish_reason == "stop"
     assert json.loads(chunks[-1].model_dump_json())["object"] == "chat.completion.chunk"
+
+
+def test_calls_that_reuse_index_0_with_new_ids_stay_apart() -> None:
+    # Some OpenAI-compatible servers (Ollama) send every call at index 0, each with its id.
+    from types import SimpleNamespace as NS
+
+    from components.models.openai import _StreamReader
+
+    def chunk(index: int, id: str | None, name: str | None, arguments: str) -> NS:
+        call = NS(index=index, id=id, function=NS(name=name, arguments=arguments))
+        delta = NS(content=None, refusal=None, tool_calls=[call])
+        return NS(model="m", usage=None, choices=[NS(index=0, delta=delta, finish_reason=None)])
+
+    reader = _StreamReader()
+    events = [
+        event
+        for raw in [
+            chunk(0, "a", "f", '{"x":'),
+            chunk(0, None, None, "1}"),
+            chunk(0, "b", "g", "{}"),
+            chunk(0, "b", None, ""),  # A repeated id is the same call.
+        ]
+        for event in reader.feed(raw)
+    ]
+    assert [(e.index, e.id) for e in events] == [(0, "a"), (0, None), (1, "b"), (1, None)]
+    assert reader.accumulator.tool_calls() == (
+        ToolCall(id="a", name="f", arguments={"x": 1}),
+        ToolCall(id="b", name="g", arguments={}),
+    )
