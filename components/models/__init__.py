@@ -47,7 +47,8 @@ from components.models.errors import (
     ScriptNotConsumedError,
 )
 from components.models.local import HashingEmbedder, LocalEmbedder, local_embeddings_available
-from components.models.openai import OpenAIChatModel, OpenAIEmbedder
+from components.models.openai import OpenAIChatModel
+from components.models.openai_embeddings import OpenAIEmbedder
 from components.models.retries import Backoff
 from components.models.scripted import ScriptedChatModel, StreamFailure, Turn
 from components.models.tokens import (

@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 from components.models.base import ModelRequest
 from components.models.local import HashingEmbedder
-from components.models.openai import KNOWN_EMBEDDING_DIMENSIONS
+from components.models.openai_embeddings import KNOWN_EMBEDDING_DIMENSIONS
 from components.models.scripted import (
     StreamFailure,
     Turn,
