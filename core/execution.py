@@ -24,7 +24,7 @@ from core.context import ActionCtx, MutationCtx, QueryCtx
 from core.database.engine import Conflict, Database
 from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
-from core.errors import FunctionNotFoundError, UserError
+from core.errors import AppError, FunctionKindError, UserError
 from core.functions import FunctionKind, FunctionRef
 from core.indexes.vector import vector_search
 
@@ -230,9 +230,7 @@ class Executor:
     def _resolve(self, ref: Any, kind: str, caller: str | None) -> Target:
         target = self.resolver.resolve(ref, caller=caller)
         if target.ref.kind.value != kind:
-            raise FunctionNotFoundError(
-                target.ref.path, detail=f"it is a {target.ref.kind.value}, not a {kind}"
-            )
+            raise FunctionKindError(target.ref.path, kind=target.ref.kind.value, called_as=kind)
         return target
 
     def _handles_in(self, args: Any, caller: str | None) -> Any:
@@ -463,7 +461,10 @@ class Executor:
     def _log_failure(
         self, target: Target, start: float, exc: BaseException, retries: int = 0
     ) -> None:
-        logger.warning(
+        # An AppError is an expected outcome the caller receives, not a fault: not a warning.
+        level = logging.INFO if isinstance(exc, AppError) else logging.WARNING
+        logger.log(
+            level,
             "%s %s failed in %.2f ms (retries: %d): %s: %s",
             target.ref.kind.value,
             target.ref.path,

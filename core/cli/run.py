@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from typing import Any
 
 from core.cli.loading import choose_database, load_function
@@ -24,13 +25,16 @@ def add_parser(commands: Any) -> None:
     p.set_defaults(handler=run)
 
 
-def _json_object(text: str, what: str) -> dict[str, Any]:
+def _json_object(text: str, what: str, *, plural: bool = False) -> dict[str, Any]:
+    verb = "are" if plural else "is"
     try:
         value = from_json(json.loads(text))
     except ValueError as exc:
-        raise InvalidArgumentError(f"{what} is not valid JSON: {exc}.") from None
+        raise InvalidArgumentError(
+            f"{what} {verb} not valid JSON ({exc}); pass a JSON object such as '{{\"name\": 1}}'."
+        ) from None
     if not isinstance(value, dict):
-        raise InvalidArgumentError(f"{what} must be a JSON object.")
+        raise InvalidArgumentError(f"{what} must be a JSON object such as '{{\"name\": 1}}'.")
     return value
 
 
@@ -38,8 +42,19 @@ def run(args: argparse.Namespace) -> int:
     """Call the function through a sync client (no background services) and print the value."""
     choose_database(args.db)
     app, ref = load_function(args.path, args.app)
-    fn_args = _json_object(args.args, "The arguments")
+    fn_args = _json_object(args.args, "The arguments", plural=True)
     identity = _json_object(args.identity, "--identity") if args.identity else None
+    # This command reports the call's error itself: the executor's failure log would repeat it.
+    functions_log = logging.getLogger("capsule.functions")
+    level = functions_log.level
+    functions_log.setLevel(logging.ERROR)
+    try:
+        return _call(app, ref, fn_args, identity, args.path)
+    finally:
+        functions_log.setLevel(level)
+
+
+def _call(app: Any, ref: Any, fn_args: dict[str, Any], identity: Any, path: str) -> int:
     with app.sync_client(identity, runtime=False) as client:
         call = {
             FunctionKind.QUERY: client.query,
@@ -47,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
             FunctionKind.ACTION: client.action,
         }.get(ref.kind)
         if call is None:
-            raise InvalidArgumentError(f'"{args.path}" is an HTTP route; it cannot be run.')
+            raise InvalidArgumentError(f'"{path}" is an HTTP route; it cannot be run.')
         print_value(call(ref, fn_args))
     return 0
