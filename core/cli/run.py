@@ -1,10 +1,14 @@
-"""Owns ``capsule run PATH '{json}' [--identity JSON]``: call one function and print its value."""
+"""Owns ``capsule run PATH '{json}' [--identity JSON]``: call one function and print its value.
+
+Internal functions run too: the command opens the database itself, so it acts as an admin.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+from functools import partial
 from typing import Any
 
 from core.cli.loading import choose_database, load_function
@@ -55,13 +59,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _call(app: Any, ref: Any, fn_args: dict[str, Any], identity: Any, path: str) -> int:
+    if ref.kind not in (FunctionKind.QUERY, FunctionKind.MUTATION, FunctionKind.ACTION):
+        raise InvalidArgumentError(f'"{path}" is an HTTP route; it cannot be run.')
     with app.sync_client(identity, runtime=False) as client:
-        call = {
-            FunctionKind.QUERY: client.query,
-            FunctionKind.MUTATION: client.mutation,
-            FunctionKind.ACTION: client.action,
-        }.get(ref.kind)
-        if call is None:
-            raise InvalidArgumentError(f'"{path}" is an HTTP route; it cannot be run.')
-        print_value(call(ref, fn_args))
+        # The command line has the database itself, so it is an admin: it may run internal
+        # functions too (caller "" is the app's own code; None would be a client).
+        caller = "" if ref.internal else None
+        ex = client.runtime.executor
+        if ref.kind is FunctionKind.QUERY:
+            value = ex.query(ref, fn_args, client.identity, caller=caller)
+        elif ref.kind is FunctionKind.MUTATION:
+            value = ex.mutation(ref, fn_args, client.identity, caller=caller)
+        else:
+            rt = client.runtime
+            value = rt.portal.call(partial(ex.action, ref, fn_args, client.identity, caller=caller))
+        print_value(value)
     return 0

@@ -10,6 +10,7 @@ Endpoints (all JSON in DESIGN.md's wire format):
 * ``GET /api/storage/<id>?exp=...&sig=...`` serves a file through a signed URL;
   ``POST /api/storage/upload?...`` takes one file through a signed upload URL.
 * ``/http/<path>``: the app's ``@app.http_route`` handlers.
+* ``GET /``, ``GET /_health`` and ``GET /openapi.json`` (``core.server.meta``).
 
 The lifespan opens the app's runtime and starts its services (scheduler, crons); at shutdown
 new requests are refused with 503, in-flight ones get ``shutdown_seconds`` to finish, then the
@@ -376,6 +377,7 @@ def create_asgi_app(
     serves it inside your own Starlette or FastAPI app (enter ``asgi.router.lifespan_context``
     from the parent's lifespan for a clean shutdown).
     """
+    from core.server.meta import meta_routes
     from core.server.sse import subscribe_endpoint
 
     settings = settings or ServerSettings.from_env()
@@ -412,6 +414,7 @@ def create_asgi_app(
         Route(f"/http{path}", http_endpoint(ref), methods=[method])
         for path, method, ref in app.http_routes
     ]
+    routes += meta_routes(server)
     middleware = []
     if settings.cors_origins:
         middleware.append(
