@@ -15,6 +15,7 @@ from core.client import Client, SyncClient
 from core.components import Component, ComponentHandle, Components
 from core.config import database_url, environment
 from core.crons import Crons, install_crons
+from core.environment import install_environment
 from core.errors import FunctionNotFoundError, UserError
 from core.execution import Clock, Target, parse_handle
 from core.functions import FunctionDecorators, FunctionKind, FunctionRef, FunctionRegistry
@@ -61,6 +62,7 @@ class App(FunctionDecorators):
         """The app's crons: ``app.crons.interval(...)``, ``.cron(...)``, ``.daily(...)`` ..."""
         install_scheduler(self)
         install_crons(self)
+        install_environment(self)
 
     # -- registration -------------------------------------------------------------------------
 

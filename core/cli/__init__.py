@@ -1,6 +1,6 @@
 """Owns the ``capsule`` command: ``main`` and the dispatch to each subcommand.
 
-``capsule serve | dev | worker | run | data | import | export | functions | workflows``;
+``capsule serve | dev | worker | run | data | import | export | functions | workflows | env``;
 ``capsule <command> --help`` describes each. The database is ``--db URL`` or ``CAPSULE_DB_URL``.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from core.cli import admin, data, run, serve, transfer
+from core.cli import admin, data, env, run, serve, transfer
 from core.cli.output import print_error
 from core.errors import CapsuleError
 
@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     data.add_parser(commands)
     transfer.add_parsers(commands)
     admin.add_parsers(commands)
+    env.add_parser(commands)
     return p
 
 
