@@ -19,6 +19,7 @@ from core.environment import install_environment
 from core.errors import FunctionNotFoundError, UserError
 from core.execution import Clock, Target, parse_handle
 from core.functions import FunctionDecorators, FunctionKind, FunctionRef, FunctionRegistry
+from core.logs import install_call_log
 from core.runtime import Runtime, Service
 from core.scheduler import SchedulerConfig, install_scheduler
 from core.schema import Schema
@@ -63,6 +64,7 @@ class App(FunctionDecorators):
         install_scheduler(self)
         install_crons(self)
         install_environment(self)
+        install_call_log(self)
 
     # -- registration -------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ own writes are undone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -179,6 +180,22 @@ class Frame:
         return await self.executor.hooks.vector_search(self, table, index, vector, limit, filter)
 
 
+class CallSpans(Protocol):
+    """Where top-level calls are recorded (``core.logs.CallLog``)."""
+
+    def span(self, target: Target) -> contextlib.AbstractContextManager[None]:
+        """A block around one call: it sees the call's duration, output and exception."""
+        ...
+
+
+class _NoCallLog:
+    def span(self, target: Target) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+NO_CALL_LOG = _NoCallLog()
+
+
 class Hooks:
     """Services the runtime plugs into contexts (scheduler, files, vector search).
 
@@ -220,6 +237,8 @@ class Executor:
         self.hooks = Hooks()
         self.calls = 0
         self.retries = 0
+        self.call_log: CallSpans = NO_CALL_LOG
+        """Records each top-level call (``core.logs`` installs one while services run)."""
 
     def system_space(self) -> Any:
         """The system table space, when the runtime has one."""
@@ -367,7 +386,8 @@ class Executor:
         start = time.perf_counter()
         self.calls += 1
         try:
-            result = await self._run_action(target, args, _auth(identity))
+            with self.call_log.span(target):
+                result = await self._run_action(target, args, _auth(identity))
         except BaseException as exc:
             self._log_failure(target, start, exc)
             raise
@@ -441,7 +461,8 @@ class Executor:
         retries = self.retries
         self.calls += 1
         try:
-            result = run()
+            with self.call_log.span(target):
+                result = run()
         except BaseException as exc:
             self._log_failure(target, start, exc, self.retries - retries)
             raise

@@ -1,7 +1,8 @@
 """Owns the ``capsule`` command: ``main`` and the dispatch to each subcommand.
 
-``capsule serve | dev | worker | run | data | import | export | functions | workflows | env``;
-``capsule <command> --help`` describes each. The database is ``--db URL`` or ``CAPSULE_DB_URL``.
+``capsule serve | dev | worker | run | data | import | export | functions | workflows | env |
+logs``; ``capsule <command> --help`` describes each. The database is ``--db URL`` or
+``CAPSULE_DB_URL``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from core.cli import admin, data, env, run, serve, transfer
+from core.cli import admin, data, env, logs, run, serve, transfer
 from core.cli.output import print_error
 from core.errors import CapsuleError
 
@@ -27,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     transfer.add_parsers(commands)
     admin.add_parsers(commands)
     env.add_parser(commands)
+    logs.add_parser(commands)
     return p
 
 

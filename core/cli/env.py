@@ -52,18 +52,25 @@ class _NoFunctions:
     """The resolver of a runtime that opens only the system tables: no function runs."""
 
     def resolve(self, ref: Any, *, caller: str | None) -> Target:
-        raise FunctionNotFoundError(str(ref), detail="capsule env runs no functions")
+        raise FunctionNotFoundError(str(ref), detail="this command runs no functions")
+
+
+@contextmanager
+def open_system(url: str) -> Iterator[Runtime]:
+    """A runtime of the database at ``url`` with only its ``_system`` table space open."""
+    runtime = Runtime(storage=open_storage(url), schemas={}, resolver=_NoFunctions())
+    runtime.open()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
 
 
 @contextmanager
 def open_environment(url: str) -> Iterator[DeploymentEnvironment]:
     """The deployment variables of the database at ``url`` (only ``_system`` is opened)."""
-    runtime = Runtime(storage=open_storage(url), schemas={}, resolver=_NoFunctions())
-    runtime.open()
-    try:
+    with open_system(url) as runtime:
         yield DeploymentEnvironment(runtime.executor)
-    finally:
-        runtime.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,4 +97,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_parser", "open_environment", "run"]
+__all__ = ["add_parser", "open_environment", "open_system", "run"]

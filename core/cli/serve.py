@@ -77,6 +77,21 @@ def add_parsers(commands: Any) -> None:
     p.set_defaults(handler=worker)
 
 
+def capture_info_logs() -> None:
+    """Let handlers' INFO records reach the call log; the terminal still shows WARNING and up.
+
+    The root logger's level gates every record before any handler sees it, so it drops to
+    INFO and the handlers already installed keep the old threshold.
+    """
+    root = logging.getLogger()
+    if root.level <= logging.INFO:
+        return
+    for handler in root.handlers:
+        if handler.level == logging.NOTSET:
+            handler.setLevel(root.level)
+    root.setLevel(logging.INFO)
+
+
 def dev_app() -> Any:
     """The ASGI app ``capsule dev`` serves (built anew by each reloaded process)."""
     from core.server import create_asgi_app
@@ -84,6 +99,7 @@ def dev_app() -> Any:
     target = setting(APP_SETTING)
     if not target:
         raise UserError(f"{APP_SETTING} names no app.")
+    capture_info_logs()
     return create_asgi_app(load_app(target))
 
 
@@ -92,6 +108,7 @@ def serve(args: argparse.Namespace) -> int:
     from core.server import create_asgi_app
 
     choose_database(args.db)
+    capture_info_logs()
     settings = ServerSettings.from_env()
     asgi = create_asgi_app(load_app(args.target), settings=settings)
     uvicorn.run(
@@ -128,6 +145,7 @@ def worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    capture_info_logs()
     report = job_reporter(quiet=args.quiet)
     runtime = app._acquire_runtime()
     try:
