@@ -211,7 +211,7 @@ class _Installed:
 
 
 class CallLog:
-    """The call log of one runtime: records calls while its services run and writes them in batches."""
+    """The call log of one runtime: records calls while its services run, stored in batches."""
 
     def __init__(self, executor: Executor):
         self.executor = executor
