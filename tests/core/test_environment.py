@@ -41,8 +41,9 @@ async def read_in_component(ctx: ActionCtx) -> Any:
 
 
 @pytest.fixture
-def served(storage: Storage) -> Iterator[tuple[TestClient, str]]:
+def served(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, str]]:
     url = str(storage.url)
+    monkeypatch.setenv("CAPSULE_DB_URL", url)  # `capsule ... --db` sets it: undo that after
     with TestApp(app, storage=storage) as t:
         asgi = create_asgi_app(app, settings=ServerSettings(), runtime=t.runtime)
         with TestClient(asgi) as client:

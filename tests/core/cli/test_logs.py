@@ -118,10 +118,13 @@ def refuse(ctx: QueryCtx) -> None:
 
 
 def test_filters_and_an_in_process_client(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    os.environ["CAPSULE_DB_URL"] = url  # the autouse fixture of this folder restores it
+    monkeypatch.setenv("CAPSULE_DB_URL", url)
     with caplog.at_level(logging.INFO), app.sync_client() as client:
         log = call_log_of(client.runtime)
         deadline = time.monotonic() + 10
