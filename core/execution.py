@@ -439,7 +439,7 @@ class Executor:
                 kind == "mutation" and parent.kind != "mutation"
             ):
                 raise UserError(
-                    f"{target.ref!r} is a {kind}; a {parent.kind} cannot call it "
+                    f"{target.ref!r} is {_a(kind)}; {_a(parent.kind)} cannot call it "
                     f"({_CALLABLE_FROM[parent.kind]})."
                 )
         kwargs = self._args(target, args, parent.namespace)
@@ -476,7 +476,7 @@ class Executor:
             kind = target.ref.kind.value
             if kind not in ("query", "mutation", "action"):
                 raise UserError(
-                    f"{target.ref!r} is a {kind}; an action cannot call it "
+                    f"{target.ref!r} is {_a(kind)}; an action cannot call it "
                     f"({_CALLABLE_FROM['action']})."
                 )
         auth = self._child_auth(parent, target)
@@ -526,10 +526,14 @@ class Executor:
 
 
 _CALLABLE_FROM = {
-    "query": "a query calls only queries",
+    "query": "queries are read-only and call only queries",
     "mutation": "a mutation calls queries and mutations; schedule actions with ctx.scheduler",
     "action": "an action calls queries, mutations and actions; HTTP routes are not callable",
 }
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _auth(identity: UserIdentity | None) -> Auth:
