@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,6 +53,9 @@ class _NoFunctions:
 
     def resolve(self, ref: Any, *, caller: str | None) -> Target:
         raise FunctionNotFoundError(str(ref), detail="this command runs no functions")
+
+    def bindings(self, namespace: str) -> Mapping[str, object]:
+        return {}
 
 
 @contextmanager
