@@ -1,4 +1,4 @@
-"""Owns ``capsule serve`` / ``capsule dev`` (uvicorn) and ``capsule worker`` (no HTTP).
+"""Owns ``capsule serve`` / ``dev`` / ``dashboard`` (uvicorn) and ``capsule worker`` (no HTTP).
 
 ``serve`` runs the app's ASGI server; ``dev`` does the same and restarts it when a Python file
 under the working directory changes; ``worker`` runs only the background services (scheduler
@@ -64,6 +64,19 @@ def add_parsers(commands: Any) -> None:
         )
         p.set_defaults(handler=serve if name == "serve" else dev)
     p = commands.add_parser(
+        "dashboard",
+        help="open the admin dashboard of an app (a local web UI)",
+        description="Serve the app with its dashboard at /_dashboard on this machine, no key "
+        "needed: tables, documents, functions, live logs, jobs and workflows.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    p.add_argument("target", help="the app, as module:attr (e.g. tasks:app)")
+    p.add_argument("--port", type=int, default=8001, help="the port to listen on")
+    p.add_argument(
+        "--db", default=None, help="database URL (default: CAPSULE_DB_URL, else ./capsule.db)"
+    )
+    p.set_defaults(handler=dashboard)
+    p = commands.add_parser(
         "worker",
         help="run the scheduler and crons without an HTTP server",
         description="Run the app's scheduled jobs and crons, printing one line per job.",
@@ -118,6 +131,20 @@ def serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_seconds) or None,
     )
+    return 0
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    """Serve the app with its dashboard (no key: it listens on 127.0.0.1 only)."""
+    from core.server import create_asgi_app
+    from core.server.dashboard import dashboard_routes, dashboard_url
+
+    choose_database(args.db)
+    capture_info_logs()
+    asgi = create_asgi_app(load_app(args.target))
+    asgi.router.routes[0:0] = dashboard_routes(asgi.state.capsule, local=True)
+    print(f"capsule dashboard: {dashboard_url(f'http://127.0.0.1:{args.port}')}", flush=True)
+    uvicorn.run(asgi, host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
 

@@ -5,6 +5,7 @@
   ``{"status": "ok"}``, or 503 ``{"status": "unavailable", "error": ...}``.
 * ``GET /openapi.json`` is the OpenAPI 3.1 description of the public functions
   (``core.server.openapi``), built once on first request.
+* ``/_dashboard`` (``core.server.dashboard``) when ``CAPSULE_ADMIN_KEY`` is set.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ def meta_routes(server: CapsuleServer) -> list[Route]:
             described["spec"] = await anyio.to_thread.run_sync(openapi, server.app)
         return JSONResponse(described["spec"])
 
+    from core.server.dashboard import dashboard_routes
+
     return [
+        *dashboard_routes(server),
         Route("/", index, methods=["GET"]),
         *(Route(path, health, methods=["GET"]) for path in HEALTH_PATHS),
         Route(OPENAPI_PATH, description, methods=["GET"]),
