@@ -1,6 +1,8 @@
 """Owns ``capsule run PATH '{json}' [--identity JSON]``: call one function and print its value.
 
 Internal functions run too: the command opens the database itself, so it acts as an admin.
+With ``--url`` it asks a running server instead, through its dashboard API, with the admin key
+(``--admin-key`` or ``CAPSULE_ADMIN_KEY``); the function's module need not be importable here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from core.cli.loading import choose_database, load_function
 from core.cli.output import print_value
-from core.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError, UserError
 from core.functions import FunctionKind
 from core.values import from_json
 
@@ -26,6 +28,8 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--identity", help='run as this caller: JSON claims, e.g. {"sub": "u1"}')
     p.add_argument("--app", help="module:app, when the function's module does not hold its app")
     p.add_argument("--db", help="database URL (default: CAPSULE_DB_URL)")
+    p.add_argument("--url", help="run on the server at this URL (needs its admin key)")
+    p.add_argument("--admin-key", help="the server's CAPSULE_ADMIN_KEY (default: that variable)")
     p.set_defaults(handler=run)
 
 
@@ -44,9 +48,11 @@ def _json_object(text: str, what: str, *, plural: bool = False) -> dict[str, Any
 
 def run(args: argparse.Namespace) -> int:
     """Call the function through a sync client (no background services) and print the value."""
+    fn_args = _json_object(args.args, "The arguments", plural=True)
+    if args.url:
+        return _remote(args.url, args.path, args.args, args.admin_key)
     choose_database(args.db)
     app, ref = load_function(args.path, args.app)
-    fn_args = _json_object(args.args, "The arguments", plural=True)
     identity = _json_object(args.identity, "--identity") if args.identity else None
     # This command reports the call's error itself: the executor's failure log would repeat it.
     functions_log = logging.getLogger("capsule.functions")
@@ -56,6 +62,39 @@ def run(args: argparse.Namespace) -> int:
         return _call(app, ref, fn_args, identity, args.path)
     finally:
         functions_log.setLevel(level)
+
+
+def _remote(url: str, path: str, raw_args: str, key: str | None) -> int:
+    """Run ``path`` on the server at ``url`` as an admin (internal functions included)."""
+    import httpx
+
+    from core.config import setting
+    from core.http_client import error_from_body
+    from core.server.dashboard import ADMIN_HEADER, PREFIX
+
+    key = key or setting("CAPSULE_ADMIN_KEY")
+    if not key:
+        raise UserError(
+            "Running on a server needs its admin key: --admin-key or CAPSULE_ADMIN_KEY."
+        )
+    try:
+        r = httpx.post(
+            f"{url.rstrip('/')}{PREFIX}/api/run",
+            json={"path": path, "args": raw_args},
+            headers={ADMIN_HEADER: key},
+            timeout=None,
+        )
+    except httpx.TransportError as exc:
+        raise UserError(f"Cannot reach the server at {url}: {exc}.") from None
+    if r.status_code == 401 or r.status_code == 404:
+        raise UserError(
+            f"The server at {url} refused the admin key (or has no CAPSULE_ADMIN_KEY set)."
+        )
+    body = r.json()
+    if r.status_code != 200:
+        raise error_from_body(r.status_code, {"code": "remote", **body})
+    print_value(from_json(body["value"]))
+    return 0
 
 
 def _call(app: Any, ref: Any, fn_args: dict[str, Any], identity: Any, path: str) -> int:

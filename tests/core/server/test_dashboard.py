@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from core import App, MutationCtx, QueryCtx, Schema, Table
+from core.cli import main
 from core.config import ServerSettings
 from core.logs import call_log_of
 from core.server import BackgroundServer, create_asgi_app
@@ -108,8 +109,11 @@ def test_browse_page_edit_run_and_watch_logs(served: str, tmp_path: Path) -> Non
             browser.close()
 
 
-def test_the_server_dashboard_needs_the_admin_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_server_dashboard_needs_the_admin_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with TestApp(app) as t:
+        t.run(lambda ctx: ctx.db.insert("items", {"name": "a", "n": 7}))
         monkeypatch.setenv("CAPSULE_ADMIN_KEY", "sesame")
         asgi = create_asgi_app(app, settings=ServerSettings(), runtime=t.runtime)
         with BackgroundServer(asgi) as server:
@@ -118,6 +122,14 @@ def test_the_server_dashboard_needs_the_admin_key(monkeypatch: pytest.MonkeyPatc
             assert r.status_code == 200 and "items" in r.text
             again = httpx.get(f"{server.url}/_dashboard/jobs", cookies=r.cookies)
             assert again.status_code == 200
+            # capsule run --url: an internal function, on the server, with the admin key.
+            assert main(["run", total.path, "--url", server.url]) == 0
+            assert capsys.readouterr().out == "7\n"
+            assert main(["run", total.path, "--url", server.url, "--admin-key", "nope"]) == 1
+            assert capsys.readouterr().err == (
+                f"error: The server at {server.url} refused the admin key (or has no "
+                "CAPSULE_ADMIN_KEY set).\n"
+            )
         monkeypatch.delenv("CAPSULE_ADMIN_KEY")
         plain = create_asgi_app(app, settings=ServerSettings(), runtime=t.runtime)
         with BackgroundServer(plain) as server:
