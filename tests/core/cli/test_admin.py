@@ -89,3 +89,23 @@ def test_workflows_list_status_cancel_restart(
     assert capsys.readouterr().err == (
         'error: No workflow component is mounted as "other"; mounted: "flows".\n'
     )
+
+
+def test_the_dashboard_lists_and_cancels_workflows() -> None:
+    from starlette.testclient import TestClient
+
+    from core.config import ServerSettings
+    from core.server import create_asgi_app
+    from core.server.dashboard import dashboard_routes
+    from core.testing import TestApp
+
+    with TestApp(app) as t:
+        wid = t.mutation(begin)
+        asgi = create_asgi_app(app, settings=ServerSettings(), runtime=t.runtime)
+        asgi.router.routes[0:0] = dashboard_routes(asgi.state.capsule, local=True)
+        with TestClient(asgi) as client:
+            page = client.get("/_dashboard/jobs").text
+            assert wid in page and "running" in page and "Crons" in page
+            r = client.post("/_dashboard/workflows/cancel", data={"mount": "flows", "id": wid})
+            assert r.status_code == 200 and r.url.path == "/_dashboard/jobs"
+            assert "canceled" in r.text
