@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
-import io
 import logging
 import os
 import socket
@@ -141,8 +140,12 @@ _current: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar(
 )
 
 
-class _TeeStream(io.TextIOBase):
-    """``sys.stdout`` while call logs are on: a copy of each call's output goes to its record."""
+class _TeeStream:
+    """``sys.stdout`` while call logs are on: a copy of each call's output goes to its record.
+
+    A plain object delegating to the stream it wraps (not an ``io`` subclass, whose finalizer
+    would flush and close the wrapped stream).
+    """
 
     def __init__(self, target: TextIO):
         self.target = target
@@ -156,12 +159,10 @@ class _TeeStream(io.TextIOBase):
     def flush(self) -> None:
         self.target.flush()
 
-    def isatty(self) -> bool:
-        return self.target.isatty()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.target, "encoding", "utf-8")
+    def __getattr__(self, name: str) -> Any:
+        if name == "target":  # not set yet: never recurse
+            raise AttributeError(name)
+        return getattr(self.target, name)
 
 
 class _CaptureHandler(logging.Handler):
