@@ -20,6 +20,7 @@ import pydantic
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
+from core.errors import CapsuleError
 from core.functions import FunctionKind, FunctionRef
 
 if TYPE_CHECKING:
@@ -85,7 +86,12 @@ def _summary(doc: str | None) -> str:
 def _schema(build: typing.Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         found = build()
-    except (pydantic.PydanticUserError, pydantic.PydanticSchemaGenerationError, TypeError):
+    except (
+        CapsuleError,  # unresolvable hints: calling the function says so; describing it does not
+        pydantic.PydanticUserError,
+        pydantic.PydanticSchemaGenerationError,
+        TypeError,
+    ):
         return {}, {}
     defs = found.pop("$defs", {})
     return found, defs

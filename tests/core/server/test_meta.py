@@ -109,3 +109,16 @@ def test_the_openapi_description_validates_and_lists_public_functions_only(
     data = schemas["tests.core.server.test_meta.upload.args"]["properties"]["data"]
     assert data["properties"] == {"$bytes": {"type": "string", "contentEncoding": "base64"}}
     assert spec["paths"]["/http/items/{id}"]["get"]["parameters"][0]["name"] == "id"
+
+
+def test_a_function_whose_hints_do_not_resolve_is_described_without_schemas() -> None:
+    from core.server.openapi import describe
+
+    other = App(Schema())
+
+    @other.query
+    def broken(ctx: QueryCtx, x: NoSuchType) -> int:  # noqa: F821
+        return 1
+
+    d = describe(broken)
+    assert (d.path, d.kind, d.visibility, d.args) == (broken.path, "query", "public", {})
