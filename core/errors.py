@@ -168,8 +168,9 @@ class FunctionKindError(FunctionNotFoundError):
     def __init__(self, path: str, *, kind: str, called_as: str):
         CapsuleError.__init__(
             self,
-            f'"{path}" is {_article(kind)} {kind}, not {_article(called_as)} {called_as}; '
-            f"call it with {kind} (client.{kind}, ctx.run_{kind} or POST /api/{kind}).",
+            f'Cannot call "{path}" as {_article(called_as)} {called_as}: it is {_article(kind)} '
+            f"{kind}, not {_article(called_as)} {called_as}. Call it with {kind} (client.{kind}, "
+            f"ctx.run_{kind} or POST /api/{kind}).",
         )
         self.path = path
         self.kind = kind

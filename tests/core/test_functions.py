@@ -149,8 +149,8 @@ def test_unknown_paths_and_unreachable_functions_are_not_found() -> None:
         assert isinstance(wrong.value, FunctionNotFoundError)
         assert (wrong.value.http_status, wrong.value.code) == (400, "wrong_function_kind")
         assert str(wrong.value) == (
-            f'"{echo.path}" is a query, not a mutation; call it with query (client.query, '
-            "ctx.run_query or POST /api/query)."
+            f'Cannot call "{echo.path}" as a mutation: it is a query, not a mutation. Call it '
+            "with query (client.query, ctx.run_query or POST /api/query)."
         )
         other = App()
 
