@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from typing import Any
 
+from core import config
 from core.database.catalog import Catalog, TableSpace
 from core.database.readsets import WriteSet
 from core.database.transaction import Transaction
-from core.errors import ConflictError
+from core.errors import ConflictError, UserError
 from core.schema import Schema
 from core.storage.base import (
     CommitBatchItem,
@@ -41,9 +42,8 @@ from core.storage.base import (
 
 logger = logging.getLogger("capsule.database")
 
-LOG_RETENTION_NS = 60 * 1_000_000_000
-"""How long commit-log records are kept, in memory and in storage (nanoseconds)."""
 PRUNE_EVERY = 512
+"""The log is pruned once every this many commit batches."""
 
 CommitListener = Callable[[int, WriteSet], None]
 
@@ -85,8 +85,14 @@ class _Request:
 class Database:
     """One open database: catalog, snapshots and commits over a ``Storage``."""
 
-    def __init__(self, storage: Storage):
+    def __init__(self, storage: Storage, *, log_retention: float | None = None):
         self.storage = storage
+        if log_retention is None:
+            log_retention = config.log_retention_seconds()
+        if log_retention < 0:
+            raise UserError(f"log_retention={log_retention!r} is negative; use seconds >= 0.")
+        self.log_retention = log_retention
+        """Seconds a commit-log record is kept (in memory only while a snapshot needs it)."""
         self.catalog = Catalog(storage)
         self.catalog._ensure = self._ensure_table
         self._commit_lock = threading.RLock()
@@ -328,8 +334,12 @@ class Database:
     def _take_in(self, known: int, records: list[tuple[int, bytes]]) -> None:
         # The record at ``known`` is read too: if another process pruned it, records between
         # it and the first one returned may be gone, so older snapshots can no longer be
-        # validated and must conflict.
-        if known and records and records[0][0] > known:
+        # validated and must conflict. With nothing known yet (this process opened on an
+        # empty database), records before the first one returned may have been pruned as
+        # well: nothing says the first retained record is the first commit ever made.
+        # Invariant: a snapshot older than the oldest retained record never passes
+        # validation by optimism alone (``_conflicts`` refuses snapshots below the floor).
+        if records and records[0][0] > known:
             self._floor = max(self._floor, records[0][0] - 1)
             self.log_gaps += 1
         for ts, data in records:
@@ -372,7 +382,7 @@ class Database:
         if self._since_prune < PRUNE_EVERY:
             return
         self._since_prune = 0
-        horizon = time.time_ns() - LOG_RETENTION_NS
+        horizon = time.time_ns() - int(self.log_retention * 1_000_000_000)
         with self._active_lock:
             oldest = min(self._active.values(), default=self.latest_ts)
         cut = min(horizon, oldest)
