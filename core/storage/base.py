@@ -153,6 +153,9 @@ class Storage(ABC):
     """A storage backend. Implementations: ``SQLiteStorage``, ``PostgresStorage``."""
 
     url: str = ""
+    inline_reads: bool = False
+    """Whether ``begin_read`` and snapshot reads never wait on a pool or a lock, so a server
+    may run quick queries on its event loop; otherwise they run in worker threads."""
 
     @abstractmethod
     def open(self) -> None:

@@ -29,6 +29,7 @@ class FaultyStorage(Storage):
     def __init__(self, inner: Storage):
         self.inner = inner
         self.url = inner.url
+        self.inline_reads = inner.inline_reads
         self.rows_scanned = 0
         """Index rows returned by ``Snapshot.scan`` so far (reset it freely)."""
         self._failures: list[BaseException] = []
