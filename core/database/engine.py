@@ -118,6 +118,8 @@ class Database:
         """Storage transactions that applied commits (``commit_count / batch_count`` is the
         average group-commit size)."""
         self.conflict_count = 0
+        self._catalog_stale = False
+        """Another process changed the catalog's indexes: reload them in the next commit step."""
         self.log_gaps = 0
         """Times catching up found other processes' commits already pruned from the storage
         log: listeners never saw those commits, so caches derived from commits must reset."""
@@ -136,6 +138,9 @@ class Database:
             with self.storage.begin_write() as w:
                 self.latest_ts = self._floor = w.latest_ts()
                 self.catalog.open(w, schemas, self._next_ts)
+                # The records opening wrote (backfills, a catalog change) are this process's
+                # own: the catalog it just loaded already reflects them.
+                self._floor = self.latest_ts
         except BaseException:
             self.storage.close()
             raise
@@ -270,6 +275,10 @@ class Database:
                 items: list[CommitBatchItem] = []
                 accepted: list[_Request] = []
                 for req in batch:
+                    if req.txn.catalog_gen != self.catalog.generation:
+                        # Its index entries were computed for indexes that changed since.
+                        req.error = Conflict({"(indexes changed by another process)"})
+                        continue
                     tables = self._conflicts(req.txn, accepted)
                     if tables is not None:
                         req.error = Conflict(tables)
@@ -330,6 +339,10 @@ class Database:
         if latest > known:
             self._take_in(known, w.read_log(known - 1 if known else 0))
         self.latest_ts = max(self.latest_ts, latest)
+        if self._catalog_stale:
+            # Inside the commit step, so no other process changes the catalog meanwhile.
+            self._catalog_stale = False
+            self.catalog.reload_indexes()
 
     def _take_in(self, known: int, records: list[tuple[int, bytes]]) -> None:
         # The record at ``known`` is read too: if another process pruned it, records between
@@ -342,9 +355,12 @@ class Database:
         if records and records[0][0] > known:
             self._floor = max(self._floor, records[0][0] - 1)
             self.log_gaps += 1
+            self._catalog_stale = True  # a pruned record may have changed the catalog
         for ts, data in records:
             if ts > known:
                 ws = WriteSet.load(data)
+                if ws.catalog_changed:
+                    self._catalog_stale = True
                 self._log_ts.append(ts)
                 self._log_ws.append(ws)
                 self._notify(ts, ws)

@@ -71,6 +71,8 @@ class Transaction:
     def __init__(self, db: Database, *, snapshot: Snapshot | None = None, now: float = 0.0):
         self.db = db
         self.now = now
+        self.catalog_gen = db.catalog.generation
+        """The catalog generation this transaction computes index entries under."""
         self.reads = ReadSet()
         self.writes: dict[str, PendingWrite] = {}
         self._undo: list[tuple[str, PendingWrite | None, int, int]] = []
