@@ -32,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from core.auth import Auth, JwtVerifier, UserIdentity
@@ -43,7 +43,7 @@ from core.execution import Frame, Target
 from core.files import request_base_url
 from core.schema import Schema
 from core.server import idempotency
-from core.server.errors import error_response, logger, plain_error
+from core.server.errors import EncodableJSONResponse, error_response, logger, plain_error
 from core.values import check_value, from_json, to_json
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ class CapsuleServer:
                     value = await ex.action(path, args, identity)
                 finally:
                     request_base_url.reset(token)
-            return JSONResponse({"value": to_json(value)})
+            return EncodableJSONResponse({"value": to_json(value)})
         except Exception as exc:
             return error_response(exc, where=f"{kind} {path}")
 
@@ -350,7 +350,7 @@ class CapsuleServer:
             )
         except Exception as exc:
             return error_response(exc, where="file upload")
-        return JSONResponse({"storageId": file_id})
+        return EncodableJSONResponse({"storageId": file_id})
 
 
 def _system_schema_with(app: App, tables: dict[str, Any]) -> None:

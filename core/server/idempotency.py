@@ -53,7 +53,8 @@ for _name, _table in TABLES.items():
 def _digest(*parts: str) -> str:
     h = hashlib.sha256()
     for part in parts:
-        h.update(part.encode())
+        # surrogatepass: a path may hold unpaired surrogates (refused later, with a 400).
+        h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
     return h.hexdigest()
 
