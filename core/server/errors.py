@@ -25,8 +25,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def _scrub(value: Any) -> Any:
     """``value`` with every unpaired surrogate in its strings (keys too) replaced by U+FFFD.
 
-    A client can send them (JSON's ``"\\udc80"`` escapes decode to them) and an error message
-    may quote what it sent; UTF-8 cannot encode them, so they are replaced before encoding.
+    A client can send them (JSON escapes of lone surrogates decode to them); an error
+    message may quote what it sent, and UTF-8 cannot encode them, so they are replaced.
     """
     if isinstance(value, str):
         return _SURROGATE.sub("\ufffd", value)

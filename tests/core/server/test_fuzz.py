@@ -247,7 +247,7 @@ def test_unpaired_surrogates_anywhere_in_a_call_never_500(
     before = snapshot(live.t)
     body = json.dumps({"path": path, "args": args})  # ensure_ascii: surrogates as \u escapes
     url = f"/api/{kind}?{query_string(params)}"
-    r = live.http.post(url, content=body, headers=list(headers.items()))
+    r = live.http.post(url, content=body, headers=[(k.encode(), v) for k, v in headers.items()])
     event(f"HTTP {r.status_code}")
     assert r.status_code in (200, 400, 401, 404, 422), (kind, body, headers, r.text)
     if r.status_code != 200:
@@ -278,7 +278,9 @@ def test_unpaired_surrogates_in_a_subscription_never_500(
     # The args parameter is JSON (its \u escapes decode to surrogates), or the raw text.
     encoded = json.dumps(args) if not raw_args or not isinstance(args, str) else args
     qs = query_string({**extra, "path": path, "args": encoded})
-    with live.http.stream("GET", f"/api/subscribe?{qs}", headers=list(headers.items())) as r:
+    with live.http.stream(
+        "GET", f"/api/subscribe?{qs}", headers=[(k.encode(), v) for k, v in headers.items()]
+    ) as r:
         event(f"HTTP {r.status_code}")
         assert r.status_code in (200, 400, 401, 404, 422), (path, args, headers, r.read())
         if r.status_code != 200:
@@ -290,16 +292,17 @@ def test_unpaired_surrogates_in_a_subscription_never_500(
     [
         ("query", '{"path": "\\udc80"}'),
         ("mutation", '{"path": "\\ud800x:y", "args": {}}'),
-        ("query", '{"path": "%s", "args": {"value": {"\\ud800": 1}}}' % echo.path),
-        ("mutation", '{"path": "%s", "args": {"value": "\\udfff"}}' % put.path),
-        ("query", '{"path": "%s", "args": {"\\udc80": 1}}' % echo.path),
+        ("query", '{"path": "ECHO", "args": {"value": {"\\ud800": 1}}}'),
+        ("mutation", '{"path": "PUT", "args": {"value": "\\udfff"}}'),
+        ("query", '{"path": "ECHO", "args": {"\\udc80": 1}}'),
     ],
 )
 @pytest.mark.parametrize("key", [None, "k-\xff-1"])
 def test_the_reported_surrogate_requests_are_400_and_keep_the_connection(
     live: Live, kind: str, body: str, key: str | None
 ) -> None:
-    headers = {} if key is None else {"Idempotency-Key": key.encode("latin-1")}
+    body = body.replace("ECHO", echo.path).replace("PUT", put.path)
+    headers = {} if key is None else {b"Idempotency-Key": key.encode("latin-1")}
     for _ in range(2):  # the keep-alive connection survives the refusal
         r = live.http.post(f"/api/{kind}", content=body, headers=headers)
         assert r.status_code in (400, 404), r.text
