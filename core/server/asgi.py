@@ -243,7 +243,9 @@ class CapsuleServer:
         the raw ASGI interface: a point read takes ~0.7 ms through a thread, ~0.2 ms inline),
         but a slow query run inline would stall every other request. So a query runs in a
         thread until its moving average duration is known to be under
-        ``INLINE_QUERY_SECONDS``, and goes back to threads if it slows down.
+        ``INLINE_QUERY_SECONDS``, and goes back to threads if it slows down. Only on storage
+        whose reads never wait (``Storage.inline_reads``: SQLite): a PostgreSQL read may wait
+        for a pooled connection, and nothing may block the event loop on a pool or a lock.
         """
         times = self.query_seconds
 
@@ -257,7 +259,7 @@ class CapsuleServer:
             return value
 
         known = times.get(path)
-        if known is not None and known < INLINE_QUERY_SECONDS:
+        if known is not None and known < INLINE_QUERY_SECONDS and self.runtime.storage.inline_reads:
             return timed()
         return await anyio.to_thread.run_sync(timed)
 

@@ -634,3 +634,80 @@ def test_bursts_separated_by_idle_periods_keep_the_descriptor_count_flat(
             # keep-alive connections may still be added; the leak added ~80 per burst.
             assert max(counts[2:]) <= counts[1] + 16
             assert storage.open_connections() <= storage.max_idle_readers + 1
+
+
+pool_app = App(
+    Schema(vecs=Table({"v": list[float]}).vector_index("by_vec", vector_field="v", dimensions=2))
+)
+hold_gate = threading.Event()
+held: set[int] = set()
+
+
+@pool_app.query
+def hold(ctx: QueryCtx, n: int) -> int:
+    """Read (taking a pooled connection), then wait for the test to let go."""
+    ctx.db.query("vecs").first()
+    held.add(n)
+    hold_gate.wait(60)
+    return n
+
+
+@pool_app.action
+async def ping(ctx: ActionCtx) -> str:
+    return "pong"
+
+
+@pool_app.action
+async def nearest(ctx: ActionCtx) -> int:
+    return len(await ctx.vector_search("vecs", "by_vec", vector=[1.0, 0.0], limit=1))
+
+
+def test_a_trivial_request_answers_while_slow_queries_wait_on_the_pool(
+    storage: Any, monkeypatch: pytest.MonkeyPatch, wait_for: Any
+) -> None:
+    """Issue 11, defect 6: on PostgreSQL nothing blocks the event loop on the reader pool."""
+    if storage.inline_reads:
+        pytest.skip("SQLite reads never wait: quick queries run on the event loop by design")
+    import core.server.asgi
+    from core.storage.postgres import PostgresStorage
+
+    # Every timed query counts as quick: the server would run them all inline if it could.
+    monkeypatch.setattr(core.server.asgi, "INLINE_QUERY_SECONDS", 10.0)
+    small = PostgresStorage(storage.url, max_readers=4)
+    hold_gate.set()
+    held.clear()
+    with TestApp(pool_app, storage=small) as t:
+        t.run(lambda ctx: ctx.db.insert("vecs", {"v": [1.0, 0.5]}))
+        asgi = create_asgi_app(pool_app, settings=ServerSettings(), runtime=t.runtime)
+        with (
+            BackgroundServer(asgi) as server,
+            httpx.Client(base_url=server.url, timeout=30) as http,
+            ThreadPoolExecutor(24) as pool,
+        ):
+
+            def call(kind: str, path: str, args: dict[str, Any]) -> Any:
+                body = {"path": f"{MOD}:{path}", "args": args}
+                r = http.post(f"/api/{kind}", json=body)
+                assert r.status_code == 200, r.text
+                return r.json()["value"]
+
+            assert [call("query", "hold", {"n": -n}) for n in (1, 2)] == [-1, -2]  # timed
+            hold_gate.clear()
+            held.clear()
+            try:
+                slow = [pool.submit(call, "query", "hold", {"n": n}) for n in range(20)]
+                searching = pool.submit(call, "action", "nearest", {})
+                # 4 queries hold the 4 pooled connections; 16 and the search wait for one.
+                wait_for(
+                    lambda: len(held) == 4 and small._readers.get_stats()["requests_waiting"] >= 17
+                )
+                took = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    assert call("action", "ping", {}) == "pong"
+                    took.append(time.perf_counter() - start)
+            finally:
+                hold_gate.set()
+            assert sorted(f.result(timeout=60) for f in slow) == list(range(20))
+            assert searching.result(timeout=60) == 1
+    assert sorted(took)[2] < 0.1, took
