@@ -18,6 +18,7 @@ from core.auth import UserIdentity
 from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
 from core.errors import InvalidArgumentError, LimitExceededError
+from core.execution import Abandoned
 from core.schema import Table
 from core.system_tables import register_system_table
 from core.values import MAX_DOCUMENT_BYTES, from_json, to_json
@@ -59,7 +60,7 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
-class _Replay(Exception):
+class _Replay(Abandoned):
     """Internal: the key was used by a mutation that committed first (abort this attempt)."""
 
     def __init__(self, record: dict[str, Any]):

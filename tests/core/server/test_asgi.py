@@ -556,7 +556,10 @@ async def odd_error(ctx: ActionCtx) -> None:
     raise AppError({1, 2})
 
 
-def test_a_key_racing_itself_commits_once_and_replays(live: Live) -> None:
+def test_a_key_racing_itself_commits_once_and_replays(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="capsule")
     together.update(barrier=threading.Barrier(2), waited=set())
     before = live.t.query(count)
     replies: list[Any] = []
@@ -573,6 +576,8 @@ def test_a_key_racing_itself_commits_once_and_replays(live: Live) -> None:
     together["barrier"] = None
     assert replies[0] == replies[1] and "value" in replies[0]
     assert live.t.query(count) == before + 1
+    # The request that lost the race replayed the winner's result: no failure to log.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_idempotency_key_limits(live: Live) -> None:
