@@ -12,6 +12,7 @@ the field.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,6 +190,9 @@ class Catalog:
         self.by_number: dict[int, TableInfo] = {}
         self.index_by_id: dict[int, tuple[TableInfo, Index]] = {}
         self._ensure: Callable[[TableSpace, str], TableInfo] | None = None
+        self.version = 0
+        """The stored catalog version these tables and indexes reflect."""
+        self._reload_lock = threading.Lock()
         self.generation = 0
         """Bumped each time the maintained indexes change after open (``reload_indexes``):
         a transaction that started under an older generation computed its index entries for
@@ -247,15 +251,23 @@ class Catalog:
             items.append(CommitBatchItem(ts=next_ts(), writes=[], log_record=marker))
         if items:
             w.apply(items)
+        self.version = w.snapshot().catalog_version
 
-    def reload_indexes(self) -> None:
+    def reload_indexes(self, version: int) -> None:
         """Maintain exactly the indexes the stored catalog has (another process changed it).
 
-        Called inside the commit step. Indexes this process's schema does not declare are
-        built from their stored definitions; indexes the catalog no longer has stop being
-        maintained (queries naming them fail). Each table's index map is replaced, not
-        mutated, so a transaction staging a write meanwhile sees one consistent set.
+        ``version`` is the stored catalog version seen (by a snapshot or the commit step);
+        nothing happens if the indexes already reflect it. Indexes this process's schema does
+        not declare are built from their stored definitions; indexes the catalog no longer
+        has stop being maintained (queries naming them fail). Each table's index map is
+        replaced, not mutated, so a transaction staging a write meanwhile sees one
+        consistent set (and conflicts at commit, as its generation is then old).
         """
+        with self._reload_lock:
+            if version > self.version:
+                self._reload(version)
+
+    def _reload(self, version: int) -> None:
         _, indexes = self.storage.load_catalog()
         rows: dict[int, list[CatalogIndex]] = {}
         for row in indexes:
@@ -275,6 +287,7 @@ class Catalog:
             closed.extend(current.values())
             info.indexes = fresh
         self._reindex()
+        self.version = version
         self.generation += 1
         for index in closed:
             index.close()

@@ -197,6 +197,14 @@ class Database:
         snap = self.storage.begin_read()
         with self._active_lock:
             self._active[id(snap)] = snap.ts
+        if snap.catalog_version > self.catalog.version:
+            # Another process changed the indexes: reads must never use one it dropped (its
+            # entries are gone) nor miss one it added, so reload before this snapshot is used.
+            try:
+                self.catalog.reload_indexes(snap.catalog_version)
+            except BaseException:
+                self.end_read(snap)
+                raise
         return snap
 
     def end_read(self, snap: Snapshot) -> None:
@@ -342,7 +350,7 @@ class Database:
         if self._catalog_stale:
             # Inside the commit step, so no other process changes the catalog meanwhile.
             self._catalog_stale = False
-            self.catalog.reload_indexes()
+            self.catalog.reload_indexes(w.snapshot().catalog_version)
 
     def _take_in(self, known: int, records: list[tuple[int, bytes]]) -> None:
         # The record at ``known`` is read too: if another process pruned it, records between

@@ -101,6 +101,10 @@ class Transaction:
                 )
             snap = self._snapshot = self.db.begin_read()
             self._ts = snap.ts
+            if not self.writes:
+                # Nothing staged yet: the indexes as of this snapshot (it may have reloaded
+                # them) are the ones every write of this transaction will maintain.
+                self.catalog_gen = self.db.catalog.generation
         return snap
 
     @property

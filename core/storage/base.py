@@ -97,6 +97,9 @@ class Snapshot(ABC):
     """Reads at one commit timestamp; close it when done."""
 
     ts: int
+    catalog_version: int = 0
+    """The catalog's version at the snapshot: ``put_catalog`` raises it whenever it changes
+    anything, so a process notices indexes another process added or dropped."""
 
     @abstractmethod
     def get(self, doc_id: str) -> DocumentRow | None:
@@ -142,7 +145,10 @@ class WriteSession(ABC):
     def put_catalog(
         self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
     ) -> None:
-        """Insert or update catalog rows; delete the entries of the index ids in ``drop``."""
+        """Insert or update catalog rows; delete the entries of the index ids in ``drop``.
+
+        Raises the catalog version when it changes anything.
+        """
 
     @abstractmethod
     def prune_log(self, before_ts: int) -> None:

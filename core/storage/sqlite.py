@@ -46,7 +46,17 @@ CREATE TABLE IF NOT EXISTS catalog_indexes(
     id INTEGER PRIMARY KEY, tbl INTEGER NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL,
     UNIQUE(tbl, name)
 );
+CREATE TABLE IF NOT EXISTS catalog_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_HEAD = (
+    "SELECT coalesce(max(ts), 0), "
+    "(SELECT value FROM catalog_meta WHERE key = 'version') FROM commits"
+)
+"""A snapshot's first statement: its commit timestamp and catalog version."""
+_BUMP_CATALOG = (
+    "INSERT INTO catalog_meta(key, value) VALUES ('version', 1) "
+    "ON CONFLICT(key) DO UPDATE SET value = value + 1"
+)
 
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BUSY_TIMEOUT_MS = 30_000
@@ -60,7 +70,7 @@ _SCAN_ASC = (
 
 
 class _SQLiteSnapshot(Snapshot):
-    __slots__ = ("_conn", "_release", "_owned", "ts")
+    __slots__ = ("_conn", "_release", "_owned", "ts", "catalog_version")
 
     def __init__(self, conn: sqlite3.Connection, release: Any, owned: bool):
         self._conn = conn
@@ -68,8 +78,9 @@ class _SQLiteSnapshot(Snapshot):
         self._owned = owned
         if owned:
             conn.execute("BEGIN")
-        row = conn.execute("SELECT coalesce(max(ts), 0) FROM commits").fetchone()
+        row = conn.execute(_HEAD).fetchone()
         self.ts = row[0]
+        self.catalog_version = row[1] or 0
 
     def get(self, doc_id: str) -> DocumentRow | None:
         row = self._conn.execute(
@@ -182,6 +193,8 @@ class _SQLiteWriteSession(WriteSession):
         self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
     ) -> None:
         conn = self._conn
+        if tables or indexes or drop:
+            conn.execute(_BUMP_CATALOG)
         conn.executemany(
             "INSERT OR REPLACE INTO catalog_tables(number, namespace, name, fingerprint) "
             "VALUES (?, ?, ?, ?)",
@@ -387,6 +400,11 @@ class SQLiteStorage(Storage):
         return self._connect()
 
     def _give_reader(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:  # a snapshot whose COMMIT failed: never pool an open read
+            try:
+                conn.rollback()
+            except sqlite3.Error:
+                pass
         with self._all_lock:
             if conn in self._all and len(self._idle) < self.max_idle_readers:
                 self._idle.append(conn)

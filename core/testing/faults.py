@@ -78,6 +78,7 @@ class _CountingSnapshot(Snapshot):
         self._owner = owner
         self._inner = inner
         self.ts = inner.ts
+        self.catalog_version = inner.catalog_version
 
     def get(self, doc_id: str) -> Any:
         return self._inner.get(doc_id)

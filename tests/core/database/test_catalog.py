@@ -7,7 +7,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from core import App, InvalidValueError, Schema, SchemaMismatchError, Table
+from core import App, InvalidArgumentError, InvalidValueError, Schema, SchemaMismatchError, Table
 from core.storage.base import Storage
 from core.testing import TestApp
 
@@ -252,3 +252,27 @@ def test_a_transaction_staged_before_the_indexes_changed_is_retried(storage: Sto
             txn.close()
             insert_all(v1, "items", [{"owner": "ann", "text": "apple"}])
             assert_indexes_agree_with_a_full_scan(v2)
+
+
+def test_an_older_version_reopening_mid_deploy_never_leaves_a_silent_stale_index(
+    storage: Storage,
+) -> None:
+    """Version 1 restarts while version 2 runs: the last opener's schema sets the catalog.
+
+    Version 1 drops the indexes it does not declare; version 2's next read notices (the
+    snapshot carries the catalog version), so it stops maintaining them and refuses queries on
+    them (loudly) instead of answering from an emptied index; a restart of version 2 rebuilds
+    them.
+    """
+    from core.storage import open_storage
+
+    with TestApp(ROLLING_V2, storage=storage) as v2:
+        insert_all(v2, "items", [{"owner": "ann", "text": "apple"}])
+        with TestApp(ROLLING_V1, storage=open_storage(storage.url)) as v1:
+            insert_all(v1, "items", [{"owner": "ann", "text": "pear"}])
+            # Version 2's very next read sees the dropped index gone (it committed nothing).
+            with pytest.raises(InvalidArgumentError, match="by_owner"):
+                v2.run(lambda ctx: ctx.db.query("items").with_index("by_owner").collect())
+            insert_all(v2, "items", [{"owner": "bob", "text": "plum"}])
+    with TestApp(ROLLING_V2, storage=storage) as v2:
+        assert_indexes_agree_with_a_full_scan(v2)
