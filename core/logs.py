@@ -30,6 +30,7 @@ import anyio.to_thread
 
 from core.database.query import Query
 from core.errors import AppError
+from core.execution import Abandoned
 from core.schema import Table
 from core.system_tables import SYSTEM_NAMESPACE, register_system_table
 
@@ -307,6 +308,8 @@ class _Span:
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         duration = time.perf_counter() - self.start
         _current.reset(self.token)
+        if isinstance(exc, Abandoned):
+            return  # a lost race, given up on purpose: another runner made (and logs) the call
         outcome, error = SUCCESS, None
         if exc is not None:
             outcome = APP_ERROR if isinstance(exc, AppError) else ERROR
