@@ -23,7 +23,7 @@ from components.agent.threads import (
     message_fields,
     position,
 )
-from core import Component, Crons, MutationCtx, QueryCtx
+from core import ActionCtx, Component, Crons, MutationCtx, QueryCtx
 
 SWEEP_INTERVAL = 60.0
 """Seconds between sweeps for pending messages and streams left by dead processes."""
@@ -193,6 +193,24 @@ def save_embedding(ctx: MutationCtx, message_id: str, table: str, vector: list[f
                                          "user_key": user_key, "vector": vector})
     ctx.db.patch(message_id, {"embedding_id": embedding_id})
     return str(embedding_id)
+
+
+@component.action
+async def vector_search(ctx: ActionCtx, table: str, vector: list[float],
+                        thread_key: str | None = None, user_key: str | None = None,
+                        limit: int = 10) -> list[dict[str, Any]]:
+    """Messages nearest to ``vector`` in a thread (``thread_key``) or a user's threads."""
+    def scope(q: Any) -> Any:
+        return q.eq("thread_key", thread_key) if thread_key is not None else q.eq("user_key",
+                                                                                  user_key)
+
+    hits = await ctx.vector_search(table, "by_vector", vector=vector, limit=limit, filter=scope)
+    docs: list[dict[str, Any]] = await ctx.run_query(
+        messages_for_embeddings, {"table": table, "ids": [h["_id"] for h in hits]})
+    scores = {h["_id"]: h["_score"] for h in hits}
+    for doc in docs:
+        doc["_score"] = scores.get(doc.get("embedding_id"), 0.0)
+    return docs
 
 
 @component.query
