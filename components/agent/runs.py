@@ -10,7 +10,7 @@ aborted makes the next ``emit`` or ``save_step`` raise ``GenerationAbortedError`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -103,10 +103,11 @@ class ComponentPersistence:
         if self._aborted:
             raise GenerationAbortedError("stopped by another client")
 
-    def _take_delta(self, extra: list[Part] = ()) -> dict[str, Any] | None:  # type: ignore[assignment]
+    def _take_delta(self, extra: Sequence[Part] = (), *, final: bool = False
+                    ) -> dict[str, Any] | None:
         parts = compress([*self._buffer, *extra])
         self._buffer = []
-        if not parts:
+        if not parts and not (final and self.stream_id is not None):
             return None
         delta = {"stream_id": self.stream_id, "start": self._cursor, "parts": parts}
         self._cursor += len(parts)
@@ -155,7 +156,7 @@ class ComponentPersistence:
         """Save a step (with the buffered parts) in place of the pending placeholder."""
         self._check()
         async with self._lock:
-            delta = self._take_delta() if self._settings.stream else None
+            delta = self._take_delta(final=True) if self._settings.stream else None
             costs = [self._costs(m) if self._costs else None for m in messages]
             result = await self._call("save_step", {
                 "pending_id": self.pending_id, "messages": messages, "more": more,
@@ -177,7 +178,7 @@ class ComponentPersistence:
         """Fail the placeholder (keeping the partial text) and end the stream."""
         async with self._lock:
             extra = PartEncoder.error(error) if self._settings.stream and not aborted else []
-            delta = self._take_delta(extra) if self._settings.stream else None
+            delta = self._take_delta(extra, final=True) if self._settings.stream else None
             await self._call("fail_generation", {
                 "pending_id": self.pending_id, "error": error, "partial_text": partial_text,
                 "aborted": aborted, "delta": delta,
