@@ -243,22 +243,27 @@ def abort(ctx: Any, *, thread_id: str | None, stream_id: str | None, order: int 
 
 
 def sweep(ctx: Any, *, cleanup_ref: Any, cleanup_delay: float, limit: int = 500) -> int:
-    """Fail pending messages and streams whose lease ran out; returns how many."""
+    """Fail pending messages and streams whose lease ran out; returns how many.
+
+    A swept stream's partial text goes into the pending message of its turn, as an abort's.
+    """
     now = ctx.now
     count = 0
-    for doc in ctx.db.query("messages").with_index(
-        "by_status_lease", lambda q: q.eq("status", "pending").lt("lease_until", now)
-    ).take(limit):
-        if doc.get("lease_until") is None:
-            continue
-        fail_message(ctx, doc, SWEPT)
-        count += 1
+    texts: dict[tuple[str, int], str] = {}
     for row in ctx.db.query("streams").with_index(
         "by_status_lease", lambda q: q.eq("status", "streaming").lt("lease_until", now)
     ).take(limit):
         if row.get("lease_until") is None:
             continue
+        texts[(row["thread_id"], row["order"])] = streams.partial_text(ctx, row["_id"])
         streams.end_stream(ctx, row, "failed", reason=SWEPT, cleanup_ref=cleanup_ref,
                            delay=cleanup_delay)
+        count += 1
+    for doc in ctx.db.query("messages").with_index(
+        "by_status_lease", lambda q: q.eq("status", "pending").lt("lease_until", now)
+    ).take(limit):
+        if doc.get("lease_until") is None:
+            continue
+        fail_message(ctx, doc, SWEPT, text=texts.get((doc["thread_id"], doc["order"])))
         count += 1
     return count
