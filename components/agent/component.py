@@ -36,12 +36,25 @@ component = Component("agent", schema=schema)
 
 @component.mutation
 def create_thread(
-    ctx: MutationCtx, user_id: str | None = None, title: str | None = None,
-    summary: str | None = None, agent_name: str | None = None,
+    ctx: MutationCtx,
+    user_id: str | None = None,
+    title: str | None = None,
+    summary: str | None = None,
+    agent_name: str | None = None,
 ) -> str:
     """Create a thread; returns its id."""
-    return str(ctx.db.insert("threads", {"user_id": user_id, "title": title, "summary": summary,
-                                         "status": "active", "agent_name": agent_name}))
+    return str(
+        ctx.db.insert(
+            "threads",
+            {
+                "user_id": user_id,
+                "title": title,
+                "summary": summary,
+                "status": "active",
+                "agent_name": agent_name,
+            },
+        )
+    )
 
 
 @component.query
@@ -54,11 +67,20 @@ def thread(ctx: QueryCtx, thread_id: str) -> dict[str, Any] | None:
 
 
 @component.query
-def list_threads(ctx: QueryCtx, user_id: str | None, cursor: str | None = None,
-                 num_items: int = 100, order: str = "desc") -> dict[str, Any]:
+def list_threads(
+    ctx: QueryCtx,
+    user_id: str | None,
+    cursor: str | None = None,
+    num_items: int = 100,
+    order: str = "desc",
+) -> dict[str, Any]:
     """A user's threads, newest first by default."""
-    page = (ctx.db.query("threads").with_index("by_user", lambda q: q.eq("user_id", user_id))
-            .order("asc" if order == "asc" else "desc").paginate(cursor, num_items))
+    page = (
+        ctx.db.query("threads")
+        .with_index("by_user", lambda q: q.eq("user_id", user_id))
+        .order("asc" if order == "asc" else "desc")
+        .paginate(cursor, num_items)
+    )
     return {"page": page.page, "continue_cursor": page.continue_cursor, "is_done": page.is_done}
 
 
@@ -88,8 +110,11 @@ def delete_thread(ctx: MutationCtx, thread_id: str, batch: int = 200) -> bool:
 
 @component.mutation
 def save_messages(
-    ctx: MutationCtx, thread_id: str, messages: list[dict[str, Any]],
-    order: int | str | None = None, prompt_message_id: str | None = None,
+    ctx: MutationCtx,
+    thread_id: str,
+    messages: list[dict[str, Any]],
+    order: int | str | None = None,
+    prompt_message_id: str | None = None,
 ) -> list[str]:
     """Save messages at the positions the ordering rules give (one transaction)."""
     if order is not None and order != "next":
@@ -100,8 +125,9 @@ def save_messages(
     anchor = None
     if prompt_message_id is not None:
         anchor = position(get_message(ctx, prompt_message_id, thread_id=thread_id))
-    return insert_messages(ctx, thread_doc, [message_fields(m) for m in messages],
-                           order=order, prompt=anchor)  # type: ignore[arg-type]
+    return insert_messages(
+        ctx, thread_doc, [message_fields(m) for m in messages], order=order, prompt=anchor
+    )  # type: ignore[arg-type]
 
 
 @component.query
@@ -115,8 +141,12 @@ def message(ctx: QueryCtx, message_id: str) -> dict[str, Any] | None:
 
 @component.query
 def list_messages(
-    ctx: QueryCtx, thread_id: str, cursor: str | None = None, num_items: int = 100,
-    statuses: list[str] | None = None, order: str = "asc",
+    ctx: QueryCtx,
+    thread_id: str,
+    cursor: str | None = None,
+    num_items: int = 100,
+    statuses: list[str] | None = None,
+    order: str = "asc",
 ) -> dict[str, Any]:
     """A page of a thread's messages by ``(order, step_order)``."""
     query = ctx.db.query("messages").with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
@@ -128,8 +158,9 @@ def list_messages(
 
 
 @component.query
-def context_messages(ctx: QueryCtx, thread_id: str, upto_order: int | None = None,
-                     recent: int = 100) -> list[dict[str, Any]]:
+def context_messages(
+    ctx: QueryCtx, thread_id: str, upto_order: int | None = None, recent: int = 100
+) -> list[dict[str, Any]]:
     """The latest ``recent`` successful messages up to ``upto_order``, oldest first."""
     if recent <= 0:
         return []
@@ -143,9 +174,14 @@ def context_messages(ctx: QueryCtx, thread_id: str, upto_order: int | None = Non
 
 
 @component.query
-def search_text(ctx: QueryCtx, query: str, thread_id: str | None = None,
-                user_id: str | None = None, limit: int = 10,
-                before_order: int | None = None) -> list[dict[str, Any]]:
+def search_text(
+    ctx: QueryCtx,
+    query: str,
+    thread_id: str | None = None,
+    user_id: str | None = None,
+    limit: int = 10,
+    before_order: int | None = None,
+) -> list[dict[str, Any]]:
     """Full-text search over messages of a thread or of all a user's threads."""
     if not query.strip():
         return []
@@ -162,7 +198,11 @@ def search_text(ctx: QueryCtx, query: str, thread_id: str | None = None,
     for doc in ctx.db.query("messages").with_search_index("search_text", search).take(limit * 4):
         if doc["status"] != "success" or doc["role"] not in ("user", "assistant"):
             continue
-        if before_order is not None and doc["thread_id"] == thread_id and doc["order"] >= before_order:
+        if (
+            before_order is not None
+            and doc["thread_id"] == thread_id
+            and doc["order"] >= before_order
+        ):
             continue
         hits.append(doc)
         if len(hits) >= limit:
@@ -182,31 +222,52 @@ def messages_by_ids(ctx: QueryCtx, ids: list[str]) -> list[dict[str, Any]]:
 
 
 @component.mutation
-def save_embedding(ctx: MutationCtx, message_id: str, table: str, vector: list[float],
-                   thread_key: str, user_key: str | None = None) -> str:
+def save_embedding(
+    ctx: MutationCtx,
+    message_id: str,
+    table: str,
+    vector: list[float],
+    thread_key: str,
+    user_key: str | None = None,
+) -> str:
     """Store a message's vector (replacing an older one)."""
     doc = get_message(ctx, message_id)
     old = doc.get("embedding_id")
     if old and ctx.db.get(old) is not None:
         ctx.db.delete(old)
-    embedding_id = ctx.db.insert(table, {"message_id": message_id, "thread_key": thread_key,
-                                         "user_key": user_key, "vector": vector})
+    embedding_id = ctx.db.insert(
+        table,
+        {
+            "message_id": message_id,
+            "thread_key": thread_key,
+            "user_key": user_key,
+            "vector": vector,
+        },
+    )
     ctx.db.patch(message_id, {"embedding_id": embedding_id})
     return str(embedding_id)
 
 
 @component.action
-async def vector_search(ctx: ActionCtx, table: str, vector: list[float],
-                        thread_key: str | None = None, user_key: str | None = None,
-                        limit: int = 10) -> list[dict[str, Any]]:
+async def vector_search(
+    ctx: ActionCtx,
+    table: str,
+    vector: list[float],
+    thread_key: str | None = None,
+    user_key: str | None = None,
+    limit: int = 10,
+) -> list[dict[str, Any]]:
     """Messages nearest to ``vector`` in a thread (``thread_key``) or a user's threads."""
+
     def scope(q: Any) -> Any:
-        return q.eq("thread_key", thread_key) if thread_key is not None else q.eq("user_key",
-                                                                                  user_key)
+        return (
+            q.eq("thread_key", thread_key) if thread_key is not None else q.eq("user_key", user_key)
+        )
 
     hits = await ctx.vector_search(table, "by_vector", vector=vector, limit=limit, filter=scope)
     docs: list[dict[str, Any]] = await ctx.run_query(
-        messages_for_embeddings, {"table": table, "ids": [h["_id"] for h in hits]})
+        messages_for_embeddings, {"table": table, "ids": [h["_id"] for h in hits]}
+    )
     scores = {h["_id"]: h["_score"] for h in hits}
     for doc in docs:
         doc["_score"] = scores.get(doc.get("embedding_id"), 0.0)
@@ -231,53 +292,114 @@ def messages_for_embeddings(ctx: QueryCtx, table: str, ids: list[str]) -> list[d
 
 
 @component.mutation
-def start_generation(ctx: MutationCtx, thread_id: str, prompt: str | None = None,
-                     prompt_message_id: str | None = None, agent_name: str | None = None,
-                     lease: float = 600.0) -> dict[str, Any]:
+def start_generation(
+    ctx: MutationCtx,
+    thread_id: str,
+    prompt: str | None = None,
+    prompt_message_id: str | None = None,
+    agent_name: str | None = None,
+    lease: float = 600.0,
+) -> dict[str, Any]:
     """Save the prompt and a pending placeholder; fail stale pending rows of the turn."""
-    return generations.start(ctx, thread_id=thread_id, prompt=prompt,
-                             prompt_message_id=prompt_message_id, agent_name=agent_name,
-                             lease_until=ctx.now + lease)
+    return generations.start(
+        ctx,
+        thread_id=thread_id,
+        prompt=prompt,
+        prompt_message_id=prompt_message_id,
+        agent_name=agent_name,
+        lease_until=ctx.now + lease,
+    )
 
 
 @component.mutation
-def save_step(ctx: MutationCtx, pending_id: str, messages: list[dict[str, Any]], more: bool,
-              lease: float = 600.0, delta: dict[str, Any] | None = None,
-              create_stream: dict[str, Any] | None = None, costs: list[float | None] | None = None,
-              cleanup_delay: float = streams.CLEANUP_DELAY) -> dict[str, Any]:
+def save_step(
+    ctx: MutationCtx,
+    pending_id: str,
+    messages: list[dict[str, Any]],
+    more: bool,
+    lease: float = 600.0,
+    delta: dict[str, Any] | None = None,
+    create_stream: dict[str, Any] | None = None,
+    costs: list[float | None] | None = None,
+    cleanup_delay: float = streams.CLEANUP_DELAY,
+) -> dict[str, Any]:
     """Save a generation's step (see ``generations.save_step``)."""
-    return generations.save_step(ctx, pending_id=pending_id, messages=messages, more=more,
-                                 lease_until=ctx.now + lease, delta=delta,
-                                 create_stream=create_stream, cleanup_ref=cleanup_stream,
-                                 cleanup_delay=cleanup_delay, costs=costs or ())
+    return generations.save_step(
+        ctx,
+        pending_id=pending_id,
+        messages=messages,
+        more=more,
+        lease_until=ctx.now + lease,
+        delta=delta,
+        create_stream=create_stream,
+        cleanup_ref=cleanup_stream,
+        cleanup_delay=cleanup_delay,
+        costs=costs or (),
+    )
 
 
 @component.mutation
-def add_delta(ctx: MutationCtx, delta: dict[str, Any], create_stream: dict[str, Any] | None = None,
-              pending_id: str | None = None, lease: float = 600.0) -> dict[str, Any]:
+def add_delta(
+    ctx: MutationCtx,
+    delta: dict[str, Any],
+    create_stream: dict[str, Any] | None = None,
+    pending_id: str | None = None,
+    lease: float = 600.0,
+) -> dict[str, Any]:
     """Write stream parts; ``ok`` false means the generation was aborted."""
-    return generations.add_delta(ctx, delta=delta, create_stream=create_stream,
-                                 lease_until=ctx.now + lease, pending_id=pending_id)
+    return generations.add_delta(
+        ctx,
+        delta=delta,
+        create_stream=create_stream,
+        lease_until=ctx.now + lease,
+        pending_id=pending_id,
+    )
 
 
 @component.mutation
-def fail_generation(ctx: MutationCtx, pending_id: str | None, error: str, partial_text: str = "",
-                    aborted: bool = False, delta: dict[str, Any] | None = None,
-                    create_stream: dict[str, Any] | None = None,
-                    cleanup_delay: float = streams.CLEANUP_DELAY) -> None:
+def fail_generation(
+    ctx: MutationCtx,
+    pending_id: str | None,
+    error: str,
+    partial_text: str = "",
+    aborted: bool = False,
+    delta: dict[str, Any] | None = None,
+    create_stream: dict[str, Any] | None = None,
+    cleanup_delay: float = streams.CLEANUP_DELAY,
+) -> None:
     """Finalise a failed or aborted generation (see ``generations.fail``)."""
-    generations.fail(ctx, pending_id=pending_id, error=error, partial_text=partial_text,
-                     aborted=aborted, delta=delta, create_stream=create_stream,
-                     cleanup_ref=cleanup_stream, cleanup_delay=cleanup_delay)
+    generations.fail(
+        ctx,
+        pending_id=pending_id,
+        error=error,
+        partial_text=partial_text,
+        aborted=aborted,
+        delta=delta,
+        create_stream=create_stream,
+        cleanup_ref=cleanup_stream,
+        cleanup_delay=cleanup_delay,
+    )
 
 
 @component.mutation
-def abort(ctx: MutationCtx, thread_id: str | None = None, stream_id: str | None = None,
-          order: int | None = None, reason: str = "aborted by a client",
-          cleanup_delay: float = streams.CLEANUP_DELAY) -> int:
+def abort(
+    ctx: MutationCtx,
+    thread_id: str | None = None,
+    stream_id: str | None = None,
+    order: int | None = None,
+    reason: str = "aborted by a client",
+    cleanup_delay: float = streams.CLEANUP_DELAY,
+) -> int:
     """Abort a thread's (or one stream's) generation; it stops at its next write."""
-    return generations.abort(ctx, thread_id=thread_id, stream_id=stream_id, order=order,
-                             reason=reason, cleanup_ref=cleanup_stream, cleanup_delay=cleanup_delay)
+    return generations.abort(
+        ctx,
+        thread_id=thread_id,
+        stream_id=stream_id,
+        order=order,
+        reason=reason,
+        cleanup_ref=cleanup_stream,
+        cleanup_delay=cleanup_delay,
+    )
 
 
 @component.query
@@ -306,15 +428,21 @@ Crons.of(component).interval("sweep", sweep, seconds=SWEEP_INTERVAL)
 
 
 @component.query
-def usage_totals(ctx: QueryCtx, thread_id: str | None = None,
-                 user_id: str | None = None) -> dict[str, Any]:
+def usage_totals(
+    ctx: QueryCtx, thread_id: str | None = None, user_id: str | None = None
+) -> dict[str, Any]:
     """Tokens (and cost) used in a thread, or by a user across threads."""
     if thread_id is not None:
         rows = ctx.db.query("usage").with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
     else:
         rows = ctx.db.query("usage").with_index("by_user", lambda q: q.eq("user_id", user_id))
-    totals: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-                              "cost": None, "steps": 0}
+    totals: dict[str, Any] = {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "cost": None,
+        "steps": 0,
+    }
     for row in rows:
         totals["steps"] += 1
         for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
@@ -325,8 +453,11 @@ def usage_totals(ctx: QueryCtx, thread_id: str | None = None,
 
 
 @component.query
-def approvals(ctx: QueryCtx, thread_id: str, status: str | None = "pending") -> list[dict[str, Any]]:
+def approvals(
+    ctx: QueryCtx, thread_id: str, status: str | None = "pending"
+) -> list[dict[str, Any]]:
     """A thread's tool approvals (pending ones by default)."""
+
     def rng(q: Any) -> Any:
         q = q.eq("thread_id", thread_id)
         return q if status is None else q.eq("status", status)
@@ -335,30 +466,43 @@ def approvals(ctx: QueryCtx, thread_id: str, status: str | None = "pending") -> 
 
 
 @component.mutation
-def decide_approval(ctx: MutationCtx, tool_call_id: str, approved: bool,
-                    reason: str | None = None) -> dict[str, Any]:
+def decide_approval(
+    ctx: MutationCtx, tool_call_id: str, approved: bool, reason: str | None = None
+) -> dict[str, Any]:
     """Approve or deny a pending tool call; reports whether its message's calls are all decided."""
     from components.agent.errors import ApprovalError
 
-    row = (ctx.db.query("approvals").with_index("by_call", lambda q: q.eq("tool_call_id", tool_call_id))
-           .first())
+    row = (
+        ctx.db.query("approvals")
+        .with_index("by_call", lambda q: q.eq("tool_call_id", tool_call_id))
+        .first()
+    )
     if row is None:
         raise ApprovalError(f'No tool call "{tool_call_id}" waits for approval.')
     if row["status"] != "pending":
         raise ApprovalError(f'Tool call "{tool_call_id}" was already {row["status"]}.')
     ctx.db.patch(row["_id"], {"status": "approved" if approved else "denied", "reason": reason})
-    siblings = list(ctx.db.query("approvals").with_index(
-        "by_message", lambda q: q.eq("message_id", row["message_id"])).collect())
-    return {"thread_id": row["thread_id"], "message_id": row["message_id"],
-            "ready": all(s["status"] != "pending" for s in siblings),
-            "approvals": siblings}
+    siblings = list(
+        ctx.db.query("approvals")
+        .with_index("by_message", lambda q: q.eq("message_id", row["message_id"]))
+        .collect()
+    )
+    return {
+        "thread_id": row["thread_id"],
+        "message_id": row["message_id"],
+        "ready": all(s["status"] != "pending" for s in siblings),
+        "approvals": siblings,
+    }
 
 
 @component.mutation
 def claim_approvals(ctx: MutationCtx, message_id: str) -> list[dict[str, Any]]:
     """Mark a message's decided approvals as resumed (exactly one resumer gets them)."""
-    rows = list(ctx.db.query("approvals").with_index(
-        "by_message", lambda q: q.eq("message_id", message_id)).collect())
+    rows = list(
+        ctx.db.query("approvals")
+        .with_index("by_message", lambda q: q.eq("message_id", message_id))
+        .collect()
+    )
     if not rows or any(r["status"] not in ("approved", "denied") for r in rows):
         return []
     for row in rows:

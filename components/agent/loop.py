@@ -156,9 +156,16 @@ async def run_loop(
     state = _State(agent=agent, history=list(history))
     try:
         return await _run(
-            state, store, ctx=ctx, max_steps=max_steps, stream=stream,
-            output_schema=output_schema, validate=validate, attempts=attempts,
-            on_text=on_text, on_step=on_step,
+            state,
+            store,
+            ctx=ctx,
+            max_steps=max_steps,
+            stream=stream,
+            output_schema=output_schema,
+            validate=validate,
+            attempts=attempts,
+            on_text=on_text,
+            on_step=on_step,
         )
     except GenerationAbortedError:
         with anyio.CancelScope(shield=True):
@@ -171,9 +178,7 @@ async def run_loop(
         raise
 
 
-def _result(
-    state: _State, finish: LoopFinish, pending: tuple[ToolCall, ...] = ()
-) -> LoopResult:
+def _result(state: _State, finish: LoopFinish, pending: tuple[ToolCall, ...] = ()) -> LoopResult:
     last = state.steps[-1].response if state.steps else None
     return LoopResult(
         text=last.text if last is not None else "",
@@ -202,13 +207,20 @@ async def _run(
         agent = state.agent
         await store.emit(state.encoder.start_step())
         response = await _call_with_retries(
-            state, store, stream=stream, output_schema=output_schema, validate=validate,
-            attempts=attempts, on_text=on_text,
+            state,
+            store,
+            stream=stream,
+            output_schema=output_schema,
+            validate=validate,
+            attempts=attempts,
+            on_text=on_text,
         )
         state.history.append(ModelMessage.assistant(response.text, tool_calls=response.tool_calls))
         await store.emit(state.encoder.end_response(response.tool_calls))
         calls = response.tool_calls if output_schema is None else ()
-        waiting = tuple(c for c in calls if c.name in agent.tools and agent.tools[c.name].needs_approval)
+        waiting = tuple(
+            c for c in calls if c.name in agent.tools and agent.tools[c.name].needs_approval
+        )
         waiting_ids = {c.id for c in waiting}
         runnable = [c for c in calls if c.id not in waiting_ids]
         fields = response_fields(response, agent_name=agent.name, approvals=tuple(waiting_ids))
@@ -225,19 +237,30 @@ async def _run(
         outcomes = await _run_tools(agent, runnable, ctx)
         await store.emit(PartEncoder.outputs(outcomes))
         await store.emit(state.encoder.finish_step())
-        handoff = next((agent.tools[o.call.name].handoff for o in outcomes
-                        if not o.error and agent.tools[o.call.name].handoff is not None), None)
+        handoff = next(
+            (
+                agent.tools[o.call.name].handoff
+                for o in outcomes
+                if not o.error and agent.tools[o.call.name].handoff is not None
+            ),
+            None,
+        )
         more = not waiting and step_number < max_steps
         tool_ids = await store.save_step(
             [outcome_fields(o, agent_name=agent.name) for o in outcomes], more=more
         )
         for outcome in outcomes:
             state.history.append(
-                ModelMessage.tool(tool_call_id=outcome.call.id, tool_name=outcome.call.name,
-                                  text=outcome.text)
+                ModelMessage.tool(
+                    tool_call_id=outcome.call.id, tool_name=outcome.call.name, text=outcome.text
+                )
             )
-        step = StepResult(response=response, outcomes=tuple(outcomes),
-                          message_ids=(*ids, *tool_ids), agent_name=agent.name)
+        step = StepResult(
+            response=response,
+            outcomes=tuple(outcomes),
+            message_ids=(*ids, *tool_ids),
+            agent_name=agent.name,
+        )
         await _record(state, step, on_step)
         if waiting:
             return _result(state, "tool_approval", waiting)
@@ -317,8 +340,11 @@ async def _stream_call(
             if on_text is not None and hasattr(event, "text") and event.text:
                 await on_text(event.text)
     if final is None:
-        return ModelResponse(text=accumulator.text, tool_calls=accumulator.tool_calls(),
-                             finish_reason="tool_calls" if accumulator.tool_calls() else "stop")
+        return ModelResponse(
+            text=accumulator.text,
+            tool_calls=accumulator.tool_calls(),
+            finish_reason="tool_calls" if accumulator.tool_calls() else "stop",
+        )
     return final
 
 

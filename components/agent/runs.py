@@ -103,8 +103,9 @@ class ComponentPersistence:
         if self._aborted:
             raise GenerationAbortedError("stopped by another client")
 
-    def _take_delta(self, extra: Sequence[Part] = (), *, final: bool = False
-                    ) -> dict[str, Any] | None:
+    def _take_delta(
+        self, extra: Sequence[Part] = (), *, final: bool = False
+    ) -> dict[str, Any] | None:
         parts = compress([*self._buffer, *extra])
         self._buffer = []
         if not parts and not (final and self.stream_id is not None):
@@ -144,10 +145,15 @@ class ComponentPersistence:
             if delta is None or self._aborted:
                 return
             self._last_write = time.monotonic()
-            result = await self._call("add_delta", {
-                "delta": delta, "create_stream": self._create_args(),
-                "pending_id": self.pending_id, "lease": self._settings.lease,
-            })
+            result = await self._call(
+                "add_delta",
+                {
+                    "delta": delta,
+                    "create_stream": self._create_args(),
+                    "pending_id": self.pending_id,
+                    "lease": self._settings.lease,
+                },
+            )
             self.stream_id = result["stream_id"] or self.stream_id
             if not result["ok"]:
                 self._aborted = True
@@ -158,12 +164,19 @@ class ComponentPersistence:
         async with self._lock:
             delta = self._take_delta(final=True) if self._settings.stream else None
             costs = [self._costs(m) if self._costs else None for m in messages]
-            result = await self._call("save_step", {
-                "pending_id": self.pending_id, "messages": messages, "more": more,
-                "lease": self._settings.lease, "delta": delta,
-                "create_stream": self._create_args() if delta else None,
-                "costs": costs, "cleanup_delay": self._settings.cleanup_delay,
-            })
+            result = await self._call(
+                "save_step",
+                {
+                    "pending_id": self.pending_id,
+                    "messages": messages,
+                    "more": more,
+                    "lease": self._settings.lease,
+                    "delta": delta,
+                    "create_stream": self._create_args() if delta else None,
+                    "costs": costs,
+                    "cleanup_delay": self._settings.cleanup_delay,
+                },
+            )
             self._last_write = time.monotonic()
             if result.get("stream_id"):
                 self.stream_id = result["stream_id"]
@@ -179,10 +192,16 @@ class ComponentPersistence:
         async with self._lock:
             extra = PartEncoder.error(error) if self._settings.stream and not aborted else []
             delta = self._take_delta(extra, final=True) if self._settings.stream else None
-            await self._call("fail_generation", {
-                "pending_id": self.pending_id, "error": error, "partial_text": partial_text,
-                "aborted": aborted, "delta": delta,
-                "create_stream": self._create_args() if delta else None,
-                "cleanup_delay": self._settings.cleanup_delay,
-            })
+            await self._call(
+                "fail_generation",
+                {
+                    "pending_id": self.pending_id,
+                    "error": error,
+                    "partial_text": partial_text,
+                    "aborted": aborted,
+                    "delta": delta,
+                    "create_stream": self._create_args() if delta else None,
+                    "cleanup_delay": self._settings.cleanup_delay,
+                },
+            )
             self.pending_id = None

@@ -106,8 +106,12 @@ def insert_messages(
     ids = []
     for fields, where in zip(batch, positions, strict=True):
         doc = {**MESSAGE_DEFAULTS, "status": "success", **_known(fields)}
-        doc.update(thread_id=thread_id, user_id=thread.get("user_id"), order=where.order,
-                   step_order=where.step_order)
+        doc.update(
+            thread_id=thread_id,
+            user_id=thread.get("user_id"),
+            order=where.order,
+            step_order=where.step_order,
+        )
         ids.append(ctx.db.insert("messages", doc))
     return ids
 
@@ -126,7 +130,8 @@ def delete_thread_batch(ctx: Any, thread_id: str, *, batch: int = DELETE_BATCH) 
     itself last. Returns whether everything is gone."""
     budget = batch
     for doc in (
-        ctx.db.query("messages").with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
+        ctx.db.query("messages")
+        .with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
         .take(budget)
     ):
         delete_message(ctx, doc)
@@ -134,7 +139,8 @@ def delete_thread_batch(ctx: Any, thread_id: str, *, batch: int = DELETE_BATCH) 
     if budget <= 0:
         return False
     for stream in (
-        ctx.db.query("streams").with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
+        ctx.db.query("streams")
+        .with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
         .take(budget)
     ):
         budget -= delete_stream_deltas(ctx, stream["_id"], budget)
@@ -146,7 +152,8 @@ def delete_thread_batch(ctx: Any, thread_id: str, *, batch: int = DELETE_BATCH) 
         return False
     for row in (
         ctx.db.query("approvals")
-        .with_index("by_thread_status", lambda q: q.eq("thread_id", thread_id)).take(budget)
+        .with_index("by_thread_status", lambda q: q.eq("thread_id", thread_id))
+        .take(budget)
     ):
         ctx.db.delete(row["_id"])
         budget -= 1
@@ -169,7 +176,8 @@ def delete_stream_deltas(ctx: Any, stream_id: str, limit: int) -> int:
     """Delete up to ``limit`` delta rows of a stream; returns how many went."""
     count = 0
     for row in (
-        ctx.db.query("deltas").with_index("by_stream", lambda q: q.eq("stream_id", stream_id))
+        ctx.db.query("deltas")
+        .with_index("by_stream", lambda q: q.eq("stream_id", stream_id))
         .take(limit)
     ):
         ctx.db.delete(row["_id"])

@@ -81,8 +81,9 @@ class Tool:
         """Run one call; never raises for invalid arguments or the function's errors."""
         if call.invalid_arguments is not None:
             return error_outcome(
-                call, f'Invalid arguments for tool "{self.name}": not a JSON object: '
-                f"{call.invalid_arguments!r}. Call it again with a JSON object."
+                call,
+                f'Invalid arguments for tool "{self.name}": not a JSON object: '
+                f"{call.invalid_arguments!r}. Call it again with a JSON object.",
             )
         try:
             kwargs = self.validate(call.arguments)
@@ -92,8 +93,9 @@ class Tool:
                 for e in exc.errors()
             )
             return error_outcome(
-                call, f'Invalid arguments for tool "{self.name}": {problems}. '
-                "Call it again with valid arguments."
+                call,
+                f'Invalid arguments for tool "{self.name}": {problems}. '
+                "Call it again with valid arguments.",
             )
         try:
             result = self.function(ctx, **kwargs) if self.takes_ctx else self.function(**kwargs)
@@ -270,9 +272,7 @@ def tool(
         return make_tool(fn, name=name, description=description, needs_approval=needs_approval)
 
     def decorate(inner: Callable[..., Any]) -> Tool:
-        return make_tool(
-            inner, name=name, description=description, needs_approval=needs_approval
-        )
+        return make_tool(inner, name=name, description=description, needs_approval=needs_approval)
 
     return decorate
 

@@ -83,8 +83,12 @@ class UsageTotals:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> UsageTotals:
         """From the component's answer."""
-        return cls(**{k: raw[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens",
-                                           "cost", "steps")})
+        return cls(
+            **{
+                k: raw[k]
+                for k in ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "steps")
+            }
+        )
 
 
 class UsageHandler(Protocol):

@@ -35,8 +35,13 @@ class HangingModel:
 
 
 app = App(storage=URL)
-agent = Agent(app.use(component, name="agent"), name="crashy", model=HangingModel(),
-              stream_throttle=0.0, pending_timeout=LEASE)
+agent = Agent(
+    app.use(component, name="agent"),
+    name="crashy",
+    model=HangingModel(),
+    stream_throttle=0.0,
+    pending_timeout=LEASE,
+)
 
 
 @app.action

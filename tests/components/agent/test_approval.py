@@ -30,8 +30,11 @@ def make_app(storage: Storage, model: ScriptedChatModel) -> tuple[App, dict[str,
     async def ask(ctx: ActionCtx) -> dict[str, Any]:
         thread_id = await agent.create_thread(ctx)
         result = await agent.generate_text(ctx, thread_id=thread_id, prompt="Pay 5")
-        return {"thread_id": thread_id, "finish": result.finish_reason,
-                "calls": [c.id for c in result.pending_approvals]}
+        return {
+            "thread_id": thread_id,
+            "finish": result.finish_reason,
+            "calls": [c.id for c in result.pending_approvals],
+        }
 
     @app.action
     async def decide(ctx: ActionCtx, call_id: str, approve: bool) -> dict[str, Any] | None:
@@ -43,8 +46,10 @@ def make_app(storage: Storage, model: ScriptedChatModel) -> tuple[App, dict[str,
 
     @app.query
     def state(ctx: QueryCtx, thread_id: str) -> dict[str, Any]:
-        return {"messages": agent.list_messages(ctx, thread_id=thread_id).page,
-                "pending": agent.pending_approvals(ctx, thread_id=thread_id)}
+        return {
+            "messages": agent.list_messages(ctx, thread_id=thread_id).page,
+            "pending": agent.pending_approvals(ctx, thread_id=thread_id),
+        }
 
     return app, {"ask": ask, "decide": decide, "state": state}
 
@@ -56,14 +61,17 @@ def shape(messages: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 @pytest.mark.parametrize("approve", [True, False])
 def test_approval_survives_a_restart(storage: Storage, approve: bool) -> None:
     PAID.clear()
-    app, r = make_app(storage, ScriptedChatModel([ToolCall(id="p1", name="pay",
-                                                            arguments={"amount": 5})]))
+    app, r = make_app(
+        storage, ScriptedChatModel([ToolCall(id="p1", name="pay", arguments={"amount": 5})])
+    )
     with TestApp(app, storage=storage) as t:
         out = t.action(r["ask"])
         assert out["finish"] == "tool_approval" and out["calls"] == ["p1"]
         state = t.query(r["state"], {"thread_id": out["thread_id"]})
-        assert shape(state["messages"]) == [(0, 0, "user", "success"),
-                                            (0, 1, "assistant", "success")]
+        assert shape(state["messages"]) == [
+            (0, 0, "user", "success"),
+            (0, 1, "assistant", "success"),
+        ]
         assert [p["tool_call_id"] for p in state["pending"]] == ["p1"]
     assert PAID == []
     # A new process: new app and agent objects, the same database.
@@ -73,10 +81,12 @@ def test_approval_survives_a_restart(storage: Storage, approve: bool) -> None:
         result = t.action(r["decide"], {"call_id": "p1", "approve": approve})
         assert result == {"text": "Paid." if approve else "Not paid.", "finish": "stop"}
         state = t.query(r["state"], {"thread_id": out["thread_id"]})
-        assert shape(state["messages"]) == [(0, 0, "user", "success"),
-                                            (0, 1, "assistant", "success"),
-                                            (0, 2, "tool", "success"),
-                                            (0, 3, "assistant", "success")]
+        assert shape(state["messages"]) == [
+            (0, 0, "user", "success"),
+            (0, 1, "assistant", "success"),
+            (0, 2, "tool", "success"),
+            (0, 3, "assistant", "success"),
+        ]
         assert state["pending"] == []
         tool_text = state["messages"][2]["text"]
         if approve:

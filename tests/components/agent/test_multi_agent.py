@@ -12,12 +12,23 @@ from core import ActionCtx, App, QueryCtx
 def test_agent_as_tool_runs_on_its_own_thread(make_test_app: Any) -> None:
     app = App()
     handle = app.use(component, name="agent")
-    researcher = Agent(handle, name="researcher", instructions="Find facts.",
-                       model=ScriptedChatModel(["Oslo has 700k people."]))
-    boss = Agent(handle, name="boss", model=ScriptedChatModel([
-        ToolCall(id="r", name="research", arguments={"prompt": "Population of Oslo?"}),
-        "About 700k.",
-    ]), tools=[researcher.as_tool(name="research")])
+    researcher = Agent(
+        handle,
+        name="researcher",
+        instructions="Find facts.",
+        model=ScriptedChatModel(["Oslo has 700k people."]),
+    )
+    boss = Agent(
+        handle,
+        name="boss",
+        model=ScriptedChatModel(
+            [
+                ToolCall(id="r", name="research", arguments={"prompt": "Population of Oslo?"}),
+                "About 700k.",
+            ]
+        ),
+        tools=[researcher.as_tool(name="research")],
+    )
 
     @app.action
     async def ask(ctx: ActionCtx) -> dict[str, Any]:
@@ -43,11 +54,19 @@ def test_agent_as_tool_runs_on_its_own_thread(make_test_app: Any) -> None:
 def test_handoff_transfers_the_conversation(make_test_app: Any) -> None:
     app = App()
     handle = app.use(component, name="agent")
-    billing = Agent(handle, name="billing", instructions="You handle billing.",
-                    model=ScriptedChatModel(["Your invoice is paid."]))
-    triage = Agent(handle, name="triage", instructions="Route the user.",
-                   model=ScriptedChatModel([ToolCall(id="h", name="transfer_to_billing")]),
-                   handoffs=[billing])
+    billing = Agent(
+        handle,
+        name="billing",
+        instructions="You handle billing.",
+        model=ScriptedChatModel(["Your invoice is paid."]),
+    )
+    triage = Agent(
+        handle,
+        name="triage",
+        instructions="Route the user.",
+        model=ScriptedChatModel([ToolCall(id="h", name="transfer_to_billing")]),
+        handoffs=[billing],
+    )
 
     @app.action
     async def ask(ctx: ActionCtx) -> dict[str, Any]:
@@ -64,7 +83,11 @@ def test_handoff_transfers_the_conversation(make_test_app: Any) -> None:
     assert out == {**out, "text": "Your invoice is paid.", "agent": "billing"}
     saved = t.query(messages, {"thread_id": out["thread_id"]})
     assert [(m["role"], m["agent_name"]) for m in saved] == [
-        ("user", None), ("assistant", "triage"), ("tool", "triage"), ("assistant", "billing")]
+        ("user", None),
+        ("assistant", "triage"),
+        ("tool", "triage"),
+        ("assistant", "billing"),
+    ]
     request = billing.model.requests[0]  # type: ignore[attr-defined]
     assert request.messages[0].text == "You handle billing."
     assert request.messages[-1].role == "tool"

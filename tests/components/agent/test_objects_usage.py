@@ -34,19 +34,20 @@ def object_app(model: ScriptedChatModel) -> tuple[App, dict[str, Any]]:
         thread_id = await agent.create_thread(ctx)
         try:
             if stream:
-                async with agent.stream_object(ctx, thread_id=thread_id, schema=City,
-                                               prompt="Oslo?") as s:
+                async with agent.stream_object(
+                    ctx, thread_id=thread_id, schema=City, prompt="Oslo?"
+                ) as s:
                     partials = [p async for p in s]
                 result = s.result
             else:
                 partials = []
-                result = await agent.generate_object(ctx, thread_id=thread_id, schema=City,
-                                                     prompt="Oslo?")
+                result = await agent.generate_object(
+                    ctx, thread_id=thread_id, schema=City, prompt="Oslo?"
+                )
         except ObjectGenerationError as exc:
             return {"thread_id": thread_id, "error": str(exc)}
         assert isinstance(result.object, City)
-        return {"thread_id": thread_id, "object": result.object.model_dump(),
-                "partials": partials}
+        return {"thread_id": thread_id, "object": result.object.model_dump(), "partials": partials}
 
     @app.query
     def messages(ctx: QueryCtx, thread_id: str) -> list[dict[str, Any]]:
@@ -100,17 +101,29 @@ async def noop(ctx: ActionCtx) -> str:
 
 def test_usage_per_step_totals_cost_and_handler(make_test_app: Any) -> None:
     seen: list[StepUsage] = []
-    model = ScriptedChatModel([
-        ModelResponse(tool_calls=(ToolCall(id="n", name="noop"),), finish_reason="tool_calls",
-                      usage=Usage(prompt_tokens=100, completion_tokens=10, total_tokens=110)),
-        ModelResponse(text="ok", usage=Usage(prompt_tokens=120, completion_tokens=5,
-                                             total_tokens=125)),
-        "estimated",
-    ], model="gpt-test")
+    model = ScriptedChatModel(
+        [
+            ModelResponse(
+                tool_calls=(ToolCall(id="n", name="noop"),),
+                finish_reason="tool_calls",
+                usage=Usage(prompt_tokens=100, completion_tokens=10, total_tokens=110),
+            ),
+            ModelResponse(
+                text="ok", usage=Usage(prompt_tokens=120, completion_tokens=5, total_tokens=125)
+            ),
+            "estimated",
+        ],
+        model="gpt-test",
+    )
     app = App()
-    agent = Agent(app.use(component, name="agent"), name="u", model=model, tools=[noop],
-                  prices={"gpt-*": Price(prompt=1.0, completion=2.0)},
-                  usage_handler=lambda ctx, usage: seen.append(usage))
+    agent = Agent(
+        app.use(component, name="agent"),
+        name="u",
+        model=model,
+        tools=[noop],
+        prices={"gpt-*": Price(prompt=1.0, completion=2.0)},
+        usage_handler=lambda ctx, usage: seen.append(usage),
+    )
 
     @app.action
     async def ask(ctx: ActionCtx, thread_id: str) -> int:
@@ -122,8 +135,9 @@ def test_usage_per_step_totals_cost_and_handler(make_test_app: Any) -> None:
         return agent.create_thread(ctx, user_id="ada")
 
     @app.query
-    def totals(ctx: QueryCtx, thread_id: str | None = None,
-               user_id: str | None = None) -> dict[str, Any]:
+    def totals(
+        ctx: QueryCtx, thread_id: str | None = None, user_id: str | None = None
+    ) -> dict[str, Any]:
         found = agent.usage(ctx, thread_id=thread_id, user_id=user_id)
         return {"total": found.total_tokens, "cost": found.cost, "steps": found.steps}
 

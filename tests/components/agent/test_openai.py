@@ -30,16 +30,23 @@ async def weather(ctx: ActionCtx, city: str, unit: str = "celsius") -> str:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_tool_loop_through_openai(make_test_app: Any, server: OpenAITestServer,
-                                  stream: bool) -> None:
+def test_tool_loop_through_openai(
+    make_test_app: Any, server: OpenAITestServer, stream: bool
+) -> None:
     server.script_chat(
         ToolCall(id="call_1", name="weather", arguments={"city": "Oslo", "unit": "celsius"}),
         "It is sunny in Oslo.",
     )
     app = App()
     model = OpenAIChatModel("test-model")
-    agent = Agent(app.use(component, name="agent"), name="w", model=model,
-                  instructions="Be brief.", tools=[weather], stream_throttle=0.0)
+    agent = Agent(
+        app.use(component, name="agent"),
+        name="w",
+        model=model,
+        instructions="Be brief.",
+        tools=[weather],
+        stream_throttle=0.0,
+    )
 
     @app.action
     async def ask(ctx: ActionCtx) -> dict[str, Any]:
@@ -51,8 +58,12 @@ def test_tool_loop_through_openai(make_test_app: Any, server: OpenAITestServer,
         else:
             deltas = []
             result = await agent.generate_text(ctx, thread_id=thread_id, prompt="Weather?")
-        return {"thread_id": thread_id, "text": result.text, "deltas": deltas,
-                "usage": result.usage.total_tokens}
+        return {
+            "thread_id": thread_id,
+            "text": result.text,
+            "deltas": deltas,
+            "usage": result.usage.total_tokens,
+        }
 
     @app.action
     async def close(ctx: ActionCtx) -> None:
@@ -75,10 +86,14 @@ def test_tool_loop_through_openai(make_test_app: Any, server: OpenAITestServer,
     assert out["usage"] > 0
     saved = t.query(messages, {"thread_id": out["thread_id"]})
     assert [(m["order"], m["step_order"], m["role"], m["status"]) for m in saved] == [
-        (0, 0, "user", "success"), (0, 1, "assistant", "success"),
-        (0, 2, "tool", "success"), (0, 3, "assistant", "success")]
+        (0, 0, "user", "success"),
+        (0, 1, "assistant", "success"),
+        (0, 2, "tool", "success"),
+        (0, 3, "assistant", "success"),
+    ]
     assert saved[1]["tool_calls"] == [
-        {"id": "call_1", "name": "weather", "arguments": {"city": "Oslo", "unit": "celsius"}}]
+        {"id": "call_1", "name": "weather", "arguments": {"city": "Oslo", "unit": "celsius"}}
+    ]
     assert saved[2]["text"] == "sunny, 21 degrees celsius in Oslo"
     second = server.chat_requests[1].body
     assert second["messages"][-1]["role"] == "tool"
@@ -89,8 +104,11 @@ def test_tool_loop_through_openai(make_test_app: Any, server: OpenAITestServer,
     server.assert_consumed()
     if stream:
         assert "".join(out["deltas"]) == "It is sunny in Oslo." and len(out["deltas"]) > 1
-        parts = [p for d in t.query(follow, {"thread_id": out["thread_id"]})["deltas"]
-                 for p in d["parts"]]
+        parts = [
+            p
+            for d in t.query(follow, {"thread_id": out["thread_id"]})["deltas"]
+            for p in d["parts"]
+        ]
         fragments = [p["input_text_delta"] for p in parts if p["type"] == "tool-input-delta"]
         assert len(fragments) > 1  # the arguments arrived split across chunks
         assert "".join(fragments) == '{"city":"Oslo","unit":"celsius"}'

@@ -14,15 +14,16 @@ from core import App, MutationCtx, QueryCtx
 from core.storage.base import Storage
 
 
-def positions(roles: list[str], existing: list[tuple[int, int]], **kw: Any) -> list[tuple[int, int]]:
+def positions(
+    roles: list[str], existing: list[tuple[int, int]], **kw: Any
+) -> list[tuple[int, int]]:
     last = Position(order=max(existing)[0], step_order=max(existing)[1]) if existing else None
 
     def step_at(order: int) -> int | None:
         steps = [s for o, s in existing if o == order]
         return max(steps) if steps else None
 
-    return [(p.order, p.step_order)
-            for p in place(roles, last=last, last_step_at=step_at, **kw)]
+    return [(p.order, p.step_order) for p in place(roles, last=last, last_step_at=step_at, **kw)]
 
 
 def test_user_messages_start_turns() -> None:
@@ -52,8 +53,11 @@ def test_next_order() -> None:
 def test_prompt_anchors() -> None:
     assert positions(["user"], [(0, 0)], prompt=Position(order=0, step_order=0)) == [(1, 0)]
     assert positions(["assistant"], [(0, 0)], prompt=Position(order=0, step_order=0)) == [(0, 1)]
-    batch = positions(["assistant", "tool", "user"], [(0, 0), (1, 0), (1, 1)],
-                      prompt=Position(order=0, step_order=0))
+    batch = positions(
+        ["assistant", "tool", "user"],
+        [(0, 0), (1, 0), (1, 1)],
+        prompt=Position(order=0, step_order=0),
+    )
     assert batch == [(0, 1), (0, 2), (2, 0)]
 
 
@@ -84,10 +88,20 @@ def make_app(storage: Any = None) -> tuple[App, Agent, dict[str, Any]]:
         return agent.create_thread(ctx, user_id="u")
 
     @app.mutation
-    def save(ctx: MutationCtx, thread_id: str, messages: list[dict[str, Any]],
-             order: int | str | None = None, prompt_message_id: str | None = None) -> list[str]:
-        return agent.save_messages(ctx, thread_id=thread_id, messages=messages, order=order,
-                                   prompt_message_id=prompt_message_id)
+    def save(
+        ctx: MutationCtx,
+        thread_id: str,
+        messages: list[dict[str, Any]],
+        order: int | str | None = None,
+        prompt_message_id: str | None = None,
+    ) -> list[str]:
+        return agent.save_messages(
+            ctx,
+            thread_id=thread_id,
+            messages=messages,
+            order=order,
+            prompt_message_id=prompt_message_id,
+        )
 
     @app.query
     def listing(ctx: QueryCtx, thread_id: str) -> list[tuple[int, int]]:
@@ -107,18 +121,25 @@ def test_component_batches_follow_the_rules(make_test_app: Any) -> None:
     tid = t.mutation(r["new_thread"])
     [prompt] = t.mutation(r["save"], {"thread_id": tid, "messages": msgs("user")})
     t.mutation(r["save"], {"thread_id": tid, "messages": msgs("user")})
-    t.mutation(r["save"], {"thread_id": tid, "messages": msgs("assistant", "tool", "user"),
-                           "prompt_message_id": prompt})
-    assert t.query(r["listing"], {"thread_id": tid}) == [(0, 0), (0, 1), (0, 2), (1, 0),
-                                                         (2, 0)]
+    t.mutation(
+        r["save"],
+        {
+            "thread_id": tid,
+            "messages": msgs("assistant", "tool", "user"),
+            "prompt_message_id": prompt,
+        },
+    )
+    assert t.query(r["listing"], {"thread_id": tid}) == [(0, 0), (0, 1), (0, 2), (1, 0), (2, 0)]
     t.mutation(r["save"], {"thread_id": tid, "messages": msgs("assistant"), "order": 1})
     t.mutation(r["save"], {"thread_id": tid, "messages": msgs("assistant"), "order": "next"})
     assert t.query(r["listing"], {"thread_id": tid})[-3:] == [(1, 1), (2, 0), (3, 0)]
     with pytest.raises(OrderError):
         t.mutation(r["save"], {"thread_id": tid, "messages": msgs("user"), "order": -1})
     with pytest.raises(OrderError):
-        t.mutation(r["save"], {"thread_id": tid, "messages": msgs("user"), "order": 0,
-                               "prompt_message_id": prompt})
+        t.mutation(
+            r["save"],
+            {"thread_id": tid, "messages": msgs("user"), "order": 0, "prompt_message_id": prompt},
+        )
 
 
 def test_concurrent_saves_never_collide(storage: Storage) -> None:
@@ -142,10 +163,12 @@ def test_concurrent_saves_never_collide(storage: Storage) -> None:
         assert errors == []
         listing = client.query(r["listing"], {"thread_id": tid})
         assert sorted(o for o, _ in listing) == list(range(24))
+
         # Concurrent explicit-order saves at one turn get distinct step orders.
         def at_order() -> None:
-            client.mutation(r["save"], {"thread_id": tid, "messages": msgs("assistant"),
-                                        "order": 3})
+            client.mutation(
+                r["save"], {"thread_id": tid, "messages": msgs("assistant"), "order": 3}
+            )
 
         workers = [threading.Thread(target=at_order) for _ in range(4)]
         for w in workers:

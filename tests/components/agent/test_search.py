@@ -13,10 +13,15 @@ from core import ActionCtx, App, MutationCtx, QueryCtx
 
 def make_app(model: ScriptedChatModel) -> tuple[App, Agent, dict[str, Any]]:
     app = App()
-    agent = Agent(app.use(component, name="agent"), name="s", model=model,
-                  embedder=HashingEmbedder(dimensions=256),
-                  context=ContextOptions(recent_messages=1, search_limit=2,
-                                         search_mode="hybrid", search_other_threads=True))
+    agent = Agent(
+        app.use(component, name="agent"),
+        name="s",
+        model=model,
+        embedder=HashingEmbedder(dimensions=256),
+        context=ContextOptions(
+            recent_messages=1, search_limit=2, search_mode="hybrid", search_other_threads=True
+        ),
+    )
 
     @app.mutation
     def seed(ctx: MutationCtx) -> list[str]:
@@ -36,10 +41,16 @@ def make_app(model: ScriptedChatModel) -> tuple[App, Agent, dict[str, Any]]:
         await embed_messages(agent, ctx, page.page)
 
     @app.action
-    async def find(ctx: ActionCtx, query: str, mode: str, thread_id: str | None = None,
-                   user_id: str | None = None) -> list[str]:
-        hits = await agent.search_messages(ctx, query=query, thread_id=thread_id,
-                                           user_id=user_id, mode=mode)  # type: ignore[arg-type]
+    async def find(
+        ctx: ActionCtx,
+        query: str,
+        mode: str,
+        thread_id: str | None = None,
+        user_id: str | None = None,
+    ) -> list[str]:
+        hits = await agent.search_messages(
+            ctx, query=query, thread_id=thread_id, user_id=user_id, mode=mode
+        )  # type: ignore[arg-type]
         return [h["text"] for h in hits]
 
     @app.query
@@ -50,8 +61,11 @@ def make_app(model: ScriptedChatModel) -> tuple[App, Agent, dict[str, Any]]:
     async def ask(ctx: ActionCtx, thread_id: str, text: str) -> str:
         return (await agent.generate_text(ctx, thread_id=thread_id, prompt=text)).text
 
-    return app, agent, {"seed": seed, "embed_all": embed_all, "find": find,
-                        "find_text": find_text, "ask": ask}
+    return (
+        app,
+        agent,
+        {"seed": seed, "embed_all": embed_all, "find": find, "find_text": find_text, "ask": ask},
+    )
 
 
 @pytest.mark.parametrize("mode", ["text", "vector", "hybrid"])
@@ -67,7 +81,8 @@ def test_search_modes_stay_in_scope(make_test_app: Any, mode: str) -> None:
     hits = t.action(r["find"], {"query": "cat called", "mode": mode, "thread_id": other})
     assert hits[0] == "bob has a cat called Rex"
     assert t.query(r["find_text"], {"query": "weather", "user_id": "ada"}) == [
-        "the weather is grey today"]
+        "the weather is grey today"
+    ]
 
 
 def test_context_includes_search_hits_from_other_threads(make_test_app: Any) -> None:

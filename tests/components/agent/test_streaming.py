@@ -46,8 +46,9 @@ class GatedModel:
 
 def make_app(storage: Storage, model: Any, **kw: Any) -> tuple[App, Agent, dict[str, Any]]:
     app = App(storage=storage)
-    agent = Agent(app.use(component, name="agent"), name="streamer", model=model,
-                  stream_throttle=0.0, **kw)
+    agent = Agent(
+        app.use(component, name="agent"), name="streamer", model=model, stream_throttle=0.0, **kw
+    )
 
     @app.mutation
     def new_thread(ctx: MutationCtx) -> str:
@@ -60,8 +61,12 @@ def make_app(storage: Storage, model: Any, **kw: Any) -> tuple[App, Agent, dict[
             async for delta in stream:
                 seen.append(delta)
         result = stream.result
-        return {"text": result.text, "seen": seen, "finish": result.finish_reason,
-                "message_id": result.message_id}
+        return {
+            "text": result.text,
+            "seen": seen,
+            "finish": result.finish_reason,
+            "message_id": result.message_id,
+        }
 
     @app.query
     def follow(ctx: QueryCtx, thread_id: str, cursor: str | None = None) -> dict[str, Any]:
@@ -75,8 +80,17 @@ def make_app(storage: Storage, model: Any, **kw: Any) -> tuple[App, Agent, dict[
     def stop(ctx: MutationCtx, thread_id: str) -> int:
         return agent.abort_stream(ctx, thread_id=thread_id, reason="user pressed stop")
 
-    return app, agent, {"new_thread": new_thread, "ask": ask, "follow": follow,
-                        "messages": messages, "stop": stop}
+    return (
+        app,
+        agent,
+        {
+            "new_thread": new_thread,
+            "ask": ask,
+            "follow": follow,
+            "messages": messages,
+            "stop": stop,
+        },
+    )
 
 
 def text_of(view: dict[str, Any]) -> str:
@@ -117,9 +131,10 @@ async def test_a_follower_sees_a_growing_prefix_then_the_final_text(storage: Sto
         assert view["streams"][0]["status"] == "finished"
         # Catching up mid-stream: from a cursor in the middle only the rest comes back.
         first = view["deltas"][0]
-        later = await client.query(r["follow"], {
-            "thread_id": thread_id, "cursor": f"{first['stream_id']}:{first['end']}"})
-        assert text_of(later) == final[len(text_of({"deltas": [first]})):]
+        later = await client.query(
+            r["follow"], {"thread_id": thread_id, "cursor": f"{first['stream_id']}:{first['end']}"}
+        )
+        assert text_of(later) == final[len(text_of({"deltas": [first]})) :]
         assert later["cursor"] == view["cursor"]
         starts = [d["start"] for d in view["deltas"]]
         ends = [d["end"] for d in view["deltas"]]
@@ -161,11 +176,18 @@ def test_tool_parts_and_cleanup(make_test_app: Any, storage: Storage) -> None:
         """Look a city up."""
         return {"city": city, "temp": 18}
 
-    model = ScriptedChatModel([ToolCall(id="c1", name="lookup", arguments={"city": "Oslo"}),
-                               "18 degrees"], chunk_size=4)
+    model = ScriptedChatModel(
+        [ToolCall(id="c1", name="lookup", arguments={"city": "Oslo"}), "18 degrees"], chunk_size=4
+    )
     app = App()
-    agent = Agent(app.use(component, name="agent"), name="s", model=model, tools=[lookup],
-                  stream_throttle=0.0, stream_cleanup_delay=60.0)
+    agent = Agent(
+        app.use(component, name="agent"),
+        name="s",
+        model=model,
+        tools=[lookup],
+        stream_throttle=0.0,
+        stream_cleanup_delay=60.0,
+    )
 
     @app.action
     async def ask(ctx: ActionCtx) -> str:
@@ -184,19 +206,32 @@ def test_tool_parts_and_cleanup(make_test_app: Any, storage: Storage) -> None:
     parts = [p for d in view["deltas"] for p in d["parts"]]
     kinds = [p["type"] for p in parts]
     assert kinds[:2] == ["start-step", "tool-input-start"]
-    assert {"type": "tool-input-available", "tool_call_id": "c1", "tool_name": "lookup",
-            "input": {"city": "Oslo"}} in parts
-    assert {"type": "tool-output-available", "tool_call_id": "c1",
-            "output": {"city": "Oslo", "temp": 18}} in parts
-    assert "".join(p["input_text_delta"] for p in parts if p["type"] == "tool-input-delta") \
+    assert {
+        "type": "tool-input-available",
+        "tool_call_id": "c1",
+        "tool_name": "lookup",
+        "input": {"city": "Oslo"},
+    } in parts
+    assert {
+        "type": "tool-output-available",
+        "tool_call_id": "c1",
+        "output": {"city": "Oslo", "temp": 18},
+    } in parts
+    assert (
+        "".join(p["input_text_delta"] for p in parts if p["type"] == "tool-input-delta")
         == '{"city":"Oslo"}'
+    )
     assert kinds.count("start-step") == kinds.count("finish-step") == 2
     assert parts_text(parts) == "18 degrees"
     assert view["done"]
     t.advance_time(61)
     t.finish_scheduled()
-    assert t.query(follow, {"thread_id": thread_id}) == {"streams": [], "deltas": [],
-                                                         "cursor": "", "done": True}
+    assert t.query(follow, {"thread_id": thread_id}) == {
+        "streams": [],
+        "deltas": [],
+        "cursor": "",
+        "done": True,
+    }
 
 
 def test_cursor_round_trip() -> None:
@@ -209,8 +244,12 @@ def test_cursor_round_trip() -> None:
 def test_throttled_stream_still_persists_everything(make_test_app: Any, throttle: float) -> None:
     text = "word " * 40
     app = App()
-    agent = Agent(app.use(component, name="agent"), name="s",
-                  model=ScriptedChatModel([text], chunk_size=3), stream_throttle=throttle)
+    agent = Agent(
+        app.use(component, name="agent"),
+        name="s",
+        model=ScriptedChatModel([text], chunk_size=3),
+        stream_throttle=throttle,
+    )
 
     @app.action
     async def ask(ctx: ActionCtx) -> str:

@@ -25,8 +25,10 @@ def test_sweeper_fails_what_a_killed_process_left(storage: Storage, child_proces
 
     @app.query
     def state(ctx: QueryCtx) -> dict[str, Any]:
-        return {"messages": agent.list_messages(ctx, thread_id=thread_id).page,
-                "view": agent.stream_deltas(ctx, thread_id=thread_id)}
+        return {
+            "messages": agent.list_messages(ctx, thread_id=thread_id).page,
+            "view": agent.stream_deltas(ctx, thread_id=thread_id),
+        }
 
     with TestApp(app, storage=storage) as t:
         before = t.query(state)
