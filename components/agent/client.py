@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import pydantic
 import pydantic_core
 
+from components.agent.component import binding_name
 from components.agent.context import ContextOptions, SearchMode, fetch_context
 from components.agent.loop import LoopAgent, LoopResult, StepResult, denial_outcome, run_loop
 from components.agent.messages import call_from_dict, outcome_fields
@@ -26,20 +27,10 @@ from components.agent.search import embed_messages, search_messages
 from components.agent.tools import Tool, ToolOutcome, make_tool, tool_map
 from components.agent.usage import PriceTable, StepUsage, UsageHandler, UsageTotals, cost
 from components.models import ChatModel, Embedder, ModelResponse, OutputSchema, Usage
-from core import Page, UserError, run_function
+from core import Page, UserError, call
 
 ResultT = TypeVar("ResultT")
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
-
-
-def _then(result: Any, convert: Callable[[Any], ResultT]) -> Any:
-    if inspect.isawaitable(result):
-
-        async def finish() -> ResultT:
-            return convert(await result)
-
-        return finish()
-    return convert(result)
 
 
 def _page(raw: Mapping[str, Any]) -> Page:
@@ -116,14 +107,25 @@ class Agent:
         self.stream_cleanup_delay = stream_cleanup_delay
         self.object_attempts = object_attempts
         self.options = dict(options or {})
+        # Component functions (approval resumes, workflow steps) reach this agent, and so
+        # its model, tools and embedder, as ctx.bindings["agent:<name>"] of this instance.
+        handle.bind(binding_name(name), self)
 
     def __repr__(self) -> str:
         return f"<Agent {self.name!r}>"
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _call(self, ctx: Any, kind: str, name: str, args: dict[str, Any]) -> Any:
-        return run_function(ctx, kind, getattr(self.handle, name), args)
+    def _call(
+        self,
+        ctx: Any,
+        kind: str,
+        name: str,
+        args: dict[str, Any],
+        then: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        # ``kind`` documents the call; ``call`` finds it from the function itself.
+        return call(ctx, getattr(self.handle, name), args, then=then)
 
     def loop_agent(self, tools: Sequence[Tool | Callable[..., Any]] | None = None) -> LoopAgent:
         """This agent as the loop sees it (``tools`` replaces its own for one call)."""
@@ -168,14 +170,12 @@ class Agent:
         order: str = "desc",
     ) -> Any:
         """A ``Page`` of a user's threads (newest first by default)."""
-        return _then(
-            self._call(
-                ctx,
-                "query",
-                "list_threads",
-                {"user_id": user_id, "cursor": cursor, "num_items": num_items, "order": order},
-            ),
-            _page,
+        return self._call(
+            ctx,
+            "query",
+            "list_threads",
+            {"user_id": user_id, "cursor": cursor, "num_items": num_items, "order": order},
+            then=_page,
         )
 
     def update_thread(
@@ -227,15 +227,17 @@ class Agent:
         message = {"role": role, "text": text, "agent_name": agent_name, **fields}
         if role not in ("user", "system") and agent_name is None:
             message["agent_name"] = self.name
-        return _then(
-            self.save_messages(
-                ctx,
-                thread_id=thread_id,
-                messages=[message],
-                order=order,
-                prompt_message_id=prompt_message_id,
-            ),
-            lambda ids: ids[0],
+        return self._call(
+            ctx,
+            "mutation",
+            "save_messages",
+            {
+                "thread_id": thread_id,
+                "messages": [message],
+                "order": order,
+                "prompt_message_id": prompt_message_id,
+            },
+            then=lambda ids: ids[0],
         )
 
     def save_messages(
@@ -280,20 +282,18 @@ class Agent:
         order: str = "asc",
     ) -> Any:
         """A ``Page`` of a thread's messages, ascending by ``(order, step_order)``."""
-        return _then(
-            self._call(
-                ctx,
-                "query",
-                "list_messages",
-                {
-                    "thread_id": thread_id,
-                    "cursor": cursor,
-                    "num_items": num_items,
-                    "statuses": list(statuses) if statuses is not None else None,
-                    "order": order,
-                },
-            ),
-            _page,
+        return self._call(
+            ctx,
+            "query",
+            "list_messages",
+            {
+                "thread_id": thread_id,
+                "cursor": cursor,
+                "num_items": num_items,
+                "statuses": list(statuses) if statuses is not None else None,
+                "order": order,
+            },
+            then=_page,
         )
 
     def search_messages(
@@ -370,9 +370,12 @@ class Agent:
         """``UsageTotals`` of a thread, or of a user across threads."""
         if thread_id is None and user_id is None:
             raise UserError("usage needs a thread_id or a user_id.")
-        return _then(
-            self._call(ctx, "query", "usage_totals", {"thread_id": thread_id, "user_id": user_id}),
-            UsageTotals.from_dict,
+        return self._call(
+            ctx,
+            "query",
+            "usage_totals",
+            {"thread_id": thread_id, "user_id": user_id},
+            then=UsageTotals.from_dict,
         )
 
     # -- generation --------------------------------------------------------------------------
@@ -707,7 +710,14 @@ class Agent:
             ctx,
             "mutation",
             "decide_approval",
-            {"tool_call_id": tool_call_id, "approved": approved, "reason": reason},
+            {
+                "tool_call_id": tool_call_id,
+                "approved": approved,
+                "reason": reason,
+                # From a mutation the resume is scheduled (it commits with the decision);
+                # from an action it runs right here.
+                "resume_agent": None if _is_action(ctx) else self.name,
+            },
         )
         if not _is_action(ctx):
             return decided
@@ -721,6 +731,16 @@ class Agent:
             )
 
         return then()
+
+    @property
+    def text_step(self) -> str:
+        """The handle of ``generate_text`` as an action, for workflow steps and schedulers.
+
+        Its arguments: ``agent_name`` (this agent's name), ``thread_id``, ``prompt`` or
+        ``prompt_message_id``, ``max_steps``; it returns ``{"text", "message_id",
+        "prompt_message_id", "order", "finish_reason", "total_tokens"}``.
+        """
+        return str(self.handle.function("generate_text_step"))
 
     def pending_approvals(self, ctx: Any, *, thread_id: str) -> Any:
         """The thread's tool calls waiting for approval."""

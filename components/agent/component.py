@@ -31,6 +31,11 @@ SWEEP_INTERVAL = 60.0
 component = Component("agent", schema=schema)
 
 
+def binding_name(agent_name: str) -> str:
+    """The name an ``Agent`` is bound under on its instance (``ctx.bindings[...]``)."""
+    return f"agent:{agent_name}"
+
+
 # -- threads ----------------------------------------------------------------------------------
 
 
@@ -467,7 +472,11 @@ def approvals(
 
 @component.mutation
 def decide_approval(
-    ctx: MutationCtx, tool_call_id: str, approved: bool, reason: str | None = None
+    ctx: MutationCtx,
+    tool_call_id: str,
+    approved: bool,
+    reason: str | None = None,
+    resume_agent: str | None = None,
 ) -> dict[str, Any]:
     """Approve or deny a pending tool call; reports whether its message's calls are all decided."""
     from components.agent.errors import ApprovalError
@@ -487,10 +496,16 @@ def decide_approval(
         .with_index("by_message", lambda q: q.eq("message_id", row["message_id"]))
         .collect()
     )
+    ready = all(s["status"] != "pending" for s in siblings)
+    if ready and resume_agent is not None:
+        # Durable: the resume is a scheduled job, so it survives a restart before it runs.
+        ctx.scheduler.run_after(0, resume_approvals, {
+            "agent_name": resume_agent, "thread_id": row["thread_id"],
+            "message_id": row["message_id"]})
     return {
         "thread_id": row["thread_id"],
         "message_id": row["message_id"],
-        "ready": all(s["status"] != "pending" for s in siblings),
+        "ready": ready,
         "approvals": siblings,
     }
 
@@ -508,3 +523,40 @@ def claim_approvals(ctx: MutationCtx, message_id: str) -> list[dict[str, Any]]:
     for row in rows:
         ctx.db.patch(row["_id"], {"status": f"{row['status']}_done"})
     return rows
+
+
+@component.internal_action
+async def resume_approvals(
+    ctx: ActionCtx, agent_name: str, thread_id: str, message_id: str
+) -> dict[str, Any] | None:
+    """Resume a generation whose approvals were all decided (scheduled by a mutation)."""
+    agent: Any = ctx.bindings[binding_name(agent_name)]
+    result = await agent.resume(ctx, thread_id=thread_id, message_id=message_id)
+    return None if result is None else _summary(result)
+
+
+@component.action
+async def generate_text_step(
+    ctx: ActionCtx,
+    agent_name: str,
+    thread_id: str,
+    prompt: str | None = None,
+    prompt_message_id: str | None = None,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """``generate_text`` as a function (a workflow step): ``agent.text_step`` is its handle."""
+    agent: Any = ctx.bindings[binding_name(agent_name)]
+    result = await agent.generate_text(ctx, thread_id=thread_id, prompt=prompt,
+                                       prompt_message_id=prompt_message_id, max_steps=max_steps)
+    return _summary(result)
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    return {
+        "text": result.text,
+        "message_id": result.message_id,
+        "prompt_message_id": result.prompt_message_id,
+        "order": result.order,
+        "finish_reason": result.finish_reason,
+        "total_tokens": result.usage.total_tokens,
+    }

@@ -19,7 +19,7 @@ import anyio
 
 from components.agent.errors import GenerationAbortedError
 from components.agent.parts import Part, PartEncoder, compress
-from core import run_function
+from core import call
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +94,7 @@ class ComponentPersistence:
         return None
 
     def _call(self, name: str, args: dict[str, Any]) -> Any:
-        return run_function(self._ctx, "mutation", getattr(self._handle, name), args)
+        return call(self._ctx, getattr(self._handle, name), args)
 
     def _check(self) -> None:
         if self._error is not None:
