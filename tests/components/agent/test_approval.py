@@ -8,7 +8,7 @@ import pytest
 
 from components.agent import Agent, ApprovalError, component, tool
 from components.models import ScriptedChatModel, ToolCall
-from core import ActionCtx, App, QueryCtx
+from core import ActionCtx, App, MutationCtx, QueryCtx
 from core.storage.base import Storage
 from core.testing import TestApp
 
@@ -96,3 +96,30 @@ def test_approval_survives_a_restart(storage: Storage, approve: bool) -> None:
         assert model.requests[0].messages[-1].text == tool_text
         with pytest.raises(ApprovalError, match="already"):
             t.action(r["decide"], {"call_id": "p1", "approve": True})
+
+
+def test_approval_from_a_mutation_resumes_through_the_scheduler(storage: Storage) -> None:
+    PAID.clear()
+    app, r = make_app(storage, ScriptedChatModel([ToolCall(id="m1", name="pay",
+                                                            arguments={"amount": 7})]))
+    with TestApp(app, storage=storage) as t:
+        out = t.action(r["ask"])
+    model = ScriptedChatModel(["Paid 7."])
+    app = App(storage=storage)
+    agent = Agent(app.use(component, name="agent"), name="payer", model=model, tools=[pay])
+
+    @app.mutation
+    def approve(ctx: MutationCtx, call_id: str) -> bool:
+        return bool(agent.approve_tool_call(ctx, tool_call_id=call_id)["ready"])
+
+    @app.query
+    def texts(ctx: QueryCtx, thread_id: str) -> list[str]:
+        return [m["text"] for m in agent.list_messages(ctx, thread_id=thread_id).page]
+
+    with TestApp(app, storage=storage) as t:
+        assert t.mutation(approve, {"call_id": "m1"}) is True
+    assert PAID == []  # closed before the scheduled resume ran: it waits in the database
+    with TestApp(app, storage=storage) as t:
+        t.finish_scheduled()
+        assert t.query(texts, {"thread_id": out["thread_id"]})[-2:] == ["paid 7", "Paid 7."]
+    assert PAID == [7]
