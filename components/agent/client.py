@@ -327,8 +327,11 @@ class Agent:
     # -- streams, aborts, sweeping ----------------------------------------------------------
 
     def stream_deltas(self, ctx: Any, *, thread_id: str, cursor: str | None = None) -> Any:
-        """``{"streams", "deltas", "cursor", "done"}``: a thread's streams and the delta rows
-        after ``cursor``. Usable from a query, so a subscription follows streams live."""
+        """A thread's streams and the delta rows after ``cursor``.
+
+        Returns ``{"streams", "deltas", "cursor", "done"}``. Usable from a query, so a
+        subscription follows streams live.
+        """
         return self._call(ctx, "query", "stream_deltas", {"thread_id": thread_id, "cursor": cursor})
 
     def abort_stream(
@@ -419,9 +422,12 @@ class Agent:
         max_steps: int | None = None,
         context: ContextOptions | None = None,
     ) -> ResultStream[str, GenerateResult]:
-        """``generate_text`` streamed: ``async with agent.stream_text(...) as stream``, then
-        ``async for delta in stream`` and ``stream.result``. Deltas are also persisted
-        (throttled) for other clients (``stream_deltas``)."""
+        """``generate_text``, streamed.
+
+        ``async with agent.stream_text(...) as stream``, then ``async for delta in stream``
+        and ``stream.result``. Deltas are also persisted (throttled) for other clients
+        (``stream_deltas``).
+        """
 
         async def run(push: Callable[[str], Awaitable[None]]) -> GenerateResult:
             return await self._generate(
@@ -697,8 +703,11 @@ class Agent:
     # -- approvals ---------------------------------------------------------------------------
 
     def approve_tool_call(self, ctx: Any, *, tool_call_id: str, reason: str | None = None) -> Any:
-        """Approve a call waiting for approval; from an action, generation then resumes
-        (returning its ``GenerateResult``) once every call of that step is decided."""
+        """Approve a call waiting for approval.
+
+        Once every call of that step is decided, generation resumes: at once from an action
+        (returning its ``GenerateResult``), through the scheduler from a mutation.
+        """
         return self._decide(ctx, tool_call_id, True, reason)
 
     def deny_tool_call(self, ctx: Any, *, tool_call_id: str, reason: str | None = None) -> Any:
@@ -747,8 +756,11 @@ class Agent:
         return self._call(ctx, "query", "approvals", {"thread_id": thread_id})
 
     async def resume(self, ctx: Any, *, thread_id: str, message_id: str) -> GenerateResult | None:
-        """Run a decided step's approved calls (the denied ones answer with the denial) and
-        continue the generation. Exactly one caller resumes a step; others get ``None``."""
+        """Run a decided step's calls and continue the generation.
+
+        Approved calls run; denied ones answer with the denial. Exactly one caller resumes a
+        step; others get ``None``.
+        """
         rows = await self._call(ctx, "mutation", "claim_approvals", {"message_id": message_id})
         if not rows:
             return None

@@ -130,9 +130,10 @@ def save_messages(
     anchor = None
     if prompt_message_id is not None:
         anchor = position(get_message(ctx, prompt_message_id, thread_id=thread_id))
+    where: Any = order
     return insert_messages(
-        ctx, thread_doc, [message_fields(m) for m in messages], order=order, prompt=anchor
-    )  # type: ignore[arg-type]
+        ctx, thread_doc, [message_fields(m) for m in messages], order=where, prompt=anchor
+    )
 
 
 @component.query
@@ -499,9 +500,15 @@ def decide_approval(
     ready = all(s["status"] != "pending" for s in siblings)
     if ready and resume_agent is not None:
         # Durable: the resume is a scheduled job, so it survives a restart before it runs.
-        ctx.scheduler.run_after(0, resume_approvals, {
-            "agent_name": resume_agent, "thread_id": row["thread_id"],
-            "message_id": row["message_id"]})
+        ctx.scheduler.run_after(
+            0,
+            resume_approvals,
+            {
+                "agent_name": resume_agent,
+                "thread_id": row["thread_id"],
+                "message_id": row["message_id"],
+            },
+        )
     return {
         "thread_id": row["thread_id"],
         "message_id": row["message_id"],
@@ -546,8 +553,13 @@ async def generate_text_step(
 ) -> dict[str, Any]:
     """``generate_text`` as a function (a workflow step): ``agent.text_step`` is its handle."""
     agent: Any = ctx.bindings[binding_name(agent_name)]
-    result = await agent.generate_text(ctx, thread_id=thread_id, prompt=prompt,
-                                       prompt_message_id=prompt_message_id, max_steps=max_steps)
+    result = await agent.generate_text(
+        ctx,
+        thread_id=thread_id,
+        prompt=prompt,
+        prompt_message_id=prompt_message_id,
+        max_steps=max_steps,
+    )
     return _summary(result)
 
 

@@ -42,8 +42,11 @@ LoopFinish = Literal[
 
 
 class Persistence(Protocol):
-    """Where the loop writes: stream parts and steps. Raising ``GenerationAbortedError``
-    from ``emit`` or ``save_step`` stops the loop (another client aborted it)."""
+    """Where the loop writes: stream parts and steps.
+
+    Raising ``GenerationAbortedError`` from ``emit`` or ``save_step`` stops the loop
+    (another client aborted it).
+    """
 
     async def emit(self, parts: list[Part]) -> None:
         """Record stream parts (a no-op when the generation is not streamed)."""
@@ -146,7 +149,8 @@ async def run_loop(
         max_steps: the most model calls.
         stream: stream each model call (parts are emitted as they arrive).
         output_schema: ask for a structured reply (no tools are offered then).
-        validate: checks a structured reply; an invalid one is asked again, ``attempts`` in all.
+        validate: checks a structured reply; an invalid one is asked again.
+        attempts: how many replies ``validate`` may see in all.
         on_text: receives the text deltas of streamed calls, for the caller.
         on_step: called after each step is saved (usage handlers).
 

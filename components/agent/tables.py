@@ -148,13 +148,14 @@ def _embeddings(dimensions: int) -> Table:
     )
 
 
-schema = Schema(
-    threads=threads,
-    messages=messages,
-    streams=streams,
-    deltas=deltas,
-    usage=usage,
-    approvals=approvals,
+_tables: dict[str, Any] = {
+    "threads": threads,
+    "messages": messages,
+    "streams": streams,
+    "deltas": deltas,
+    "usage": usage,
+    "approvals": approvals,
     **{embeddings_table(d): _embeddings(d) for d in EMBEDDING_DIMENSIONS},
-)
+}
+schema = Schema(**_tables)
 """The component's schema."""

@@ -126,8 +126,10 @@ def message_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def delete_thread_batch(ctx: Any, thread_id: str, *, batch: int = DELETE_BATCH) -> bool:
-    """Delete up to ``batch`` documents of the thread (messages, then streams); the thread
-    itself last. Returns whether everything is gone."""
+    """Delete up to ``batch`` documents of the thread; whether everything is gone.
+
+    Messages go first, then streams and approvals, the thread itself last.
+    """
     budget = batch
     for doc in (
         ctx.db.query("messages")

@@ -173,7 +173,7 @@ def _arguments_model(
             hints[param.name],
             pydantic.Field(default, description=docs.get(param.name)),
         )
-    return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+    return pydantic.create_model(
         f"{name}_arguments", __config__=pydantic.ConfigDict(extra="forbid"), **fields
     )
 
@@ -201,7 +201,7 @@ def make_tool(
     Raises:
         ToolDefinitionError: a bad name or a parameter without a type hint.
     """
-    tool_name = name or getattr(fn, "__name__", "")
+    tool_name = str(name or getattr(fn, "__name__", "") or "")
     if not _NAME.match(tool_name):
         raise ToolDefinitionError(
             f"Tool name {tool_name!r} must be 1 to 64 characters of [A-Za-z0-9_-]."

@@ -100,8 +100,9 @@ def test_approval_survives_a_restart(storage: Storage, approve: bool) -> None:
 
 def test_approval_from_a_mutation_resumes_through_the_scheduler(storage: Storage) -> None:
     PAID.clear()
-    app, r = make_app(storage, ScriptedChatModel([ToolCall(id="m1", name="pay",
-                                                            arguments={"amount": 7})]))
+    app, r = make_app(
+        storage, ScriptedChatModel([ToolCall(id="m1", name="pay", arguments={"amount": 7})])
+    )
     with TestApp(app, storage=storage) as t:
         out = t.action(r["ask"])
     model = ScriptedChatModel(["Paid 7."])

@@ -48,9 +48,10 @@ def make_app(model: ScriptedChatModel) -> tuple[App, Agent, dict[str, Any]]:
         thread_id: str | None = None,
         user_id: str | None = None,
     ) -> list[str]:
+        how: Any = mode
         hits = await agent.search_messages(
-            ctx, query=query, thread_id=thread_id, user_id=user_id, mode=mode
-        )  # type: ignore[arg-type]
+            ctx, query=query, thread_id=thread_id, user_id=user_id, mode=how
+        )
         return [h["text"] for h in hits]
 
     @app.query

@@ -192,7 +192,7 @@ def test_tool_parts_and_cleanup(make_test_app: Any, storage: Storage) -> None:
     @app.action
     async def ask(ctx: ActionCtx) -> str:
         thread_id = await agent.create_thread(ctx)
-        async with agent.stream_text(ctx, thread_id=thread_id, prompt="weather?") as stream:
+        async with agent.stream_text(ctx, thread_id=thread_id, prompt="weather?"):
             pass
         return thread_id
 
@@ -254,7 +254,7 @@ def test_throttled_stream_still_persists_everything(make_test_app: Any, throttle
     @app.action
     async def ask(ctx: ActionCtx) -> str:
         thread_id = await agent.create_thread(ctx)
-        async with agent.stream_text(ctx, thread_id=thread_id, prompt="talk") as stream:
+        async with agent.stream_text(ctx, thread_id=thread_id, prompt="talk"):
             pass
         return thread_id
 

@@ -21,10 +21,13 @@ def test_two_agents_as_workflow_steps(make_test_app: Any) -> None:
 
     @manager.define
     async def write_and_edit(step: Any, thread_id: str) -> str:
-        draft = await step.run_action(writer.text_step, {
-            "agent_name": "writer", "thread_id": thread_id, "prompt": "Write."})
-        edited = await step.run_action(editor.text_step, {
-            "agent_name": "editor", "thread_id": thread_id, "prompt": "Edit: " + draft["text"]})
+        draft = await step.run_action(
+            writer.text_step, {"agent_name": "writer", "thread_id": thread_id, "prompt": "Write."}
+        )
+        edited = await step.run_action(
+            editor.text_step,
+            {"agent_name": "editor", "thread_id": thread_id, "prompt": "Edit: " + draft["text"]},
+        )
         return str(edited["text"])
 
     @app.mutation
@@ -35,8 +38,10 @@ def test_two_agents_as_workflow_steps(make_test_app: Any) -> None:
     @app.query
     def outcome(ctx: QueryCtx, workflow_id: str, thread_id: str) -> Any:
         status = manager.status(ctx, workflow_id)
-        texts = [(m["agent_name"], m["text"])
-                 for m in writer.list_messages(ctx, thread_id=thread_id).page]
+        texts = [
+            (m["agent_name"], m["text"])
+            for m in writer.list_messages(ctx, thread_id=thread_id).page
+        ]
         return [status.state, status.result, texts]
 
     t = make_test_app(app)
@@ -44,5 +49,9 @@ def test_two_agents_as_workflow_steps(make_test_app: Any) -> None:
     t.finish_scheduled()
     state, result, texts = t.query(outcome, {"workflow_id": workflow_id, "thread_id": thread_id})
     assert (state, result) == ("success", "An edited draft.")
-    assert texts == [(None, "Write."), ("writer", "A draft."), (None, "Edit: A draft."),
-                     ("editor", "An edited draft.")]
+    assert texts == [
+        (None, "Write."),
+        ("writer", "A draft."),
+        (None, "Edit: A draft."),
+        ("editor", "An edited draft."),
+    ]
