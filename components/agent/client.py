@@ -576,6 +576,7 @@ class Agent:
             raise UserError("Generation calls a model, so it runs in an action (ActionCtx).")
         if prompt is not None and prompt_message_id is not None:
             raise UserError("Give prompt or prompt_message_id, not both.")
+        options = context or self.context
         started = await self._call(
             ctx,
             "mutation",
@@ -586,6 +587,7 @@ class Agent:
                 "prompt_message_id": prompt_message_id,
                 "agent_name": self.name,
                 "lease": self.pending_timeout,
+                "recent": options.recent_messages,
             },
         )
         settings = RunSettings(
@@ -609,19 +611,28 @@ class Agent:
                 await store.save_step(
                     [outcome_fields(o, agent_name=self.name) for o in resume], more=True
                 )
-            prompt_text = prompt
-            if prompt_text is None and started["prompt_message_id"] is not None:
-                doc = await self.get_message(ctx, started["prompt_message_id"])
-                prompt_text = None if doc is None else doc.get("text")
+            recent = started["context"]
+            if resume:
+                # The resumed calls' results were saved after the context was read.
+                recent = await self._call(
+                    ctx,
+                    "query",
+                    "context_messages",
+                    {
+                        "thread_id": thread_id,
+                        "upto_order": started["order"],
+                        "recent": options.recent_messages,
+                    },
+                )
             history = await fetch_context(
-                query=lambda name, args: self._call(ctx, "query", name, args),
+                recent=recent,
                 search=lambda **kw: search_messages(self, ctx, **kw),
                 thread_id=thread_id,
                 user_id=started.get("user_id"),
                 upto_order=started["order"],
-                prompt_text=prompt_text,
+                prompt_text=started["prompt_text"],
                 instructions=self.instructions,
-                options=context or self.context,
+                options=options,
             )
 
             async def on_step(step: StepResult) -> None:

@@ -168,6 +168,12 @@ def context_messages(
     ctx: QueryCtx, thread_id: str, upto_order: int | None = None, recent: int = 100
 ) -> list[dict[str, Any]]:
     """The latest ``recent`` successful messages up to ``upto_order``, oldest first."""
+    return _recent(ctx, thread_id, upto_order, recent)
+
+
+def _recent(
+    ctx: QueryCtx, thread_id: str, upto_order: int | None, recent: int
+) -> list[dict[str, Any]]:
     if recent <= 0:
         return []
 
@@ -305,9 +311,14 @@ def start_generation(
     prompt_message_id: str | None = None,
     agent_name: str | None = None,
     lease: float = 600.0,
+    recent: int = 100,
 ) -> dict[str, Any]:
-    """Save the prompt and a pending placeholder; fail stale pending rows of the turn."""
-    return generations.start(
+    """Save the prompt and a pending placeholder; fail stale pending rows of the turn.
+
+    The answer carries the generation's recent context (``context``) and the prompt's text,
+    read in the same transaction.
+    """
+    started = generations.start(
         ctx,
         thread_id=thread_id,
         prompt=prompt,
@@ -315,6 +326,14 @@ def start_generation(
         agent_name=agent_name,
         lease_until=ctx.now + lease,
     )
+    started["context"] = _recent(ctx, thread_id, started["order"], recent)
+    prompt_id = started["prompt_message_id"]
+    started["prompt_text"] = (
+        prompt
+        if prompt is not None
+        else (None if prompt_id is None else get_message(ctx, prompt_id).get("text"))
+    )
+    return started
 
 
 @component.mutation

@@ -230,9 +230,8 @@ async def _run(
         fields = response_fields(response, agent_name=agent.name, approvals=tuple(waiting_ids))
         if not calls:
             await store.emit(state.encoder.finish_step())
-        ids = await store.save_step([fields], more=bool(calls))
-        state.partial = ""
-        if not calls:
+            ids = await store.save_step([fields], more=False)
+            state.partial = ""
             step = StepResult(response=response, message_ids=tuple(ids), agent_name=agent.name)
             await _record(state, step, on_step)
             reason = response.finish_reason
@@ -250,9 +249,13 @@ async def _run(
             None,
         )
         more = not waiting and step_number < max_steps
-        tool_ids = await store.save_step(
-            [outcome_fields(o, agent_name=agent.name) for o in outcomes], more=more
+        # As the Convex agent does, a step's call and its results are saved together (one
+        # transaction): a thread never holds a call whose result is still to come.
+        saved = await store.save_step(
+            [fields, *(outcome_fields(o, agent_name=agent.name) for o in outcomes)], more=more
         )
+        state.partial = ""
+        ids, tool_ids = saved[:1], saved[1:]
         for outcome in outcomes:
             state.history.append(
                 ModelMessage.tool(
