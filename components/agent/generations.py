@@ -144,7 +144,8 @@ def save_step(
     pending: dict[str, Any] | None = ctx.db.get(pending_id)
     if pending is None or pending.get("status") != "pending":
         return {"aborted": True, "ids": [], "stream_id": None}
-    thread = get_thread(ctx, pending["thread_id"])
+    # Deleting a thread deletes its pending rows too, so the placeholder vouches for it.
+    thread = {"_id": pending["thread_id"], "user_id": pending.get("user_id")}
     stream = _write_delta(ctx, delta, lease_until=lease_until, create=create_stream)
     if stream is not None and stream["status"] != "streaming":
         return {"aborted": True, "ids": [], "stream_id": stream["_id"]}

@@ -79,8 +79,9 @@ class ComponentPersistence:
         self._group: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> ComponentPersistence:
-        self._group = anyio.create_task_group()
-        await self._group.__aenter__()
+        if self._settings.stream and self._settings.throttle > 0:  # only timers need a group
+            self._group = anyio.create_task_group()
+            await self._group.__aenter__()
         return self
 
     async def __aexit__(
