@@ -267,3 +267,59 @@ def test_throttled_stream_still_persists_everything(make_test_app: Any, throttle
     assert text_of(view) == text
     if throttle:
         assert len(view["deltas"]) <= 3  # the tail comes with the final save
+
+
+class GatedRequestModel:
+    """Answers a whole request, once the test opens the gate."""
+
+    model = "gated"
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+        self.gate = anyio.Event()
+
+    async def request(self, req: ModelRequest) -> ModelResponse:
+        self.started.set()
+        await self.gate.wait()
+        return ModelResponse(text="too late", model="gated")
+
+    async def stream(self, req: ModelRequest) -> AsyncIterator[StreamEvent]:
+        yield FinalResponse(response=await self.request(req))
+
+
+async def test_abort_stops_a_generation_that_is_not_streamed(storage: Storage) -> None:
+    model = GatedRequestModel()
+    app = App(storage=storage)
+    agent = Agent(app.use(component, name="agent"), name="quiet", model=model)
+
+    @app.action
+    async def ask(ctx: ActionCtx, thread_id: str) -> str:
+        result = await agent.generate_text(ctx, thread_id=thread_id, prompt="go")
+        return result.finish_reason
+
+    @app.mutation
+    def new_thread(ctx: MutationCtx) -> str:
+        return agent.create_thread(ctx)
+
+    @app.mutation
+    def stop(ctx: MutationCtx, thread_id: str) -> int:
+        return agent.abort_stream(ctx, thread_id=thread_id)
+
+    @app.query
+    def statuses(ctx: QueryCtx, thread_id: str) -> list[str]:
+        return [m["status"] for m in agent.list_messages(ctx, thread_id=thread_id).page]
+
+    async with app.client() as client:
+        thread_id = await client.mutation(new_thread, {})
+        finish: list[str] = []
+
+        async def generate() -> None:
+            finish.append(await client.action(ask, {"thread_id": thread_id}))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(generate)
+            await model.started.wait()
+            assert await client.mutation(stop, {"thread_id": thread_id}) == 1
+            model.gate.set()
+        assert finish == ["aborted"]
+        assert await client.query(statuses, {"thread_id": thread_id}) == ["success", "failed"]
