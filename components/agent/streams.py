@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from components.agent.parts import Part, last_step_text
+from components.agent.parts import Part, last_step_text, parts_text
 from components.agent.threads import delete_stream_deltas
 
 CLEANUP_DELAY = 300.0
@@ -179,6 +179,8 @@ def read(ctx: Any, thread_id: str, cursor: str | None) -> dict[str, Any]:
                     "start": delta["start"],
                     "end": delta["end"],
                     "parts": delta["parts"],
+                    # The row's text deltas joined: what a text-only follower appends.
+                    "text": parts_text(delta["parts"]),
                 }
             )
             ends[stream_id] = delta["end"]

@@ -96,8 +96,10 @@ def insert_messages(
     """Insert messages at the positions the ordering rules give; returns their ids."""
     thread_id = thread["_id"]
     # The thread's last message matters only to a user message or a batch with no anchor.
-    needs_last = order == "next" or (order is None and prompt is None) or any(
-        m["role"] == "user" for m in batch
+    needs_last = (
+        order == "next"
+        or (order is None and prompt is None)
+        or any(m["role"] == "user" for m in batch)
     )
     last = last_message(ctx, thread_id) if needs_last else None
     positions = place(

@@ -64,6 +64,21 @@ class StepUsage:
     user_id: str | None
     """The thread's user."""
 
+    @property
+    def prompt_tokens(self) -> int:
+        """The step's prompt tokens."""
+        return self.usage.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        """The step's completion tokens."""
+        return self.usage.completion_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        """The step's tokens in all."""
+        return self.usage.total_tokens
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UsageTotals:

@@ -144,7 +144,8 @@ def test_usage_per_step_totals_cost_and_handler(make_test_app: Any) -> None:
     t = make_test_app(app)
     first = t.mutation(new_thread)
     assert t.action(ask, {"thread_id": first}) == 235
-    assert [s.usage.total_tokens for s in seen] == [110, 125]
+    assert [s.total_tokens for s in seen] == [110, 125]
+    assert seen[0].usage.prompt_tokens == seen[0].prompt_tokens == 100
     assert seen[0].cost == pytest.approx((100 * 1.0 + 10 * 2.0) / 1e6)
     assert seen[0].thread_id == first and seen[0].user_id == "ada"
     totals_first = t.query(totals, {"thread_id": first})

@@ -129,6 +129,7 @@ async def test_a_follower_sees_a_growing_prefix_then_the_final_text(storage: Sto
         assert messages[-1]["text"] == final and messages[-1]["status"] == "success"
         view = await client.query(r["follow"], {"thread_id": thread_id})
         assert view["streams"][0]["status"] == "finished"
+        assert "".join(d["text"] for d in view["deltas"]) == final
         # Catching up mid-stream: from a cursor in the middle only the rest comes back.
         first = view["deltas"][0]
         later = await client.query(
