@@ -18,10 +18,17 @@ async def weather(ctx: ActionCtx, city: str) -> str:
 
 def test_design_example(make_test_app: Any) -> None:
     app = App()
-    model = ScriptedChatModel([ToolCall(name="weather", arguments={"city": "Oslo"}),
-                               "It is sunny in Oslo."])
-    helper = Agent(app.use(agent_component, name="agent"), name="helper", model=model,
-                   instructions="Be brief.", tools=[weather], max_steps=5)
+    model = ScriptedChatModel(
+        [ToolCall(name="weather", arguments={"city": "Oslo"}), "It is sunny in Oslo."]
+    )
+    helper = Agent(
+        app.use(agent_component, name="agent"),
+        name="helper",
+        model=model,
+        instructions="Be brief.",
+        tools=[weather],
+        max_steps=5,
+    )
 
     @app.mutation
     def start(ctx: MutationCtx, text: str) -> str:
