@@ -113,3 +113,34 @@ def test_tool_loop_through_openai(
         assert len(fragments) > 1  # the arguments arrived split across chunks
         assert "".join(fragments) == '{"city":"Oslo","unit":"celsius"}'
         assert parts_text(parts) == "It is sunny in Oslo."
+
+
+def test_generate_object_through_openai(make_test_app: Any, server: OpenAITestServer) -> None:
+    import pydantic
+
+    class Forecast(pydantic.BaseModel):
+        city: str
+        degrees: int
+
+    server.script_chat({"city": "Oslo", "degrees": 21})
+    app = App()
+    model = OpenAIChatModel("test-model")
+    agent = Agent(app.use(component, name="agent"), name="o", model=model)
+
+    @app.action
+    async def ask(ctx: ActionCtx) -> dict[str, Any]:
+        try:
+            thread_id = await agent.create_thread(ctx)
+            result = await agent.generate_object(
+                ctx, thread_id=thread_id, schema=Forecast, prompt="Oslo?"
+            )
+            return result.object.model_dump()
+        finally:
+            await model.aclose()
+
+    t = make_test_app(app)
+    assert t.action(ask) == {"city": "Oslo", "degrees": 21}
+    body = server.chat_requests[0].body
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["name"] == "Forecast"
+    assert "tools" not in body or not body["tools"]
