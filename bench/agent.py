@@ -1,5 +1,7 @@
-"""Agent benchmark: per-step framework overhead beside the OpenAI Agents SDK and Pydantic AI,
-and the delay from a streamed delta to a following subscriber.
+"""Agent benchmark: per-step overhead beside two peers, and delta-to-subscriber delay.
+
+Per-step framework overhead is measured beside the OpenAI Agents SDK and Pydantic AI; the
+delay is from a streamed delta being produced to a following subscriber seeing it.
 
 Run ``python bench/agent.py`` (about a minute; the peers come from the ``bench`` extra:
 ``pip install -e '.[bench]'``). Every framework runs the same two-step tool conversation
@@ -59,13 +61,16 @@ class TwoStepModel:
     model = "bench"
 
     async def request(self, req: ModelRequest) -> ModelResponse:
+        """The tool call first, the answer after the tool's result."""
         if req.messages[-1].role == "tool":
             return ModelResponse(text="It is 5.", usage=USAGE, model="bench")
         call = ToolCall(id="call_1", name="add", arguments={"a": 2, "b": 3})
-        return ModelResponse(tool_calls=(call,), finish_reason="tool_calls", usage=USAGE,
-                             model="bench")
+        return ModelResponse(
+            tool_calls=(call,), finish_reason="tool_calls", usage=USAGE, model="bench"
+        )
 
     async def stream(self, req: ModelRequest) -> AsyncIterator[StreamEvent]:
+        """The same answer as one final event."""
         yield FinalResponse(response=await self.request(req))
 
 
@@ -76,6 +81,7 @@ async def add(ctx: Any, a: int, b: int) -> int:
 
 
 async def best_of(rounds: int, run: Callable[[], Awaitable[list[float]]]) -> float:
+    """The best round's median run time."""
     best = float("inf")
     for _ in range(rounds):
         times = await run()
@@ -84,9 +90,9 @@ async def best_of(rounds: int, run: Callable[[], Awaitable[list[float]]]) -> flo
 
 
 async def ours(path: Path, synchronous: str, runs: int, rounds: int) -> float:
+    """Median seconds per conversation with our agent, every message persisted."""
     app = App(storage=SQLiteStorage(path, synchronous=synchronous))
-    agent = Agent(app.use(component, name="agent"), name="bench", model=TwoStepModel(),
-                  tools=[add])
+    agent = Agent(app.use(component, name="agent"), name="bench", model=TwoStepModel(), tools=[add])
 
     @app.action
     async def batch(ctx: ActionCtx, n: int) -> list[float]:
@@ -106,6 +112,7 @@ async def ours(path: Path, synchronous: str, runs: int, rounds: int) -> float:
 
 
 async def openai_agents(runs: int, rounds: int) -> float:
+    """Median seconds per conversation with the OpenAI Agents SDK."""
     from agents import Agent as OAIAgent
     from agents import Runner, function_tool, set_tracing_disabled
     from agents.testing import ScriptedModel, assistant_message, function_call
@@ -120,8 +127,12 @@ async def openai_agents(runs: int, rounds: int) -> float:
     async def batch(n: int) -> list[float]:
         times = []
         for _ in range(n):
-            model = ScriptedModel([[function_call("add_tool", {"a": 2, "b": 3}, call_id="c1")],
-                                   [assistant_message("It is 5.")]])
+            model = ScriptedModel(
+                [
+                    [function_call("add_tool", {"a": 2, "b": 3}, call_id="c1")],
+                    [assistant_message("It is 5.")],
+                ]
+            )
             agent = OAIAgent(name="bench", instructions="", tools=[add_tool], model=model)
             start = time.perf_counter()
             result = await Runner.run(agent, "2+3?")
@@ -135,6 +146,7 @@ async def openai_agents(runs: int, rounds: int) -> float:
 
 
 async def pydantic_ai(runs: int, rounds: int) -> float:
+    """Median seconds per conversation with Pydantic AI."""
     from pydantic_ai import Agent as PAIAgent
     from pydantic_ai.messages import ModelResponse as PAIResponse
     from pydantic_ai.messages import TextPart, ToolCallPart, ToolReturnPart
@@ -178,9 +190,11 @@ class PacedModel:
         self.made: dict[str, float] = {}
 
     async def request(self, req: ModelRequest) -> ModelResponse:
+        """Not used: this model only streams."""
         raise RuntimeError("streamed only")
 
     async def stream(self, req: ModelRequest) -> AsyncIterator[StreamEvent]:
+        """The words, ``gap`` seconds apart."""
         words = []
         for i in range(self.count):
             await anyio.sleep(self.gap)
@@ -192,10 +206,12 @@ class PacedModel:
 
 
 async def delta_latency(path: Path, throttle: float, count: int, gap: float) -> list[float]:
+    """Seconds from each delta's making to a subscriber seeing it."""
     model = PacedModel(count, gap)
     app = App(storage=SQLiteStorage(path, synchronous="NORMAL"))
-    agent = Agent(app.use(component, name="agent"), name="bench", model=model,
-                  stream_throttle=throttle)
+    agent = Agent(
+        app.use(component, name="agent"), name="bench", model=model, stream_throttle=throttle
+    )
 
     @app.action
     async def talk(ctx: ActionCtx, thread_id: str) -> None:
@@ -230,14 +246,18 @@ async def delta_latency(path: Path, throttle: float, count: int, gap: float) -> 
 
 
 def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def main(args: argparse.Namespace) -> None:
+    """Run every measurement and print the figures."""
     folder = Path(tempfile.mkdtemp(prefix="capsule-agent-bench-"))
-    print(f"two-step tool conversation, per model call (median of {args.runs} runs, "
-          f"best of {args.rounds} rounds)")
+    print(
+        f"two-step tool conversation, per model call (median of {args.runs} runs, "
+        f"best of {args.rounds} rounds)"
+    )
     peers = {}
     for name, run in (("OpenAI Agents SDK", openai_agents), ("Pydantic AI", pydantic_ai)):
         try:
@@ -248,19 +268,26 @@ async def main(args: argparse.Namespace) -> None:
     for sync in ("NORMAL", "FULL"):
         per_step = await ours(folder / f"ours-{sync}.db", sync, args.runs, args.rounds) / 2
         results[sync] = per_step
-        print(f"  capsule agent, every message persisted (SQLite {sync}): "
-              f"{per_step * 1000:.2f} ms/step")
+        print(
+            f"  capsule agent, every message persisted (SQLite {sync}): "
+            f"{per_step * 1000:.2f} ms/step"
+        )
     for name, per_step in peers.items():
         ratio = results["NORMAL"] / per_step
-        print(f"  {name} (nothing persisted): {per_step * 1000:.2f} ms/step "
-              f"(capsule/peer: {ratio:.2f}x)")
+        print(
+            f"  {name} (nothing persisted): {per_step * 1000:.2f} ms/step "
+            f"(capsule/peer: {ratio:.2f}x)"
+        )
     print("delta -> subscriber delay (stream_deltas subscription, SQLite NORMAL)")
     for throttle in (0.0, 0.25):
-        delays = await delta_latency(folder / f"stream-{throttle}.db", throttle,
-                                     args.deltas, args.gap)
-        print(f"  throttle {throttle:.2f} s: p50 {pct(delays, 0.5) * 1000:.1f} ms, "
-              f"p90 {pct(delays, 0.9) * 1000:.1f} ms ({len(delays)} deltas, one every "
-              f"{args.gap * 1000:.0f} ms)")
+        delays = await delta_latency(
+            folder / f"stream-{throttle}.db", throttle, args.deltas, args.gap
+        )
+        print(
+            f"  throttle {throttle:.2f} s: p50 {pct(delays, 0.5) * 1000:.1f} ms, "
+            f"p90 {pct(delays, 0.9) * 1000:.1f} ms ({len(delays)} deltas, one every "
+            f"{args.gap * 1000:.0f} ms)"
+        )
 
 
 if __name__ == "__main__":
