@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pydantic
 import pydantic_core
 
-from components.agent.component import binding_name
+from components.agent.component import AgentDirectory
 from components.agent.context import ContextOptions, SearchMode, fetch_context
 from components.agent.loop import LoopAgent, LoopResult, StepResult, denial_outcome, run_loop
 from components.agent.messages import call_from_dict, outcome_fields
@@ -108,8 +108,8 @@ class Agent:
         self.object_attempts = object_attempts
         self.options = dict(options or {})
         # Component functions (approval resumes, workflow steps) reach this agent, and so
-        # its model, tools and embedder, as ctx.bindings["agent:<name>"] of this instance.
-        handle.bind(binding_name(name), self)
+        # its model, tools and embedder, through the instance's bound directory.
+        AgentDirectory.of(handle).add(self)
 
     def __repr__(self) -> str:
         return f"<Agent {self.name!r}>"

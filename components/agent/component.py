@@ -23,7 +23,7 @@ from components.agent.threads import (
     message_fields,
     position,
 )
-from core import ActionCtx, Component, Crons, MutationCtx, QueryCtx
+from core import ActionCtx, Component, Crons, MutationCtx, QueryCtx, UserError
 
 SWEEP_INTERVAL = 60.0
 """Seconds between sweeps for pending messages and streams left by dead processes."""
@@ -31,9 +31,46 @@ SWEEP_INTERVAL = 60.0
 component = Component("agent", schema=schema)
 
 
-def binding_name(agent_name: str) -> str:
-    """The name an ``Agent`` is bound under on its instance (``ctx.bindings[...]``)."""
-    return f"agent:{agent_name}"
+AGENTS = "agents"
+"""The binding that holds an instance's ``AgentDirectory`` (``ctx.bindings["agents"]``)."""
+
+
+class AgentDirectory:
+    """The agents made over one component instance, by name (the latest of a name wins).
+
+    Bound to the instance, so its functions (approval resumes, workflow steps) reach each
+    agent's model, tools and embedder; another mount has a directory of its own.
+    """
+
+    def __init__(self) -> None:
+        self._agents: dict[str, Any] = {}
+
+    def add(self, agent: Any) -> None:
+        """Register ``agent`` under its name."""
+        self._agents[agent.name] = agent
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._agents[name]
+        except KeyError:
+            raise UserError(
+                f'No agent named "{name}" was made over this component instance in this '
+                f'process; construct Agent(handle, name="{name}", ...) at import time.'
+            ) from None
+
+    @classmethod
+    def of(cls, handle: Any) -> AgentDirectory:
+        """The directory bound to ``handle``'s instance (bound on first use)."""
+        found = handle.bindings.get(AGENTS)
+        if found is None:
+            found = cls()
+            handle.bind(AGENTS, found)
+        return found  # type: ignore[no-any-return]
+
+
+def _agent(ctx: ActionCtx, name: str) -> Any:
+    directory: AgentDirectory = ctx.bindings[AGENTS]  # type: ignore[assignment]
+    return directory[name]
 
 
 # -- threads ----------------------------------------------------------------------------------
@@ -556,7 +593,7 @@ async def resume_approvals(
     ctx: ActionCtx, agent_name: str, thread_id: str, message_id: str
 ) -> dict[str, Any] | None:
     """Resume a generation whose approvals were all decided (scheduled by a mutation)."""
-    agent: Any = ctx.bindings[binding_name(agent_name)]
+    agent = _agent(ctx, agent_name)
     result = await agent.resume(ctx, thread_id=thread_id, message_id=message_id)
     return None if result is None else _summary(result)
 
@@ -571,7 +608,7 @@ async def generate_text_step(
     max_steps: int | None = None,
 ) -> dict[str, Any]:
     """``generate_text`` as a function (a workflow step): ``agent.text_step`` is its handle."""
-    agent: Any = ctx.bindings[binding_name(agent_name)]
+    agent = _agent(ctx, agent_name)
     result = await agent.generate_text(
         ctx,
         thread_id=thread_id,

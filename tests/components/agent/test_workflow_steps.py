@@ -55,3 +55,28 @@ def test_two_agents_as_workflow_steps(make_test_app: Any) -> None:
         (None, "Edit: A draft."),
         ("editor", "An edited draft."),
     ]
+
+
+def test_agents_belong_to_their_instance_and_the_latest_of_a_name_wins(
+    make_test_app: Any,
+) -> None:
+    app = App()
+    first = app.use(agent_component, name="first")
+    second = app.use(agent_component, name="second")
+    Agent(first, name="a", model=ScriptedChatModel(["old"]))
+    newer = Agent(first, name="a", model=ScriptedChatModel(["new"]))
+    other = Agent(second, name="a", model=ScriptedChatModel(["other"]))
+
+    @app.action
+    async def run(ctx: Any) -> list[str]:
+        texts = []
+        for agent in (newer, other):
+            thread_id = await agent.create_thread(ctx)
+            out = await ctx.run_action(
+                agent.text_step, {"agent_name": "a", "thread_id": thread_id, "prompt": "hi"}
+            )
+            texts.append(out["text"])
+        return texts
+
+    t = make_test_app(app)
+    assert t.action(run) == ["new", "other"]
