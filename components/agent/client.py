@@ -267,6 +267,29 @@ class Agent:
             },
         )
 
+    def update_message(
+        self,
+        ctx: Any,
+        message_id: str,
+        *,
+        text: str | None = None,
+        status: str | None = None,
+        error: str | None = None,
+    ) -> Any:
+        """Change a message's text, status or error (``None`` leaves one as it is)."""
+        patch = {
+            k: v
+            for k, v in {"text": text, "status": status, "error": error}.items()
+            if v is not None
+        }
+        return self._call(
+            ctx, "mutation", "update_message", {"message_id": message_id, "patch": patch}
+        )
+
+    def delete_messages(self, ctx: Any, message_ids: Sequence[str]) -> Any:
+        """Delete messages by id; returns the ids that existed."""
+        return self._call(ctx, "mutation", "delete_messages", {"message_ids": list(message_ids)})
+
     def get_message(self, ctx: Any, message_id: str) -> Any:
         """A message document, or ``None``."""
         return self._call(ctx, "query", "message", {"message_id": message_id})

@@ -16,6 +16,7 @@ from components.agent.history import sort_key
 from components.agent.ordering import check_order
 from components.agent.tables import schema
 from components.agent.threads import (
+    delete_message,
     delete_thread_batch,
     get_message,
     get_thread,
@@ -173,6 +174,34 @@ def save_messages(
     )
 
 
+@component.mutation
+def update_message(ctx: MutationCtx, message_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """Change a message's ``text``, ``status``, ``error``, ``tool_calls`` or ``output``."""
+    get_message(ctx, message_id)
+    allowed = {"text", "status", "error", "tool_calls", "output"}
+    unknown = sorted(set(patch) - allowed)
+    if unknown:
+        raise UserError(f"update_message cannot change {unknown}; it changes {sorted(allowed)}.")
+    if patch.get("status") not in (None, "pending", "success", "failed"):
+        raise UserError(f"A message status is pending, success or failed, not {patch['status']!r}.")
+    ctx.db.patch(message_id, patch)
+    return get_message(ctx, message_id)
+
+
+@component.mutation
+def delete_messages(ctx: MutationCtx, message_ids: list[str]) -> list[str]:
+    """Delete messages (and their vectors); returns the ids that existed."""
+    deleted = []
+    for message_id in message_ids:
+        try:
+            doc = get_message(ctx, message_id)
+        except Exception:
+            continue
+        delete_message(ctx, doc)
+        deleted.append(message_id)
+    return deleted
+
+
 @component.query
 def message(ctx: QueryCtx, message_id: str) -> dict[str, Any] | None:
     """A message, or ``None``."""
@@ -230,8 +259,14 @@ def search_text(
     user_id: str | None = None,
     limit: int = 10,
     before_order: int | None = None,
+    target_thread_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Full-text search over messages of a thread or of all a user's threads."""
+    """Full-text search over messages of a thread or of all a user's threads.
+
+    With ``before_order``, messages of the target thread (``target_thread_id``, else
+    ``thread_id``) at or after that order are left out; other threads' are not (agent#256).
+    """
+    target = target_thread_id or thread_id
     if not query.strip():
         return []
 
@@ -247,11 +282,7 @@ def search_text(
     for doc in ctx.db.query("messages").with_search_index("search_text", search).take(limit * 4):
         if doc["status"] != "success" or doc["role"] not in ("user", "assistant"):
             continue
-        if (
-            before_order is not None
-            and doc["thread_id"] == thread_id
-            and doc["order"] >= before_order
-        ):
+        if before_order is not None and doc["thread_id"] == target and doc["order"] >= before_order:
             continue
         hits.append(doc)
         if len(hits) >= limit:

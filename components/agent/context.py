@@ -54,5 +54,6 @@ async def fetch_context(
             limit=options.search_limit,
             mode=options.search_mode,
             before_order=upto_order,
+            target_thread_id=thread_id,
         )
     return assemble(instructions=instructions, recent=recent, search=hits)

@@ -65,8 +65,13 @@ async def search_messages(
     limit: int = 10,
     mode: str = "text",
     before_order: int | None = None,
+    target_thread_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Messages matching ``query`` (from an action), best first."""
+    """Messages matching ``query`` (from an action), best first.
+
+    With ``before_order``, the target thread's messages from that order on are left out.
+    """
+    target = target_thread_id or thread_id
     text_hits: list[dict[str, Any]] = []
     vector_hits: list[dict[str, Any]] = []
     if mode in ("text", "hybrid"):
@@ -80,6 +85,7 @@ async def search_messages(
                 "user_id": user_id,
                 "limit": limit,
                 "before_order": before_order,
+                "target_thread_id": target,
             },
         )
     if mode in ("vector", "hybrid"):
@@ -107,9 +113,7 @@ async def search_messages(
             if d["status"] == "success"
             and d["role"] in ("user", "assistant")
             and not (
-                before_order is not None
-                and d["thread_id"] == thread_id
-                and d["order"] >= before_order
+                before_order is not None and d["thread_id"] == target and d["order"] >= before_order
             )
         ]
     if mode == "text":

@@ -177,3 +177,57 @@ def test_concurrent_saves_never_collide(storage: Storage) -> None:
             w.join()
         steps = [s for o, s in client.query(r["listing"], {"thread_id": tid}) if o == 3]
         assert steps == [0, 1, 2, 3, 4]
+
+
+def test_update_delete_and_cross_thread_search(make_test_app: Any) -> None:
+    app, agent, r = make_app()
+
+    @app.mutation
+    def edit(ctx: MutationCtx, message_id: str) -> str:
+        return agent.update_message(ctx, message_id, text="edited", status="failed")["status"]
+
+    @app.mutation
+    def drop(ctx: MutationCtx, ids: list[str]) -> list[str]:
+        return agent.delete_messages(ctx, ids)
+
+    @app.query
+    def search(ctx: QueryCtx, thread_id: str, before: int) -> list[str]:
+        hits = agent._call(
+            ctx,
+            "query",
+            "search_text",
+            {
+                "query": "apples",
+                "user_id": "u",
+                "thread_id": None,
+                "limit": 10,
+                "before_order": before,
+                "target_thread_id": thread_id,
+            },
+        )
+        return sorted(h["text"] for h in hits)
+
+    t = make_test_app(app)
+    tid = t.mutation(r["new_thread"])
+    other = t.mutation(r["new_thread"])
+    ids = t.mutation(
+        r["save"],
+        {
+            "thread_id": tid,
+            "messages": [
+                {"role": "user", "text": "apples one"},
+                {"role": "user", "text": "apples two"},
+            ],
+        },
+    )
+    t.mutation(
+        r["save"], {"thread_id": other, "messages": [{"role": "user", "text": "apples"}] * 3}
+    )
+    assert t.mutation(edit, {"message_id": ids[0]}) == "failed"
+    # Only successful messages are hits; another thread's hits ignore the target's order,
+    # the target thread's from that order on are left out.
+    assert t.query(search, {"thread_id": tid, "before": 2}) == ["apples"] * 3 + ["apples two"]
+    assert t.query(search, {"thread_id": tid, "before": 1}) == ["apples"] * 3
+    assert t.query(search, {"thread_id": other, "before": 0}) == ["apples two"]
+    assert t.mutation(drop, {"ids": [ids[1], ids[1], "nope"]}) == [ids[1]]
+    assert t.query(r["listing"], {"thread_id": tid}) == [(0, 0)]
