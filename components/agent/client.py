@@ -9,24 +9,21 @@ actions only.
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pydantic
-import pydantic_core
 
+from components.agent import generation
 from components.agent.component import AgentDirectory
-from components.agent.context import ContextOptions, SearchMode, fetch_context
-from components.agent.loop import LoopAgent, LoopResult, StepResult, denial_outcome, run_loop
-from components.agent.messages import call_from_dict, outcome_fields
+from components.agent.context import ContextOptions, SearchMode
+from components.agent.loop import LoopAgent
 from components.agent.results import GenerateObjectResult, GenerateResult, ResultStream
-from components.agent.runs import ComponentPersistence, RunSettings
-from components.agent.search import embed_messages, search_messages
-from components.agent.tools import Tool, ToolOutcome, make_tool, tool_map
-from components.agent.usage import PriceTable, StepUsage, UsageHandler, UsageTotals, cost
-from components.models import ChatModel, Embedder, ModelResponse, OutputSchema, Usage
+from components.agent.search import search_messages
+from components.agent.tools import Tool, make_tool, tool_map
+from components.agent.usage import PriceTable, UsageHandler, UsageTotals
+from components.models import ChatModel, Embedder
 from core import Page, UserError, call
 
 ResultT = TypeVar("ResultT")
@@ -423,7 +420,8 @@ class Agent:
         re-running with it fails stale pending messages and continues from the responses
         already saved).
         """
-        return await self._generate(
+        return await generation.generate(
+            self,
             ctx,
             thread_id=thread_id,
             prompt=prompt,
@@ -453,7 +451,8 @@ class Agent:
         """
 
         async def run(push: Callable[[str], Awaitable[None]]) -> GenerateResult:
-            return await self._generate(
+            return await generation.generate(
+                self,
                 ctx,
                 thread_id=thread_id,
                 prompt=prompt,
@@ -482,7 +481,8 @@ class Agent:
         A reply that does not validate is asked again (``object_attempts`` in all), then
         reported with ``ObjectGenerationError``; the message never stays pending.
         """
-        return await self._object(
+        return await generation.generate_object(
+            self,
             ctx,
             thread_id=thread_id,
             schema=schema,
@@ -506,7 +506,8 @@ class Agent:
         async def run(
             push: Callable[[dict[str, Any]], Awaitable[None]],
         ) -> GenerateObjectResult[ModelT]:
-            return await self._object(
+            return await generation.generate_object(
+                self,
                 ctx,
                 thread_id=thread_id,
                 schema=schema,
@@ -517,222 +518,6 @@ class Agent:
             )
 
         return ResultStream(run)
-
-    async def _object(
-        self,
-        ctx: Any,
-        *,
-        thread_id: str,
-        schema: type[ModelT],
-        prompt: str | None,
-        prompt_message_id: str | None,
-        context: ContextOptions | None,
-        push: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-    ) -> GenerateObjectResult[ModelT]:
-        found: list[ModelT] = []
-
-        def validate(response: ModelResponse) -> str | None:
-            try:
-                found.append(schema.model_validate_json(response.text))
-            except pydantic.ValidationError as exc:
-                return "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or '(reply)'}: {e['msg']}"
-                    for e in exc.errors()
-                )
-            return None
-
-        on_text = None
-        if push is not None:
-            text: list[str] = []
-            last: list[Any] = [None]
-
-            async def on_text(delta: str) -> None:
-                text.append(delta)
-                try:
-                    partial = pydantic_core.from_json("".join(text), allow_partial=True)
-                except ValueError:
-                    return
-                if isinstance(partial, dict) and partial != last[0]:
-                    last[0] = partial
-                    await push(partial)
-
-        output = OutputSchema(name=schema.__name__, schema=schema.model_json_schema())
-        result = await self._generate(
-            ctx,
-            thread_id=thread_id,
-            prompt=prompt,
-            prompt_message_id=prompt_message_id,
-            tools=(),
-            max_steps=1,
-            context=context,
-            stream=push is not None,
-            on_text=on_text,
-            output_schema=output,
-            validate=validate,
-        )
-        return GenerateObjectResult(
-            object=found[-1],
-            text=result.text,
-            message_id=result.message_id,
-            prompt_message_id=result.prompt_message_id,
-            usage=result.usage,
-            finish_reason=result.finish_reason,
-        )
-
-    async def _generate(
-        self,
-        ctx: Any,
-        *,
-        thread_id: str,
-        prompt: str | None,
-        prompt_message_id: str | None,
-        tools: Sequence[Tool | Callable[..., Any]] | None,
-        max_steps: int | None,
-        context: ContextOptions | None,
-        stream: bool,
-        on_text: Callable[[str], Awaitable[None]] | None = None,
-        output_schema: OutputSchema | None = None,
-        validate: Callable[[ModelResponse], str | None] | None = None,
-        resume: Sequence[ToolOutcome] = (),
-    ) -> GenerateResult:
-        if not _is_action(ctx):
-            raise UserError("Generation calls a model, so it runs in an action (ActionCtx).")
-        if prompt is not None and prompt_message_id is not None:
-            raise UserError("Give prompt or prompt_message_id, not both.")
-        options = context or self.context
-        started = await self._call(
-            ctx,
-            "mutation",
-            "start_generation",
-            {
-                "thread_id": thread_id,
-                "prompt": prompt,
-                "prompt_message_id": prompt_message_id,
-                "agent_name": self.name,
-                "lease": self.pending_timeout,
-                "recent": options.recent_messages,
-            },
-        )
-        settings = RunSettings(
-            stream=stream,
-            throttle=self.stream_throttle,
-            lease=self.pending_timeout,
-            cleanup_delay=self.stream_cleanup_delay,
-        )
-        agent = self.loop_agent(tools)
-        async with ComponentPersistence(
-            ctx,
-            self.handle,
-            start=started,
-            thread_id=thread_id,
-            agent_name=self.name,
-            model_name=getattr(self.model, "model", None),
-            settings=settings,
-            costs=self._cost_of,
-        ) as store:
-            if resume:
-                await store.save_step(
-                    [outcome_fields(o, agent_name=self.name) for o in resume], more=True
-                )
-            recent = started["context"]
-            if resume:
-                # The resumed calls' results were saved after the context was read.
-                recent = await self._call(
-                    ctx,
-                    "query",
-                    "context_messages",
-                    {
-                        "thread_id": thread_id,
-                        "upto_order": started["order"],
-                        "recent": options.recent_messages,
-                    },
-                )
-            history = await fetch_context(
-                recent=recent,
-                search=lambda **kw: search_messages(self, ctx, **kw),
-                thread_id=thread_id,
-                user_id=started.get("user_id"),
-                upto_order=started["order"],
-                prompt_text=started["prompt_text"],
-                instructions=self.instructions,
-                options=options,
-            )
-
-            async def on_step(step: StepResult) -> None:
-                await self._report_usage(ctx, step, thread_id, started.get("user_id"))
-
-            result = await run_loop(
-                agent=agent,
-                history=history,
-                store=store,
-                ctx=ctx,
-                max_steps=max_steps or self.max_steps,
-                stream=stream,
-                output_schema=output_schema,
-                validate=validate,
-                attempts=self.object_attempts if validate is not None else 1,
-                on_text=on_text,
-                on_step=on_step,
-            )
-        final = self._result(result, thread_id=thread_id, started=started)
-        if self.embedder is not None:
-            ids = [i for i in (final.prompt_message_id, final.message_id) if i is not None]
-            docs = await self._call(ctx, "query", "messages_by_ids", {"ids": ids})
-            await embed_messages(self, ctx, [d for d in docs if not d.get("embedding_id")])
-        return final
-
-    def _result(
-        self, result: LoopResult, *, thread_id: str, started: dict[str, Any]
-    ) -> GenerateResult:
-        message_id = None
-        for step in reversed(result.steps):
-            if step.message_ids:
-                message_id = step.message_ids[0]
-                break
-        return GenerateResult(
-            text=result.text,
-            message_id=message_id,
-            prompt_message_id=started["prompt_message_id"],
-            thread_id=thread_id,
-            order=started["order"],
-            steps=result.steps,
-            usage=result.usage,
-            finish_reason=result.finish_reason,
-            agent_name=result.agent_name,
-            pending_approvals=result.pending_approvals,
-        )
-
-    def _cost_of(self, message: dict[str, Any]) -> float | None:
-        usage = message.get("usage")
-        if not usage:
-            return None
-        return cost(
-            self.prices,
-            message.get("model"),
-            Usage(
-                prompt_tokens=usage["prompt_tokens"],
-                completion_tokens=usage["completion_tokens"],
-                total_tokens=usage["total_tokens"],
-            ),
-        )
-
-    async def _report_usage(
-        self, ctx: Any, step: StepResult, thread_id: str, user_id: str | None
-    ) -> None:
-        if self.usage_handler is None:
-            return
-        response = step.response
-        report = StepUsage(
-            usage=response.usage,
-            cost=cost(self.prices, response.model, response.usage),
-            model=response.model or None,
-            agent_name=step.agent_name,
-            thread_id=thread_id,
-            user_id=user_id,
-        )
-        outcome = self.usage_handler(ctx, report)
-        if inspect.isawaitable(outcome):
-            await outcome
 
     # -- approvals ---------------------------------------------------------------------------
 
@@ -795,30 +580,7 @@ class Agent:
         Approved calls run; denied ones answer with the denial. Exactly one caller resumes a
         step; others get ``None``.
         """
-        rows = await self._call(ctx, "mutation", "claim_approvals", {"message_id": message_id})
-        if not rows:
-            return None
-        outcomes: list[ToolOutcome] = []
-        for row in rows:
-            call = call_from_dict(
-                {"id": row["tool_call_id"], "name": row["tool_name"], "arguments": row["arguments"]}
-            )
-            found = self.tools.get(call.name)
-            if row["status"].startswith("approved") and found is not None:
-                outcomes.append(await found(ctx, call))
-            else:
-                outcomes.append(denial_outcome(call, row.get("reason")))
-        return await self._generate(
-            ctx,
-            thread_id=thread_id,
-            prompt=None,
-            prompt_message_id=message_id,
-            tools=None,
-            max_steps=None,
-            context=None,
-            stream=False,
-            resume=outcomes,
-        )
+        return await generation.resume(self, ctx, thread_id=thread_id, message_id=message_id)
 
     # -- multi-agent -------------------------------------------------------------------------
 
