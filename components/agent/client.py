@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import pydantic
 
 from components.agent import generation
-from components.agent.component import AgentDirectory
 from components.agent.context import ContextOptions, SearchMode
+from components.agent.directory import AgentDirectory
 from components.agent.loop import LoopAgent
 from components.agent.results import GenerateObjectResult, GenerateResult, ResultStream
 from components.agent.search import search_messages

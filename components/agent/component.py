@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.agent import generations, streams
+from components.agent import approvals as approvals_module
+from components.agent import generations, ledger, streams
+from components.agent.directory import agent_of
 from components.agent.errors import OrderError
 from components.agent.history import sort_key
 from components.agent.ordering import check_order
@@ -30,48 +32,6 @@ SWEEP_INTERVAL = 60.0
 """Seconds between sweeps for pending messages and streams left by dead processes."""
 
 component = Component("agent", schema=schema)
-
-
-AGENTS = "agents"
-"""The binding that holds an instance's ``AgentDirectory`` (``ctx.bindings["agents"]``)."""
-
-
-class AgentDirectory:
-    """The agents made over one component instance, by name (the latest of a name wins).
-
-    Bound to the instance, so its functions (approval resumes, workflow steps) reach each
-    agent's model, tools and embedder; another mount has a directory of its own.
-    """
-
-    def __init__(self) -> None:
-        self._agents: dict[str, Any] = {}
-
-    def add(self, agent: Any) -> None:
-        """Register ``agent`` under its name."""
-        self._agents[agent.name] = agent
-
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return self._agents[name]
-        except KeyError:
-            raise UserError(
-                f'No agent named "{name}" was made over this component instance in this '
-                f'process; construct Agent(handle, name="{name}", ...) at import time.'
-            ) from None
-
-    @classmethod
-    def of(cls, handle: Any) -> AgentDirectory:
-        """The directory bound to ``handle``'s instance (bound on first use)."""
-        found = handle.bindings.get(AGENTS)
-        if found is None:
-            found = cls()
-            handle.bind(AGENTS, found)
-        return found  # type: ignore[no-any-return]
-
-
-def _agent(ctx: ActionCtx, name: str) -> Any:
-    directory: AgentDirectory = ctx.bindings[AGENTS]  # type: ignore[assignment]
-    return directory[name]
 
 
 # -- threads ----------------------------------------------------------------------------------
@@ -525,24 +485,7 @@ def usage_totals(
     ctx: QueryCtx, thread_id: str | None = None, user_id: str | None = None
 ) -> dict[str, Any]:
     """Tokens (and cost) used in a thread, or by a user across threads."""
-    if thread_id is not None:
-        rows = ctx.db.query("usage").with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
-    else:
-        rows = ctx.db.query("usage").with_index("by_user", lambda q: q.eq("user_id", user_id))
-    totals: dict[str, Any] = {
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "total_tokens": 0,
-        "cost": None,
-        "steps": 0,
-    }
-    for row in rows:
-        totals["steps"] += 1
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            totals[key] += row[key]
-        if row.get("cost") is not None:
-            totals["cost"] = (totals["cost"] or 0.0) + row["cost"]
-    return totals
+    return ledger.totals(ctx, thread_id=thread_id, user_id=user_id)
 
 
 @component.query
@@ -550,12 +493,7 @@ def approvals(
     ctx: QueryCtx, thread_id: str, status: str | None = "pending"
 ) -> list[dict[str, Any]]:
     """A thread's tool approvals (pending ones by default)."""
-
-    def rng(q: Any) -> Any:
-        q = q.eq("thread_id", thread_id)
-        return q if status is None else q.eq("status", status)
-
-    return list(ctx.db.query("approvals").with_index("by_thread_status", rng).collect())
+    return approvals_module.of_thread(ctx, thread_id, status)
 
 
 @component.mutation
@@ -567,23 +505,7 @@ def decide_approval(
     resume_agent: str | None = None,
 ) -> dict[str, Any]:
     """Approve or deny a pending tool call; reports whether its message's calls are all decided."""
-    from components.agent.errors import ApprovalError
-
-    row = (
-        ctx.db.query("approvals")
-        .with_index("by_call", lambda q: q.eq("tool_call_id", tool_call_id))
-        .first()
-    )
-    if row is None:
-        raise ApprovalError(f'No tool call "{tool_call_id}" waits for approval.')
-    if row["status"] != "pending":
-        raise ApprovalError(f'Tool call "{tool_call_id}" was already {row["status"]}.')
-    ctx.db.patch(row["_id"], {"status": "approved" if approved else "denied", "reason": reason})
-    siblings = list(
-        ctx.db.query("approvals")
-        .with_index("by_message", lambda q: q.eq("message_id", row["message_id"]))
-        .collect()
-    )
+    row, siblings = approvals_module.decide(ctx, tool_call_id, approved, reason)
     ready = all(s["status"] != "pending" for s in siblings)
     if ready and resume_agent is not None:
         # Durable: the resume is a scheduled job, so it survives a restart before it runs.
@@ -607,16 +529,7 @@ def decide_approval(
 @component.mutation
 def claim_approvals(ctx: MutationCtx, message_id: str) -> list[dict[str, Any]]:
     """Mark a message's decided approvals as resumed (exactly one resumer gets them)."""
-    rows = list(
-        ctx.db.query("approvals")
-        .with_index("by_message", lambda q: q.eq("message_id", message_id))
-        .collect()
-    )
-    if not rows or any(r["status"] not in ("approved", "denied") for r in rows):
-        return []
-    for row in rows:
-        ctx.db.patch(row["_id"], {"status": f"{row['status']}_done"})
-    return rows
+    return approvals_module.claim(ctx, message_id)
 
 
 @component.internal_action
@@ -624,7 +537,7 @@ async def resume_approvals(
     ctx: ActionCtx, agent_name: str, thread_id: str, message_id: str
 ) -> dict[str, Any] | None:
     """Resume a generation whose approvals were all decided (scheduled by a mutation)."""
-    agent = _agent(ctx, agent_name)
+    agent = agent_of(ctx, agent_name)
     result = await agent.resume(ctx, thread_id=thread_id, message_id=message_id)
     return None if result is None else _summary(result)
 
@@ -639,7 +552,7 @@ async def generate_text_step(
     max_steps: int | None = None,
 ) -> dict[str, Any]:
     """``generate_text`` as a function (a workflow step): ``agent.text_step`` is its handle."""
-    agent = _agent(ctx, agent_name)
+    agent = agent_of(ctx, agent_name)
     result = await agent.generate_text(
         ctx,
         thread_id=thread_id,

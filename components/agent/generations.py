@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.agent import streams
+from components.agent import approvals, ledger, streams
 from components.agent.ordering import Position
 from components.agent.threads import (
     MESSAGE_DEFAULTS,
@@ -167,38 +167,8 @@ def save_step(
     for message_id, fields, cost in zip(
         ids, messages, [*costs, *[None] * len(messages)], strict=False
     ):
-        usage = fields.get("usage")
-        if usage:
-            ctx.db.insert(
-                "usage",
-                {
-                    "thread_id": thread["_id"],
-                    "user_id": thread.get("user_id"),
-                    "agent_name": fields.get("agent_name"),
-                    "model": fields.get("model"),
-                    "message_id": message_id,
-                    "prompt_tokens": usage["prompt_tokens"],
-                    "completion_tokens": usage["completion_tokens"],
-                    "total_tokens": usage["total_tokens"],
-                    "cost": cost,
-                },
-            )
-        for call in fields.get("tool_calls") or ():
-            if call.get("needs_approval"):
-                ctx.db.insert(
-                    "approvals",
-                    {
-                        "thread_id": thread["_id"],
-                        "message_id": message_id,
-                        "prompt_message_id": None,
-                        "agent_name": fields.get("agent_name"),
-                        "tool_call_id": call["id"],
-                        "tool_name": call["name"],
-                        "arguments": call.get("arguments") or {},
-                        "status": "pending",
-                        "reason": None,
-                    },
-                )
+        ledger.record(ctx, thread, message_id, fields, cost)
+        approvals.request(ctx, thread, message_id, fields)
     if not more and stream is not None:
         streams.end_stream(ctx, stream, "finished", cleanup_ref=cleanup_ref, delay=cleanup_delay)
     return {
