@@ -208,7 +208,9 @@ def make_tool(
         )
     summary, docs = _docstring(fn)
     params = list(inspect.signature(fn).parameters.values())
-    takes_ctx = bool(params) and params[0].name in ("ctx", "context")
+    takes_ctx = bool(params) and (
+        params[0].name in ("ctx", "context") or "Ctx" in str(params[0].annotation)
+    )
     model = _arguments_model(fn, tool_name, params[1:] if takes_ctx else params, docs)
     return Tool(
         name=tool_name,

@@ -69,6 +69,17 @@ def test_plain_functions_and_options() -> None:
     assert set(tool_map([shout, move])) == {"shout", "move"}
 
 
+def test_the_context_parameter_is_found_by_name_or_type() -> None:
+    from core import ActionCtx
+
+    async def by_type(c: ActionCtx, city: str) -> str:
+        """Weather."""
+        return city
+
+    made = make_tool(by_type)
+    assert made.takes_ctx and list(made.parameters["properties"]) == ["city"]
+
+
 def test_definition_errors() -> None:
     def no_hint(ctx: Any, x) -> None:  # type: ignore[no-untyped-def]
         """No hint."""
