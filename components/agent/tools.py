@@ -153,12 +153,21 @@ def _docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
 def _arguments_model(
     fn: Callable[..., Any], name: str, parameters: Sequence[inspect.Parameter], docs: dict[str, str]
 ) -> type[pydantic.BaseModel]:
-    try:
-        hints = inspect.get_annotations(fn, eval_str=True)
-    except Exception as exc:
-        raise ToolDefinitionError(
-            f'Tool "{name}": its type hints cannot be resolved ({exc}).'
-        ) from exc
+    raw = inspect.get_annotations(fn)
+    hints: dict[str, Any] = {}
+    for param in parameters:  # only the model's arguments: the context's hint may not resolve
+        if param.name not in raw:
+            continue
+        hint = raw[param.name]
+        if isinstance(hint, str):
+            try:
+                hint = eval(hint, getattr(fn, "__globals__", {}))
+            except Exception as exc:
+                raise ToolDefinitionError(
+                    f'Tool "{name}": the type hint of "{param.name}" ({hint}) cannot be '
+                    f"resolved ({exc})."
+                ) from exc
+        hints[param.name] = hint
     fields: dict[str, Any] = {}
     for param in parameters:
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
