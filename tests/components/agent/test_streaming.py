@@ -324,3 +324,41 @@ async def test_abort_stops_a_generation_that_is_not_streamed(storage: Storage) -
             model.gate.set()
         assert finish == ["aborted"]
         assert await client.query(statuses, {"thread_id": thread_id}) == ["success", "failed"]
+
+
+async def test_deleting_the_thread_mid_generation_stops_it(storage: Storage) -> None:
+    model = GatedRequestModel()
+    app = App(storage=storage)
+    agent = Agent(app.use(component, name="agent"), name="quiet", model=model)
+
+    @app.action
+    async def ask(ctx: ActionCtx, thread_id: str) -> str:
+        result = await agent.generate_text(ctx, thread_id=thread_id, prompt="go")
+        return result.finish_reason
+
+    @app.mutation
+    def new_thread(ctx: MutationCtx) -> str:
+        return agent.create_thread(ctx)
+
+    @app.mutation
+    def delete(ctx: MutationCtx, thread_id: str) -> bool:
+        return agent.delete_thread(ctx, thread_id)
+
+    @app.query
+    def left(ctx: QueryCtx, thread_id: str) -> int:
+        return len(agent.list_messages(ctx, thread_id=thread_id).page)
+
+    async with app.client(runtime=False) as client:
+        thread_id = await client.mutation(new_thread, {})
+        finish: list[str] = []
+
+        async def generate() -> None:
+            finish.append(await client.action(ask, {"thread_id": thread_id}))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(generate)
+            await model.started.wait()
+            assert await client.mutation(delete, {"thread_id": thread_id}) is True
+            model.gate.set()
+        assert finish == ["aborted"]
+        assert await client.query(left, {"thread_id": thread_id}) == 0
