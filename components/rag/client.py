@@ -32,7 +32,12 @@ from components.rag.indexing import (
     content_hash,
     vector_table,
 )
-from components.rag.ranking import check_chunk_context, check_importance, check_threshold, check_weight
+from components.rag.ranking import (
+    check_chunk_context,
+    check_importance,
+    check_threshold,
+    check_weight,
+)
 from core import (
     ActionCtx,
     ComponentHandle,
@@ -111,9 +116,12 @@ class SearchResponse:
 
 
 def render_text(results: Sequence[SearchResult], entries: Sequence[Entry]) -> str:
-    """Results as prompt text: per entry (``## title:`` first when titled) its windows in
-    order, joined by a newline when contiguous and ``\\n...\\n`` across a gap; entries apart
-    by ``\\n\\n---\\n\\n``."""
+    r"""Results as prompt text, entry by entry in ``entries`` order.
+
+    Each entry is ``## title:`` and a blank line (when titled), then its windows by order,
+    joined by a newline when contiguous and by ``\n...\n`` across a gap; entries are apart by
+    ``\n\n---\n\n``.
+    """
     parts = []
     for entry in entries:
         windows = sorted(
@@ -217,7 +225,9 @@ class RAG:
         """Check every argument and chunk the text: the add, ready to embed and write."""
         ns = self._namespace(namespace)
         if key is not None and not isinstance(key, str):
-            raise InvalidArgumentError(f'Argument "key" must be a str, not {key!r}.', argument="key")
+            raise InvalidArgumentError(
+                f'Argument "key" must be a str, not {key!r}.', argument="key"
+            )
         if title is not None and not isinstance(title, str):
             raise InvalidArgumentError(
                 f'Argument "title" must be a str, not {title!r}.', argument="title"
@@ -225,9 +235,7 @@ class RAG:
         values = check_filter_values(filter_values, self.filter_names)
         weight = check_importance(importance)
         if (text is None) == (chunks is None):
-            raise InvalidArgumentError(
-                'Pass exactly one of "text" and "chunks".', argument="text"
-            )
+            raise InvalidArgumentError('Pass exactly one of "text" and "chunks".', argument="text")
         split = chunker or self.chunker
         max_tokens = split.max_tokens if isinstance(split, TokenChunker) else DEFAULT_MAX_TOKENS
         if text is not None:
@@ -300,7 +308,11 @@ class RAG:
         if add["key"] is not None:
             same = await ctx.run_query(
                 self.handle.find_same,
-                {"namespace": add["namespace"], "key": add["key"], "content_hash": add["content_hash"]},
+                {
+                    "namespace": add["namespace"],
+                    "key": add["key"],
+                    "content_hash": add["content_hash"],
+                },
             )
             if same is not None:
                 return _add_result(same)
@@ -315,7 +327,9 @@ class RAG:
         entry_id = started["entry_id"]
         try:
             await self._stage(ctx, entry_id, pieces)
-            return _add_result(await ctx.run_mutation(self.handle.finish_entry, {"entry_id": entry_id}))
+            return _add_result(
+                await ctx.run_mutation(self.handle.finish_entry, {"entry_id": entry_id})
+            )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await ctx.run_mutation(self.handle.delete_entry, {"entry_id": entry_id})
@@ -331,14 +345,21 @@ class RAG:
                     args = {"entry_id": entry_id, "start_order": start, "chunks": chunks}
                     await ctx.run_mutation(self.handle.add_chunks, args)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(write)
-            async with send:
-                for start in range(0, len(pieces), self.batch_size):
-                    batch = pieces[start : start + self.batch_size]
-                    vectors = await self.embed(batch)
-                    chunks = [{"text": t, "vector": v} for t, v in zip(batch, vectors, strict=True)]
-                    await send.send((start, chunks))
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write)
+                async with send:
+                    for start in range(0, len(pieces), self.batch_size):
+                        batch = pieces[start : start + self.batch_size]
+                        vectors = await self.embed(batch)
+                        chunks = [
+                            {"text": t, "vector": v} for t, v in zip(batch, vectors, strict=True)
+                        ]
+                        await send.send((start, chunks))
+        except BaseExceptionGroup as group:  # one failure: the caller sees it as it was
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """The embedder's vectors for ``texts``, checked: one per text, each ``dimensions`` long.
@@ -417,9 +438,7 @@ class RAG:
         if args["mode"] != "text" and args["limit"] > 0:
             args["vector"] = (await self.embed([args["query"] or " "]))[0]
         found = await ctx.run_action(self.handle.search, args)
-        results = [
-            SearchResult(**{**r, "entry_id": str(r["entry_id"])}) for r in found["results"]
-        ]
+        results = [SearchResult(**{**r, "entry_id": str(r["entry_id"])}) for r in found["results"]]
         entries = [_entry(e) for e in found["entries"]]
         return SearchResponse(results=results, entries=entries, text=render_text(results, entries))
 

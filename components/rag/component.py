@@ -27,7 +27,7 @@ about 3,500 (a larger entry is refused by the core's limit, nothing swapped).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from components.rag.errors import EntryIncompleteError, EntryNotFoundError
 from components.rag.indexing import FILTER_FIELDS, VECTOR_SIZES, filter_fields, stored_vector
@@ -40,7 +40,12 @@ _FILTERS: dict[str, Any] = dict.fromkeys(FILTER_FIELDS, Any)
 
 def _vectors_table(size: int) -> Table:
     return Table(
-        {"chunk_id": Id["chunks"], "namespace_id": str | None, "vector": list[float], **_FILTERS}
+        {
+            "chunk_id": Id[Literal["chunks"]],
+            "namespace_id": str | None,
+            "vector": list[float],
+            **_FILTERS,
+        }
     ).vector_index(
         "by_vector",
         vector_field="vector",
@@ -48,6 +53,8 @@ def _vectors_table(size: int) -> Table:
         filter_fields=["namespace_id", *FILTER_FIELDS],
     )
 
+
+_VECTOR_TABLES: dict[str, Any] = {f"vectors_{size}": _vectors_table(size) for size in VECTOR_SIZES}
 
 component = Component(
     "rag",
@@ -57,7 +64,7 @@ component = Component(
         ).index("by_name", ["name", "model_id", "dimensions"]),
         entries=Table(
             {
-                "namespace_id": Id["namespaces"],
+                "namespace_id": Id[Literal["namespaces"]],
                 "key": str | None,
                 "version": int,
                 "title": str | None,
@@ -76,8 +83,8 @@ component = Component(
         .index("by_status", ["namespace_id", "status"]),
         chunks=Table(
             {
-                "entry_id": Id["entries"],
-                "namespace_id": Id["namespaces"],
+                "entry_id": Id[Literal["entries"]],
+                "namespace_id": Id[Literal["namespaces"]],
                 "order": int,
                 "text": str,
                 "searchable": str | None,
@@ -90,7 +97,7 @@ component = Component(
         .search_index(
             "by_text", search_field="searchable", filter_fields=["namespace_id", *FILTER_FIELDS]
         ),
-        **{f"vectors_{size}": _vectors_table(size) for size in VECTOR_SIZES},
+        **_VECTOR_TABLES,
     ),
 )
 pool = component.use(pool_component, name="pool")
@@ -208,8 +215,9 @@ def add_entry(
     chunks: list[dict[str, Any]] | None = None,
     on_complete: str | None = None,
 ) -> dict[str, Any]:
-    """Add a version of an entry: promoted at once when ``chunks`` (with vectors) are given,
-    else ``pending`` until ``add_chunks`` and ``finish_entry``.
+    """Add a version of an entry, promoted at once when ``chunks`` (with vectors) are given.
+
+    Without ``chunks`` it stays ``pending`` until ``add_chunks`` and ``finish_entry``.
 
     Same key and same content as the ready version: nothing is written (``created`` false).
     """
@@ -284,7 +292,9 @@ def entry_chunks(ctx: QueryCtx, entry_id: str, start: int = 0, end: int | None =
 
 
 @component.mutation
-def add_chunks(ctx: MutationCtx, entry_id: str, start_order: int, chunks: list[dict[str, Any]]) -> None:
+def add_chunks(
+    ctx: MutationCtx, entry_id: str, start_order: int, chunks: list[dict[str, Any]]
+) -> None:
     """Stage a batch of a pending entry's chunks (with their embeddings, when known)."""
     entry = _require_entry(ctx, entry_id)
     if entry["status"] != "pending":
@@ -294,7 +304,9 @@ def add_chunks(ctx: MutationCtx, entry_id: str, start_order: int, chunks: list[d
 
 
 @component.mutation
-def stage_vectors(ctx: MutationCtx, entry_id: str, start_order: int, vectors: list[list[float]]) -> None:
+def stage_vectors(
+    ctx: MutationCtx, entry_id: str, start_order: int, vectors: list[list[float]]
+) -> None:
     """Attach embeddings to a pending entry's chunks from ``start_order`` on."""
     entry = _require_entry(ctx, entry_id)
     if entry["status"] != "pending":
@@ -307,7 +319,9 @@ def stage_vectors(ctx: MutationCtx, entry_id: str, start_order: int, vectors: li
 def unembedded_chunks(ctx: QueryCtx, entry_id: str, limit: int) -> list[dict[str, Any]]:
     """The first ``limit`` chunks of a pending entry that have no embedding yet."""
     out: list[Doc] = []
-    for chunk in ctx.db.query("chunks").with_index("by_entry", lambda q: q.eq("entry_id", entry_id)):
+    for chunk in ctx.db.query("chunks").with_index(
+        "by_entry", lambda q: q.eq("entry_id", entry_id)
+    ):
         if chunk["staged"] is None and chunk["vector_id"] is None:
             out.append({"order": chunk["order"], "text": chunk["text"]})
             if len(out) >= limit:

@@ -184,8 +184,10 @@ def filter_terms(
 def content_hash(
     chunks: Sequence[str], *, title: str | None, importance: float, filter_values: Mapping[str, Any]
 ) -> str:
-    """The hash that decides whether re-adding a key changes it (chunks, title, importance,
-    filter values; not metadata)."""
+    """The hash that decides whether re-adding a key changes it.
+
+    It covers the chunks, title, importance and filter values (not the metadata).
+    """
     body = json.dumps(
         {
             "chunks": list(chunks),

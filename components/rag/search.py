@@ -171,8 +171,10 @@ def _vector_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[
 
 
 def _text_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[str]:
-    """Chunk ids by BM25, one search of the index (filters: one equality, or a disjunction
-    checked on the candidates)."""
+    """Chunk ids by BM25 from one search of the index.
+
+    One filter clause is an equality in the index; several (OR) are checked on the candidates.
+    """
     if not any(ch.isalnum() for ch in args["query"]):
         return []
     terms = filter_terms(args["namespace_id"], args["filter_names"], args["filters"])
