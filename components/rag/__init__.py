@@ -8,6 +8,7 @@ callable can replace it) in ``components.rag.chunking``, and the fusion arithmet
 
 from __future__ import annotations
 
+from components.rag import ingest as _ingest  # noqa: F401  (registers add_async's functions)
 from components.rag import search as _search  # noqa: F401  (registers the search functions)
 from components.rag.chunking import Chunker, TokenChunker, default_chunker
 from components.rag.client import RAG, AddResult, Entry, SearchResponse, SearchResult, render_text

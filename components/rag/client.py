@@ -303,6 +303,50 @@ class RAG:
         callback = None if on_complete is None else function_handle(ctx, on_complete)
         return self._add(ctx, add, callback)
 
+    def add_async(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        *,
+        namespace: str,
+        key: str | None = None,
+        text: str | None = None,
+        chunks: Sequence[str] | None = None,
+        title: str | None = None,
+        metadata: Any = None,
+        filter_values: Mapping[str, Any] | None = None,
+        importance: float = 1.0,
+        on_complete: Any = None,
+        chunker: Chunker | None = None,
+    ) -> Any:
+        """Like ``add``, but the embedding runs later, in the component's work pool.
+
+        Works from a mutation (in its transaction) or an action. The entry is ``pending``
+        (unsearchable; the key's previous version stays live) until its chunks are embedded,
+        then swapped in atomically, as by ``add``; ``on_complete`` runs then, or with the
+        error if embedding fails for good. Same key and content as the ready version: nothing
+        is written, ``created`` is false.
+
+        Raises:
+            EmptyTextError: empty text or an empty chunk.
+            ChunkTooLargeError: a chunk over the chunker's ``max_tokens``.
+            UnknownFilterError: a filter name not in ``filter_names``.
+        """
+        add = self._prepare(
+            namespace=namespace,
+            key=key,
+            text=text,
+            chunks=chunks,
+            title=title,
+            metadata=metadata,
+            filter_values=filter_values,
+            importance=importance,
+            chunker=chunker,
+        )
+        add.pop("chunk_count")
+        add["on_complete"] = None if on_complete is None else function_handle(ctx, on_complete)
+        found = run_function(ctx, "mutation", self.handle.add_async, add)
+        return _then(ctx, found, _add_result)
+
     async def _add(self, ctx: ActionCtx, add: dict[str, Any], on_complete: str | None) -> AddResult:
         pieces: list[str] = add.pop("chunks")
         if add["key"] is not None:
