@@ -24,7 +24,8 @@ import anyio
 from components.models import Embedder
 from components.rag.chunking import DEFAULT_MAX_TOKENS, Chunker, TokenChunker, check_chunks
 from components.rag.chunking import default_chunker as _default_chunker
-from components.rag.errors import EmbeddingSizeError, EmptyTextError
+from components.rag.embedding import EmbedBatcher
+from components.rag.errors import EmptyTextError
 from components.rag.indexing import (
     check_filter_names,
     check_filter_values,
@@ -185,6 +186,7 @@ class RAG:
         self.chunker: Chunker = chunker or _default_chunker
         self.batch_size = batch_size
         self.commit_chunks = commit_chunks
+        self._batcher = EmbedBatcher(embedder, max_texts=batch_size)
         vector_table(embedder.dimensions)  # refuses an embedder too wide to store
         bind = getattr(handle, "bind", None)
         if callable(bind):
@@ -406,19 +408,12 @@ class RAG:
             raise
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """The embedder's vectors for ``texts``, checked: one per text, each ``dimensions`` long.
+        """The embedder's vectors for ``texts``, checked, sharing calls with concurrent adds.
 
         Raises:
-            EmbeddingSizeError: when they are not.
+            EmbeddingSizeError: the embedder returned the wrong number or length of vectors.
         """
-        vectors = await self.embedder.embed(builtins.list(texts))
-        model, dims = self.embedder.model_id, self.embedder.dimensions
-        if len(vectors) != len(texts):
-            raise EmbeddingSizeError(model, len(texts), len(vectors), "vectors")
-        for vector in vectors:
-            if len(vector) != dims:
-                raise EmbeddingSizeError(model, dims, len(vector))
-        return [[float(x) for x in v] for v in vectors]
+        return await self._batcher.embed(texts)
 
     # -- searching ------------------------------------------------------------------------
 

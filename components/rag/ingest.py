@@ -26,7 +26,7 @@ from components.rag.component import (
     stage_vectors,
     unembedded_chunks,
 )
-from components.rag.errors import EmbeddingSizeError
+from components.rag.embedding import checked_vectors
 from core import ActionCtx, MutationCtx
 
 EMBED_BATCH = 256
@@ -98,19 +98,14 @@ async def embed_entry(ctx: ActionCtx, entry_id: str) -> dict[str, Any]:
         if not batch:
             break
         texts = [chunk["text"] for chunk in batch]
-        vectors = await embedder.embed(texts)
-        if len(vectors) != len(texts):
-            raise EmbeddingSizeError(embedder.model_id, len(texts), len(vectors), "vectors")
-        for vector in vectors:
-            if len(vector) != embedder.dimensions:
-                raise EmbeddingSizeError(embedder.model_id, embedder.dimensions, len(vector))
+        vectors = checked_vectors(embedder, texts, await embedder.embed(texts))
         # Unembedded chunks are read in order, so a batch is a run of consecutive orders.
         await ctx.run_mutation(
             stage_vectors,
             {
                 "entry_id": entry_id,
                 "start_order": batch[0]["order"],
-                "vectors": [[float(x) for x in v] for v in vectors],
+                "vectors": vectors,
             },
         )
     result: dict[str, Any] = await ctx.run_mutation(finish_entry, {"entry_id": entry_id})
