@@ -10,9 +10,9 @@ Tables (typed):
   text only while the entry is ready; ``staged`` holds an embedding waiting for the swap;
   ``vector_id`` points at the chunk's row in ``vectors_<n>``.
 * ``vectors_<n>`` (see ``components.rag.indexing``): the vector index, one table per stored
-  vector size; ``namespace_id`` and the filter fields are ``None`` once the chunk's entry is
-  replaced, so no search matches it, but the row stays until the entry is deleted (a search
-  that found it just before the swap can still tell which key it belonged to).
+  vector size, holding the vectors of ready entries only.
+* ``retired``: for each vector a swap removed, which entry it belonged to, until that entry is
+  deleted (a search whose vector hits predate the swap can still tell which key they were).
 
 The swap. Embedding happens in actions, outside any transaction; making a version searchable
 is one mutation (``_promote``): the new chunks get their vectors and searchable text, the
@@ -97,12 +97,17 @@ component = Component(
         .search_index(
             "by_text", search_field="searchable", filter_fields=["namespace_id", *FILTER_FIELDS]
         ),
+        retired=Table({"vector_id": str, "entry_id": Id[Literal["entries"]]})
+        .index("by_vector", ["vector_id"])
+        .index("by_entry", ["entry_id"]),
         **_VECTOR_TABLES,
     ),
 )
 pool = component.use(pool_component, name="pool")
 
 Doc = dict[str, Any]
+MAX_SOLE_SCAN = 64
+"""``lookup_namespace`` reads at most this many namespaces to tell whether one is alone."""
 STATUSES = ("pending", "ready", "replaced")
 
 
@@ -137,14 +142,25 @@ def _namespace_for(ctx: MutationCtx, namespace: Doc) -> Doc:
 
 @component.query
 def lookup_namespace(ctx: QueryCtx, namespace: dict[str, Any]) -> dict[str, Any]:
-    """This RAG's namespace id (or ``None``) and descriptions of the name's other versions."""
+    """This RAG's namespace id (or ``None``) and descriptions of the name's other versions.
+
+    ``sole`` says whether it is the only namespace whose vectors share its table: a search
+    without filters then needs no filter (the vector index's fastest path).
+    """
     found = _find_namespace(ctx, namespace)
     others = [
         f'"{d["model_id"]}" ({d["dimensions"]} dimensions, filter names {d["filter_names"]})'
         for d in _namespaces(ctx, namespace["name"])
         if found is None or d["_id"] != found["_id"]
     ]
-    return {"namespace_id": None if found is None else found["_id"], "others": others}
+    sole = False
+    if found is not None:
+        table = vector_table_for(namespace["dimensions"])
+        rows = ctx.db.query("namespaces").take(MAX_SOLE_SCAN + 1)
+        sole = len(rows) <= MAX_SOLE_SCAN and not any(
+            d["_id"] != found["_id"] and vector_table_for(d["dimensions"]) == table for d in rows
+        )
+    return {"namespace_id": None if found is None else found["_id"], "others": others, "sole": sole}
 
 
 # -- entries ------------------------------------------------------------------------------------
@@ -406,12 +422,12 @@ def _set_status(ctx: MutationCtx, entry: Doc, status: str) -> None:
 
 
 def _retire(ctx: MutationCtx, entry: Doc) -> None:
-    """Take a ready entry out of both indexes and mark it replaced (its rows stay)."""
-    cleared = dict.fromkeys(FILTER_FIELDS)
+    """Take a ready entry out of both indexes and mark it replaced (its chunks stay)."""
     for chunk in entry_chunks(ctx, entry["_id"]):
-        ctx.db.patch(chunk["_id"], {"searchable": None})
+        ctx.db.patch(chunk["_id"], {"searchable": None, "vector_id": None})
         if chunk["vector_id"] is not None:
-            ctx.db.patch(chunk["vector_id"], {"namespace_id": None, **cleared})
+            ctx.db.delete(chunk["vector_id"])
+            ctx.db.insert("retired", {"vector_id": chunk["vector_id"], "entry_id": entry["_id"]})
     _set_status(ctx, entry, "replaced")
 
 
@@ -476,6 +492,10 @@ def _delete(ctx: MutationCtx, entry: Doc) -> None:
         if chunk["vector_id"] is not None:
             ctx.db.delete(chunk["vector_id"])
         ctx.db.delete(chunk["_id"])
+    for retired in ctx.db.query("retired").with_index(
+        "by_entry", lambda q: q.eq("entry_id", entry["_id"])
+    ):
+        ctx.db.delete(retired["_id"])
     ctx.db.delete(entry["_id"])
 
 

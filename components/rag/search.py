@@ -7,11 +7,16 @@ rankings (``components.rag.ranking``) and reads each result's chunk window.
 Versions stay whole. The vector search sees every commit acknowledged before it, and the
 query's snapshot is at least as new, so the only way the two disagree is a swap (or delete)
 committed in between: some vector hits then belong to a version that is no longer ready at
-the snapshot. Those hits are dropped, and each such key's ready version at the snapshot is
+the snapshot (its vectors are gone; the ``retired`` table says whose they were). Those hits
+are dropped, and each such key's ready version at the snapshot is
 scored exactly instead (all its chunks, against the query vector), so every result comes from
 the versions that snapshot holds: all of a version's chunks or none, never two versions of a
 key. Vector scores are recomputed in float64 from the stored vectors (the index ranks in
 float32), so ``vector_score_threshold`` is applied to the exact ``cosine × importance``.
+
+Filters: the vector search filters on the namespace (or the filter fields), except when the
+namespace is the only one whose vectors share its table and the search has no filters: then
+it needs none, which is the vector index's fastest path.
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ async def search(
             "by_vector",
             vector=padded,
             limit=min(wanted, MAX_VECTOR_CANDIDATES),
-            filter=_vector_filter(terms),
+            filter=None if found["sole"] and not filters else _vector_filter(terms),
         )
         hits = [[str(h["_id"]), h["_score"]] for h in raw]
     args = {
@@ -140,6 +145,15 @@ def _matches(entry: Doc, filters: list[dict[str, Any]]) -> bool:
     )
 
 
+def _retired_entry(ctx: QueryCtx, load: _Loader, vector_id: str) -> Doc | None:
+    retired = (
+        ctx.db.query("retired")
+        .with_index("by_vector", lambda q: q.eq("vector_id", vector_id))
+        .first()
+    )
+    return None if retired is None else load.get("entries", retired["entry_id"])
+
+
 def _vector_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[tuple[str, float]]:
     """The vector hits that are live at this snapshot, rescored exactly (see the module)."""
     table = vector_table(args["dimensions"])
@@ -148,14 +162,16 @@ def _vector_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[
     stale_keys: dict[str, None] = {}
     for vector_id, _ in args["vector_hits"]:
         vdoc = load.get(table, vector_id)
-        chunk = None if vdoc is None else load.get("chunks", vdoc["chunk_id"])
-        entry = None if chunk is None else load.get("entries", chunk["entry_id"])
-        if vdoc is None or chunk is None or entry is None:
-            continue  # deleted since the vector search
-        if entry["status"] == "ready" and vdoc["namespace_id"] is not None:
+        if vdoc is None:  # swapped out (or deleted) since the vector search
+            entry = _retired_entry(ctx, load, vector_id)
+            if entry is not None and entry["key"] is not None:
+                stale_keys[entry["key"]] = None
+            continue
+        if vdoc["namespace_id"] != args["namespace_id"]:
+            continue  # another namespace, created since the lookup (unfiltered search)
+        chunk = load.get("chunks", vdoc["chunk_id"])
+        if chunk is not None:
             scored.append((str(chunk["_id"]), float(query @ np.asarray(vdoc["vector"]))))
-        elif entry["key"] is not None:
-            stale_keys[entry["key"]] = None
     for key in stale_keys:
         for entry in _versions(ctx, args["namespace_id"], key):
             if entry["status"] != "ready" or not _matches(entry, args["filters"]):
