@@ -31,7 +31,7 @@ from components.rag.indexing import (
     check_filter_values,
     check_filters,
     content_hash,
-    vector_table,
+    vector_size,
 )
 from components.rag.ranking import (
     check_chunk_context,
@@ -187,7 +187,7 @@ class RAG:
         self.batch_size = batch_size
         self.commit_chunks = commit_chunks
         self._batcher = EmbedBatcher(embedder, max_texts=batch_size)
-        vector_table(embedder.dimensions)  # refuses an embedder too wide to store
+        vector_size(embedder.dimensions)  # refuses an embedder too wide to store
         bind = getattr(handle, "bind", None)
         if callable(bind):
             bind("embedder", embedder)

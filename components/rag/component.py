@@ -7,21 +7,20 @@ Tables (typed):
 * ``entries``: one row per version of a document: ``pending`` while its chunks come in,
   ``ready`` when searchable, ``replaced`` once a newer version of its key took over.
 * ``chunks``: an entry's text in order. ``searchable`` (the search index's field) holds the
-  text only while the entry is ready; ``staged`` holds an embedding waiting for the swap;
-  ``vector_id`` points at the chunk's row in ``vectors_<n>``.
-* ``vectors_<n>`` (see ``components.rag.indexing``): the vector index, one table per stored
-  vector size, holding the vectors of ready entries only.
-* ``retired``: for each vector a swap removed, which entry it belonged to, until that entry is
-  deleted (a search whose vector hits predate the swap can still tell which key they were).
+  text and ``v<n>`` (a vector index's field, see ``components.rag.indexing``) the stored
+  vector only while the entry is ready; ``staged`` holds an embedding waiting for the swap.
+  So a chunk is one document for both indexes: a vector hit and a text hit are the same id.
 
 The swap. Embedding happens in actions, outside any transaction; making a version searchable
 is one mutation (``_promote``): the new chunks get their vectors and searchable text, the
-key's previous ready version loses both, statuses change and ``on_complete`` runs, all in one
+key's previous ready version loses both (its rows stay, marked ``replaced``, until deleted),
+statuses change and ``on_complete`` runs, all in one
 commit. So a search at any snapshot sees all chunks of exactly one version of a key. A small
 entry is written and promoted by one mutation (``add_entry`` with its chunks); a large one is
 staged in batches (``add_chunks``) and promoted by ``finish_entry``. The swap of an entry of
-``n`` chunks writes about ``4 n`` documents, within a transaction's 16,000 for ``n`` up to
-about 3,500 (a larger entry is refused by the core's limit, nothing swapped).
+``n`` chunks writes about ``2 n`` documents (``n`` patches, ``n`` for the old version), within a
+transaction's 16,000 for ``n`` up to about 8,000 (a larger entry is refused by the core's
+limit, nothing swapped).
 """
 
 from __future__ import annotations
@@ -30,31 +29,51 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from components.rag.errors import EntryIncompleteError, EntryNotFoundError
-from components.rag.indexing import FILTER_FIELDS, VECTOR_SIZES, filter_fields, stored_vector
-from components.rag.indexing import vector_table as vector_table_for
+from components.rag.indexing import (
+    FILTER_FIELDS,
+    VECTOR_SIZES,
+    filter_fields,
+    stored_vector,
+    vector_field,
+    vector_size,
+)
 from components.workflow import pool_component
 from core import Component, Id, MutationCtx, QueryCtx, Schema, Table
 
 _FILTERS: dict[str, Any] = dict.fromkeys(FILTER_FIELDS, Any)
 
 
-def _vectors_table(size: int) -> Table:
-    return Table(
-        {
-            "chunk_id": Id[Literal["chunks"]],
-            "namespace_id": str | None,
-            "vector": list[float],
-            **_FILTERS,
-        }
-    ).vector_index(
-        "by_vector",
-        vector_field="vector",
-        dimensions=size,
-        filter_fields=["namespace_id", *FILTER_FIELDS],
+_VECTORS: dict[str, Any] = {vector_field(size): list[float] | None for size in VECTOR_SIZES}
+
+
+def _chunks_table() -> Table:
+    table = (
+        Table(
+            {
+                "entry_id": Id[Literal["entries"]],
+                "namespace_id": Id[Literal["namespaces"]],
+                "order": int,
+                "text": str,
+                "searchable": str | None,
+                "staged": list[float] | None,
+                **_VECTORS,
+                **_FILTERS,
+            }
+        )
+        .index("by_entry", ["entry_id", "order"])
+        .search_index(
+            "by_text", search_field="searchable", filter_fields=["namespace_id", *FILTER_FIELDS]
+        )
     )
+    for size in VECTOR_SIZES:
+        table = table.vector_index(
+            f"by_{vector_field(size)}",
+            vector_field=vector_field(size),
+            dimensions=size,
+            filter_fields=["namespace_id", *FILTER_FIELDS],
+        )
+    return table
 
-
-_VECTOR_TABLES: dict[str, Any] = {f"vectors_{size}": _vectors_table(size) for size in VECTOR_SIZES}
 
 component = Component(
     "rag",
@@ -81,26 +100,7 @@ component = Component(
         )
         .index("by_key", ["namespace_id", "key", "version"])
         .index("by_status", ["namespace_id", "status"]),
-        chunks=Table(
-            {
-                "entry_id": Id[Literal["entries"]],
-                "namespace_id": Id[Literal["namespaces"]],
-                "order": int,
-                "text": str,
-                "searchable": str | None,
-                "staged": list[float] | None,
-                "vector_id": str | None,
-                **_FILTERS,
-            }
-        )
-        .index("by_entry", ["entry_id", "order"])
-        .search_index(
-            "by_text", search_field="searchable", filter_fields=["namespace_id", *FILTER_FIELDS]
-        ),
-        retired=Table({"vector_id": str, "entry_id": Id[Literal["entries"]]})
-        .index("by_vector", ["vector_id"])
-        .index("by_entry", ["entry_id"]),
-        **_VECTOR_TABLES,
+        chunks=_chunks_table(),
     ),
 )
 pool = component.use(pool_component, name="pool")
@@ -155,10 +155,10 @@ def lookup_namespace(ctx: QueryCtx, namespace: dict[str, Any]) -> dict[str, Any]
     ]
     sole = False
     if found is not None:
-        table = vector_table_for(namespace["dimensions"])
+        size = vector_size(namespace["dimensions"])
         rows = ctx.db.query("namespaces").take(MAX_SOLE_SCAN + 1)
         sole = len(rows) <= MAX_SOLE_SCAN and not any(
-            d["_id"] != found["_id"] and vector_table_for(d["dimensions"]) == table for d in rows
+            d["_id"] != found["_id"] and vector_size(d["dimensions"]) == size for d in rows
         )
     return {"namespace_id": None if found is None else found["_id"], "others": others, "sole": sole}
 
@@ -282,7 +282,6 @@ def _insert_chunks(
                 "text": chunk["text"],
                 "searchable": None,
                 "staged": chunk.get("vector"),
-                "vector_id": None,
                 **filters,
             },
         )
@@ -338,7 +337,7 @@ def unembedded_chunks(ctx: QueryCtx, entry_id: str, limit: int) -> list[dict[str
     for chunk in ctx.db.query("chunks").with_index(
         "by_entry", lambda q: q.eq("entry_id", entry_id)
     ):
-        if chunk["staged"] is None and chunk["vector_id"] is None:
+        if chunk["staged"] is None and chunk["searchable"] is None:
             out.append({"order": chunk["order"], "text": chunk["text"]})
             if len(out) >= limit:
                 break
@@ -387,24 +386,22 @@ def _promote(ctx: MutationCtx, entry: Doc, ns: Doc) -> Doc:
         _set_status(ctx, entry, "replaced")
         _notify(ctx, entry, ns, None, None)
         return _result(entry, True)
-    table = vector_table_for(ns["dimensions"])
-    size = int(table.rpartition("_")[2])
-    filters = filter_fields(ns["_id"], ns["filter_names"], entry["filter_values"])
+    size = vector_size(ns["dimensions"])
     chunks = entry_chunks(ctx, entry["_id"])
     missing = sum(1 for c in chunks if c["staged"] is None)
     if len(chunks) != entry["chunk_count"] or missing:
         raise EntryIncompleteError(entry["_id"], len(chunks) - missing, entry["chunk_count"])
     for chunk in chunks:
-        vector = stored_vector(chunk["staged"], entry["importance"], size)
-        vector_id = ctx.db.insert(
-            table,
-            {"chunk_id": chunk["_id"], "namespace_id": ns["_id"], "vector": vector, **filters},
-        )
         ctx.db.patch(
-            chunk["_id"], {"searchable": chunk["text"], "staged": None, "vector_id": vector_id}
+            chunk["_id"],
+            {
+                "searchable": chunk["text"],
+                "staged": None,
+                vector_field(size): stored_vector(chunk["staged"], entry["importance"], size),
+            },
         )
     if previous is not None:
-        _retire(ctx, previous)
+        _retire(ctx, previous, ns)
     _set_status(ctx, entry, "ready")
     _notify(ctx, entry, ns, previous, None)
     for other in stale_pending:  # an older add still in progress lost the race
@@ -421,13 +418,11 @@ def _set_status(ctx: MutationCtx, entry: Doc, status: str) -> None:
     entry.update(patch)
 
 
-def _retire(ctx: MutationCtx, entry: Doc) -> None:
+def _retire(ctx: MutationCtx, entry: Doc, ns: Doc) -> None:
     """Take a ready entry out of both indexes and mark it replaced (its chunks stay)."""
+    field = vector_field(vector_size(ns["dimensions"]))
     for chunk in entry_chunks(ctx, entry["_id"]):
-        ctx.db.patch(chunk["_id"], {"searchable": None, "vector_id": None})
-        if chunk["vector_id"] is not None:
-            ctx.db.delete(chunk["vector_id"])
-            ctx.db.insert("retired", {"vector_id": chunk["vector_id"], "entry_id": entry["_id"]})
+        ctx.db.patch(chunk["_id"], {"searchable": None, field: None})
     _set_status(ctx, entry, "replaced")
 
 
@@ -489,13 +484,7 @@ def _with_status(ctx: QueryCtx, namespace_id: str, status: str) -> list[Doc]:
 
 def _delete(ctx: MutationCtx, entry: Doc) -> None:
     for chunk in entry_chunks(ctx, entry["_id"]):
-        if chunk["vector_id"] is not None:
-            ctx.db.delete(chunk["vector_id"])
         ctx.db.delete(chunk["_id"])
-    for retired in ctx.db.query("retired").with_index(
-        "by_entry", lambda q: q.eq("entry_id", entry["_id"])
-    ):
-        ctx.db.delete(retired["_id"])
     ctx.db.delete(entry["_id"])
 
 

@@ -2,8 +2,8 @@
 
 Pure functions: nothing here touches a context or the database.
 
-Vectors. An embedding of ``d`` dimensions is stored in the table ``vectors_<n>`` of the
-smallest size ``n`` in ``VECTOR_SIZES`` with ``n > d`` (one vector index per table, so any
+Vectors. An embedding of ``d`` dimensions is stored on its chunk in the field ``v<n>`` of the
+smallest size ``n`` in ``VECTOR_SIZES`` with ``n > d`` (one vector index per field, so any
 embedder up to 4,095 dimensions fits without a schema change). The stored vector is
 ``[normalize(e) * importance, 0, ..., 0, sqrt(1 - importance**2)]``: unit length, its last
 slot holding the importance. A query vector is ``[normalize(q), 0, ...]`` with 0 in that
@@ -43,25 +43,25 @@ Filters = list[dict[str, Any]]
 """A search's filters in normal form: a list of dicts, OR between them, AND inside one."""
 
 
-def vector_table(dimensions: int) -> str:
-    """The table holding the vectors of an embedder with ``dimensions`` dimensions.
+def vector_size(dimensions: int) -> int:
+    """The stored vector length for an embedder of ``dimensions`` dimensions.
 
     Raises:
-        RAGConfigError: when ``dimensions`` is not from 1 to 4,096.
+        RAGConfigError: when ``dimensions`` is not from 1 to 4,095.
     """
     if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
         raise RAGConfigError(f"Embedder dimensions must be a positive int, not {dimensions!r}.")
     for size in VECTOR_SIZES:
         if size > dimensions:
-            return f"vectors_{size}"
+            return size
     raise RAGConfigError(
         f"Embedder has {dimensions:,} dimensions; rag stores at most {VECTOR_SIZES[-1] - 1:,}."
     )
 
 
-def vector_size(table: str) -> int:
-    """The stored vector length of a ``vectors_<n>`` table."""
-    return int(table.rpartition("_")[2])
+def vector_field(size: int) -> str:
+    """The chunk field holding vectors of ``size`` numbers (its index is ``by_<field>``)."""
+    return f"v{size}"
 
 
 def _unit(vector: Sequence[float]) -> list[float]:

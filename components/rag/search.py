@@ -7,8 +7,8 @@ rankings (``components.rag.ranking``) and reads each result's chunk window.
 Versions stay whole. The vector search sees every commit acknowledged before it, and the
 query's snapshot is at least as new, so the only way the two disagree is a swap (or delete)
 committed in between: some vector hits then belong to a version that is no longer ready at
-the snapshot (its vectors are gone; the ``retired`` table says whose they were). Those hits
-are dropped, and each such key's ready version at the snapshot is
+the snapshot (the hit's chunk is there, marked by its entry's status). Those hits are
+dropped, and each such key's ready version at the snapshot is
 scored exactly instead (all its chunks, against the query vector), so every result comes from
 the versions that snapshot holds: all of a version's chunks or none, never two versions of a
 key. Vector scores are recomputed in float64 from the stored vectors (the index ranks in
@@ -38,8 +38,8 @@ from components.rag.errors import EmbedderMismatchError
 from components.rag.indexing import (
     filter_terms,
     query_vector,
+    vector_field,
     vector_size,
-    vector_table,
 )
 from components.rag.ranking import (
     MAX_VECTOR_CANDIDATES,
@@ -82,13 +82,13 @@ async def search(
     hits: list[list[Any]] = []
     padded: list[float] | None = None
     if mode != "text" and vector is not None:
-        table = vector_table(namespace["dimensions"])
-        padded = query_vector(vector, vector_size(table))
+        size = vector_size(namespace["dimensions"])
+        padded = query_vector(vector, size)
         terms = filter_terms(namespace_id, namespace["filter_names"], filters)
         wanted = limit if mode == "vector" else candidate_count(limit)
         raw = await ctx.vector_search(
-            table,
-            "by_vector",
+            "chunks",
+            f"by_{vector_field(size)}",
             vector=padded,
             limit=min(wanted, MAX_VECTOR_CANDIDATES),
             filter=None if found["sole"] and not filters else _vector_filter(terms),
@@ -145,42 +145,29 @@ def _matches(entry: Doc, filters: list[dict[str, Any]]) -> bool:
     )
 
 
-def _retired_entry(ctx: QueryCtx, load: _Loader, vector_id: str) -> Doc | None:
-    retired = (
-        ctx.db.query("retired")
-        .with_index("by_vector", lambda q: q.eq("vector_id", vector_id))
-        .first()
-    )
-    return None if retired is None else load.get("entries", retired["entry_id"])
-
-
 def _vector_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[tuple[str, float]]:
     """The vector hits that are live at this snapshot, rescored exactly (see the module)."""
-    table = vector_table(args["dimensions"])
+    field = vector_field(vector_size(args["dimensions"]))
     query = np.asarray(args["query_vector"], dtype=np.float64)
     scored: list[tuple[str, float]] = []
     stale_keys: dict[str, None] = {}
-    for vector_id, _ in args["vector_hits"]:
-        vdoc = load.get(table, vector_id)
-        if vdoc is None:  # swapped out (or deleted) since the vector search
-            entry = _retired_entry(ctx, load, vector_id)
-            if entry is not None and entry["key"] is not None:
-                stale_keys[entry["key"]] = None
-            continue
-        if vdoc["namespace_id"] != args["namespace_id"]:
-            continue  # another namespace, created since the lookup (unfiltered search)
-        chunk = load.get("chunks", vdoc["chunk_id"])
-        if chunk is not None:
-            scored.append((str(chunk["_id"]), float(query @ np.asarray(vdoc["vector"]))))
+    for chunk_id, _ in args["vector_hits"]:
+        chunk = load.get("chunks", chunk_id)
+        entry = None if chunk is None else load.get("entries", chunk["entry_id"])
+        if chunk is None or entry is None or chunk["namespace_id"] != args["namespace_id"]:
+            continue  # deleted since the vector search (or a namespace made since the lookup)
+        if entry["status"] == "ready" and chunk[field] is not None:
+            scored.append((chunk_id, float(query @ np.asarray(chunk[field]))))
+        elif entry["key"] is not None:
+            stale_keys[entry["key"]] = None
     for key in stale_keys:
         for entry in _versions(ctx, args["namespace_id"], key):
             if entry["status"] != "ready" or not _matches(entry, args["filters"]):
                 continue
             for chunk in entry_chunks(ctx, entry["_id"]):
                 load.docs[str(chunk["_id"])] = chunk
-                vdoc = load.get(table, chunk["vector_id"])
-                if vdoc is not None:
-                    scored.append((str(chunk["_id"]), float(query @ np.asarray(vdoc["vector"]))))
+                if chunk[field] is not None:
+                    scored.append((str(chunk["_id"]), float(query @ np.asarray(chunk[field]))))
     ranked = rank_vector_hits(scored, threshold=args["vector_score_threshold"])
     wanted = args["limit"] if args["mode"] == "vector" else candidate_count(args["limit"])
     return [(hit.key, hit.score) for hit in ranked[:wanted]]
