@@ -247,12 +247,12 @@ def latency(n: int, tmp: Path) -> None:
         rows = [[t, v] for t, v in zip(texts, vectors[:n].tolist(), strict=True)]
         for i in range(0, n, 2000):
             client.mutation(fns["load_raw"], {"rows": rows[i : i + 2000]})
-        for table_name, index, space in (("vectors_385", "by_vector", "docs"), ("raw", "by_v", "")):
+        for table_name, index, space in (("chunks", "by_v385", "docs"), ("raw", "by_v", "")):
             client.runtime.db.space(space).table(table_name).indexes[index].store()
         # Warm both (loads the vector stores and postings), then wait for the HNSW graphs.
         client.action(fns["search"], {"queries": queries[:5], "mode": "hybrid", "limit": 10})
         client.action(fns["raw_times"], {"queries": queries[:5], "vectors": qvectors[:5]})
-        for table_name, index, space in (("vectors_385", "by_vector", "docs"), ("raw", "by_v", "")):
+        for table_name, index, space in (("chunks", "by_v385", "docs"), ("raw", "by_v", "")):
             store = client.runtime.db.space(space).table(table_name).indexes[index].store()
             store.graph_ready.wait(600)
         raw_text_s, raw_vector_s = client.action(

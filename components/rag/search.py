@@ -14,6 +14,10 @@ the versions that snapshot holds: all of a version's chunks or none, never two v
 key. Vector scores are recomputed in float64 from the stored vectors (the index ranks in
 float32), so ``vector_score_threshold`` is applied to the exact ``cosine × importance``.
 
+Hybrid reads little: it fuses the index's own vector ranking with the text ranking first and
+loads only the vector hits that make the first ``limit`` (the text hits come loaded); only if
+one of those is stale or on the threshold's edge does it rank everything exactly as above.
+
 Filters: the vector search filters on the namespace (or the filter fields), except when the
 namespace is the only one whose vectors share its table and the search has no filters: then
 it needs none, which is the vector index's fastest path.
@@ -52,6 +56,8 @@ from core import ActionCtx, QueryCtx
 
 MAX_TEXT_CANDIDATES = 1024
 """The search index returns at most this many documents."""
+THRESHOLD_MARGIN = 1e-5
+"""How far below the threshold a float32 index score may be and still be checked exactly."""
 
 
 @component.action
@@ -202,21 +208,62 @@ def resolve(ctx: QueryCtx, request: dict[str, Any]) -> dict[str, Any]:
     args = request
     load = _Loader(ctx)
     mode, limit = args["mode"], args["limit"]
-    vector = _vector_ranking(ctx, load, args) if args["query_vector"] is not None else []
     text = _text_ranking(ctx, load, args) if mode != "vector" else []
-    if mode == "vector":
-        ranked = vector[:limit]
-    elif mode == "text":
+    if mode == "text":
         ranked = [(key, (len(text) - i) / len(text)) for i, key in enumerate(text[:limit])]
-    else:
-        fused = hybrid_rank(
-            [key for key, _ in vector],
-            text,
-            vector_weight=args["vector_weight"],
-            text_weight=args["text_weight"],
-        )
-        ranked = [(hit.key, hit.score) for hit in fused[:limit]]
-    return _results(ctx, load, args, ranked)
+        return _results(ctx, load, args, ranked)
+    if mode == "hybrid":
+        quick = _quick_hybrid(load, args, text)
+        if quick is not None:
+            return _results(ctx, load, args, quick)
+    vector = _vector_ranking(ctx, load, args)
+    if mode == "vector":
+        return _results(ctx, load, args, vector[:limit])
+    fused = _fuse(args, [key for key, _ in vector], text)
+    return _results(ctx, load, args, [(hit.key, hit.score) for hit in fused[:limit]])
+
+
+def _fuse(args: dict[str, Any], vector: list[str], text: list[str]) -> list[Any]:
+    return hybrid_rank(
+        vector, text, vector_weight=args["vector_weight"], text_weight=args["text_weight"]
+    )
+
+
+def _quick_hybrid(
+    load: _Loader, args: dict[str, Any], text: list[str]
+) -> list[tuple[str, float]] | None:
+    """Hybrid results reading only the vector hits that make the cut, or ``None``.
+
+    The vector ranking is taken as the index returned it (float32 scores, the threshold with
+    a small margin); then each vector hit among the first ``limit`` fused results is loaded and
+    checked: live at this snapshot and exactly at or above the threshold. If every one passes,
+    those are the results; otherwise (a swap in between, a score on the threshold's edge) the
+    caller ranks everything exactly.
+    """
+    threshold = args["vector_score_threshold"]
+    field = vector_field(vector_size(args["dimensions"]))
+    query = np.asarray(args["query_vector"], dtype=np.float64)
+    vector = [
+        chunk_id
+        for chunk_id, score in args["vector_hits"]
+        if threshold is None or score >= threshold - THRESHOLD_MARGIN
+    ][: candidate_count(args["limit"])]
+    out = []
+    for hit in _fuse(args, vector, text)[: args["limit"]]:
+        if hit.ranks[0] is not None:
+            chunk = load.get("chunks", hit.key)
+            entry = None if chunk is None else load.get("entries", chunk["entry_id"])
+            if (
+                chunk is None
+                or entry is None
+                or entry["status"] != "ready"
+                or chunk["namespace_id"] != args["namespace_id"]
+                or chunk[field] is None
+                or (threshold is not None and float(query @ np.asarray(chunk[field])) < threshold)
+            ):
+                return None
+        out.append((hit.key, hit.score))
+    return out
 
 
 def _results(
@@ -224,6 +271,7 @@ def _results(
 ) -> dict[str, Any]:
     hits: list[tuple[str, int]] = []
     scores: dict[tuple[str, int], float] = {}
+    texts: dict[tuple[str, int], str] = {}
     entries: dict[str, Doc] = {}
     for chunk_id, score in ranked:
         chunk = load.get("chunks", chunk_id)
@@ -236,18 +284,23 @@ def _results(
         if hit not in scores:
             hits.append(hit)
             scores[hit] = score
+            texts[hit] = chunk["text"]
             entries[hit[0]] = entry
     before, after = args["chunk_context"]
     counts = {entry_id: entry["chunk_count"] for entry_id, entry in entries.items()}
     results = []
     for window in chunk_windows(hits, counts, before=before, after=after):
-        chunks = entry_chunks(ctx, window.entry_id, window.start_order, window.end_order + 1)
+        if window.start_order == window.end_order:  # just the hit, already loaded
+            content = [texts[(window.entry_id, window.order)]]
+        else:
+            chunks = entry_chunks(ctx, window.entry_id, window.start_order, window.end_order + 1)
+            content = [c["text"] for c in chunks]
         results.append(
             {
                 "entry_id": window.entry_id,
                 "order": window.order,
                 "start_order": window.start_order,
-                "content": [c["text"] for c in chunks],
+                "content": content,
                 "score": scores[(window.entry_id, window.order)],
             }
         )
