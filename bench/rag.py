@@ -26,6 +26,7 @@ The machine's other load shows in the figures; compare ratios from one run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -48,7 +49,7 @@ from components.rag.ranking import candidate_count  # noqa: E402
 from core import ActionCtx, App, MutationCtx, QueryCtx, Schema, SQLiteStorage, Table  # noqa: E402
 from core.indexes.text import query_terms, select_terms, tokenize  # noqa: E402
 
-CONCURRENCY = 32
+CONCURRENCY = int(os.environ.get("RAG_BENCH_CONCURRENCY", "32"))
 BATCH = 256
 DIMS = 384
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from components.rag.errors import EntryIncompleteError, EntryNotFoundError
 from components.rag.indexing import (
     FILTER_FIELDS,
+    TEXT_FILTER_FIELDS,
     VECTOR_SIZES,
     filter_fields,
     stored_vector,
@@ -62,7 +63,9 @@ def _chunks_table() -> Table:
         )
         .index("by_entry", ["entry_id", "order"])
         .search_index(
-            "by_text", search_field="searchable", filter_fields=["namespace_id", *FILTER_FIELDS]
+            "by_text",
+            search_field="searchable",
+            filter_fields=["namespace_id", *TEXT_FILTER_FIELDS],
         )
     )
     for size in VECTOR_SIZES:
@@ -260,40 +263,40 @@ def add_entry(
     entry = {**fields, "_id": ctx.db.insert("entries", fields)}
     if chunks is None:
         return _result(entry, True)
-    _insert_chunks(ctx, entry, ns, 0, chunks)
-    return _promote(ctx, entry, ns)
+    # A new version: nothing newer exists and it has no chunks yet, so they go in live.
+    _insert_chunks(ctx, entry, ns, 0, chunks, live=True)
+    return _promote(ctx, entry, ns, staged=False)
 
 
 def _insert_chunks(
-    ctx: MutationCtx, entry: Doc, ns: Doc, start_order: int, chunks: Sequence[Doc]
+    ctx: MutationCtx,
+    entry: Doc,
+    ns: Doc,
+    start_order: int,
+    chunks: Sequence[Doc],
+    *,
+    live: bool = False,
 ) -> None:
-    filters = filter_fields(ns["_id"], ns["filter_names"], entry["filter_values"])
-    for offset, chunk in enumerate(chunks):
-        order = start_order + offset
-        old = _chunk_at(ctx, entry["_id"], order)  # a retried batch overwrites, never doubles
-        if old is not None:
+    """Insert chunks from ``start_order``: ``live`` (searchable, vector indexed) or staged."""
+    if not live:  # a retried batch overwrites, never doubles
+        for old in entry_chunks(ctx, entry["_id"], start_order, start_order + len(chunks)):
             ctx.db.delete(old["_id"])
-        ctx.db.insert(
-            "chunks",
-            {
-                "entry_id": entry["_id"],
-                "namespace_id": ns["_id"],
-                "order": order,
-                "text": chunk["text"],
-                "searchable": None,
-                "staged": chunk.get("vector"),
-                **filters,
-            },
-        )
-
-
-def _chunk_at(ctx: QueryCtx, entry_id: str, order: int) -> Doc | None:
-    found: Doc | None = (
-        ctx.db.query("chunks")
-        .with_index("by_entry", lambda q: q.eq("entry_id", entry_id).eq("order", order))
-        .first()
-    )
-    return found
+    filters = filter_fields(ns["_id"], ns["filter_names"], entry["filter_values"])
+    size = vector_size(ns["dimensions"])
+    for offset, chunk in enumerate(chunks):
+        doc = {
+            "entry_id": entry["_id"],
+            "namespace_id": ns["_id"],
+            "order": start_order + offset,
+            "text": chunk["text"],
+            "searchable": None,
+            "staged": chunk.get("vector"),
+            **filters,
+        }
+        if live:
+            doc["searchable"], doc["staged"] = chunk["text"], None
+            doc[vector_field(size)] = stored_vector(chunk["vector"], entry["importance"], size)
+        ctx.db.insert("chunks", doc)
 
 
 def entry_chunks(ctx: QueryCtx, entry_id: str, start: int = 0, end: int | None = None) -> list[Doc]:
@@ -366,8 +369,11 @@ def _get_entry(ctx: QueryCtx, entry_id: str) -> Doc | None:
     return None if normalized is None else ctx.db.get(normalized)
 
 
-def _promote(ctx: MutationCtx, entry: Doc, ns: Doc) -> Doc:
-    """Make ``entry`` the key's searchable version in this one transaction (see the module)."""
+def _promote(ctx: MutationCtx, entry: Doc, ns: Doc, *, staged: bool = True) -> Doc:
+    """Make ``entry`` the key's searchable version in this one transaction (see the module).
+
+    ``staged``: its chunks wait with their embeddings in ``staged`` (else they are live).
+    """
     previous: Doc | None = None
     newer_ready = False
     stale_pending: list[Doc] = []
@@ -386,6 +392,20 @@ def _promote(ctx: MutationCtx, entry: Doc, ns: Doc) -> Doc:
         _set_status(ctx, entry, "replaced")
         _notify(ctx, entry, ns, None, None)
         return _result(entry, True)
+    if staged:
+        _go_live(ctx, entry, ns)
+    if previous is not None:
+        _retire(ctx, previous, ns)
+    _set_status(ctx, entry, "ready")
+    _notify(ctx, entry, ns, previous, None)
+    for other in stale_pending:  # an older add still in progress lost the race
+        _set_status(ctx, other, "replaced")
+        _notify(ctx, other, ns, None, None)
+    return _result(entry, True, previous)
+
+
+def _go_live(ctx: MutationCtx, entry: Doc, ns: Doc) -> None:
+    """Move a staged entry's embeddings into its vector field and its text into the index."""
     size = vector_size(ns["dimensions"])
     chunks = entry_chunks(ctx, entry["_id"])
     missing = sum(1 for c in chunks if c["staged"] is None)
@@ -400,14 +420,6 @@ def _promote(ctx: MutationCtx, entry: Doc, ns: Doc) -> Doc:
                 vector_field(size): stored_vector(chunk["staged"], entry["importance"], size),
             },
         )
-    if previous is not None:
-        _retire(ctx, previous, ns)
-    _set_status(ctx, entry, "ready")
-    _notify(ctx, entry, ns, previous, None)
-    for other in stale_pending:  # an older add still in progress lost the race
-        _set_status(ctx, other, "replaced")
-        _notify(ctx, other, ns, None, None)
-    return _result(entry, True, previous)
 
 
 def _set_status(ctx: MutationCtx, entry: Doc, status: str) -> None:

@@ -17,7 +17,10 @@ Each non-empty subset of the names (a bit mask ``m`` from 1 to 15) has its own f
 subset, in position order (a missing value is ``None``). A filter dict (AND across its names)
 is then one equality on one field, a list of dicts (OR) a disjunction of equalities, and the
 namespace id inside the value keeps every filter inside its namespace. That is 15 filter
-fields plus ``namespace_id``: the 16 a vector or search index may declare.
+fields plus ``namespace_id``: the 16 a vector index may declare. The search index, whose
+every posting carries a hash per filter field, declares only ``namespace_id`` and the four
+one-name fields (``f1``, ``f2``, ``f4``, ``f8``): it ANDs equalities itself, so a dict is one
+equality per name there.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ vector index stops at 4,096, so the widest embedder is 4,095)."""
 MAX_FILTER_NAMES = 4
 FILTER_FIELDS = tuple(f"f{mask}" for mask in range(1, 2**MAX_FILTER_NAMES))
 """The composite filter fields, ``f1`` .. ``f15`` (see the module docstring)."""
+TEXT_FILTER_FIELDS = tuple(f"f{1 << i}" for i in range(MAX_FILTER_NAMES))
+"""The one-name filter fields the search index declares."""
 
 Filters = list[dict[str, Any]]
 """A search's filters in normal form: a list of dicts, OR between them, AND inside one."""
@@ -179,6 +184,15 @@ def filter_terms(
         if term not in terms:
             terms.append(term)
     return terms
+
+
+def text_filter_terms(
+    namespace_id: str, names: Sequence[str], clause: Mapping[str, Any] | None
+) -> list[tuple[str, Any]]:
+    """The equalities, ANDed, that select one filter ``clause`` in the search index."""
+    if not clause:
+        return [("namespace_id", namespace_id)]
+    return [(f"f{1 << names.index(name)}", [namespace_id, value]) for name, value in clause.items()]
 
 
 def content_hash(

@@ -42,6 +42,7 @@ from components.rag.errors import EmbedderMismatchError
 from components.rag.indexing import (
     filter_terms,
     query_vector,
+    text_filter_terms,
     vector_field,
     vector_size,
 )
@@ -186,14 +187,19 @@ def _text_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[st
     """
     if not any(ch.isalnum() for ch in args["query"]):
         return []
-    terms = filter_terms(args["namespace_id"], args["filter_names"], args["filters"])
+    ns, names, filters = args["namespace_id"], args["filter_names"], args["filters"]
     wanted = args["limit"] if args["mode"] == "text" else candidate_count(args["limit"])
-    field, value = terms[0] if len(terms) == 1 else ("namespace_id", args["namespace_id"])
-    query = ctx.db.query("chunks").with_search_index(
-        "by_text", lambda q: q.search("searchable", args["query"]).eq(field, value)
-    )
-    if len(terms) > 1:
-        alternatives = terms
+    eqs = text_filter_terms(ns, names, filters[0] if len(filters) == 1 else None)
+
+    def build(q: Any) -> Any:
+        q = q.search("searchable", args["query"])
+        for field, value in eqs:
+            q = q.eq(field, value)
+        return q
+
+    query = ctx.db.query("chunks").with_search_index("by_text", build)
+    if len(filters) > 1:
+        alternatives = filter_terms(ns, names, filters)
         query = query.filter(lambda doc: any(doc.get(f) == v for f, v in alternatives))
     ids: list[str] = []
     for chunk in query.take(min(wanted, MAX_TEXT_CANDIDATES)):
