@@ -24,7 +24,7 @@ import anyio
 from components.models import Embedder
 from components.rag.chunking import DEFAULT_MAX_TOKENS, Chunker, TokenChunker, check_chunks
 from components.rag.chunking import default_chunker as _default_chunker
-from components.rag.embedding import EmbedBatcher
+from components.rag.embedding import EmbedBatcher, embedder_binding
 from components.rag.errors import EmptyTextError
 from components.rag.indexing import (
     check_filter_names,
@@ -47,8 +47,8 @@ from core import (
     Page,
     QueryCtx,
     UserError,
+    call,
     function_handle,
-    run_function,
 )
 
 Ctx = QueryCtx | MutationCtx | ActionCtx
@@ -188,10 +188,11 @@ class RAG:
         self.commit_chunks = commit_chunks
         self._batcher = EmbedBatcher(embedder, max_texts=batch_size)
         vector_size(embedder.dimensions)  # refuses an embedder too wide to store
-        bind = getattr(handle, "bind", None)
-        if callable(bind):
-            bind("embedder", embedder)
-            bind("chunker", self.chunker)
+        # The instance's add_async jobs embed with this; one binding per model, so RAGs with
+        # other embedders on the same instance (a migration) keep theirs apart.
+        self.binding = embedder_binding(embedder)
+        if self.binding not in handle.bindings:
+            handle.bind(self.binding, embedder)
 
     @property
     def _namespace_fields(self) -> dict[str, Any]:
@@ -346,8 +347,8 @@ class RAG:
         )
         add.pop("chunk_count")
         add["on_complete"] = None if on_complete is None else function_handle(ctx, on_complete)
-        found = run_function(ctx, "mutation", self.handle.add_async, add)
-        return _then(ctx, found, _add_result)
+        add["embedder"] = self.binding
+        return call(ctx, self.handle.add_async, add, then=_add_result)
 
     async def _add(self, ctx: ActionCtx, add: dict[str, Any], on_complete: str | None) -> AddResult:
         pieces: list[str] = add.pop("chunks")
@@ -485,8 +486,12 @@ class RAG:
 
     def get_entry(self, ctx: Ctx, entry_id: str) -> Any:
         """The entry, or ``None`` (an awaitable from an action)."""
-        found = run_function(ctx, "query", self.handle.get_entry, {"entry_id": entry_id})
-        return _then(ctx, found, lambda doc: None if doc is None else _entry(doc))
+        return call(
+            ctx,
+            self.handle.get_entry,
+            {"entry_id": entry_id},
+            then=lambda doc: None if doc is None else _entry(doc),
+        )
 
     def list(
         self,
@@ -509,11 +514,11 @@ class RAG:
             "cursor": cursor,
             "num_items": num_items,
         }
-        found = run_function(ctx, "query", self.handle.list_entries, args)
-        return _then(
+        return call(
             ctx,
-            found,
-            lambda page: Page(
+            self.handle.list_entries,
+            args,
+            then=lambda page: Page(
                 page=[_entry(e) for e in page["page"]],  # type: ignore[misc]
                 continue_cursor=page["continue_cursor"],
                 is_done=page["is_done"],
@@ -522,17 +527,17 @@ class RAG:
 
     def delete(self, ctx: MutationCtx | ActionCtx, entry_id: str) -> Any:
         """Delete an entry with its chunks from both indexes; ``False`` if there was none."""
-        return run_function(ctx, "mutation", self.handle.delete_entry, {"entry_id": entry_id})
+        return call(ctx, self.handle.delete_entry, {"entry_id": entry_id})
 
     def delete_by_key(self, ctx: MutationCtx | ActionCtx, *, namespace: str, key: str) -> Any:
         """Delete every version of ``key``; how many entries went."""
         args = {"namespace": self._namespace(namespace), "key": key}
-        return run_function(ctx, "mutation", self.handle.delete_by_key, args)
+        return call(ctx, self.handle.delete_by_key, args)
 
     def delete_namespace(self, ctx: MutationCtx | ActionCtx, namespace: str) -> Any:
         """Delete a namespace (every embedder's version) with all its entries."""
         self._namespace(namespace)
-        return run_function(ctx, "mutation", self.handle.delete_namespace, {"name": namespace})
+        return call(ctx, self.handle.delete_namespace, {"name": namespace})
 
 
 def _add_result(doc: Mapping[str, Any]) -> AddResult:
@@ -543,13 +548,3 @@ def _add_result(doc: Mapping[str, Any]) -> AddResult:
         created=doc["created"],
         replaced_entry_id=None if replaced is None else str(replaced),
     )
-
-
-def _then(ctx: Ctx, found: Any, convert: Any) -> Any:
-    if isinstance(ctx, ActionCtx):
-
-        async def later() -> Any:
-            return convert(await found)
-
-        return later()
-    return convert(found)

@@ -23,6 +23,11 @@ from components.models import Embedder
 from components.rag.errors import EmbeddingSizeError
 
 
+def embedder_binding(embedder: Embedder) -> str:
+    """The binding name of ``embedder`` on a rag instance (one per model and size)."""
+    return f"embedder:{embedder.model_id}:{embedder.dimensions}"
+
+
 def checked_vectors(
     embedder: Embedder, texts: Sequence[str], vectors: Sequence[Sequence[float]]
 ) -> list[list[float]]:
