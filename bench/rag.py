@@ -64,6 +64,7 @@ class LookupEmbedder:
         self.table = table
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
+        """The stored vector of each text."""
         return [self.table[t] for t in texts]
 
 
@@ -235,7 +236,7 @@ def latency(n: int, tmp: Path) -> None:
     texts = make_texts(n, rng)
     vectors = embeddings(n + 200, rng)
     queries = make_queries(texts, rng)
-    table = {t: v for t, v in zip(texts, vectors[:n].tolist(), strict=True)}
+    table = dict(zip(texts, vectors[:n].tolist(), strict=True))
     qvectors = vectors[n:].tolist()
     table.update(zip(queries, qvectors, strict=True))
     app, _, fns = make_app(tmp / "latency.db", LookupEmbedder(table))
@@ -274,9 +275,8 @@ def latency(n: int, tmp: Path) -> None:
     print(f"  {'core text search, take(50)':44} {rt:8.2f} {pct(raw_text_s, 90):8.2f}")
     print(f"  {'core ctx.vector_search, limit 50':44} {rv:8.2f} {pct(raw_vector_s, 90):8.2f}")
     for mode, samples in ours.items():
-        print(
-            f"  {'RAG.search mode=' + mode + ', limit 10':44} {pct(samples, 50):8.2f} {pct(samples, 90):8.2f}"
-        )
+        name = f"RAG.search mode={mode}, limit 10"
+        print(f"  {name:44} {pct(samples, 50):8.2f} {pct(samples, 90):8.2f}")
     print(
         f"  hybrid / (raw text + raw vector): {pct(ours['hybrid'], 50) / (rt + rv):.2f}x "
         f"(target <= 1.5x); text / raw text {pct(ours['text'], 50) / rt:.2f}x; "
