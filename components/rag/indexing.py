@@ -135,7 +135,7 @@ def check_filters(filters: Any, names: Sequence[str]) -> Filters:
         UnknownFilterError: for a name not in ``names``.
         InvalidArgumentError: when it is not a dict or a list of non-empty dicts.
     """
-    if filters is None:
+    if filters is None or (isinstance(filters, Mapping) and not filters):
         return []
     clauses = [filters] if isinstance(filters, Mapping) else filters
     if not isinstance(clauses, list | tuple) or not all(
@@ -146,8 +146,6 @@ def check_filters(filters: Any, names: Sequence[str]) -> Filters:
             f"such dicts (OR), not {filters!r}.",
             argument="filters",
         )
-    if isinstance(filters, Mapping) and not filters:
-        return []
     for clause in clauses:
         for name in clause:
             if name not in names:
