@@ -104,6 +104,7 @@ def test_checks() -> None:
     assert check_filters({"a": 1}, ["a"]) == [{"a": 1}]
     assert check_filters({}, ["a"]) == []
     assert check_filters([{"a": 1}, {"a": 2}], ["a"]) == [{"a": 1}, {"a": 2}]
+    wrong: object
     for wrong in ("a", [{}], [1]):
         with pytest.raises(InvalidArgumentError):
             check_filters(wrong, ["a"])
