@@ -14,8 +14,7 @@ Tables (typed):
 The swap. Embedding happens in actions, outside any transaction; making a version searchable
 is one mutation (``_promote``): the new chunks get their vectors and searchable text, the
 key's previous ready version loses both (its rows stay, marked ``replaced``, until deleted),
-statuses change and ``on_complete`` runs, all in one
-commit. So a search at any snapshot sees all chunks of exactly one version of a key. A small
+statuses change and ``on_complete`` runs, all in one commit. So a search at any snapshot sees all chunks of exactly one version of a key. A small
 entry is written and promoted by one mutation (``add_entry`` with its chunks); a large one is
 staged in batches (``add_chunks``) and promoted by ``finish_entry``. The swap of an entry of
 ``n`` chunks writes about ``2 n`` documents (``n`` patches, ``n`` for the old version), within a
