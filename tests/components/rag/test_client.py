@@ -543,7 +543,7 @@ def add_from_mutation(ctx: MutationCtx, which: str) -> str:
 
 
 def test_arguments_are_checked(t: TestApp) -> None:
-    assert t.action(bad_calls, {}) == ["InvalidArgumentError"] * 6 + ["InvalidArgumentError"] * 7
+    assert t.action(bad_calls, {}) == ["InvalidArgumentError"] * 13
     assert "runs from an action" in t.mutation(add_from_mutation, {"which": "add"})
     assert "runs from an action" in t.mutation(add_from_mutation, {"which": "search"})
     assert all_entries(t) == []
