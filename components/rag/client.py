@@ -187,6 +187,9 @@ class RAG:
         self.batch_size = batch_size
         self.commit_chunks = commit_chunks
         self._batcher = EmbedBatcher(embedder, max_texts=batch_size)
+        self._hints: dict[str, Any] = {}
+        """The last namespace lookup per name: searches pass it on and skip the lookup (the
+        component checks it and looks up again if it is out of date)."""
         vector_size(embedder.dimensions)  # refuses an embedder too wide to store
         # The instance's add_async jobs embed with this; one binding per model, so RAGs with
         # other embedders on the same instance (a migration) keep theirs apart.
@@ -477,7 +480,9 @@ class RAG:
     async def _search(self, ctx: ActionCtx, args: dict[str, Any]) -> SearchResponse:
         if args["mode"] != "text" and args["limit"] > 0:
             args["vector"] = (await self.embed([args["query"] or " "]))[0]
-        found = await ctx.run_action(self.handle.search, args)
+        name = args["namespace"]["name"]
+        found = await ctx.run_action(self.handle.search, {**args, "hint": self._hints.get(name)})
+        self._hints[name] = found["lookup"]
         results = [SearchResult(**{**r, "entry_id": str(r["entry_id"])}) for r in found["results"]]
         entries = [_entry(e) for e in found["entries"]]
         return SearchResponse(results=results, entries=entries, text=render_text(results, entries))
