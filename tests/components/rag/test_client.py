@@ -563,3 +563,16 @@ def test_errors_survive_pickling() -> None:
     ):
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error)
+
+
+def test_searches_stay_right_when_namespaces_change_under_them(t: TestApp) -> None:
+    calls = Calls(t)
+    calls.add({"key": "a", "text": "moving words here"})
+    assert _searchable(t, "moving words") == {"a"}  # the client now holds a lookup hint
+    # A second namespace on the same vector index: the hint's "alone"/"sole" are outdated.
+    calls.add({"key": "b", "text": "moving words there", "namespace": "other"})
+    assert _searchable(t, "moving words") == {"a"}
+    # The namespace deleted and made again: the hint's namespace id is outdated.
+    t.mutation(delete_namespace, {})
+    calls.add({"key": "c", "text": "moving words anew"})
+    assert _searchable(t, "moving words") == {"c"}
