@@ -576,3 +576,15 @@ def test_searches_stay_right_when_namespaces_change_under_them(t: TestApp) -> No
     t.mutation(delete_namespace, {})
     calls.add({"key": "c", "text": "moving words anew"})
     assert _searchable(t, "moving words") == {"c"}
+
+
+def test_misconfigured_rags_are_refused() -> None:
+    from components.rag import RAGConfigError
+
+    handle = rags["docs"].handle
+    with pytest.raises(RAGConfigError, match="at most 4 filter names"):
+        RAG(handle, embedder=HashingEmbedder(64), filter_names=["a", "b", "c", "d", "e"])
+    with pytest.raises(RAGConfigError, match="batch_size"):
+        RAG(handle, embedder=HashingEmbedder(64), batch_size=0)
+    with pytest.raises(RAGConfigError, match="at most 4,095"):
+        RAG(handle, embedder=HashingEmbedder(5000))
