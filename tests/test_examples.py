@@ -33,3 +33,11 @@ def test_quickstart_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Done." in result.stdout
     assert "refused: {'code': 'empty_text'" in result.stdout
+
+
+def test_rag_search_runs(tmp_path: Path) -> None:
+    result = _run([str(ROOT / "examples" / "rag_search.py")], tmp_path, {})
+    assert result.returncode == 0, result.stderr
+    assert "added again (unchanged): [False, False, False, False]" in result.stdout
+    assert "--- Engineering only:\n## Oncall:" in result.stdout
+    assert result.stdout.rstrip().endswith("Done.")
