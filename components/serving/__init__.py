@@ -1,0 +1,39 @@
+"""Serving agents to real clients: the wire formats and the HTTP endpoints of exposed agents.
+
+Not a component (no tables). ``ui_stream`` encodes the Vercel AI SDK UI message stream
+(``useChat``), ``openai_wire`` the OpenAI chat completions shapes, ``sse`` the event framing.
+"""
+
+from __future__ import annotations
+
+from components.serving.errors import (
+    AgentNotFoundError,
+    ChatRequestError,
+    ServingError,
+    ThreadNotFoundError,
+)
+from components.serving.openai_wire import (
+    ChatMessage,
+    ChatRequest,
+    ChunkStream,
+    chat_completion,
+    models_list,
+    parse_chat_request,
+)
+from components.serving.ui_stream import UI_MESSAGE_STREAM_HEADERS, UIMessageStream, ui_chunk
+
+__all__ = [
+    "AgentNotFoundError",
+    "ChatMessage",
+    "ChatRequest",
+    "ChatRequestError",
+    "ChunkStream",
+    "ServingError",
+    "ThreadNotFoundError",
+    "UI_MESSAGE_STREAM_HEADERS",
+    "UIMessageStream",
+    "chat_completion",
+    "models_list",
+    "parse_chat_request",
+    "ui_chunk",
+]
