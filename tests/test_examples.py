@@ -33,3 +33,17 @@ def test_quickstart_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Done." in result.stdout
     assert "refused: {'code': 'empty_text'" in result.stdout
+
+
+def test_mounting_runs_step_by_step(tmp_path: Path) -> None:
+    result = _run([str(ROOT / "examples" / "mounting.py")], tmp_path, {})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "third post refused: RateLimited" in out
+    assert "state: likes=3, views=5" in out
+    # the failed mutation left the token, the post and the count as they were
+    before, after = re.findall(r"state: (posts=2, published=2, bob's publish tokens=2\.0)", out)
+    assert before == after
+    assert "view_or_note -> 'noted'" in out
+    assert "state: views=5, notes=['view not counted: bot_traffic']" in out
+    assert out.rstrip().endswith("Done.")
