@@ -126,8 +126,14 @@ class UIMessageStream:
             self._in_step = False
         return chunk
 
-    def finish(self, reason: str | None = "stop", *, error: str | None = None) -> Iterator[str]:
-        """Close open blocks and the step, then ``error`` (if any), ``finish`` and ``[DONE]``."""
+    def finish(
+        self, reason: str | None = "stop", *, error: str | None = None, aborted: bool = False
+    ) -> Iterator[str]:
+        """Close open blocks and the step, then ``error`` or ``abort`` (if any), ``finish``.
+
+        A stopped reply (``aborted``) ends with an ``abort`` chunk, so the SDK marks the
+        message aborted rather than failed. ``[DONE]`` comes last.
+        """
         for block_id, end in list(self._open.items()):
             yield json_frame({"type": end, "id": block_id})
         self._open.clear()
@@ -136,5 +142,7 @@ class UIMessageStream:
             self._in_step = False
         if error is not None:
             yield json_frame({"type": "error", "errorText": error})
+        if aborted:
+            yield json_frame({"type": "abort", "reason": "stopped"})
         yield json_frame({"type": "finish", "finishReason": finish_reason(reason)})
         yield DONE
