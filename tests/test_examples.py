@@ -47,3 +47,27 @@ def test_mounting_runs_step_by_step(tmp_path: Path) -> None:
     assert "view_or_note -> 'noted'" in out
     assert "state: views=5, notes=['view not counted: bot_traffic']" in out
     assert out.rstrip().endswith("Done.")
+
+
+def test_rag_search_ingests_with_progress_and_searches_three_modes(tmp_path: Path) -> None:
+    script = str(ROOT / "examples" / "rag_search.py")
+    query = "switch to PostgreSQL with the postgres extra"
+    result = _run([script, "--embedder", "hashing", query], tmp_path, {})
+    assert result.returncode == 0, result.stderr
+    assert "6/6" in result.stderr  # the progress bar reached the end
+    assert "Ingested: 6 added, 0 unchanged" in result.stdout
+    for mode in ("text", "vector", "hybrid"):
+        section = result.stdout.split(f"== {mode} ==")[1].split("==")[0]
+        assert "1. [" in section
+        assert "Serving and deployment" in section
+
+
+def test_rag_search_skips_unchanged_files_on_a_kept_database(tmp_path: Path) -> None:
+    script = str(ROOT / "examples" / "rag_search.py")
+    env = {"CAPSULE_DB_URL": f"sqlite:///{tmp_path / 'rag.db'}"}
+    args = [script, "--embedder", "hashing", "--mode", "text", "rate limit tokens"]
+    assert _run(args, tmp_path, env).returncode == 0
+    again = _run(args, tmp_path, env)
+    assert again.returncode == 0, again.stderr
+    assert "Ingested: 0 added, 6 unchanged" in again.stdout
+    assert "Components" in again.stdout.split("== text ==")[1]
