@@ -6,6 +6,7 @@ Not a component (no tables). ``ui_stream`` encodes the Vercel AI SDK UI message 
 
 from __future__ import annotations
 
+from components.serving.agents import ExposedAgent, expose
 from components.serving.errors import (
     AgentNotFoundError,
     ChatRequestError,
@@ -28,11 +29,13 @@ __all__ = [
     "ChatRequest",
     "ChatRequestError",
     "ChunkStream",
+    "ExposedAgent",
     "ServingError",
     "ThreadNotFoundError",
     "UIMessageStream",
     "UI_MESSAGE_STREAM_HEADERS",
     "chat_completion",
+    "expose",
     "models_list",
     "parse_chat_request",
     "ui_chunk",

@@ -133,10 +133,6 @@ class AgentPort:
         )
         return list(page["page"])
 
-    def turn(self, ctx: Any, thread_id: str, order: int) -> list[dict[str, Any]]:
-        """The messages of one turn (``order``)."""
-        return [m for m in self.recent(ctx, thread_id, RECENT_MESSAGES) if m["order"] == order]
-
     def message(self, ctx: Any, message_id: str) -> dict[str, Any]:
         """A message by id."""
         doc = run_function(ctx, "query", self.handle.message, {"message_id": message_id})
@@ -167,8 +163,13 @@ def _register_reads(app: App, agent: Any, exposed: ExposedAgent, port: AgentPort
     ) -> dict[str, Any]:
         port.thread(ctx, thread_id)
         found = dict(agent.stream_deltas(ctx, thread_id=thread_id, cursor=cursor))
+        recent = port.recent(ctx, thread_id, RECENT_MESSAGES)
+        # A turn is over once none of its messages is pending: the agent ends a stream and
+        # saves the final message in one transaction, so this also covers streams whose
+        # row is not marked ended.
+        found["busy_orders"] = sorted({m["order"] for m in recent if m["status"] == "pending"})
         if order is not None:
-            found["outcome"] = turn_outcome(port.turn(ctx, thread_id, order))
+            found["outcome"] = turn_outcome(m for m in recent if m["order"] == order)
         return found
 
     for fn in (thread, threads, messages, follow):

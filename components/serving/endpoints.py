@@ -107,8 +107,9 @@ async def follow(
     """Follow a thread's persisted streams: yield each new result of the ``follow`` query.
 
     Each yielded result holds only deltas not yielded before (``deltas``), every stream's
-    status (``streams``), the cursor after them (``cursor``), ``done`` (every stream ended)
-    and, with ``order``, that turn's ``outcome``. Ends when the runtime closes.
+    status (``streams``), the cursor after them (``cursor``), ``done`` (every stream ended),
+    ``busy_orders`` (turns with a pending message) and, with ``order``, that turn's
+    ``outcome``. Ends when the runtime closes.
     """
     ref = exposed.refs["follow"]
     emitted: dict[str, int] = {}
@@ -296,7 +297,7 @@ class AgentEndpoints:
             for event in self._capsule_events(result, statuses, turn):
                 yield event
             outcome = result["outcome"]
-            if outcome["done"] and all(statuses.get(s) in ENDED for s in turn):
+            if outcome["done"]:
                 yield json_frame(outcome, event="done")
                 return
 
@@ -337,7 +338,7 @@ class AgentEndpoints:
         old = (
             set() if cursor else {s["stream_id"] for s in first["streams"] if s["status"] in ENDED}
         )
-        if not cursor and first["done"]:
+        if not cursor and (first["done"] or not first["busy_orders"]):
             await updates.aclose()
             return Response(status_code=204)
         return sse(self._thread_events(first, updates, old), self.server)
@@ -352,7 +353,7 @@ class AgentEndpoints:
                 live = {s["stream_id"] for s in result["streams"]} - old
                 for event in self._capsule_events(result, statuses, live):
                     yield event
-                if result["done"]:
+                if result["done"] or not result["busy_orders"]:
                     yield json_frame({}, event="done")
                     return
                 result = await anext(updates, None)
@@ -379,7 +380,8 @@ class AgentEndpoints:
         current = await self.server.run_query(
             self.exposed.refs["follow"], {"thread_id": thread_id}, identity
         )
-        live = [s for s in current["streams"] if s["status"] not in ENDED]
+        busy = set(current["busy_orders"])
+        live = [s for s in current["streams"] if s["status"] not in ENDED and s["order"] in busy]
         if not live:
             return Response(status_code=204)
         events = self.ui_reply(identity, thread_id, live[-1]["order"])
@@ -400,7 +402,7 @@ class AgentEndpoints:
                     for event in ui.parts(delta["parts"], id=result["cursor"]):
                         yield event
             outcome = result["outcome"]
-            if outcome["done"] and all(statuses.get(s) in ENDED for s in turn):
+            if outcome["done"]:
                 aborted = any(status == "aborted" for status in statuses.values())
                 error = None if aborted or outcome["status"] != "failed" else outcome["error"]
                 reason = "error" if error else outcome["finish_reason"]

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from components.serving.agents import ExposedAgent
-from components.serving.endpoints import ENDED, follow, read_json, sse
+from components.serving.endpoints import follow, read_json, sse
 from components.serving.errors import AgentNotFoundError, ServingError
 from components.serving.openai_wire import (
     ChatRequest,
@@ -173,7 +173,7 @@ class OpenAIEndpoints:
                     for part in delta["parts"]
                 ]
                 outcome = result["outcome"]
-                over = outcome["done"] and all(statuses.get(s) in ENDED for s in turn)
+                over = bool(outcome["done"])
                 outcome["aborted"] = any(status == "aborted" for status in statuses.values())
                 yield outcome, parts, over
                 if over:
