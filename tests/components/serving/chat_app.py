@@ -90,7 +90,7 @@ def build(
     agent = Agent(
         app.use(agent_component, name="agent"),
         name="guide",
-        model=model,  # type: ignore[arg-type]
+        model=model,
         instructions="Answer from the lookup tool.",
         tools=[lookup],
         stream_throttle=throttle,
