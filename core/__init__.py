@@ -9,12 +9,14 @@ from __future__ import annotations
 from core.app import App
 from core.auth import UserIdentity
 from core.client import Client, SyncClient
-from core.components import Component, ComponentHandle, function_handle, run_function
+from core.components import Component, ComponentHandle, call, function_handle, run_function
 from core.context import ActionCtx, MutationCtx, QueryCtx
 from core.crons import Crons
 from core.database import DatabaseReader, DatabaseWriter, Page, Query
 from core.errors import (
     AppError,
+    BindingExistsError,
+    BindingNotFoundError,
     CapsuleError,
     ConflictError,
     ForbiddenError,
@@ -28,6 +30,7 @@ from core.errors import (
     UnauthenticatedError,
     UserError,
 )
+from core.execution import handle_path, is_handle
 from core.files import FileMetadata
 from core.functions import FunctionRef
 from core.http_client import HttpClient
@@ -43,6 +46,8 @@ __all__ = [
     "ActionCtx",
     "App",
     "AppError",
+    "BindingExistsError",
+    "BindingNotFoundError",
     "CapsuleError",
     "Client",
     "Component",
@@ -80,6 +85,9 @@ __all__ = [
     "UserIdentity",
     "Value",
     "VectorFilter",
+    "call",
     "function_handle",
+    "handle_path",
+    "is_handle",
     "run_function",
 ]

@@ -8,11 +8,11 @@ open at once and closed when the last one leaves.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from core.client import Client, SyncClient
-from core.components import Component, ComponentHandle, Components
+from core.components import NO_BINDINGS, Component, ComponentHandle, Components
 from core.config import database_url, environment
 from core.crons import Crons, install_crons
 from core.errors import FunctionNotFoundError, UserError
@@ -140,6 +140,11 @@ class App(FunctionDecorators):
     def _resolve_foreign(self, ref: Any, caller: str | None) -> Target | None:
         """Component functions and component handles (``None``: not a component reference)."""
         return self.components.resolve(ref, caller)
+
+    def bindings(self, namespace: str) -> Mapping[str, object]:
+        """What ``ctx.bindings`` shows the functions of ``namespace`` (empty for the app)."""
+        instance = self.components.instances.get(namespace)
+        return NO_BINDINGS if instance is None else instance.bindings
 
     def component_config(self, namespace: str) -> dict[str, Any]:
         """The configuration a component instance was mounted with (``{}`` for the app)."""

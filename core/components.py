@@ -12,24 +12,32 @@ Call rules:
   or the parent component) and from the component itself;
 * its internal functions only from the component itself;
 * a function handle (``"fn:<namespace>|<path>"``) is a capability: any function may call it.
-  App function references passed to a component as arguments travel as handles.
+  App function references passed to a component as arguments travel as handles. Only the core
+  parses handles (``is_handle``, ``handle_path``, ``handle.function``).
+
+Client classes call their component with ``call(ctx, ref, args)``: the value inside a query or
+mutation (same transaction), an awaitable of it from an action (its own transaction). Python
+objects that are not values (workflow handlers, models, tools) are bound to one instance with
+``handle.bind(name, obj)`` and read in that instance's functions as ``ctx.bindings[name]``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar, overload
 
 import pydantic
 
-from core.errors import FunctionNotFoundError, UserError
+from core.context import ActionCtx, MutationCtx, QueryCtx
+from core.errors import BindingExistsError, BindingNotFoundError, FunctionNotFoundError, UserError
 from core.execution import Target, parse_handle
 from core.functions import FunctionDecorators, FunctionRef, FunctionRegistry
 from core.schema import Schema
 
-if TYPE_CHECKING:
-    from core.context import ActionCtx, MutationCtx, QueryCtx
+ReturnT = TypeVar("ReturnT")
+ResultT = TypeVar("ResultT")
 
 _MOUNT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
@@ -150,13 +158,61 @@ class ChildRef(FunctionRef[Any, Any]):
         self.child = child
 
 
+class Bindings(Mapping[str, object]):
+    """``ctx.bindings``: a read-only, live view of the objects bound to one instance."""
+
+    __slots__ = ("_namespace", "_objects")
+
+    def __init__(self, namespace: str, objects: Mapping[str, object]):
+        self._namespace = namespace
+        self._objects = objects
+
+    def __getitem__(self, name: str) -> object:
+        try:
+            return self._objects[name]
+        except KeyError:
+            raise BindingNotFoundError(self._namespace, name, list(self._objects)) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._objects
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._objects))
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def __repr__(self) -> str:
+        where = f"component instance {self._namespace!r}" if self._namespace else "the app"
+        return f"<Bindings of {where}: {sorted(self._objects)}>"
+
+
+NO_BINDINGS = Bindings("", {})
+"""The app's functions' ``ctx.bindings``: always empty."""
+
+
 class ComponentInstance:
-    """One mounted instance: the component, its namespace and its configuration."""
+    """One mounted instance: the component, its namespace, configuration and bindings."""
 
     def __init__(self, component: Component, namespace: str, config: dict[str, Any]):
         self.component = component
         self.namespace = namespace
         self.config = config
+        # Bindings belong to the instance, which belongs to the App definition, so every
+        # runtime, client and TestApp of the app in this process sees the same ones.
+        self._bound: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self.bindings = Bindings(namespace, self._bound)
+        """The objects bound with ``bind`` (what ``ctx.bindings`` shows its functions)."""
+
+    def bind(self, name: str, obj: object) -> None:
+        """Bind ``obj`` under ``name`` (once per name)."""
+        if not isinstance(name, str) or not name:
+            raise UserError(f"A binding name is a non-empty string, not {name!r}.")
+        with self._lock:
+            if name in self._bound:
+                raise BindingExistsError(self.namespace, name)
+            self._bound[name] = obj
 
     @property
     def parent(self) -> str:
@@ -181,6 +237,54 @@ class ComponentHandle:
     def component(self) -> Component:
         """The mounted component."""
         return self._instance.component
+
+    @property
+    def bindings(self) -> Mapping[str, object]:
+        """What is bound to this instance (the same view its functions get as ``ctx.bindings``)."""
+        return self._instance.bindings
+
+    def bind(self, name: str, obj: object) -> None:
+        """Bind a Python object to this instance; its functions read it as ``ctx.bindings[name]``.
+
+        Bindings hold what is not a value (a workflow handler, a chat model, an embedder,
+        tools); only this instance's functions see them. Client classes bind in their
+        constructor.
+
+        Raises:
+            BindingExistsError: ``name`` is already bound on this instance.
+        """
+        self._instance.bind(name, obj)
+
+    def function(self, ref: FunctionRef[Any, Any] | str) -> str:
+        """The handle string of one of this instance's functions (to store or pass along).
+
+        ``ref`` is the component's function (``component_module.fn``), ``handle.fn``, or its
+        Python name.
+
+        Raises:
+            FunctionNotFoundError: the component has no such function, or ``ref`` is a
+                function of another instance.
+        """
+        instance = self._instance
+        if isinstance(ref, BoundRef):
+            if ref.namespace != instance.namespace:
+                raise FunctionNotFoundError(
+                    ref.path,
+                    detail=f'it is a function of component instance "{ref.namespace}", not '
+                    f'"{instance.namespace}"',
+                )
+            ref = ref.unbound
+        found = (
+            instance.component.function(ref)
+            if isinstance(ref, str)
+            else instance.component.registry.get(ref.path)
+        )
+        if found is None or (not isinstance(ref, str) and found.handler is not ref.handler):
+            name = ref if isinstance(ref, str) else ref.path
+            raise FunctionNotFoundError(
+                name, detail=f'component "{instance.component.name}" has no such function'
+            )
+        return Target(found, instance.namespace).handle
 
     def __getattr__(self, attr: str) -> BoundRef:
         if attr.startswith("_"):
@@ -310,28 +414,137 @@ class Components:
         return Target(ref, namespace)
 
 
-def function_handle(ctx: Any, ref: Any) -> str:
-    """The handle string of a function as seen from ``ctx`` (to pass to a component)."""
+def function_handle(ctx: QueryCtx | ActionCtx, ref: FunctionRef[Any, Any] | str) -> str:
+    """The handle string of a function as ``ctx``'s function sees it (to pass or store).
+
+    ``ref`` is a reference, a path, or already a handle (returned as the core resolves it).
+    """
     frame = ctx._frame
-    return frame.executor.resolver.resolve(ref, caller=frame.namespace).handle  # type: ignore[no-any-return]
+    return frame.executor.resolver.resolve(ref, caller=frame.namespace).handle
+
+
+@overload
+def call(
+    ctx: ActionCtx,
+    ref: FunctionRef[Any, ReturnT],
+    args: Mapping[str, Any] | None = None,
+    *,
+    then: None = None,
+) -> Awaitable[ReturnT]: ...
+@overload
+def call(
+    ctx: ActionCtx,
+    ref: FunctionRef[Any, ReturnT],
+    args: Mapping[str, Any] | None = None,
+    *,
+    then: Callable[[ReturnT], ResultT],
+) -> Awaitable[ResultT]: ...
+@overload
+def call(
+    ctx: ActionCtx, ref: str, args: Mapping[str, Any] | None = None, *, then: None = None
+) -> Awaitable[Any]: ...
+@overload
+def call(
+    ctx: ActionCtx,
+    ref: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    then: Callable[[Any], ResultT],
+) -> Awaitable[ResultT]: ...
+@overload
+def call(
+    ctx: QueryCtx,
+    ref: FunctionRef[Any, ReturnT],
+    args: Mapping[str, Any] | None = None,
+    *,
+    then: None = None,
+) -> ReturnT: ...
+@overload
+def call(
+    ctx: QueryCtx,
+    ref: FunctionRef[Any, ReturnT],
+    args: Mapping[str, Any] | None = None,
+    *,
+    then: Callable[[ReturnT], ResultT],
+) -> ResultT: ...
+@overload
+def call(
+    ctx: QueryCtx, ref: str, args: Mapping[str, Any] | None = None, *, then: None = None
+) -> Any: ...
+@overload
+def call(
+    ctx: QueryCtx,
+    ref: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    then: Callable[[Any], ResultT],
+) -> ResultT: ...
+def call(
+    ctx: QueryCtx | ActionCtx,
+    ref: FunctionRef[Any, Any] | str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    then: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Call a function from any context, as that context allows: how client classes call.
+
+    From a query or mutation context (``MutationCtx`` is a ``QueryCtx``) the call runs in
+    the caller's transaction and returns the value (a mutation as a nested unit; a query
+    context may call only queries). From an action context it returns an awaitable of the
+    value, and the call is its own transaction. The kind of call follows from ``ref``.
+    ``then(value)``, when given, converts the value (after the await, from an action).
+
+    Example::
+
+        def count(self, ctx: QueryCtx | ActionCtx, name: str) -> int | Awaitable[int]:
+            return call(ctx, self.handle.count, {"name": name}, then=int)
+
+    Raises:
+        UserError: the context may not call a function of ``ref``'s kind (a mutation from a
+            query, an action from a query or mutation), or ``ctx`` is not a context.
+        FunctionNotFoundError: ``ref`` does not resolve from the caller.
+    """
+    return _dispatch(ctx, ref, args, None, then)
+
+
+def _dispatch(
+    ctx: QueryCtx | ActionCtx,
+    ref: Any,
+    args: Mapping[str, Any] | None,
+    kind: str | None,
+    then: Callable[[Any], Any] | None,
+) -> Any:
+    if isinstance(ctx, ActionCtx):
+        pending = ctx._frame.call_async(ref, args, kind)
+        if then is None:
+            return pending
+        convert = then
+
+        async def converted() -> Any:
+            return convert(await pending)
+
+        return converted()
+    if not isinstance(ctx, QueryCtx):
+        raise UserError(
+            "call() takes the caller's QueryCtx, MutationCtx or ActionCtx first, not "
+            f"{type(ctx).__name__}."
+        )
+    frame = ctx._frame
+    if kind == "action":
+        raise UserError(f"{ref!r} is an action; a {frame.kind} cannot call it.")
+    if kind == "mutation" and frame.kind != "mutation":
+        raise UserError(
+            f"{ref!r} is a mutation; it cannot run inside a {frame.kind} (queries are read-only)."
+        )
+    value = frame.call(ref, args, kind)
+    return value if then is None else then(value)
 
 
 def run_function(
     ctx: QueryCtx | MutationCtx | ActionCtx, kind: str, ref: Any, args: Mapping[str, Any] | None
 ) -> Any:
-    """Call ``ref`` from any context, as the context allows.
+    """Call ``ref``, which must be a ``kind``, from any context (deprecated: use ``call``).
 
-    Synchronously inside a query or mutation (same transaction), or as an awaitable from an
-    action (its own transaction). Component client classes use this so their methods take
-    the caller's ``ctx`` first.
+    The same as ``call(ctx, ref, args)``, except that it also checks ``ref`` is a ``kind``.
     """
-    frame = ctx._frame
-    if frame.kind == "action":
-        return frame.call_async(ref, args, kind)
-    if kind == "action":
-        raise UserError(f"An action cannot be called from a {frame.kind}.")
-    if kind == "mutation" and frame.kind != "mutation":
-        raise UserError(
-            f"{ref!r} is a mutation; it cannot run inside a {frame.kind} (queries are read-only)."
-        )
-    return frame.call(ref, args, kind)
+    return _dispatch(ctx, ref, args, kind, None)

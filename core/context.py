@@ -81,6 +81,15 @@ class _Context:
         return self._frame.config()
 
     @property
+    def bindings(self) -> Mapping[str, object]:
+        """Python objects bound to this component instance with ``handle.bind`` (read-only).
+
+        Each instance sees only its own; the app's functions see an empty mapping. A missing
+        name raises ``BindingNotFoundError`` (a ``KeyError``).
+        """
+        return self._frame.bindings()
+
+    @property
     def auth(self) -> Auth:
         """The caller's identity (``ctx.auth.get_user_identity()``)."""
         frame = self._frame

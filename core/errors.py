@@ -4,6 +4,8 @@ The tree::
 
     CapsuleError                      root; code "internal", 500
     ├── UserError                     a mistake in app code (bad schema, wrong context use), 500
+    │   ├── BindingExistsError        a name bound twice on one component instance, 500
+    │   └── BindingNotFoundError      ``ctx.bindings[name]`` of a name never bound (a KeyError), 500
     ├── InvalidArgumentError          a function argument failed validation, 400
     ├── InvalidValueError             a value is not storable / does not match the schema, 400
     │   ├── LimitExceededError        a size or count limit was exceeded, 400
@@ -37,6 +39,48 @@ class UserError(CapsuleError):
     """Raised when app code misuses the API (a bad schema, a write in a query, ...)."""
 
     code = "user_error"
+
+
+class BindingExistsError(UserError):
+    """Raised when ``handle.bind(name, obj)`` names a binding the instance already has."""
+
+    code = "binding_exists"
+
+    def __init__(self, namespace: str, name: str):
+        super().__init__(
+            f'Component instance "{namespace}" already has a binding named "{name}"; a name is '
+            "bound once per instance (mount the component again, under another name, for a "
+            "second one)."
+        )
+        self.namespace = namespace
+        self.name = name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.namespace, self.name))
+
+
+class BindingNotFoundError(UserError, KeyError):
+    """Raised when ``ctx.bindings[name]`` names nothing bound on the calling instance."""
+
+    code = "binding_not_found"
+
+    def __init__(self, namespace: str, name: str, known: Iterable[str] = ()):
+        names = ", ".join(f'"{n}"' for n in sorted(known)) or "none"
+        where = f'component instance "{namespace}"' if namespace else "the app"
+        super().__init__(
+            f'No binding named "{name}" on {where} (bound: {names}); bind it with '
+            "handle.bind(name, obj) on the handle app.use() returned."
+        )
+        self.namespace = namespace
+        self.name = name
+        self.known = sorted(known)
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; this message is a sentence.
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.namespace, self.name, self.known))
 
 
 class InvalidArgumentError(CapsuleError):
@@ -169,6 +213,8 @@ class AppError(CapsuleError):
 
 __all__ = [
     "AppError",
+    "BindingExistsError",
+    "BindingNotFoundError",
     "CapsuleError",
     "ConflictError",
     "ForbiddenError",

@@ -83,11 +83,32 @@ def parse_handle(handle: str) -> tuple[str, str] | None:
     return namespace, path
 
 
+def is_handle(value: object) -> bool:
+    """Whether ``value`` is a function handle string (what travels instead of a reference)."""
+    return isinstance(value, str) and parse_handle(value) is not None
+
+
+def handle_path(handle: str) -> str:
+    """The function path a handle names (``"tasks:create"``).
+
+    Raises:
+        UserError: ``handle`` is not a handle string.
+    """
+    parsed = parse_handle(handle) if isinstance(handle, str) else None
+    if parsed is None:
+        raise UserError(f"{handle!r} is not a function handle.")
+    return parsed[1]
+
+
 class Resolver(Protocol):
     """Turns a function reference or path into a ``Target`` for a caller."""
 
     def resolve(self, ref: Any, *, caller: str | None) -> Target:
         """``caller`` is the calling namespace, or ``None`` for a client."""
+        ...
+
+    def bindings(self, namespace: str) -> Mapping[str, object]:
+        """The Python objects bound to a table space's instance (``ctx.bindings``)."""
         ...
 
 
@@ -147,13 +168,20 @@ class Frame:
             self._reader = cls(self.txn, space, self.executor.system_space())
         return self._reader
 
-    def call(self, ref: Any, args: Mapping[str, Any] | None, kind: str) -> Any:
-        """A nested query or mutation inside this frame's transaction."""
+    def call(self, ref: Any, args: Mapping[str, Any] | None, kind: str | None) -> Any:
+        """A nested query or mutation inside this frame's transaction.
+
+        ``kind`` is what the caller expects ``ref`` to be, or ``None`` for whatever it is.
+        """
         return self.executor.call_nested(self, ref, args, kind)
 
-    async def call_async(self, ref: Any, args: Mapping[str, Any] | None, kind: str) -> Any:
-        """A call from an action: its own transaction."""
+    async def call_async(self, ref: Any, args: Mapping[str, Any] | None, kind: str | None) -> Any:
+        """A call from an action: its own transaction (``kind`` as in ``call``)."""
         return await self.executor.call_from_action(self, ref, args, kind)
+
+    def bindings(self) -> Mapping[str, object]:
+        """``ctx.bindings``: the objects bound to this frame's component instance."""
+        return self.executor.resolver.bindings(self.namespace)
 
     def scheduler(self) -> Any:
         """``ctx.scheduler`` for this frame."""
@@ -227,9 +255,9 @@ class Executor:
 
     # -- top-level calls -------------------------------------------------------------------
 
-    def _resolve(self, ref: Any, kind: str, caller: str | None) -> Target:
+    def _resolve(self, ref: Any, kind: str | None, caller: str | None) -> Target:
         target = self.resolver.resolve(ref, caller=caller)
-        if target.ref.kind.value != kind:
+        if kind is not None and target.ref.kind.value != kind:
             raise FunctionNotFoundError(
                 target.ref.path, detail=f"it is a {target.ref.kind.value}, not a {kind}"
             )
@@ -392,8 +420,12 @@ class Executor:
             return parent.auth
         return NO_AUTH
 
-    def call_nested(self, parent: Frame, ref: Any, args: Any, kind: str) -> Any:
-        """``ctx.run_query`` / ``ctx.run_mutation`` from a query or mutation."""
+    def call_nested(self, parent: Frame, ref: Any, args: Any, kind: str | None) -> Any:
+        """``ctx.run_query`` / ``ctx.run_mutation`` from a query or mutation.
+
+        ``kind`` is the kind the caller asked for, or ``None`` (``core.call``): whatever
+        ``ref`` is, as far as a query or mutation may call it.
+        """
         if parent.depth + 1 > MAX_DEPTH:
             raise UserError(f"Nested function calls are limited to a depth of {MAX_DEPTH}.")
         if kind == "mutation" and parent.kind != "mutation":
@@ -401,6 +433,15 @@ class Executor:
                 f"ctx.run_mutation is not available in a {parent.kind}: queries are read-only."
             )
         target = self._resolve(ref, kind, parent.namespace)
+        if kind is None:
+            kind = target.ref.kind.value
+            if kind not in ("query", "mutation") or (
+                kind == "mutation" and parent.kind != "mutation"
+            ):
+                raise UserError(
+                    f"{target.ref!r} is {_a(kind)}; {_a(parent.kind)} cannot call it "
+                    f"({_CALLABLE_FROM[parent.kind]})."
+                )
         kwargs = self._args(target, args, parent.namespace)
         txn = parent.txn
         if txn is None:  # pragma: no cover - a query or mutation frame always has one
@@ -423,11 +464,21 @@ class Executor:
             txn.rollback_to(mark)
             raise
 
-    async def call_from_action(self, parent: Frame, ref: Any, args: Any, kind: str) -> Any:
-        """``await ctx.run_query / run_mutation / run_action`` from an action."""
+    async def call_from_action(self, parent: Frame, ref: Any, args: Any, kind: str | None) -> Any:
+        """``await ctx.run_query / run_mutation / run_action`` from an action.
+
+        ``kind`` is as in ``call_nested``.
+        """
         if parent.depth + 1 > MAX_DEPTH:
             raise UserError(f"Nested function calls are limited to a depth of {MAX_DEPTH}.")
         target = self._resolve(ref, kind, parent.namespace)
+        if kind is None:
+            kind = target.ref.kind.value
+            if kind not in ("query", "mutation", "action"):
+                raise UserError(
+                    f"{target.ref!r} is {_a(kind)}; an action cannot call it "
+                    f"({_CALLABLE_FROM['action']})."
+                )
         auth = self._child_auth(parent, target)
         args = self._handles_in(args, parent.namespace)
         if kind == "query":
@@ -472,6 +523,17 @@ class Executor:
             type(exc).__name__,
             exc,
         )
+
+
+_CALLABLE_FROM = {
+    "query": "queries are read-only and call only queries",
+    "mutation": "a mutation calls queries and mutations; schedule actions with ctx.scheduler",
+    "action": "an action calls queries, mutations and actions; HTTP routes are not callable",
+}
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _auth(identity: UserIdentity | None) -> Auth:

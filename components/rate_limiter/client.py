@@ -7,11 +7,10 @@ action each call is its own transaction and the method returns an awaitable.
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 
 from components.rate_limiter.algorithms import (
     FixedWindow,
@@ -21,9 +20,7 @@ from components.rate_limiter.algorithms import (
     config_to_dict,
 )
 from components.rate_limiter.errors import RateLimitConfigError
-from core import ActionCtx, ComponentHandle, MutationCtx, QueryCtx, run_function
-
-ResultT = TypeVar("ResultT")
+from core import ActionCtx, ComponentHandle, MutationCtx, QueryCtx, call
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,16 +43,6 @@ class RateLimitValue:
     """Token bucket: time of the evaluation. Fixed window: the current window's start."""
     config: LimitConfig
     """The configuration, with defaults filled in (a window's ``start`` included)."""
-
-
-def _then(result: Any, convert: Callable[[Any], ResultT]) -> Any:
-    if inspect.isawaitable(result):
-
-        async def finish() -> ResultT:
-            return convert(await result)
-
-        return finish()
-    return convert(result)
 
 
 def _status(raw: Mapping[str, Any]) -> RateLimitStatus:
@@ -177,7 +164,7 @@ class RateLimiter:
             RateLimitCountError: ``count`` can never be granted.
         """
         args = self._request(name, key, count, reserve, throws)
-        return _then(run_function(ctx, "mutation", self.handle.limit, args), _status)  # type: ignore[no-any-return]
+        return call(ctx, self.handle.limit, args, then=_status)
 
     @overload
     def check(
@@ -213,12 +200,12 @@ class RateLimiter:
     ) -> RateLimitStatus | Awaitable[RateLimitStatus]:
         """What ``limit`` would answer now; writes nothing (usable in queries)."""
         args = self._request(name, key, count, reserve, throws)
-        return _then(run_function(ctx, "query", self.handle.check, args), _status)  # type: ignore[no-any-return]
+        return call(ctx, self.handle.check, args, then=_status)
 
     def reset(self, ctx: MutationCtx | ActionCtx, name: str, *, key: str | None = None) -> Any:
         """Make ``(name, key)`` full again (a fixed window gets a new random phase)."""
         self._config(name)
-        return run_function(ctx, "mutation", self.handle.reset, {"name": name, "key": key})
+        return call(ctx, self.handle.reset, {"name": name, "key": key})
 
     @overload
     def get_value(
@@ -231,4 +218,4 @@ class RateLimiter:
     ) -> RateLimitValue | Awaitable[RateLimitValue]:
         """The tokens available at ``ctx.now``, with the time and the config."""
         args = {"name": name, "config": self._config(name), "key": key}
-        return _then(run_function(ctx, "query", self.handle.get_value, args), _value)  # type: ignore[no-any-return]
+        return call(ctx, self.handle.get_value, args, then=_value)

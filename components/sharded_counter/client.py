@@ -6,12 +6,11 @@ transaction; from an action each call is its own transaction and returns an awai
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from components.sharded_counter.errors import CounterConfigError
-from core import ActionCtx, ComponentHandle, MutationCtx, QueryCtx, run_function
+from core import ActionCtx, ComponentHandle, MutationCtx, QueryCtx, call
 
 Number = int | float
 
@@ -20,6 +19,10 @@ def _check_shards(what: str, n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise CounterConfigError(f"{what} must be a positive integer, not {n!r}.")
     return n
+
+
+def _by_shard(raw: Mapping[str, Number]) -> dict[int, Number]:
+    return {int(k): v for k, v in raw.items()}
 
 
 class ShardedCounter:
@@ -76,7 +79,7 @@ class ShardedCounter:
                 f'Shard {shard} of "{name}" is out of range 0..{self.shards_of(name) - 1}.'
             )
         args = {"name": name, "count": count, "shards": self.shards_of(name), "shard": shard}
-        return run_function(ctx, "mutation", self.handle.add, args)
+        return call(ctx, self.handle.add, args)
 
     def inc(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
         """Add one."""
@@ -88,29 +91,22 @@ class ShardedCounter:
 
     def count(self, ctx: QueryCtx | ActionCtx, name: str) -> Any:
         """The exact count: the sum of every shard (reads them all)."""
-        return run_function(ctx, "query", self.handle.count, {"name": name})
+        return call(ctx, self.handle.count, {"name": name})
 
     def estimate_count(self, ctx: QueryCtx | ActionCtx, name: str, *, read_shards: int = 1) -> Any:
         """An estimate from ``read_shards`` random shards (exact after ``rebalance``)."""
         args = {"name": name, "read_shards": read_shards, "shards": self.shards_of(name)}
-        return run_function(ctx, "query", self.handle.estimate_count, args)
+        return call(ctx, self.handle.estimate_count, args)
 
     def shard_values(self, ctx: QueryCtx | ActionCtx, name: str) -> Any:
         """Each existing shard's value by shard number (for inspection)."""
-        raw = run_function(ctx, "query", self.handle.shard_values, {"name": name})
-        if inspect.isawaitable(raw):
-
-            async def finish() -> dict[int, Number]:
-                return {int(k): v for k, v in (await raw).items()}
-
-            return finish()
-        return {int(k): v for k, v in raw.items()}
+        return call(ctx, self.handle.shard_values, {"name": name}, then=_by_shard)
 
     def rebalance(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
         """Spread the total evenly over the shards (and drop shards beyond the count)."""
         args = {"name": name, "shards": self.shards_of(name)}
-        return run_function(ctx, "mutation", self.handle.rebalance, args)
+        return call(ctx, self.handle.rebalance, args)
 
     def reset(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
         """Set the count back to 0."""
-        return run_function(ctx, "mutation", self.handle.reset, {"name": name})
+        return call(ctx, self.handle.reset, {"name": name})

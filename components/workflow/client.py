@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from components.workflow.pool import check_parallelism
-from components.workflow.steps import WORKFLOWS
-from core import ComponentHandle, Id, UserError, function_handle, run_function
+from components.workflow.steps import binding_name
+from core import ComponentHandle, Id, UserError, call, function_handle
 
 Handler = Callable[..., Awaitable[Any]]
 """A workflow handler: ``async def handler(step, **args)``."""
@@ -69,23 +69,8 @@ def _module_name(handler: Callable[..., Any]) -> str:
     return str(module)
 
 
-def _then(value: Any, fn: Callable[[Any], Any]) -> Any:
-    """Apply ``fn`` to a result, or to an awaitable's result (action contexts)."""
-    if inspect.isawaitable(value):
-
-        async def later() -> Any:
-            return fn(await value)
-
-        return later()
-    return fn(value)
-
-
 def _handle(ctx: Any, ref: Any) -> str | None:
-    if ref is None:
-        return None
-    if isinstance(ref, str) and ref.startswith("fn:"):
-        return ref
-    return function_handle(ctx, ref)
+    return None if ref is None else function_handle(ctx, ref)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,9 +114,8 @@ class WorkPool:
         retry: Any,
         run_after: float,
     ) -> Any:
-        return run_function(
+        return call(
             ctx,
-            "mutation",
             self.handle.enqueue,
             {
                 "fn": _handle(ctx, ref),
@@ -193,21 +177,16 @@ class WorkPool:
 
     def status(self, ctx: Any, work_id: str) -> Any:
         """A job's ``WorkStatus``."""
-        return _then(
-            run_function(ctx, "query", self.handle.status, {"work_id": work_id}),
-            lambda s: WorkStatus(**s),
-        )
+        return call(ctx, self.handle.status, {"work_id": work_id}, then=_work_status)
 
     def cancel(self, ctx: Any, work_id: str) -> Any:
         """Cancel a job (prevents its start or its next retry)."""
-        return run_function(ctx, "mutation", self.handle.cancel, {"work_id": work_id})
+        return call(ctx, self.handle.cancel, {"work_id": work_id})
 
     def set_max_parallelism(self, ctx: Any, max_parallelism: int) -> Any:
         """Change the limit at run time (0 pauses)."""
         self.max_parallelism = check_parallelism(max_parallelism)
-        return run_function(
-            ctx, "mutation", self.handle.set_max_parallelism, {"max_parallelism": max_parallelism}
-        )
+        return call(ctx, self.handle.set_max_parallelism, {"max_parallelism": max_parallelism})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,6 +237,22 @@ class Workflow:
     def __call__(self, step: Any, **args: Any) -> Awaitable[Any]:
         """Call the handler (handy in unit tests)."""
         return self.handler(step, **args)
+
+
+def _work_status(s: dict[str, Any]) -> WorkStatus:
+    return WorkStatus(**s)
+
+
+def _result(s: dict[str, Any] | None) -> Any:
+    return None if s is None else s["result"]
+
+
+def _page(p: dict[str, Any]) -> WorkflowPage:
+    return WorkflowPage(
+        page=[_status(s) for s in p["page"]],  # type: ignore[misc]
+        continue_cursor=p["continue_cursor"],
+        is_done=p["is_done"],
+    )
 
 
 def _status(s: dict[str, Any] | None) -> WorkflowStatus | None:
@@ -321,7 +316,9 @@ class WorkflowManager:
             if not inspect.iscoroutinefunction(handler):
                 raise UserError(f"A workflow must be an async def, not {handler!r}.")
             wf_name = name or f"{_module_name(handler)}:{handler.__qualname__}"
-            WORKFLOWS[wf_name] = handler
+            # One handler per name per instance: a second define of the name raises
+            # BindingExistsError, and another mount's manager keeps its own handler.
+            self.handle.bind(binding_name(wf_name), handler)
             return Workflow(name=wf_name, handler=handler)
 
         return wrap if fn is None else wrap(fn)
@@ -342,23 +339,27 @@ class WorkflowManager:
         transaction that finishes the workflow; if it raises, the failure is recorded.
         """
         name = workflow.name if isinstance(workflow, Workflow) else workflow
-        return _then(
-            run_function(
-                ctx,
-                "mutation",
-                self.handle.start,
-                {
-                    "name": name,
-                    "args": dict(args or {}),
-                    "on_complete": _handle(ctx, on_complete),
-                    "context": context,
-                    "key": id,
-                    "max_parallelism": self.max_parallelism,
-                    "retry": None if self.retry is None else self.retry.to_dict(),
-                    "retention": self.retention,
-                },
-            ),
-            Id,
+        if isinstance(workflow, Workflow):
+            bound = self.handle.bindings.get(binding_name(name))
+            if bound is not workflow.handler:
+                raise UserError(
+                    f'Workflow "{name}" was not defined by this WorkflowManager (mounted as '
+                    f'"{self.handle.namespace}"); define it with this manager\'s @define.'
+                )
+        return call(
+            ctx,
+            self.handle.start,
+            {
+                "name": name,
+                "args": dict(args or {}),
+                "on_complete": _handle(ctx, on_complete),
+                "context": context,
+                "key": id,
+                "max_parallelism": self.max_parallelism,
+                "retry": None if self.retry is None else self.retry.to_dict(),
+                "retention": self.retention,
+            },
+            then=Id,
         )
 
     def status(self, ctx: Any, workflow_id: str, *, steps: bool = True) -> Any:
@@ -368,24 +369,21 @@ class WorkflowManager:
         to it re-runs only when the workflow's own state changes.
         """
         args = {"workflow_id": workflow_id, "steps": steps}
-        return _then(run_function(ctx, "query", self.handle.status, args), _status)
+        return call(ctx, self.handle.status, args, then=_status)
 
     def result(self, ctx: Any, workflow_id: str) -> Any:
         """The recorded result of a finished workflow (``None`` while running)."""
-        return _then(
-            self.status(ctx, workflow_id, steps=False),
-            lambda s: None if s is None else s.result,
-        )
+        args = {"workflow_id": workflow_id, "steps": False}
+        return call(ctx, self.handle.status, args, then=_result)
 
     def cancel(self, ctx: Any, workflow_id: str) -> Any:
         """Cancel a running workflow and its children."""
-        return run_function(ctx, "mutation", self.handle.cancel, {"workflow_id": workflow_id})
+        return call(ctx, self.handle.cancel, {"workflow_id": workflow_id})
 
     def send_event(self, ctx: Any, workflow_id: str, name: str, value: Any = None) -> Any:
         """Deliver an event to ``step.await_event(name)`` (kept if not yet awaited)."""
-        return run_function(
+        return call(
             ctx,
-            "mutation",
             self.handle.send_event,
             {"workflow_id": workflow_id, "name": name, "value": value},
         )
@@ -399,31 +397,17 @@ class WorkflowManager:
         num_items: int = 100,
     ) -> Any:
         """A page of workflows, optionally only those in ``state``."""
-        return _then(
-            run_function(
-                ctx,
-                "query",
-                self.handle.list_workflows,
-                {"state": state, "cursor": cursor, "num_items": num_items},
-            ),
-            lambda p: WorkflowPage(
-                page=[_status(s) for s in p["page"]],  # type: ignore[misc]
-                continue_cursor=p["continue_cursor"],
-                is_done=p["is_done"],
-            ),
-        )
+        args = {"state": state, "cursor": cursor, "num_items": num_items}
+        return call(ctx, self.handle.list_workflows, args, then=_page)
 
     def restart(self, ctx: Any, workflow_id: str, from_step: int | str | None = None) -> Any:
         """Re-run a finished workflow from a step number or the last step with a name."""
-        return run_function(
+        return call(
             ctx,
-            "mutation",
             self.handle.restart,
             {"workflow_id": workflow_id, "from_step": from_step},
         )
 
     def cleanup(self, ctx: Any, workflow_id: str, *, force: bool = False) -> Any:
         """Delete a finished workflow and its journal; ``False`` if it is still running."""
-        return run_function(
-            ctx, "mutation", self.handle.cleanup, {"workflow_id": workflow_id, "force": force}
-        )
+        return call(ctx, self.handle.cleanup, {"workflow_id": workflow_id, "force": force})

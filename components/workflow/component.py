@@ -23,7 +23,7 @@ from typing import Any
 from components.workflow import pool as pool_module
 from components.workflow.errors import WorkflowStateError
 from components.workflow.pool import CANCELED, error_text, failed, success
-from components.workflow.steps import WORKFLOWS, Engine, check_size, load_journal
+from components.workflow.steps import Engine, check_size, handler_of, load_journal
 from core import Component, Crons, MutationCtx, QueryCtx, Schema, Table
 
 logger = logging.getLogger("capsule.workflow")
@@ -372,8 +372,11 @@ def start(
     retention: float | None = None,
 ) -> str:
     """Create a workflow and run its first pass; with a ``key``, an existing run is reused."""
-    if name not in WORKFLOWS:
-        raise WorkflowStateError(f'Workflow "{name}" is not defined (use @manager.define).')
+    if handler_of(ctx, name) is None:
+        raise WorkflowStateError(
+            f'Workflow "{name}" is not defined on this workflow instance (use @manager.define '
+            "on the WorkflowManager of this mount)."
+        )
     pool_module.check_parallelism(max_parallelism)
     if key is not None:
         existing = _find(ctx, key)

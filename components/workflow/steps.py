@@ -39,13 +39,22 @@ from core import (
     QueryCtx,
     UserError,
     function_handle,
+    handle_path,
 )
 
 MAX_STEP_VALUE_BYTES = 800 * 1024
 """The largest journaled step argument or result (a bigger result fails the step)."""
 
-WORKFLOWS: dict[str, Callable[..., Awaitable[Any]]] = {}
-"""Workflow handlers defined in this process, by name (``@manager.define``)."""
+
+def binding_name(workflow: str) -> str:
+    """The name a workflow's handler is bound under on its instance (``@manager.define``)."""
+    return f"workflow:{workflow}"
+
+
+def handler_of(ctx: QueryCtx, workflow: str) -> Callable[..., Awaitable[Any]] | None:
+    """The handler of ``workflow`` defined on the calling instance, if any."""
+    handler = ctx.bindings.get(binding_name(workflow))
+    return handler if callable(handler) else None
 
 
 class _Blocked:
@@ -299,12 +308,8 @@ class Engine:
         unstable: bool,
     ) -> StepCall:
         """A query, mutation or action step."""
-        handle = (
-            ref
-            if isinstance(ref, str) and ref.startswith("fn:")
-            else function_handle(self.ctx, ref)
-        )
-        label = name or handle.rpartition("|")[2]
+        handle = function_handle(self.ctx, ref)
+        label = name or handle_path(handle)
         args = dict(args or {})
         entry = self._next(kind, label, args, unstable)
         if entry is None and kind != "action":
@@ -336,9 +341,10 @@ class Engine:
     def workflow_step(self, workflow: Any, args: dict[str, Any], name: str | None) -> StepCall:
         """A child workflow step."""
         wf_name = getattr(workflow, "name", workflow)
-        if not isinstance(wf_name, str) or wf_name not in WORKFLOWS:
+        if not isinstance(wf_name, str) or handler_of(self.ctx, wf_name) is None:
             raise UserError(
-                f"run_workflow takes a workflow defined with @manager.define, not {workflow!r}."
+                "run_workflow takes a workflow defined with @manager.define on this workflow "
+                f"instance's manager, not {workflow!r}."
             )
         label = name or wf_name
         entry = self._next("workflow", label, args, False)
@@ -352,12 +358,12 @@ class Engine:
     def run(self) -> dict[str, Any] | None:
         """Run the handler up to the frontier: its final result, or ``None`` when blocked."""
         wf = self.workflow
-        handler = WORKFLOWS.get(wf["name"])
+        handler = handler_of(self.ctx, wf["name"])
         if handler is None:
             return {
                 "kind": "failed",
-                "error": f'Workflow "{wf["name"]}" is not defined in this '
-                "process (import the module that defines it).",
+                "error": f'Workflow "{wf["name"]}" is not defined on this workflow instance in '
+                "this process (import the module that defines it with @manager.define).",
             }
         coro: Any = handler(Step(self), **wf["args"])
         result: dict[str, Any] | None

@@ -52,6 +52,9 @@ limiters = {
     "limits": RateLimiter(limits, CONFIGS),
     "other": RateLimiter(other, CONFIGS),
     "jittered": RateLimiter(limits, CONFIGS, jitter=1.0),
+    # One limit name on two mounts, configured differently.
+    "narrow": RateLimiter(limits, {"send": TokenBucket(1, MINUTE)}),
+    "wide": RateLimiter(other, {"send": TokenBucket(3, MINUTE)}),
 }
 
 
@@ -112,6 +115,11 @@ async def take_from_action(ctx: ActionCtx, name: str) -> Any:
     await limiter.reset(ctx, name)
     after = await limiter.get_value(ctx, name)
     return [first.ok, checked.ok, current.value, after.value]
+
+
+@app.action
+async def take_in_action(ctx: ActionCtx, which: str, name: str) -> bool:
+    return (await limiters[which].limit(ctx, name)).ok
 
 
 @pytest.fixture
@@ -272,6 +280,20 @@ def test_limit_in_failed_mutation_is_undone(t: TestApp) -> None:
         t.mutation(take_then_fail, {"name": "tb_cap3"})
     assert t.query(value, {"name": "tb_cap3"})["value"] == 3
     assert t.mutation(take, {"name": "tb_cap3", "count": 3})["ok"]
+
+
+def test_one_limit_name_on_two_mounts_stays_independent(t: TestApp) -> None:
+    assert t.mutation(take, {"name": "send", "which": "narrow"})["ok"]
+    assert not t.action(take_in_action, {"name": "send", "which": "narrow"})
+    # The other mount's "send" is untouched and keeps its own configuration (3 a minute).
+    assert [t.action(take_in_action, {"name": "send", "which": "wide"}) for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert t.query(value, {"name": "send", "which": "narrow"})["capacity"] == 1
+    assert t.query(value, {"name": "send", "which": "wide"})["capacity"] == 3
 
 
 def test_two_mounts_keep_separate_state(t: TestApp) -> None:

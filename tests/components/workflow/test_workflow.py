@@ -131,7 +131,7 @@ async def two_attempts(step: Any, key: str) -> str:  # reference case 37
     return str(await step.run_action(flaky, {"key": key, "fail_times": 99}, retry=policy))
 
 
-@manager.define
+@serial.define
 async def two_actions(step: Any, key: str) -> list[str]:
     first = await step.run_action(flaky, {"key": f"{key}1", "fail_times": 0})
     return [str(first), str(await step.run_action(flaky, {"key": f"{key}2", "fail_times": 0}))]
@@ -272,12 +272,13 @@ def test_event_delivered_before_timeout(t: Any) -> None:
     assert t.query(status, {"id": wid})["result"] == {"ok": True}
 
 
-def test_send_event_before_await_is_not_lost(t: Any) -> None:
-    @manager.define
-    async def late_waiter(step: Any) -> Any:
-        await step.sleep(5)
-        return await step.await_event("approve")
+@manager.define
+async def late_waiter(step: Any) -> Any:
+    await step.sleep(5)
+    return await step.await_event("approve")
 
+
+def test_send_event_before_await_is_not_lost(t: Any) -> None:
     wid = t.mutation(start, {"wf": late_waiter.name, "args": {}})
     t.mutation(send, {"id": wid, "value": 7})
     t.advance_time(6)
