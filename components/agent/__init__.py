@@ -38,7 +38,6 @@ from components.agent.tools import Tool, ToolOutcome, tool
 from components.agent.usage import Price, PriceTable, StepUsage, UsageHandler, UsageTotals
 
 __all__ = [
-    "MAX_ORDER",
     "Agent",
     "AgentError",
     "ApprovalError",
@@ -49,6 +48,7 @@ __all__ = [
     "LoopAgent",
     "LoopFinish",
     "LoopResult",
+    "MAX_ORDER",
     "MessageNotFoundError",
     "ObjectGenerationError",
     "OrderError",

@@ -9,37 +9,25 @@ actions only.
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pydantic
-import pydantic_core
 
-from components.agent.context import ContextOptions, SearchMode, fetch_context
-from components.agent.loop import LoopAgent, LoopResult, StepResult, denial_outcome, run_loop
-from components.agent.messages import call_from_dict, outcome_fields
+from components.agent import generation
+from components.agent.context import ContextOptions, SearchMode
+from components.agent.directory import AgentDirectory
+from components.agent.loop import LoopAgent
 from components.agent.results import GenerateObjectResult, GenerateResult, ResultStream
-from components.agent.runs import ComponentPersistence, RunSettings
-from components.agent.search import embed_messages, search_messages
-from components.agent.tools import Tool, ToolOutcome, make_tool, tool_map
-from components.agent.usage import PriceTable, StepUsage, UsageHandler, UsageTotals, cost
-from components.models import ChatModel, Embedder, ModelResponse, OutputSchema, Usage
-from core import Page, UserError, run_function
+from components.agent.search import search_messages
+from components.agent.tools import Tool, make_tool, tool_map
+from components.agent.usage import PriceTable, UsageHandler, UsageTotals
+from components.models import ChatModel, Embedder
+from core import Page, UserError, call
 
 ResultT = TypeVar("ResultT")
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
-
-
-def _then(result: Any, convert: Callable[[Any], ResultT]) -> Any:
-    if inspect.isawaitable(result):
-
-        async def finish() -> ResultT:
-            return convert(await result)
-
-        return finish()
-    return convert(result)
 
 
 def _page(raw: Mapping[str, Any]) -> Page:
@@ -116,95 +104,228 @@ class Agent:
         self.stream_cleanup_delay = stream_cleanup_delay
         self.object_attempts = object_attempts
         self.options = dict(options or {})
+        # Component functions (approval resumes, workflow steps) reach this agent, and so
+        # its model, tools and embedder, through the instance's bound directory.
+        AgentDirectory.of(handle).add(self)
 
     def __repr__(self) -> str:
         return f"<Agent {self.name!r}>"
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _call(self, ctx: Any, kind: str, name: str, args: dict[str, Any]) -> Any:
-        return run_function(ctx, kind, getattr(self.handle, name), args)
+    def _call(
+        self,
+        ctx: Any,
+        kind: str,
+        name: str,
+        args: dict[str, Any],
+        then: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        # ``kind`` documents the call; ``call`` finds it from the function itself.
+        return call(ctx, getattr(self.handle, name), args, then=then)
 
     def loop_agent(self, tools: Sequence[Tool | Callable[..., Any]] | None = None) -> LoopAgent:
         """This agent as the loop sees it (``tools`` replaces its own for one call)."""
         chosen = self.tools if tools is None else tool_map(list(tools))
-        return LoopAgent(name=self.name, model=self.model, instructions=self.instructions,
-                         tools=chosen, options=self.options)
+        return LoopAgent(
+            name=self.name,
+            model=self.model,
+            instructions=self.instructions,
+            tools=chosen,
+            options=self.options,
+        )
 
     # -- threads ----------------------------------------------------------------------------
 
-    def create_thread(self, ctx: Any, *, user_id: str | None = None, title: str | None = None,
-                      summary: str | None = None) -> Any:
+    def create_thread(
+        self,
+        ctx: Any,
+        *,
+        user_id: str | None = None,
+        title: str | None = None,
+        summary: str | None = None,
+    ) -> Any:
         """Create a thread; returns its id."""
-        return self._call(ctx, "mutation", "create_thread", {
-            "user_id": user_id, "title": title, "summary": summary, "agent_name": self.name})
+        return self._call(
+            ctx,
+            "mutation",
+            "create_thread",
+            {"user_id": user_id, "title": title, "summary": summary, "agent_name": self.name},
+        )
 
     def get_thread(self, ctx: Any, thread_id: str) -> Any:
         """A thread document, or ``None``."""
         return self._call(ctx, "query", "thread", {"thread_id": thread_id})
 
-    def list_threads(self, ctx: Any, *, user_id: str | None, cursor: str | None = None,
-                     num_items: int = 100, order: str = "desc") -> Any:
+    def list_threads(
+        self,
+        ctx: Any,
+        *,
+        user_id: str | None,
+        cursor: str | None = None,
+        num_items: int = 100,
+        order: str = "desc",
+    ) -> Any:
         """A ``Page`` of a user's threads (newest first by default)."""
-        return _then(self._call(ctx, "query", "list_threads", {
-            "user_id": user_id, "cursor": cursor, "num_items": num_items, "order": order}), _page)
+        return self._call(
+            ctx,
+            "query",
+            "list_threads",
+            {"user_id": user_id, "cursor": cursor, "num_items": num_items, "order": order},
+            then=_page,
+        )
 
-    def update_thread(self, ctx: Any, thread_id: str, *, title: str | None = None,
-                      summary: str | None = None, status: str | None = None,
-                      user_id: str | None = None) -> Any:
+    def update_thread(
+        self,
+        ctx: Any,
+        thread_id: str,
+        *,
+        title: str | None = None,
+        summary: str | None = None,
+        status: str | None = None,
+        user_id: str | None = None,
+    ) -> Any:
         """Change a thread's title, summary, status or user (``None`` leaves one as it is)."""
-        patch = {k: v for k, v in {"title": title, "summary": summary, "status": status,
-                                   "user_id": user_id}.items() if v is not None}
-        return self._call(ctx, "mutation", "update_thread", {"thread_id": thread_id,
-                                                             "patch": patch})
+        patch = {
+            k: v
+            for k, v in {
+                "title": title,
+                "summary": summary,
+                "status": status,
+                "user_id": user_id,
+            }.items()
+            if v is not None
+        }
+        return self._call(
+            ctx, "mutation", "update_thread", {"thread_id": thread_id, "patch": patch}
+        )
 
     def delete_thread(self, ctx: Any, thread_id: str, *, batch: int = 200) -> Any:
         """Delete a thread, its messages and streams (in batches, continued by the scheduler)."""
-        return self._call(ctx, "mutation", "delete_thread", {"thread_id": thread_id,
-                                                             "batch": batch})
+        return self._call(
+            ctx, "mutation", "delete_thread", {"thread_id": thread_id, "batch": batch}
+        )
 
     # -- messages ---------------------------------------------------------------------------
 
-    def save_message(self, ctx: Any, *, thread_id: str, role: str = "user", text: str = "",
-                     order: int | str | None = None, prompt_message_id: str | None = None,
-                     agent_name: str | None = None, **fields: Any) -> Any:
+    def save_message(
+        self,
+        ctx: Any,
+        *,
+        thread_id: str,
+        role: str = "user",
+        text: str = "",
+        order: int | str | None = None,
+        prompt_message_id: str | None = None,
+        agent_name: str | None = None,
+        **fields: Any,
+    ) -> Any:
         """Save one message; returns its id (see the ordering rules of ``save_messages``)."""
         message = {"role": role, "text": text, "agent_name": agent_name, **fields}
         if role not in ("user", "system") and agent_name is None:
             message["agent_name"] = self.name
-        return _then(self.save_messages(ctx, thread_id=thread_id, messages=[message],
-                                        order=order, prompt_message_id=prompt_message_id),
-                     lambda ids: ids[0])
+        return self._call(
+            ctx,
+            "mutation",
+            "save_messages",
+            {
+                "thread_id": thread_id,
+                "messages": [message],
+                "order": order,
+                "prompt_message_id": prompt_message_id,
+            },
+            then=lambda ids: ids[0],
+        )
 
-    def save_messages(self, ctx: Any, *, thread_id: str, messages: Sequence[Mapping[str, Any]],
-                      order: int | str | None = None,
-                      prompt_message_id: str | None = None) -> Any:
+    def save_messages(
+        self,
+        ctx: Any,
+        *,
+        thread_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        order: int | str | None = None,
+        prompt_message_id: str | None = None,
+    ) -> Any:
         """Save messages in one transaction; returns their ids.
 
         A user message starts a new turn; any other message takes the next step of the
         current turn. ``order="next"`` starts a new turn, an explicit ``order`` appends to
         that turn, ``prompt_message_id`` appends to the prompt's turn.
         """
-        return self._call(ctx, "mutation", "save_messages", {
-            "thread_id": thread_id, "messages": [dict(m) for m in messages], "order": order,
-            "prompt_message_id": prompt_message_id})
+        return self._call(
+            ctx,
+            "mutation",
+            "save_messages",
+            {
+                "thread_id": thread_id,
+                "messages": [dict(m) for m in messages],
+                "order": order,
+                "prompt_message_id": prompt_message_id,
+            },
+        )
+
+    def update_message(
+        self,
+        ctx: Any,
+        message_id: str,
+        *,
+        text: str | None = None,
+        status: str | None = None,
+        error: str | None = None,
+    ) -> Any:
+        """Change a message's text, status or error (``None`` leaves one as it is)."""
+        patch = {
+            k: v
+            for k, v in {"text": text, "status": status, "error": error}.items()
+            if v is not None
+        }
+        return self._call(
+            ctx, "mutation", "update_message", {"message_id": message_id, "patch": patch}
+        )
+
+    def delete_messages(self, ctx: Any, message_ids: Sequence[str]) -> Any:
+        """Delete messages by id; returns the ids that existed."""
+        return self._call(ctx, "mutation", "delete_messages", {"message_ids": list(message_ids)})
 
     def get_message(self, ctx: Any, message_id: str) -> Any:
         """A message document, or ``None``."""
         return self._call(ctx, "query", "message", {"message_id": message_id})
 
-    def list_messages(self, ctx: Any, *, thread_id: str, cursor: str | None = None,
-                      num_items: int = 100, statuses: Sequence[str] | None = None,
-                      order: str = "asc") -> Any:
+    def list_messages(
+        self,
+        ctx: Any,
+        *,
+        thread_id: str,
+        cursor: str | None = None,
+        num_items: int = 100,
+        statuses: Sequence[str] | None = None,
+        order: str = "asc",
+    ) -> Any:
         """A ``Page`` of a thread's messages, ascending by ``(order, step_order)``."""
-        return _then(self._call(ctx, "query", "list_messages", {
-            "thread_id": thread_id, "cursor": cursor, "num_items": num_items,
-            "statuses": list(statuses) if statuses is not None else None, "order": order}),
-            _page)
+        return self._call(
+            ctx,
+            "query",
+            "list_messages",
+            {
+                "thread_id": thread_id,
+                "cursor": cursor,
+                "num_items": num_items,
+                "statuses": list(statuses) if statuses is not None else None,
+                "order": order,
+            },
+            then=_page,
+        )
 
-    def search_messages(self, ctx: Any, *, query: str, thread_id: str | None = None,
-                        user_id: str | None = None, limit: int = 10,
-                        mode: SearchMode = "text") -> Any:
+    def search_messages(
+        self,
+        ctx: Any,
+        *,
+        query: str,
+        thread_id: str | None = None,
+        user_id: str | None = None,
+        limit: int = 10,
+        mode: SearchMode = "text",
+    ) -> Any:
         """Messages matching ``query`` in a thread or across a user's threads.
 
         ``mode="text"`` works from any context; ``"vector"`` and ``"hybrid"`` need the
@@ -213,22 +334,35 @@ class Agent:
         if thread_id is None and user_id is None:
             raise UserError("search_messages needs a thread_id or a user_id.")
         if mode == "text" and not _is_action(ctx):
-            return self._call(ctx, "query", "search_text", {
-                "query": query, "thread_id": thread_id, "user_id": user_id, "limit": limit})
-        return search_messages(self, ctx, query=query, thread_id=thread_id, user_id=user_id,
-                               limit=limit, mode=mode)
+            return self._call(
+                ctx,
+                "query",
+                "search_text",
+                {"query": query, "thread_id": thread_id, "user_id": user_id, "limit": limit},
+            )
+        return search_messages(
+            self, ctx, query=query, thread_id=thread_id, user_id=user_id, limit=limit, mode=mode
+        )
 
     # -- streams, aborts, sweeping ----------------------------------------------------------
 
     def stream_deltas(self, ctx: Any, *, thread_id: str, cursor: str | None = None) -> Any:
-        """``{"streams", "deltas", "cursor", "done"}``: a thread's streams and the delta rows
-        after ``cursor``. Usable from a query, so a subscription follows streams live."""
-        return self._call(ctx, "query", "stream_deltas", {"thread_id": thread_id,
-                                                          "cursor": cursor})
+        """A thread's streams and the delta rows after ``cursor``.
 
-    def abort_stream(self, ctx: Any, *, thread_id: str | None = None,
-                     stream_id: str | None = None, order: int | None = None,
-                     reason: str = "aborted by a client") -> Any:
+        Returns ``{"streams", "deltas", "cursor", "done"}``. Usable from a query, so a
+        subscription follows streams live.
+        """
+        return self._call(ctx, "query", "stream_deltas", {"thread_id": thread_id, "cursor": cursor})
+
+    def abort_stream(
+        self,
+        ctx: Any,
+        *,
+        thread_id: str | None = None,
+        stream_id: str | None = None,
+        order: int | None = None,
+        reason: str = "aborted by a client",
+    ) -> Any:
         """Stop a thread's generation (or one stream's) from any client.
 
         The generation stops at its next write; its message ends ``failed`` with the partial
@@ -236,9 +370,18 @@ class Agent:
         """
         if thread_id is None and stream_id is None:
             raise UserError("abort_stream needs a thread_id or a stream_id.")
-        return self._call(ctx, "mutation", "abort", {
-            "thread_id": thread_id, "stream_id": stream_id, "order": order, "reason": reason,
-            "cleanup_delay": self.stream_cleanup_delay})
+        return self._call(
+            ctx,
+            "mutation",
+            "abort",
+            {
+                "thread_id": thread_id,
+                "stream_id": stream_id,
+                "order": order,
+                "reason": reason,
+                "cleanup_delay": self.stream_cleanup_delay,
+            },
+        )
 
     def sweep(self, ctx: Any) -> Any:
         """Fail pending messages and streams left by dead processes now (a cron does it too)."""
@@ -250,17 +393,26 @@ class Agent:
         """``UsageTotals`` of a thread, or of a user across threads."""
         if thread_id is None and user_id is None:
             raise UserError("usage needs a thread_id or a user_id.")
-        return _then(self._call(ctx, "query", "usage_totals", {"thread_id": thread_id,
-                                                               "user_id": user_id}),
-                     UsageTotals.from_dict)
+        return self._call(
+            ctx,
+            "query",
+            "usage_totals",
+            {"thread_id": thread_id, "user_id": user_id},
+            then=UsageTotals.from_dict,
+        )
 
     # -- generation --------------------------------------------------------------------------
 
     async def generate_text(
-        self, ctx: Any, *, thread_id: str, prompt: str | None = None,
+        self,
+        ctx: Any,
+        *,
+        thread_id: str,
+        prompt: str | None = None,
         prompt_message_id: str | None = None,
         tools: Sequence[Tool | Callable[..., Any]] | None = None,
-        max_steps: int | None = None, context: ContextOptions | None = None,
+        max_steps: int | None = None,
+        context: ContextOptions | None = None,
     ) -> GenerateResult:
         """Answer a prompt in a thread, running tools, saving every step as it completes.
 
@@ -268,184 +420,113 @@ class Agent:
         re-running with it fails stale pending messages and continues from the responses
         already saved).
         """
-        return await self._generate(ctx, thread_id=thread_id, prompt=prompt,
-                                    prompt_message_id=prompt_message_id, tools=tools,
-                                    max_steps=max_steps, context=context, stream=False)
+        return await generation.generate(
+            self,
+            ctx,
+            thread_id=thread_id,
+            prompt=prompt,
+            prompt_message_id=prompt_message_id,
+            tools=tools,
+            max_steps=max_steps,
+            context=context,
+            stream=False,
+        )
 
     def stream_text(
-        self, ctx: Any, *, thread_id: str, prompt: str | None = None,
+        self,
+        ctx: Any,
+        *,
+        thread_id: str,
+        prompt: str | None = None,
         prompt_message_id: str | None = None,
         tools: Sequence[Tool | Callable[..., Any]] | None = None,
-        max_steps: int | None = None, context: ContextOptions | None = None,
+        max_steps: int | None = None,
+        context: ContextOptions | None = None,
     ) -> ResultStream[str, GenerateResult]:
-        """``generate_text`` streamed: ``async with agent.stream_text(...) as stream``, then
-        ``async for delta in stream`` and ``stream.result``. Deltas are also persisted
-        (throttled) for other clients (``stream_deltas``)."""
+        """``generate_text``, streamed.
+
+        ``async with agent.stream_text(...) as stream``, then ``async for delta in stream``
+        and ``stream.result``. Deltas are also persisted (throttled) for other clients
+        (``stream_deltas``).
+        """
+
         async def run(push: Callable[[str], Awaitable[None]]) -> GenerateResult:
-            return await self._generate(ctx, thread_id=thread_id, prompt=prompt,
-                                        prompt_message_id=prompt_message_id, tools=tools,
-                                        max_steps=max_steps, context=context, stream=True,
-                                        on_text=push)
+            return await generation.generate(
+                self,
+                ctx,
+                thread_id=thread_id,
+                prompt=prompt,
+                prompt_message_id=prompt_message_id,
+                tools=tools,
+                max_steps=max_steps,
+                context=context,
+                stream=True,
+                on_text=push,
+            )
+
         return ResultStream(run)
 
     async def generate_object(
-        self, ctx: Any, *, thread_id: str, schema: type[ModelT], prompt: str | None = None,
-        prompt_message_id: str | None = None, context: ContextOptions | None = None,
+        self,
+        ctx: Any,
+        *,
+        thread_id: str,
+        schema: type[ModelT],
+        prompt: str | None = None,
+        prompt_message_id: str | None = None,
+        context: ContextOptions | None = None,
     ) -> GenerateObjectResult[ModelT]:
         """A validated ``schema`` instance from the model (structured output, no tools).
 
         A reply that does not validate is asked again (``object_attempts`` in all), then
         reported with ``ObjectGenerationError``; the message never stays pending.
         """
-        return await self._object(ctx, thread_id=thread_id, schema=schema, prompt=prompt,
-                                  prompt_message_id=prompt_message_id, context=context)
+        return await generation.generate_object(
+            self,
+            ctx,
+            thread_id=thread_id,
+            schema=schema,
+            prompt=prompt,
+            prompt_message_id=prompt_message_id,
+            context=context,
+        )
 
     def stream_object(
-        self, ctx: Any, *, thread_id: str, schema: type[ModelT], prompt: str | None = None,
-        prompt_message_id: str | None = None, context: ContextOptions | None = None,
+        self,
+        ctx: Any,
+        *,
+        thread_id: str,
+        schema: type[ModelT],
+        prompt: str | None = None,
+        prompt_message_id: str | None = None,
+        context: ContextOptions | None = None,
     ) -> ResultStream[dict[str, Any], GenerateObjectResult[ModelT]]:
         """``generate_object`` streamed: iterate for partial objects (dicts), then ``result``."""
-        async def run(push: Callable[[dict[str, Any]], Awaitable[None]]
-                      ) -> GenerateObjectResult[ModelT]:
-            return await self._object(ctx, thread_id=thread_id, schema=schema, prompt=prompt,
-                                      prompt_message_id=prompt_message_id, context=context,
-                                      push=push)
+
+        async def run(
+            push: Callable[[dict[str, Any]], Awaitable[None]],
+        ) -> GenerateObjectResult[ModelT]:
+            return await generation.generate_object(
+                self,
+                ctx,
+                thread_id=thread_id,
+                schema=schema,
+                prompt=prompt,
+                prompt_message_id=prompt_message_id,
+                context=context,
+                push=push,
+            )
+
         return ResultStream(run)
-
-    async def _object(self, ctx: Any, *, thread_id: str, schema: type[ModelT],
-                      prompt: str | None, prompt_message_id: str | None,
-                      context: ContextOptions | None,
-                      push: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-                      ) -> GenerateObjectResult[ModelT]:
-        found: list[ModelT] = []
-
-        def validate(response: ModelResponse) -> str | None:
-            try:
-                found.append(schema.model_validate_json(response.text))
-            except pydantic.ValidationError as exc:
-                return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(reply)'}: "
-                                 f"{e['msg']}" for e in exc.errors())
-            return None
-
-        on_text = None
-        if push is not None:
-            text: list[str] = []
-            last: list[Any] = [None]
-
-            async def on_text(delta: str) -> None:
-                text.append(delta)
-                try:
-                    partial = pydantic_core.from_json("".join(text), allow_partial=True)
-                except ValueError:
-                    return
-                if isinstance(partial, dict) and partial != last[0]:
-                    last[0] = partial
-                    await push(partial)
-
-        output = OutputSchema(name=schema.__name__, schema=schema.model_json_schema())
-        result = await self._generate(ctx, thread_id=thread_id, prompt=prompt,
-                                      prompt_message_id=prompt_message_id, tools=(),
-                                      max_steps=1, context=context, stream=push is not None,
-                                      on_text=on_text, output_schema=output, validate=validate)
-        return GenerateObjectResult(object=found[-1], text=result.text,
-                                    message_id=result.message_id,
-                                    prompt_message_id=result.prompt_message_id,
-                                    usage=result.usage, finish_reason=result.finish_reason)
-
-    async def _generate(
-        self, ctx: Any, *, thread_id: str, prompt: str | None, prompt_message_id: str | None,
-        tools: Sequence[Tool | Callable[..., Any]] | None, max_steps: int | None,
-        context: ContextOptions | None, stream: bool,
-        on_text: Callable[[str], Awaitable[None]] | None = None,
-        output_schema: OutputSchema | None = None,
-        validate: Callable[[ModelResponse], str | None] | None = None,
-        resume: Sequence[ToolOutcome] = (),
-    ) -> GenerateResult:
-        if not _is_action(ctx):
-            raise UserError("Generation calls a model, so it runs in an action (ActionCtx).")
-        if prompt is not None and prompt_message_id is not None:
-            raise UserError("Give prompt or prompt_message_id, not both.")
-        started = await self._call(ctx, "mutation", "start_generation", {
-            "thread_id": thread_id, "prompt": prompt, "prompt_message_id": prompt_message_id,
-            "agent_name": self.name, "lease": self.pending_timeout})
-        settings = RunSettings(stream=stream, throttle=self.stream_throttle,
-                               lease=self.pending_timeout, cleanup_delay=self.stream_cleanup_delay)
-        agent = self.loop_agent(tools)
-        async with ComponentPersistence(
-            ctx, self.handle, start=started, thread_id=thread_id, agent_name=self.name,
-            model_name=getattr(self.model, "model", None), settings=settings,
-            costs=self._cost_of,
-        ) as store:
-            if resume:
-                await store.save_step([outcome_fields(o, agent_name=self.name) for o in resume],
-                                      more=True)
-            prompt_text = prompt
-            if prompt_text is None and started["prompt_message_id"] is not None:
-                doc = await self.get_message(ctx, started["prompt_message_id"])
-                prompt_text = None if doc is None else doc.get("text")
-            history = await fetch_context(
-                query=lambda name, args: self._call(ctx, "query", name, args),
-                search=lambda **kw: search_messages(self, ctx, **kw),
-                thread_id=thread_id, user_id=started.get("user_id"),
-                upto_order=started["order"], prompt_text=prompt_text,
-                instructions=self.instructions, options=context or self.context)
-
-            async def on_step(step: StepResult) -> None:
-                await self._report_usage(ctx, step, thread_id, started.get("user_id"))
-
-            result = await run_loop(
-                agent=agent, history=history, store=store, ctx=ctx,
-                max_steps=max_steps or self.max_steps, stream=stream,
-                output_schema=output_schema, validate=validate,
-                attempts=self.object_attempts if validate is not None else 1,
-                on_text=on_text, on_step=on_step)
-        final = self._result(result, thread_id=thread_id, started=started)
-        if self.embedder is not None:
-            ids = [i for i in (final.prompt_message_id, final.message_id) if i is not None]
-            docs = await self._call(ctx, "query", "messages_by_ids", {"ids": ids})
-            await embed_messages(self, ctx, [d for d in docs if not d.get("embedding_id")])
-        return final
-
-    def _result(self, result: LoopResult, *, thread_id: str, started: dict[str, Any]
-                ) -> GenerateResult:
-        message_id = None
-        for step in reversed(result.steps):
-            if step.message_ids:
-                message_id = step.message_ids[0]
-                break
-        return GenerateResult(
-            text=result.text, message_id=message_id,
-            prompt_message_id=started["prompt_message_id"], thread_id=thread_id,
-            order=started["order"], steps=result.steps, usage=result.usage,
-            finish_reason=result.finish_reason, agent_name=result.agent_name,
-            pending_approvals=result.pending_approvals)
-
-    def _cost_of(self, message: dict[str, Any]) -> float | None:
-        usage = message.get("usage")
-        if not usage:
-            return None
-        return cost(self.prices, message.get("model"), Usage(
-            prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
-            total_tokens=usage["total_tokens"]))
-
-    async def _report_usage(self, ctx: Any, step: StepResult, thread_id: str,
-                            user_id: str | None) -> None:
-        if self.usage_handler is None:
-            return
-        response = step.response
-        report = StepUsage(usage=response.usage,
-                           cost=cost(self.prices, response.model, response.usage),
-                           model=response.model or None, agent_name=step.agent_name,
-                           thread_id=thread_id, user_id=user_id)
-        outcome = self.usage_handler(ctx, report)
-        if inspect.isawaitable(outcome):
-            await outcome
 
     # -- approvals ---------------------------------------------------------------------------
 
     def approve_tool_call(self, ctx: Any, *, tool_call_id: str, reason: str | None = None) -> Any:
-        """Approve a call waiting for approval; from an action, generation then resumes
-        (returning its ``GenerateResult``) once every call of that step is decided."""
+        """Approve a call waiting for approval.
+
+        Once every call of that step is decided, generation resumes: at once from an action
+        (returning its ``GenerateResult``), through the scheduler from a mutation.
+        """
         return self._decide(ctx, tool_call_id, True, reason)
 
     def deny_tool_call(self, ctx: Any, *, tool_call_id: str, reason: str | None = None) -> Any:
@@ -453,8 +534,19 @@ class Agent:
         return self._decide(ctx, tool_call_id, False, reason)
 
     def _decide(self, ctx: Any, tool_call_id: str, approved: bool, reason: str | None) -> Any:
-        decided = self._call(ctx, "mutation", "decide_approval", {
-            "tool_call_id": tool_call_id, "approved": approved, "reason": reason})
+        decided = self._call(
+            ctx,
+            "mutation",
+            "decide_approval",
+            {
+                "tool_call_id": tool_call_id,
+                "approved": approved,
+                "reason": reason,
+                # From a mutation the resume is scheduled (it commits with the decision);
+                # from an action it runs right here.
+                "resume_agent": None if _is_action(ctx) else self.name,
+            },
+        )
         if not _is_action(ctx):
             return decided
 
@@ -462,32 +554,33 @@ class Agent:
             outcome = await decided
             if not outcome["ready"]:
                 return None
-            return await self.resume(ctx, thread_id=outcome["thread_id"],
-                                     message_id=outcome["message_id"])
+            return await self.resume(
+                ctx, thread_id=outcome["thread_id"], message_id=outcome["message_id"]
+            )
+
         return then()
+
+    @property
+    def text_step(self) -> str:
+        """The handle of ``generate_text`` as an action, for workflow steps and schedulers.
+
+        Its arguments: ``agent_name`` (this agent's name), ``thread_id``, ``prompt`` or
+        ``prompt_message_id``, ``max_steps``; it returns ``{"text", "message_id",
+        "prompt_message_id", "order", "finish_reason", "total_tokens"}``.
+        """
+        return str(self.handle.function("generate_text_step"))
 
     def pending_approvals(self, ctx: Any, *, thread_id: str) -> Any:
         """The thread's tool calls waiting for approval."""
         return self._call(ctx, "query", "approvals", {"thread_id": thread_id})
 
     async def resume(self, ctx: Any, *, thread_id: str, message_id: str) -> GenerateResult | None:
-        """Run a decided step's approved calls (the denied ones answer with the denial) and
-        continue the generation. Exactly one caller resumes a step; others get ``None``."""
-        rows = await self._call(ctx, "mutation", "claim_approvals", {"message_id": message_id})
-        if not rows:
-            return None
-        outcomes: list[ToolOutcome] = []
-        for row in rows:
-            call = call_from_dict({"id": row["tool_call_id"], "name": row["tool_name"],
-                                   "arguments": row["arguments"]})
-            found = self.tools.get(call.name)
-            if row["status"].startswith("approved") and found is not None:
-                outcomes.append(await found(ctx, call))
-            else:
-                outcomes.append(denial_outcome(call, row.get("reason")))
-        return await self._generate(ctx, thread_id=thread_id, prompt=None,
-                                    prompt_message_id=message_id, tools=None, max_steps=None,
-                                    context=None, stream=False, resume=outcomes)
+        """Run a decided step's calls and continue the generation.
+
+        Approved calls run; denied ones answer with the denial. Exactly one caller resumes a
+        step; others get ``None``.
+        """
+        return await generation.resume(self, ctx, thread_id=thread_id, message_id=message_id)
 
     # -- multi-agent -------------------------------------------------------------------------
 
@@ -500,16 +593,24 @@ class Agent:
             result = await agent.generate_text(ctx, thread_id=thread_id, prompt=prompt)
             return result.text
 
-        return make_tool(run, name=name or agent.name,
-                         description=description or agent.instructions or f"Ask {agent.name}.")
+        return make_tool(
+            run,
+            name=name or agent.name,
+            description=description or agent.instructions or f"Ask {agent.name}.",
+        )
 
 
 def handoff_tool(target: Agent) -> Tool:
     """The ``transfer_to_<name>`` tool that hands a conversation over to ``target``."""
+
     async def transfer(ctx: Any) -> str:
         return json.dumps({"assistant": target.name})
 
-    made = make_tool(transfer, name=f"transfer_to_{target.name}",
-                     description=f"Hand the conversation over to {target.name}: "
-                     f"{target.instructions or ''}".strip(), handoff=target)
+    made = make_tool(
+        transfer,
+        name=f"transfer_to_{target.name}",
+        description=f"Hand the conversation over to {target.name}: "
+        f"{target.instructions or ''}".strip(),
+        handoff=target,
+    )
     return made

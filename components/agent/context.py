@@ -35,7 +35,7 @@ class ContextOptions:
 
 async def fetch_context(
     *,
-    query: Callable[[str, dict[str, Any]], Awaitable[Any]],
+    recent: Sequence[dict[str, Any]],
     search: Callable[..., Awaitable[list[dict[str, Any]]]] | None,
     thread_id: str,
     user_id: str | None,
@@ -44,11 +44,7 @@ async def fetch_context(
     instructions: str | None,
     options: ContextOptions,
 ) -> list[ModelMessage]:
-    """The messages the first model call of a generation reads."""
-    recent: Sequence[dict[str, Any]] = await query(
-        "context_messages",
-        {"thread_id": thread_id, "upto_order": upto_order, "recent": options.recent_messages},
-    )
+    """The messages the first model call of a generation reads (``recent`` read already)."""
     hits: list[dict[str, Any]] = []
     if options.search_limit > 0 and search is not None and prompt_text:
         hits = await search(
@@ -58,5 +54,6 @@ async def fetch_context(
             limit=options.search_limit,
             mode=options.search_mode,
             before_order=upto_order,
+            target_thread_id=thread_id,
         )
     return assemble(instructions=instructions, recent=recent, search=hits)

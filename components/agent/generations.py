@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.agent import streams
+from components.agent import approvals, ledger, streams
 from components.agent.ordering import Position
 from components.agent.threads import (
     MESSAGE_DEFAULTS,
@@ -30,12 +30,17 @@ SWEPT = "The generating process stopped (its lease ran out)"
 
 def pending_fields(agent_name: str | None, lease_until: float | None) -> dict[str, Any]:
     """A new pending placeholder."""
-    return {"role": "assistant", "status": "pending", "agent_name": agent_name,
-            "lease_until": lease_until}
+    return {
+        "role": "assistant",
+        "status": "pending",
+        "agent_name": agent_name,
+        "lease_until": lease_until,
+    }
 
 
 def pending_at(ctx: Any, thread_id: str, order: int | None) -> list[dict[str, Any]]:
     """The thread's pending messages (at ``order`` when given)."""
+
     def rng(q: Any) -> Any:
         q = q.eq("thread_id", thread_id).eq("status", "pending")
         return q.eq("order", order) if order is not None else q
@@ -94,8 +99,13 @@ def _streams_at(ctx: Any, thread_id: str, order: int) -> list[dict[str, Any]]:
     )
 
 
-def _write_delta(ctx: Any, delta: Mapping[str, Any] | None, *, lease_until: float | None,
-                 create: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+def _write_delta(
+    ctx: Any,
+    delta: Mapping[str, Any] | None,
+    *,
+    lease_until: float | None,
+    create: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """Write a delta (creating its stream first when asked); the stream row, or ``None``."""
     if delta is None:
         return None
@@ -134,7 +144,8 @@ def save_step(
     pending: dict[str, Any] | None = ctx.db.get(pending_id)
     if pending is None or pending.get("status") != "pending":
         return {"aborted": True, "ids": [], "stream_id": None}
-    thread = get_thread(ctx, pending["thread_id"])
+    # Deleting a thread deletes its pending rows too, so the placeholder vouches for it.
+    thread = {"_id": pending["thread_id"], "user_id": pending.get("user_id")}
     stream = _write_delta(ctx, delta, lease_until=lease_until, create=create_stream)
     if stream is not None and stream["status"] != "streaming":
         return {"aborted": True, "ids": [], "stream_id": stream["_id"]}
@@ -153,34 +164,29 @@ def save_step(
         anchor = Position(order=anchor.order, step_order=anchor.step_order - (0 if ids else 1))
         ids += insert_messages(ctx, thread, batch, prompt=anchor)
     next_pending = ids.pop() if more else None
-    for message_id, fields, cost in zip(ids, messages, [*costs, *[None] * len(messages)],
-                                        strict=False):
-        usage = fields.get("usage")
-        if usage:
-            ctx.db.insert("usage", {
-                "thread_id": thread["_id"], "user_id": thread.get("user_id"),
-                "agent_name": fields.get("agent_name"), "model": fields.get("model"),
-                "message_id": message_id, "prompt_tokens": usage["prompt_tokens"],
-                "completion_tokens": usage["completion_tokens"],
-                "total_tokens": usage["total_tokens"], "cost": cost,
-            })
-        for call in fields.get("tool_calls") or ():
-            if call.get("needs_approval"):
-                ctx.db.insert("approvals", {
-                    "thread_id": thread["_id"], "message_id": message_id,
-                    "prompt_message_id": None, "agent_name": fields.get("agent_name"),
-                    "tool_call_id": call["id"], "tool_name": call["name"],
-                    "arguments": call.get("arguments") or {}, "status": "pending",
-                    "reason": None,
-                })
+    for message_id, fields, cost in zip(
+        ids, messages, [*costs, *[None] * len(messages)], strict=False
+    ):
+        ledger.record(ctx, thread, message_id, fields, cost)
+        approvals.request(ctx, thread, message_id, fields)
     if not more and stream is not None:
         streams.end_stream(ctx, stream, "finished", cleanup_ref=cleanup_ref, delay=cleanup_delay)
-    return {"aborted": False, "ids": ids, "pending_id": next_pending,
-            "stream_id": None if stream is None else stream["_id"]}
+    return {
+        "aborted": False,
+        "ids": ids,
+        "pending_id": next_pending,
+        "stream_id": None if stream is None else stream["_id"],
+    }
 
 
-def add_delta(ctx: Any, *, delta: Mapping[str, Any], create_stream: Mapping[str, Any] | None,
-              lease_until: float | None, pending_id: str | None) -> dict[str, Any]:
+def add_delta(
+    ctx: Any,
+    *,
+    delta: Mapping[str, Any],
+    create_stream: Mapping[str, Any] | None,
+    lease_until: float | None,
+    pending_id: str | None,
+) -> dict[str, Any]:
     """Write stream parts; ``ok`` is false when the stream or the placeholder was aborted."""
     if pending_id is not None:
         pending = ctx.db.get(pending_id)
@@ -194,9 +200,18 @@ def add_delta(ctx: Any, *, delta: Mapping[str, Any], create_stream: Mapping[str,
     return {"ok": row["status"] == "streaming", "stream_id": row["_id"]}
 
 
-def fail(ctx: Any, *, pending_id: str | None, error: str, partial_text: str, aborted: bool,
-         delta: Mapping[str, Any] | None, create_stream: Mapping[str, Any] | None,
-         cleanup_ref: Any, cleanup_delay: float) -> None:
+def fail(
+    ctx: Any,
+    *,
+    pending_id: str | None,
+    error: str,
+    partial_text: str,
+    aborted: bool,
+    delta: Mapping[str, Any] | None,
+    create_stream: Mapping[str, Any] | None,
+    cleanup_ref: Any,
+    cleanup_delay: float,
+) -> None:
     """Finalise a generation that failed or was aborted: no pending row, no live stream."""
     if pending_id is not None:
         pending = ctx.db.get(pending_id)
@@ -204,12 +219,26 @@ def fail(ctx: Any, *, pending_id: str | None, error: str, partial_text: str, abo
             fail_message(ctx, pending, pending.get("error") or error, text=partial_text)
     stream = _write_delta(ctx, delta, lease_until=None, create=create_stream)
     if stream is not None and stream["status"] == "streaming":
-        streams.end_stream(ctx, stream, "aborted" if aborted else "failed", reason=error,
-                           cleanup_ref=cleanup_ref, delay=cleanup_delay)
+        streams.end_stream(
+            ctx,
+            stream,
+            "aborted" if aborted else "failed",
+            reason=error,
+            cleanup_ref=cleanup_ref,
+            delay=cleanup_delay,
+        )
 
 
-def abort(ctx: Any, *, thread_id: str | None, stream_id: str | None, order: int | None,
-          reason: str, cleanup_ref: Any, cleanup_delay: float) -> int:
+def abort(
+    ctx: Any,
+    *,
+    thread_id: str | None,
+    stream_id: str | None,
+    order: int | None,
+    reason: str,
+    cleanup_ref: Any,
+    cleanup_delay: float,
+) -> int:
     """Abort streams and pending messages (of a thread, at an order, or one stream).
 
     The partial text of each aborted stream goes into its pending message. Returns how many
@@ -222,9 +251,13 @@ def abort(ctx: Any, *, thread_id: str | None, stream_id: str | None, order: int 
         thread_id = row["thread_id"] if row is not None else thread_id
         order = row["order"] if row is not None else order
     elif thread_id is not None:
-        rows = [r for r in ctx.db.query("streams").with_index(
-            "by_thread", lambda q: q.eq("thread_id", thread_id)).collect()
-            if order is None or r["order"] == order]
+        rows = [
+            r
+            for r in ctx.db.query("streams")
+            .with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
+            .collect()
+            if order is None or r["order"] == order
+        ]
     else:
         rows = []
     stopped = 0
@@ -232,8 +265,9 @@ def abort(ctx: Any, *, thread_id: str | None, stream_id: str | None, order: int 
     for row in rows:
         if row["status"] == "streaming":
             texts[row["order"]] = streams.partial_text(ctx, row["_id"])
-            streams.end_stream(ctx, row, "aborted", reason=reason, cleanup_ref=cleanup_ref,
-                               delay=cleanup_delay)
+            streams.end_stream(
+                ctx, row, "aborted", reason=reason, cleanup_ref=cleanup_ref, delay=cleanup_delay
+            )
             stopped += 1
     if thread_id is not None:
         for doc in pending_at(ctx, thread_id, order):
@@ -243,22 +277,32 @@ def abort(ctx: Any, *, thread_id: str | None, stream_id: str | None, order: int 
 
 
 def sweep(ctx: Any, *, cleanup_ref: Any, cleanup_delay: float, limit: int = 500) -> int:
-    """Fail pending messages and streams whose lease ran out; returns how many."""
+    """Fail pending messages and streams whose lease ran out; returns how many.
+
+    A swept stream's partial text goes into the pending message of its turn, as an abort's.
+    """
     now = ctx.now
     count = 0
-    for doc in ctx.db.query("messages").with_index(
-        "by_status_lease", lambda q: q.eq("status", "pending").lt("lease_until", now)
-    ).take(limit):
-        if doc.get("lease_until") is None:
-            continue
-        fail_message(ctx, doc, SWEPT)
-        count += 1
-    for row in ctx.db.query("streams").with_index(
-        "by_status_lease", lambda q: q.eq("status", "streaming").lt("lease_until", now)
-    ).take(limit):
+    texts: dict[tuple[str, int], str] = {}
+    for row in (
+        ctx.db.query("streams")
+        .with_index("by_status_lease", lambda q: q.eq("status", "streaming").lt("lease_until", now))
+        .take(limit)
+    ):
         if row.get("lease_until") is None:
             continue
-        streams.end_stream(ctx, row, "failed", reason=SWEPT, cleanup_ref=cleanup_ref,
-                           delay=cleanup_delay)
+        texts[(row["thread_id"], row["order"])] = streams.partial_text(ctx, row["_id"])
+        streams.end_stream(
+            ctx, row, "failed", reason=SWEPT, cleanup_ref=cleanup_ref, delay=cleanup_delay
+        )
+        count += 1
+    for doc in (
+        ctx.db.query("messages")
+        .with_index("by_status_lease", lambda q: q.eq("status", "pending").lt("lease_until", now))
+        .take(limit)
+    ):
+        if doc.get("lease_until") is None:
+            continue
+        fail_message(ctx, doc, SWEPT, text=texts.get((doc["thread_id"], doc["order"])))
         count += 1
     return count

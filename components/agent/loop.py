@@ -42,8 +42,11 @@ LoopFinish = Literal[
 
 
 class Persistence(Protocol):
-    """Where the loop writes: stream parts and steps. Raising ``GenerationAbortedError``
-    from ``emit`` or ``save_step`` stops the loop (another client aborted it)."""
+    """Where the loop writes: stream parts and steps.
+
+    Raising ``GenerationAbortedError`` from ``emit`` or ``save_step`` stops the loop
+    (another client aborted it).
+    """
 
     async def emit(self, parts: list[Part]) -> None:
         """Record stream parts (a no-op when the generation is not streamed)."""
@@ -146,7 +149,8 @@ async def run_loop(
         max_steps: the most model calls.
         stream: stream each model call (parts are emitted as they arrive).
         output_schema: ask for a structured reply (no tools are offered then).
-        validate: checks a structured reply; an invalid one is asked again, ``attempts`` in all.
+        validate: checks a structured reply; an invalid one is asked again.
+        attempts: how many replies ``validate`` may see in all.
         on_text: receives the text deltas of streamed calls, for the caller.
         on_step: called after each step is saved (usage handlers).
 
@@ -156,9 +160,16 @@ async def run_loop(
     state = _State(agent=agent, history=list(history))
     try:
         return await _run(
-            state, store, ctx=ctx, max_steps=max_steps, stream=stream,
-            output_schema=output_schema, validate=validate, attempts=attempts,
-            on_text=on_text, on_step=on_step,
+            state,
+            store,
+            ctx=ctx,
+            max_steps=max_steps,
+            stream=stream,
+            output_schema=output_schema,
+            validate=validate,
+            attempts=attempts,
+            on_text=on_text,
+            on_step=on_step,
         )
     except GenerationAbortedError:
         with anyio.CancelScope(shield=True):
@@ -171,9 +182,7 @@ async def run_loop(
         raise
 
 
-def _result(
-    state: _State, finish: LoopFinish, pending: tuple[ToolCall, ...] = ()
-) -> LoopResult:
+def _result(state: _State, finish: LoopFinish, pending: tuple[ToolCall, ...] = ()) -> LoopResult:
     last = state.steps[-1].response if state.steps else None
     return LoopResult(
         text=last.text if last is not None else "",
@@ -202,21 +211,27 @@ async def _run(
         agent = state.agent
         await store.emit(state.encoder.start_step())
         response = await _call_with_retries(
-            state, store, stream=stream, output_schema=output_schema, validate=validate,
-            attempts=attempts, on_text=on_text,
+            state,
+            store,
+            stream=stream,
+            output_schema=output_schema,
+            validate=validate,
+            attempts=attempts,
+            on_text=on_text,
         )
         state.history.append(ModelMessage.assistant(response.text, tool_calls=response.tool_calls))
         await store.emit(state.encoder.end_response(response.tool_calls))
         calls = response.tool_calls if output_schema is None else ()
-        waiting = tuple(c for c in calls if c.name in agent.tools and agent.tools[c.name].needs_approval)
+        waiting = tuple(
+            c for c in calls if c.name in agent.tools and agent.tools[c.name].needs_approval
+        )
         waiting_ids = {c.id for c in waiting}
         runnable = [c for c in calls if c.id not in waiting_ids]
         fields = response_fields(response, agent_name=agent.name, approvals=tuple(waiting_ids))
         if not calls:
             await store.emit(state.encoder.finish_step())
-        ids = await store.save_step([fields], more=bool(calls))
-        state.partial = ""
-        if not calls:
+            ids = await store.save_step([fields], more=False)
+            state.partial = ""
             step = StepResult(response=response, message_ids=tuple(ids), agent_name=agent.name)
             await _record(state, step, on_step)
             reason = response.finish_reason
@@ -225,19 +240,34 @@ async def _run(
         outcomes = await _run_tools(agent, runnable, ctx)
         await store.emit(PartEncoder.outputs(outcomes))
         await store.emit(state.encoder.finish_step())
-        handoff = next((agent.tools[o.call.name].handoff for o in outcomes
-                        if not o.error and agent.tools[o.call.name].handoff is not None), None)
-        more = not waiting and step_number < max_steps
-        tool_ids = await store.save_step(
-            [outcome_fields(o, agent_name=agent.name) for o in outcomes], more=more
+        handoff = next(
+            (
+                agent.tools[o.call.name].handoff
+                for o in outcomes
+                if not o.error and agent.tools[o.call.name].handoff is not None
+            ),
+            None,
         )
+        more = not waiting and step_number < max_steps
+        # As the Convex agent does, a step's call and its results are saved together (one
+        # transaction): a thread never holds a call whose result is still to come.
+        saved = await store.save_step(
+            [fields, *(outcome_fields(o, agent_name=agent.name) for o in outcomes)], more=more
+        )
+        state.partial = ""
+        ids, tool_ids = saved[:1], saved[1:]
         for outcome in outcomes:
             state.history.append(
-                ModelMessage.tool(tool_call_id=outcome.call.id, tool_name=outcome.call.name,
-                                  text=outcome.text)
+                ModelMessage.tool(
+                    tool_call_id=outcome.call.id, tool_name=outcome.call.name, text=outcome.text
+                )
             )
-        step = StepResult(response=response, outcomes=tuple(outcomes),
-                          message_ids=(*ids, *tool_ids), agent_name=agent.name)
+        step = StepResult(
+            response=response,
+            outcomes=tuple(outcomes),
+            message_ids=(*ids, *tool_ids),
+            agent_name=agent.name,
+        )
         await _record(state, step, on_step)
         if waiting:
             return _result(state, "tool_approval", waiting)
@@ -317,8 +347,11 @@ async def _stream_call(
             if on_text is not None and hasattr(event, "text") and event.text:
                 await on_text(event.text)
     if final is None:
-        return ModelResponse(text=accumulator.text, tool_calls=accumulator.tool_calls(),
-                             finish_reason="tool_calls" if accumulator.tool_calls() else "stop")
+        return ModelResponse(
+            text=accumulator.text,
+            tool_calls=accumulator.tool_calls(),
+            finish_reason="tool_calls" if accumulator.tool_calls() else "stop",
+        )
     return final
 
 

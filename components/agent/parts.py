@@ -55,8 +55,11 @@ class PartEncoder:
         call_id = self._calls.get(event.index)
         if call_id is not None and event.arguments:
             parts.append(
-                {"type": "tool-input-delta", "tool_call_id": call_id,
-                 "input_text_delta": event.arguments}
+                {
+                    "type": "tool-input-delta",
+                    "tool_call_id": call_id,
+                    "input_text_delta": event.arguments,
+                }
             )
         return parts
 
@@ -73,8 +76,12 @@ class PartEncoder:
                     {"type": "tool-input-start", "tool_call_id": call.id, "tool_name": call.name}
                 )
             parts.append(
-                {"type": "tool-input-available", "tool_call_id": call.id,
-                 "tool_name": call.name, "input": call.arguments}
+                {
+                    "type": "tool-input-available",
+                    "tool_call_id": call.id,
+                    "tool_name": call.name,
+                    "input": call.arguments,
+                }
             )
         return parts
 
@@ -86,8 +93,11 @@ class PartEncoder:
     def outputs(outcomes: Iterable[ToolOutcome]) -> list[Part]:
         """The parts that carry tool results."""
         return [
-            {"type": "tool-output-available", "tool_call_id": o.call.id,
-             "output": o.output if not o.error else o.text}
+            {
+                "type": "tool-output-available",
+                "tool_call_id": o.call.id,
+                "output": o.output if not o.error else o.text,
+            }
             for o in outcomes
         ]
 

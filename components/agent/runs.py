@@ -10,7 +10,7 @@ aborted makes the next ``emit`` or ``save_step`` raise ``GenerationAbortedError`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -19,7 +19,7 @@ import anyio
 
 from components.agent.errors import GenerationAbortedError
 from components.agent.parts import Part, PartEncoder, compress
-from core import run_function
+from core import call
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,8 +79,9 @@ class ComponentPersistence:
         self._group: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> ComponentPersistence:
-        self._group = anyio.create_task_group()
-        await self._group.__aenter__()
+        if self._settings.stream and self._settings.throttle > 0:  # only timers need a group
+            self._group = anyio.create_task_group()
+            await self._group.__aenter__()
         return self
 
     async def __aexit__(
@@ -94,7 +95,7 @@ class ComponentPersistence:
         return None
 
     def _call(self, name: str, args: dict[str, Any]) -> Any:
-        return run_function(self._ctx, "mutation", getattr(self._handle, name), args)
+        return call(self._ctx, getattr(self._handle, name), args)
 
     def _check(self) -> None:
         if self._error is not None:
@@ -103,10 +104,12 @@ class ComponentPersistence:
         if self._aborted:
             raise GenerationAbortedError("stopped by another client")
 
-    def _take_delta(self, extra: list[Part] = ()) -> dict[str, Any] | None:  # type: ignore[assignment]
+    def _take_delta(
+        self, extra: Sequence[Part] = (), *, final: bool = False
+    ) -> dict[str, Any] | None:
         parts = compress([*self._buffer, *extra])
         self._buffer = []
-        if not parts:
+        if not parts and not (final and self.stream_id is not None):
             return None
         delta = {"stream_id": self.stream_id, "start": self._cursor, "parts": parts}
         self._cursor += len(parts)
@@ -143,10 +146,15 @@ class ComponentPersistence:
             if delta is None or self._aborted:
                 return
             self._last_write = time.monotonic()
-            result = await self._call("add_delta", {
-                "delta": delta, "create_stream": self._create_args(),
-                "pending_id": self.pending_id, "lease": self._settings.lease,
-            })
+            result = await self._call(
+                "add_delta",
+                {
+                    "delta": delta,
+                    "create_stream": self._create_args(),
+                    "pending_id": self.pending_id,
+                    "lease": self._settings.lease,
+                },
+            )
             self.stream_id = result["stream_id"] or self.stream_id
             if not result["ok"]:
                 self._aborted = True
@@ -155,14 +163,21 @@ class ComponentPersistence:
         """Save a step (with the buffered parts) in place of the pending placeholder."""
         self._check()
         async with self._lock:
-            delta = self._take_delta() if self._settings.stream else None
+            delta = self._take_delta(final=True) if self._settings.stream else None
             costs = [self._costs(m) if self._costs else None for m in messages]
-            result = await self._call("save_step", {
-                "pending_id": self.pending_id, "messages": messages, "more": more,
-                "lease": self._settings.lease, "delta": delta,
-                "create_stream": self._create_args() if delta else None,
-                "costs": costs, "cleanup_delay": self._settings.cleanup_delay,
-            })
+            result = await self._call(
+                "save_step",
+                {
+                    "pending_id": self.pending_id,
+                    "messages": messages,
+                    "more": more,
+                    "lease": self._settings.lease,
+                    "delta": delta,
+                    "create_stream": self._create_args() if delta else None,
+                    "costs": costs,
+                    "cleanup_delay": self._settings.cleanup_delay,
+                },
+            )
             self._last_write = time.monotonic()
             if result.get("stream_id"):
                 self.stream_id = result["stream_id"]
@@ -177,11 +192,17 @@ class ComponentPersistence:
         """Fail the placeholder (keeping the partial text) and end the stream."""
         async with self._lock:
             extra = PartEncoder.error(error) if self._settings.stream and not aborted else []
-            delta = self._take_delta(extra) if self._settings.stream else None
-            await self._call("fail_generation", {
-                "pending_id": self.pending_id, "error": error, "partial_text": partial_text,
-                "aborted": aborted, "delta": delta,
-                "create_stream": self._create_args() if delta else None,
-                "cleanup_delay": self._settings.cleanup_delay,
-            })
+            delta = self._take_delta(extra, final=True) if self._settings.stream else None
+            await self._call(
+                "fail_generation",
+                {
+                    "pending_id": self.pending_id,
+                    "error": error,
+                    "partial_text": partial_text,
+                    "aborted": aborted,
+                    "delta": delta,
+                    "create_stream": self._create_args() if delta else None,
+                    "cleanup_delay": self._settings.cleanup_delay,
+                },
+            )
             self.pending_id = None

@@ -56,16 +56,38 @@ def fuse(rankings: Sequence[Sequence[dict[str, Any]]], limit: int) -> list[dict[
 
 
 async def search_messages(
-    agent: Agent, ctx: Any, *, query: str, thread_id: str | None, user_id: str | None,
-    limit: int = 10, mode: str = "text", before_order: int | None = None,
+    agent: Agent,
+    ctx: Any,
+    *,
+    query: str,
+    thread_id: str | None,
+    user_id: str | None,
+    limit: int = 10,
+    mode: str = "text",
+    before_order: int | None = None,
+    target_thread_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Messages matching ``query`` (from an action), best first."""
+    """Messages matching ``query`` (from an action), best first.
+
+    With ``before_order``, the target thread's messages from that order on are left out.
+    """
+    target = target_thread_id or thread_id
     text_hits: list[dict[str, Any]] = []
     vector_hits: list[dict[str, Any]] = []
     if mode in ("text", "hybrid"):
-        text_hits = await agent._call(ctx, "query", "search_text", {
-            "query": query, "thread_id": thread_id, "user_id": user_id, "limit": limit,
-            "before_order": before_order})
+        text_hits = await agent._call(
+            ctx,
+            "query",
+            "search_text",
+            {
+                "query": query,
+                "thread_id": thread_id,
+                "user_id": user_id,
+                "limit": limit,
+                "before_order": before_order,
+                "target_thread_id": target,
+            },
+        )
     if mode in ("vector", "hybrid"):
         table = _table(agent)
         embedder = agent.embedder
@@ -73,16 +95,26 @@ async def search_messages(
             return []
         [vector] = await embedder.embed([query[:MAX_EMBED_CHARS]])
         model_id = embedder.model_id
-        found = await agent._call(ctx, "action", "vector_search", {
-            "table": table, "vector": vector,
-            "thread_key": thread_key(model_id, thread_id) if thread_id else None,
-            "user_key": user_key(model_id, user_id) if thread_id is None else None,
-            "limit": limit * 2})
+        found = await agent._call(
+            ctx,
+            "action",
+            "vector_search",
+            {
+                "table": table,
+                "vector": vector,
+                "thread_key": thread_key(model_id, thread_id) if thread_id else None,
+                "user_key": user_key(model_id, user_id) if thread_id is None else None,
+                "limit": limit * 2,
+            },
+        )
         vector_hits = [
-            d for d in found
-            if d["status"] == "success" and d["role"] in ("user", "assistant")
-            and not (before_order is not None and d["thread_id"] == thread_id
-                     and d["order"] >= before_order)
+            d
+            for d in found
+            if d["status"] == "success"
+            and d["role"] in ("user", "assistant")
+            and not (
+                before_order is not None and d["thread_id"] == target and d["order"] >= before_order
+            )
         ]
     if mode == "text":
         return text_hits
@@ -103,7 +135,15 @@ async def embed_messages(agent: Agent, ctx: Any, docs: Sequence[dict[str, Any]])
     vectors = await embedder.embed([d["text"][:MAX_EMBED_CHARS] for d in wanted])
     model_id = embedder.model_id
     for doc, vector in zip(wanted, vectors, strict=True):
-        await agent._call(ctx, "mutation", "save_embedding", {
-            "message_id": doc["_id"], "table": table, "vector": vector,
-            "thread_key": thread_key(model_id, doc["thread_id"]),
-            "user_key": user_key(model_id, doc.get("user_id"))})
+        await agent._call(
+            ctx,
+            "mutation",
+            "save_embedding",
+            {
+                "message_id": doc["_id"],
+                "table": table,
+                "vector": vector,
+                "thread_key": thread_key(model_id, doc["thread_id"]),
+                "user_key": user_key(model_id, doc.get("user_id")),
+            },
+        )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from components.agent.parts import Part, last_step_text
+from components.agent.parts import Part, last_step_text, parts_text
 from components.agent.threads import delete_stream_deltas
 
 CLEANUP_DELAY = 300.0
@@ -81,20 +81,28 @@ def create_stream(ctx: Any, fields: Mapping[str, Any]) -> str:
     )
 
 
-def append(ctx: Any, stream: Mapping[str, Any], start: int, parts: list[Part],
-           *, lease_until: float | None = None) -> int:
+def append(
+    ctx: Any,
+    stream: Mapping[str, Any],
+    start: int,
+    parts: list[Part],
+    *,
+    lease_until: float | None = None,
+) -> int:
     """Write one delta row at ``start`` (which must be the stream's cursor); returns the end.
 
     Raises:
         ValueError: ``start`` is not the stream's cursor (a gap or an overlap).
     """
     if start != stream["cursor"]:
-        raise ValueError(f'delta of stream "{stream["_id"]}" starts at {start}, '
-                         f"its cursor is {stream['cursor']}")
+        raise ValueError(
+            f'delta of stream "{stream["_id"]}" starts at {start}, its cursor is {stream["cursor"]}'
+        )
     end = start + len(parts)
     if parts:
-        ctx.db.insert("deltas", {"stream_id": stream["_id"], "start": start, "end": end,
-                                 "parts": parts})
+        ctx.db.insert(
+            "deltas", {"stream_id": stream["_id"], "start": start, "end": end, "parts": parts}
+        )
     patch: dict[str, Any] = {"cursor": end}
     if lease_until is not None:
         patch["lease_until"] = lease_until
@@ -102,11 +110,20 @@ def append(ctx: Any, stream: Mapping[str, Any], start: int, parts: list[Part],
     return end
 
 
-def end_stream(ctx: Any, stream: Mapping[str, Any], status: str, *, reason: str | None = None,
-               cleanup_ref: Any = None, delay: float = CLEANUP_DELAY) -> None:
+def end_stream(
+    ctx: Any,
+    stream: Mapping[str, Any],
+    status: str,
+    *,
+    reason: str | None = None,
+    cleanup_ref: Any = None,
+    delay: float = CLEANUP_DELAY,
+) -> None:
     """Mark a stream ended and schedule the deletion of its deltas."""
-    ctx.db.patch(stream["_id"], {"status": status, "ended_at": ctx.now, "reason": reason,
-                                 "lease_until": None})
+    ctx.db.patch(
+        stream["_id"],
+        {"status": status, "ended_at": ctx.now, "reason": reason, "lease_until": None},
+    )
     if cleanup_ref is not None:
         ctx.scheduler.run_after(delay, cleanup_ref, {"stream_id": stream["_id"]})
 
@@ -114,7 +131,9 @@ def end_stream(ctx: Any, stream: Mapping[str, Any], status: str, *, reason: str 
 def all_parts(ctx: Any, stream_id: str) -> list[Part]:
     """Every part written so far, in order."""
     parts: list[Part] = []
-    for row in ctx.db.query("deltas").with_index("by_stream", lambda q: q.eq("stream_id", stream_id)):
+    for row in ctx.db.query("deltas").with_index(
+        "by_stream", lambda q: q.eq("stream_id", stream_id)
+    ):
         parts.extend(row["parts"])
     return parts
 
@@ -128,8 +147,10 @@ def read(ctx: Any, thread_id: str, cursor: str | None) -> dict[str, Any]:
     """The thread's streams and the deltas after ``cursor`` (see the module docstring)."""
     ends = parse_cursor(cursor)
     rows = (
-        ctx.db.query("streams").with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
-        .order("desc").take(LIST_LIMIT)
+        ctx.db.query("streams")
+        .with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
+        .order("desc")
+        .take(LIST_LIMIT)
     )
     rows.reverse()
     deltas: list[dict[str, Any]] = []
@@ -143,15 +164,25 @@ def read(ctx: Any, thread_id: str, cursor: str | None) -> dict[str, Any]:
             break
         found = (
             ctx.db.query("deltas")
-            .with_index("by_stream", lambda q, s=stream_id, b=start: q.eq("stream_id", s).gte("start", b))
+            .with_index(
+                "by_stream", lambda q, s=stream_id, b=start: q.eq("stream_id", s).gte("start", b)
+            )
             .take(budget + 1)
         )
         if len(found) > budget:
             found = found[:budget]
             complete = False
         for delta in found:
-            deltas.append({"stream_id": stream_id, "start": delta["start"], "end": delta["end"],
-                           "parts": delta["parts"]})
+            deltas.append(
+                {
+                    "stream_id": stream_id,
+                    "start": delta["start"],
+                    "end": delta["end"],
+                    "parts": delta["parts"],
+                    # The row's text deltas joined: what a text-only follower appends.
+                    "text": parts_text(delta["parts"]),
+                }
+            )
             ends[stream_id] = delta["end"]
         budget -= len(found)
         ends.setdefault(stream_id, start)

@@ -23,16 +23,19 @@ def embeddings_table(dimensions: int) -> str:
     return f"embeddings_{dimensions}"
 
 
-threads = Table(
-    {
-        "user_id": str | None,
-        "title": str | None,
-        "summary": str | None,
-        "status": str,
-        "agent_name": str | None,
-    }
-).index("by_user", ["user_id"]).search_index("search_title", search_field="title",
-                                             filter_fields=["user_id"])
+threads = (
+    Table(
+        {
+            "user_id": str | None,
+            "title": str | None,
+            "summary": str | None,
+            "status": str,
+            "agent_name": str | None,
+        }
+    )
+    .index("by_user", ["user_id"])
+    .search_index("search_title", search_field="title", filter_fields=["user_id"])
+)
 
 messages = (
     Table(
@@ -83,9 +86,9 @@ streams = (
     .index("by_status_lease", ["status", "lease_until"])
 )
 
-deltas = Table(
-    {"stream_id": str, "start": int, "end": int, "parts": list[dict[str, Any]]}
-).index("by_stream", ["stream_id", "start"])
+deltas = Table({"stream_id": str, "start": int, "end": int, "parts": list[dict[str, Any]]}).index(
+    "by_stream", ["stream_id", "start"]
+)
 
 usage = (
     Table(
@@ -136,18 +139,23 @@ def _embeddings(dimensions: int) -> Table:
             }
         )
         .index("by_message", ["message_id"])
-        .vector_index("by_vector", vector_field="vector", dimensions=dimensions,
-                      filter_fields=["thread_key", "user_key"])
+        .vector_index(
+            "by_vector",
+            vector_field="vector",
+            dimensions=dimensions,
+            filter_fields=["thread_key", "user_key"],
+        )
     )
 
 
-schema = Schema(
-    threads=threads,
-    messages=messages,
-    streams=streams,
-    deltas=deltas,
-    usage=usage,
-    approvals=approvals,
+_tables: dict[str, Any] = {
+    "threads": threads,
+    "messages": messages,
+    "streams": streams,
+    "deltas": deltas,
+    "usage": usage,
+    "approvals": approvals,
     **{embeddings_table(d): _embeddings(d) for d in EMBEDDING_DIMENSIONS},
-)
+}
+schema = Schema(**_tables)
 """The component's schema."""

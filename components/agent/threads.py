@@ -95,7 +95,13 @@ def insert_messages(
 ) -> list[str]:
     """Insert messages at the positions the ordering rules give; returns their ids."""
     thread_id = thread["_id"]
-    last = last_message(ctx, thread_id)
+    # The thread's last message matters only to a user message or a batch with no anchor.
+    needs_last = (
+        order == "next"
+        or (order is None and prompt is None)
+        or any(m["role"] == "user" for m in batch)
+    )
+    last = last_message(ctx, thread_id) if needs_last else None
     positions = place(
         [m["role"] for m in batch],
         last=None if last is None else position(last),
@@ -106,8 +112,12 @@ def insert_messages(
     ids = []
     for fields, where in zip(batch, positions, strict=True):
         doc = {**MESSAGE_DEFAULTS, "status": "success", **_known(fields)}
-        doc.update(thread_id=thread_id, user_id=thread.get("user_id"), order=where.order,
-                   step_order=where.step_order)
+        doc.update(
+            thread_id=thread_id,
+            user_id=thread.get("user_id"),
+            order=where.order,
+            step_order=where.step_order,
+        )
         ids.append(ctx.db.insert("messages", doc))
     return ids
 
@@ -122,11 +132,14 @@ def message_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def delete_thread_batch(ctx: Any, thread_id: str, *, batch: int = DELETE_BATCH) -> bool:
-    """Delete up to ``batch`` documents of the thread (messages, then streams); the thread
-    itself last. Returns whether everything is gone."""
+    """Delete up to ``batch`` documents of the thread; whether everything is gone.
+
+    Messages go first, then streams and approvals, the thread itself last.
+    """
     budget = batch
     for doc in (
-        ctx.db.query("messages").with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
+        ctx.db.query("messages")
+        .with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
         .take(budget)
     ):
         delete_message(ctx, doc)
@@ -134,7 +147,8 @@ def delete_thread_batch(ctx: Any, thread_id: str, *, batch: int = DELETE_BATCH) 
     if budget <= 0:
         return False
     for stream in (
-        ctx.db.query("streams").with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
+        ctx.db.query("streams")
+        .with_index("by_thread", lambda q: q.eq("thread_id", thread_id))
         .take(budget)
     ):
         budget -= delete_stream_deltas(ctx, stream["_id"], budget)
@@ -146,7 +160,8 @@ def delete_thread_batch(ctx: Any, thread_id: str, *, batch: int = DELETE_BATCH) 
         return False
     for row in (
         ctx.db.query("approvals")
-        .with_index("by_thread_status", lambda q: q.eq("thread_id", thread_id)).take(budget)
+        .with_index("by_thread_status", lambda q: q.eq("thread_id", thread_id))
+        .take(budget)
     ):
         ctx.db.delete(row["_id"])
         budget -= 1
@@ -169,7 +184,8 @@ def delete_stream_deltas(ctx: Any, stream_id: str, limit: int) -> int:
     """Delete up to ``limit`` delta rows of a stream; returns how many went."""
     count = 0
     for row in (
-        ctx.db.query("deltas").with_index("by_stream", lambda q: q.eq("stream_id", stream_id))
+        ctx.db.query("deltas")
+        .with_index("by_stream", lambda q: q.eq("stream_id", stream_id))
         .take(limit)
     ):
         ctx.db.delete(row["_id"])

@@ -81,8 +81,9 @@ class Tool:
         """Run one call; never raises for invalid arguments or the function's errors."""
         if call.invalid_arguments is not None:
             return error_outcome(
-                call, f'Invalid arguments for tool "{self.name}": not a JSON object: '
-                f"{call.invalid_arguments!r}. Call it again with a JSON object."
+                call,
+                f'Invalid arguments for tool "{self.name}": not a JSON object: '
+                f"{call.invalid_arguments!r}. Call it again with a JSON object.",
             )
         try:
             kwargs = self.validate(call.arguments)
@@ -92,8 +93,9 @@ class Tool:
                 for e in exc.errors()
             )
             return error_outcome(
-                call, f'Invalid arguments for tool "{self.name}": {problems}. '
-                "Call it again with valid arguments."
+                call,
+                f'Invalid arguments for tool "{self.name}": {problems}. '
+                "Call it again with valid arguments.",
             )
         try:
             result = self.function(ctx, **kwargs) if self.takes_ctx else self.function(**kwargs)
@@ -151,12 +153,21 @@ def _docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
 def _arguments_model(
     fn: Callable[..., Any], name: str, parameters: Sequence[inspect.Parameter], docs: dict[str, str]
 ) -> type[pydantic.BaseModel]:
-    try:
-        hints = inspect.get_annotations(fn, eval_str=True)
-    except Exception as exc:
-        raise ToolDefinitionError(
-            f'Tool "{name}": its type hints cannot be resolved ({exc}).'
-        ) from exc
+    raw = inspect.get_annotations(fn)
+    hints: dict[str, Any] = {}
+    for param in parameters:  # only the model's arguments: the context's hint may not resolve
+        if param.name not in raw:
+            continue
+        hint = raw[param.name]
+        if isinstance(hint, str):
+            try:
+                hint = eval(hint, getattr(fn, "__globals__", {}))
+            except Exception as exc:
+                raise ToolDefinitionError(
+                    f'Tool "{name}": the type hint of "{param.name}" ({hint}) cannot be '
+                    f"resolved ({exc})."
+                ) from exc
+        hints[param.name] = hint
     fields: dict[str, Any] = {}
     for param in parameters:
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
@@ -171,7 +182,7 @@ def _arguments_model(
             hints[param.name],
             pydantic.Field(default, description=docs.get(param.name)),
         )
-    return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+    return pydantic.create_model(
         f"{name}_arguments", __config__=pydantic.ConfigDict(extra="forbid"), **fields
     )
 
@@ -199,14 +210,16 @@ def make_tool(
     Raises:
         ToolDefinitionError: a bad name or a parameter without a type hint.
     """
-    tool_name = name or getattr(fn, "__name__", "")
+    tool_name = str(name or getattr(fn, "__name__", "") or "")
     if not _NAME.match(tool_name):
         raise ToolDefinitionError(
             f"Tool name {tool_name!r} must be 1 to 64 characters of [A-Za-z0-9_-]."
         )
     summary, docs = _docstring(fn)
     params = list(inspect.signature(fn).parameters.values())
-    takes_ctx = bool(params) and params[0].name in ("ctx", "context")
+    takes_ctx = bool(params) and (
+        params[0].name in ("ctx", "context") or "Ctx" in str(params[0].annotation)
+    )
     model = _arguments_model(fn, tool_name, params[1:] if takes_ctx else params, docs)
     return Tool(
         name=tool_name,
@@ -270,9 +283,7 @@ def tool(
         return make_tool(fn, name=name, description=description, needs_approval=needs_approval)
 
     def decorate(inner: Callable[..., Any]) -> Tool:
-        return make_tool(
-            inner, name=name, description=description, needs_approval=needs_approval
-        )
+        return make_tool(inner, name=name, description=description, needs_approval=needs_approval)
 
     return decorate
 

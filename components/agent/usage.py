@@ -64,6 +64,21 @@ class StepUsage:
     user_id: str | None
     """The thread's user."""
 
+    @property
+    def prompt_tokens(self) -> int:
+        """The step's prompt tokens."""
+        return self.usage.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        """The step's completion tokens."""
+        return self.usage.completion_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        """The step's tokens in all."""
+        return self.usage.total_tokens
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UsageTotals:
@@ -83,8 +98,12 @@ class UsageTotals:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> UsageTotals:
         """From the component's answer."""
-        return cls(**{k: raw[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens",
-                                           "cost", "steps")})
+        return cls(
+            **{
+                k: raw[k]
+                for k in ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "steps")
+            }
+        )
 
 
 class UsageHandler(Protocol):

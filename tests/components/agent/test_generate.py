@@ -25,8 +25,14 @@ async def explode(ctx: ActionCtx) -> str:
 
 def make_app(model: ScriptedChatModel, **kw: Any) -> tuple[App, Agent, dict[str, Any]]:
     app = App()
-    agent = Agent(app.use(component, name="agent"), name="calc", model=model,
-                  instructions="Be brief.", tools=[add, explode], **kw)
+    agent = Agent(
+        app.use(component, name="agent"),
+        name="calc",
+        model=model,
+        instructions="Be brief.",
+        tools=[add, explode],
+        **kw,
+    )
     refs: dict[str, Any] = {}
 
     @app.mutation
@@ -36,13 +42,18 @@ def make_app(model: ScriptedChatModel, **kw: Any) -> tuple[App, Agent, dict[str,
     @app.action
     async def ask(ctx: ActionCtx, thread_id: str, text: str) -> dict[str, Any]:
         result = await agent.generate_text(ctx, thread_id=thread_id, prompt=text)
-        return {"text": result.text, "finish": result.finish_reason, "order": result.order,
-                "message_id": result.message_id}
+        return {
+            "text": result.text,
+            "finish": result.finish_reason,
+            "order": result.order,
+            "message_id": result.message_id,
+        }
 
     @app.action
     async def rerun(ctx: ActionCtx, thread_id: str, prompt_message_id: str) -> str:
-        result = await agent.generate_text(ctx, thread_id=thread_id,
-                                           prompt_message_id=prompt_message_id)
+        result = await agent.generate_text(
+            ctx, thread_id=thread_id, prompt_message_id=prompt_message_id
+        )
         return result.text
 
     @app.query
@@ -62,16 +73,21 @@ def shape(messages: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 def test_two_step_tool_loop_persists_every_step(make_test_app: Any) -> None:
-    model = ScriptedChatModel([ToolCall(id="c1", name="add", arguments={"a": 2, "b": 3}),
-                               "It is 5.", "Still 5."])
+    model = ScriptedChatModel(
+        [ToolCall(id="c1", name="add", arguments={"a": 2, "b": 3}), "It is 5.", "Still 5."]
+    )
     app, _, r = make_app(model)
     t = make_test_app(app)
     thread_id = t.mutation(r["new_thread"], {"user_id": "ada"})
     out = t.action(r["ask"], {"thread_id": thread_id, "text": "2+3?"})
     assert out["text"] == "It is 5." and out["finish"] == "stop" and out["order"] == 0
     messages = t.query(r["messages"], {"thread_id": thread_id})
-    assert shape(messages) == [(0, 0, "user", "success"), (0, 1, "assistant", "success"),
-                               (0, 2, "tool", "success"), (0, 3, "assistant", "success")]
+    assert shape(messages) == [
+        (0, 0, "user", "success"),
+        (0, 1, "assistant", "success"),
+        (0, 2, "tool", "success"),
+        (0, 3, "assistant", "success"),
+    ]
     assert messages[1]["tool_calls"] == [{"id": "c1", "name": "add", "arguments": {"a": 2, "b": 3}}]
     assert messages[2]["text"] == "5" and messages[2]["tool_call_id"] == "c1"
     assert messages[3]["text"] == "It is 5." and out["message_id"] == messages[3]["_id"]
@@ -82,8 +98,14 @@ def test_two_step_tool_loop_persists_every_step(make_test_app: Any) -> None:
     out = t.action(r["ask"], {"thread_id": thread_id, "text": "again?"})
     assert out["order"] == 1
     third = model.requests[2]
-    assert [m.role for m in third.messages] == ["system", "user", "assistant", "tool",
-                                                "assistant", "user"]
+    assert [m.role for m in third.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
     assert third.messages[-1].text == "again?"
     model.assert_consumed()
 
@@ -99,8 +121,10 @@ def test_empty_output_finalises_the_placeholder(make_test_app: Any) -> None:
     t = make_test_app(app)
     thread_id = t.mutation(r["new_thread"], {})
     assert t.action(r["ask"], {"thread_id": thread_id, "text": "hi"})["text"] == ""
-    assert shape(no_pending(t, r, thread_id)) == [(0, 0, "user", "success"),
-                                                  (0, 1, "assistant", "success")]
+    assert shape(no_pending(t, r, thread_id)) == [
+        (0, 0, "user", "success"),
+        (0, 1, "assistant", "success"),
+    ]
 
 
 def test_model_error_fails_the_message(make_test_app: Any) -> None:
@@ -132,13 +156,25 @@ def test_rerun_with_prompt_message_id_continues_from_saved_responses(make_test_a
     prompt_id = t.mutation(r["save"], {"thread_id": thread_id, "text": "hello"})
     t.action(r["rerun"], {"thread_id": thread_id, "prompt_message_id": prompt_id})
     # A generation that died: its pending placeholder is still there at the prompt's turn.
-    t.run(lambda ctx: agent._call(ctx, "mutation", "start_generation",
-                                  {"thread_id": thread_id, "prompt_message_id": prompt_id}))
-    assert t.action(r["rerun"], {"thread_id": thread_id, "prompt_message_id": prompt_id}) == \
-        "continued"
+    t.run(
+        lambda ctx: agent._call(
+            ctx,
+            "mutation",
+            "start_generation",
+            {"thread_id": thread_id, "prompt_message_id": prompt_id},
+        )
+    )
+    assert (
+        t.action(r["rerun"], {"thread_id": thread_id, "prompt_message_id": prompt_id})
+        == "continued"
+    )
     request = model.requests[1]
     assert [m.text for m in request.messages[1:]] == ["hello", "first answer"]
     messages = no_pending(t, r, thread_id)
-    assert shape(messages) == [(0, 0, "user", "success"), (0, 1, "assistant", "success"),
-                               (0, 2, "assistant", "failed"), (0, 3, "assistant", "success")]
+    assert shape(messages) == [
+        (0, 0, "user", "success"),
+        (0, 1, "assistant", "success"),
+        (0, 2, "assistant", "failed"),
+        (0, 3, "assistant", "success"),
+    ]
     assert messages[2]["error"].startswith("Restarting")

@@ -27,7 +27,9 @@ async def broken(ctx: Any) -> str:
 
 
 def agent(model: ScriptedChatModel, *tools: Any) -> LoopAgent:
-    return LoopAgent(name="calc", model=model, instructions="Be brief.", tools=tool_map(list(tools)))
+    return LoopAgent(
+        name="calc", model=model, instructions="Be brief.", tools=tool_map(list(tools))
+    )
 
 
 def history() -> list[ModelMessage]:
@@ -100,8 +102,12 @@ async def test_empty_output_is_saved_as_success() -> None:
 async def test_model_error_fails_the_pending_message(stream: bool) -> None:
     store = MemoryPersistence()
     with pytest.raises(RuntimeError, match="boom"):
-        await run_loop(agent=agent(ScriptedChatModel([RuntimeError("boom")])),
-                       history=history(), store=store, stream=stream)
+        await run_loop(
+            agent=agent(ScriptedChatModel([RuntimeError("boom")])),
+            history=history(),
+            store=store,
+            stream=stream,
+        )
     assert store.messages[-1]["status"] == "failed"
     assert "boom" in store.messages[-1]["error"]
     no_pending(store)
@@ -117,8 +123,9 @@ async def test_abort_stops_with_partial_text() -> None:
             store.aborted = True
 
     model = ScriptedChatModel(["Hello there, how are you?"], chunk_size=5)
-    result = await run_loop(agent=agent(model), history=history(), store=store, stream=True,
-                            on_text=on_text)
+    result = await run_loop(
+        agent=agent(model), history=history(), store=store, stream=True, on_text=on_text
+    )
     assert result.finish_reason == "aborted"
     assert store.messages[-1]["status"] == "failed"
     partial = store.messages[-1]["text"]
@@ -132,8 +139,14 @@ async def test_approval_stops_the_loop_with_the_call_pending() -> None:
         """Pay."""
         return "paid"
 
-    model = ScriptedChatModel([[ToolCall(id="p", name="pay", arguments={"amount": 5}),
-                                ToolCall(id="q", name="add", arguments={"a": 1, "b": 1})]])
+    model = ScriptedChatModel(
+        [
+            [
+                ToolCall(id="p", name="pay", arguments={"amount": 5}),
+                ToolCall(id="q", name="add", arguments={"a": 1, "b": 1}),
+            ]
+        ]
+    )
     store = MemoryPersistence()
     result = await run_loop(agent=agent(model, pay, add), history=history(), store=store)
     assert result.finish_reason == "tool_approval"
@@ -149,12 +162,18 @@ async def test_structured_output_retries_then_reports() -> None:
 
     model = ScriptedChatModel(["nope", {"x": 1}])
     store = MemoryPersistence()
-    result = await run_loop(agent=agent(model), history=history(), store=store,
-                            validate=validate, attempts=2)
+    result = await run_loop(
+        agent=agent(model), history=history(), store=store, validate=validate, attempts=2
+    )
     assert result.text == '{"x": 1}'
     assert "did not match" in model.requests[1].messages[-1].text
     store = MemoryPersistence()
     with pytest.raises(ObjectGenerationError, match="2 attempt"):
-        await run_loop(agent=agent(ScriptedChatModel(["a", "b"])), history=history(),
-                       store=store, validate=validate, attempts=2)
+        await run_loop(
+            agent=agent(ScriptedChatModel(["a", "b"])),
+            history=history(),
+            store=store,
+            validate=validate,
+            attempts=2,
+        )
     no_pending(store)
