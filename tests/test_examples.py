@@ -71,3 +71,11 @@ def test_rag_search_skips_unchanged_files_on_a_kept_database(tmp_path: Path) -> 
     assert again.returncode == 0, again.stderr
     assert "Ingested: 0 added, 6 unchanged" in again.stdout
     assert "Components" in again.stdout.split("== text ==")[1]
+
+
+def test_rag_handbook_runs(tmp_path: Path) -> None:
+    result = _run([str(ROOT / "examples" / "rag_handbook.py")], tmp_path, {})
+    assert result.returncode == 0, result.stderr
+    assert "added again (unchanged): [False, False, False, False]" in result.stdout
+    assert "--- Engineering only:\n## Oncall:" in result.stdout
+    assert result.stdout.rstrip().endswith("Done.")

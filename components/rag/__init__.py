@@ -25,7 +25,6 @@ from components.rag.errors import (
 )
 
 __all__ = [
-    "RAG",
     "AddResult",
     "ChunkTooLargeError",
     "Chunker",
@@ -35,6 +34,7 @@ __all__ = [
     "Entry",
     "EntryIncompleteError",
     "EntryNotFoundError",
+    "RAG",
     "RAGConfigError",
     "SearchResponse",
     "SearchResult",

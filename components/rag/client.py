@@ -24,13 +24,14 @@ import anyio
 from components.models import Embedder
 from components.rag.chunking import DEFAULT_MAX_TOKENS, Chunker, TokenChunker, check_chunks
 from components.rag.chunking import default_chunker as _default_chunker
-from components.rag.errors import EmbeddingSizeError, EmptyTextError
+from components.rag.embedding import EmbedBatcher, embedder_binding
+from components.rag.errors import EmptyTextError
 from components.rag.indexing import (
     check_filter_names,
     check_filter_values,
     check_filters,
     content_hash,
-    vector_table,
+    vector_size,
 )
 from components.rag.ranking import (
     check_chunk_context,
@@ -46,8 +47,8 @@ from core import (
     Page,
     QueryCtx,
     UserError,
+    call,
     function_handle,
-    run_function,
 )
 
 Ctx = QueryCtx | MutationCtx | ActionCtx
@@ -185,11 +186,13 @@ class RAG:
         self.chunker: Chunker = chunker or _default_chunker
         self.batch_size = batch_size
         self.commit_chunks = commit_chunks
-        vector_table(embedder.dimensions)  # refuses an embedder too wide to store
-        bind = getattr(handle, "bind", None)
-        if callable(bind):
-            bind("embedder", embedder)
-            bind("chunker", self.chunker)
+        self._batcher = EmbedBatcher(embedder, max_texts=batch_size)
+        vector_size(embedder.dimensions)  # refuses an embedder too wide to store
+        # The instance's add_async jobs embed with this; one binding per model, so RAGs with
+        # other embedders on the same instance (a migration) keep theirs apart.
+        self.binding = embedder_binding(embedder)
+        if self.binding not in handle.bindings:
+            handle.bind(self.binding, embedder)
 
     @property
     def _namespace_fields(self) -> dict[str, Any]:
@@ -344,8 +347,8 @@ class RAG:
         )
         add.pop("chunk_count")
         add["on_complete"] = None if on_complete is None else function_handle(ctx, on_complete)
-        found = run_function(ctx, "mutation", self.handle.add_async, add)
-        return _then(ctx, found, _add_result)
+        add["embedder"] = self.binding
+        return call(ctx, self.handle.add_async, add, then=_add_result)
 
     async def _add(self, ctx: ActionCtx, add: dict[str, Any], on_complete: str | None) -> AddResult:
         pieces: list[str] = add.pop("chunks")
@@ -406,19 +409,12 @@ class RAG:
             raise
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """The embedder's vectors for ``texts``, checked: one per text, each ``dimensions`` long.
+        """The embedder's vectors for ``texts``, checked, sharing calls with concurrent adds.
 
         Raises:
-            EmbeddingSizeError: when they are not.
+            EmbeddingSizeError: the embedder returned the wrong number or length of vectors.
         """
-        vectors = await self.embedder.embed(builtins.list(texts))
-        model, dims = self.embedder.model_id, self.embedder.dimensions
-        if len(vectors) != len(texts):
-            raise EmbeddingSizeError(model, len(texts), len(vectors), "vectors")
-        for vector in vectors:
-            if len(vector) != dims:
-                raise EmbeddingSizeError(model, dims, len(vector))
-        return [[float(x) for x in v] for v in vectors]
+        return await self._batcher.embed(texts)
 
     # -- searching ------------------------------------------------------------------------
 
@@ -490,8 +486,12 @@ class RAG:
 
     def get_entry(self, ctx: Ctx, entry_id: str) -> Any:
         """The entry, or ``None`` (an awaitable from an action)."""
-        found = run_function(ctx, "query", self.handle.get_entry, {"entry_id": entry_id})
-        return _then(ctx, found, lambda doc: None if doc is None else _entry(doc))
+        return call(
+            ctx,
+            self.handle.get_entry,
+            {"entry_id": entry_id},
+            then=lambda doc: None if doc is None else _entry(doc),
+        )
 
     def list(
         self,
@@ -514,11 +514,11 @@ class RAG:
             "cursor": cursor,
             "num_items": num_items,
         }
-        found = run_function(ctx, "query", self.handle.list_entries, args)
-        return _then(
+        return call(
             ctx,
-            found,
-            lambda page: Page(
+            self.handle.list_entries,
+            args,
+            then=lambda page: Page(
                 page=[_entry(e) for e in page["page"]],  # type: ignore[misc]
                 continue_cursor=page["continue_cursor"],
                 is_done=page["is_done"],
@@ -527,17 +527,17 @@ class RAG:
 
     def delete(self, ctx: MutationCtx | ActionCtx, entry_id: str) -> Any:
         """Delete an entry with its chunks from both indexes; ``False`` if there was none."""
-        return run_function(ctx, "mutation", self.handle.delete_entry, {"entry_id": entry_id})
+        return call(ctx, self.handle.delete_entry, {"entry_id": entry_id})
 
     def delete_by_key(self, ctx: MutationCtx | ActionCtx, *, namespace: str, key: str) -> Any:
         """Delete every version of ``key``; how many entries went."""
         args = {"namespace": self._namespace(namespace), "key": key}
-        return run_function(ctx, "mutation", self.handle.delete_by_key, args)
+        return call(ctx, self.handle.delete_by_key, args)
 
     def delete_namespace(self, ctx: MutationCtx | ActionCtx, namespace: str) -> Any:
         """Delete a namespace (every embedder's version) with all its entries."""
         self._namespace(namespace)
-        return run_function(ctx, "mutation", self.handle.delete_namespace, {"name": namespace})
+        return call(ctx, self.handle.delete_namespace, {"name": namespace})
 
 
 def _add_result(doc: Mapping[str, Any]) -> AddResult:
@@ -548,13 +548,3 @@ def _add_result(doc: Mapping[str, Any]) -> AddResult:
         created=doc["created"],
         replaced_entry_id=None if replaced is None else str(replaced),
     )
-
-
-def _then(ctx: Ctx, found: Any, convert: Any) -> Any:
-    if isinstance(ctx, ActionCtx):
-
-        async def later() -> Any:
-            return convert(await found)
-
-        return later()
-    return convert(found)

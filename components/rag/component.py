@@ -7,21 +7,19 @@ Tables (typed):
 * ``entries``: one row per version of a document: ``pending`` while its chunks come in,
   ``ready`` when searchable, ``replaced`` once a newer version of its key took over.
 * ``chunks``: an entry's text in order. ``searchable`` (the search index's field) holds the
-  text only while the entry is ready; ``staged`` holds an embedding waiting for the swap;
-  ``vector_id`` points at the chunk's row in ``vectors_<n>``.
-* ``vectors_<n>`` (see ``components.rag.indexing``): the vector index, one table per stored
-  vector size; ``namespace_id`` and the filter fields are ``None`` once the chunk's entry is
-  replaced, so no search matches it, but the row stays until the entry is deleted (a search
-  that found it just before the swap can still tell which key it belonged to).
+  text and ``v<n>`` (a vector index's field, see ``components.rag.indexing``) the stored
+  vector only while the entry is ready; ``staged`` holds an embedding waiting for the swap.
+  So a chunk is one document for both indexes: a vector hit and a text hit are the same id.
 
 The swap. Embedding happens in actions, outside any transaction; making a version searchable
 is one mutation (``_promote``): the new chunks get their vectors and searchable text, the
-key's previous ready version loses both, statuses change and ``on_complete`` runs, all in one
-commit. So a search at any snapshot sees all chunks of exactly one version of a key. A small
+key's previous ready version loses both (its rows stay, marked ``replaced``, until deleted),
+statuses change and ``on_complete`` runs, all in one commit. So a search at any snapshot sees all chunks of exactly one version of a key. A small
 entry is written and promoted by one mutation (``add_entry`` with its chunks); a large one is
 staged in batches (``add_chunks``) and promoted by ``finish_entry``. The swap of an entry of
-``n`` chunks writes about ``4 n`` documents, within a transaction's 16,000 for ``n`` up to
-about 3,500 (a larger entry is refused by the core's limit, nothing swapped).
+``n`` chunks writes about ``2 n`` documents (``n`` patches, ``n`` for the old version), within a
+transaction's 16,000 for ``n`` up to about 8,000 (a larger entry is refused by the core's
+limit, nothing swapped).
 """
 
 from __future__ import annotations
@@ -30,31 +28,54 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from components.rag.errors import EntryIncompleteError, EntryNotFoundError
-from components.rag.indexing import FILTER_FIELDS, VECTOR_SIZES, filter_fields, stored_vector
-from components.rag.indexing import vector_table as vector_table_for
+from components.rag.indexing import (
+    FILTER_FIELDS,
+    TEXT_FILTER_FIELDS,
+    VECTOR_SIZES,
+    filter_fields,
+    stored_vector,
+    vector_field,
+    vector_size,
+)
 from components.workflow import pool_component
 from core import Component, Id, MutationCtx, QueryCtx, Schema, Table
 
 _FILTERS: dict[str, Any] = dict.fromkeys(FILTER_FIELDS, Any)
 
 
-def _vectors_table(size: int) -> Table:
-    return Table(
-        {
-            "chunk_id": Id[Literal["chunks"]],
-            "namespace_id": str | None,
-            "vector": list[float],
-            **_FILTERS,
-        }
-    ).vector_index(
-        "by_vector",
-        vector_field="vector",
-        dimensions=size,
-        filter_fields=["namespace_id", *FILTER_FIELDS],
+_VECTORS: dict[str, Any] = {vector_field(size): list[float] | None for size in VECTOR_SIZES}
+
+
+def _chunks_table() -> Table:
+    table = (
+        Table(
+            {
+                "entry_id": Id[Literal["entries"]],
+                "namespace_id": Id[Literal["namespaces"]],
+                "order": int,
+                "text": str,
+                "searchable": str | None,
+                "staged": list[float] | None,
+                **_VECTORS,
+                **_FILTERS,
+            }
+        )
+        .index("by_entry", ["entry_id", "order"])
+        .search_index(
+            "by_text",
+            search_field="searchable",
+            filter_fields=["namespace_id", *TEXT_FILTER_FIELDS],
+        )
     )
+    for size in VECTOR_SIZES:
+        table = table.vector_index(
+            f"by_{vector_field(size)}",
+            vector_field=vector_field(size),
+            dimensions=size,
+            filter_fields=["namespace_id", *FILTER_FIELDS],
+        )
+    return table
 
-
-_VECTOR_TABLES: dict[str, Any] = {f"vectors_{size}": _vectors_table(size) for size in VECTOR_SIZES}
 
 component = Component(
     "rag",
@@ -81,28 +102,14 @@ component = Component(
         )
         .index("by_key", ["namespace_id", "key", "version"])
         .index("by_status", ["namespace_id", "status"]),
-        chunks=Table(
-            {
-                "entry_id": Id[Literal["entries"]],
-                "namespace_id": Id[Literal["namespaces"]],
-                "order": int,
-                "text": str,
-                "searchable": str | None,
-                "staged": list[float] | None,
-                "vector_id": str | None,
-                **_FILTERS,
-            }
-        )
-        .index("by_entry", ["entry_id", "order"])
-        .search_index(
-            "by_text", search_field="searchable", filter_fields=["namespace_id", *FILTER_FIELDS]
-        ),
-        **_VECTOR_TABLES,
+        chunks=_chunks_table(),
     ),
 )
 pool = component.use(pool_component, name="pool")
 
 Doc = dict[str, Any]
+MAX_SOLE_SCAN = 64
+"""``lookup_namespace`` reads at most this many namespaces to tell whether one is alone."""
 STATUSES = ("pending", "ready", "replaced")
 
 
@@ -137,14 +144,25 @@ def _namespace_for(ctx: MutationCtx, namespace: Doc) -> Doc:
 
 @component.query
 def lookup_namespace(ctx: QueryCtx, namespace: dict[str, Any]) -> dict[str, Any]:
-    """This RAG's namespace id (or ``None``) and descriptions of the name's other versions."""
+    """This RAG's namespace id (or ``None``) and descriptions of the name's other versions.
+
+    ``sole`` says whether it is the only namespace whose vectors share its table: a search
+    without filters then needs no filter (the vector index's fastest path).
+    """
     found = _find_namespace(ctx, namespace)
     others = [
         f'"{d["model_id"]}" ({d["dimensions"]} dimensions, filter names {d["filter_names"]})'
         for d in _namespaces(ctx, namespace["name"])
         if found is None or d["_id"] != found["_id"]
     ]
-    return {"namespace_id": None if found is None else found["_id"], "others": others}
+    sole = False
+    if found is not None:
+        size = vector_size(namespace["dimensions"])
+        rows = ctx.db.query("namespaces").take(MAX_SOLE_SCAN + 1)
+        sole = len(rows) <= MAX_SOLE_SCAN and not any(
+            d["_id"] != found["_id"] and vector_size(d["dimensions"]) == size for d in rows
+        )
+    return {"namespace_id": None if found is None else found["_id"], "others": others, "sole": sole}
 
 
 # -- entries ------------------------------------------------------------------------------------
@@ -244,41 +262,40 @@ def add_entry(
     entry = {**fields, "_id": ctx.db.insert("entries", fields)}
     if chunks is None:
         return _result(entry, True)
-    _insert_chunks(ctx, entry, ns, 0, chunks)
-    return _promote(ctx, entry, ns)
+    # A new version: nothing newer exists and it has no chunks yet, so they go in live.
+    _insert_chunks(ctx, entry, ns, 0, chunks, live=True)
+    return _promote(ctx, entry, ns, staged=False)
 
 
 def _insert_chunks(
-    ctx: MutationCtx, entry: Doc, ns: Doc, start_order: int, chunks: Sequence[Doc]
+    ctx: MutationCtx,
+    entry: Doc,
+    ns: Doc,
+    start_order: int,
+    chunks: Sequence[Doc],
+    *,
+    live: bool = False,
 ) -> None:
-    filters = filter_fields(ns["_id"], ns["filter_names"], entry["filter_values"])
-    for offset, chunk in enumerate(chunks):
-        order = start_order + offset
-        old = _chunk_at(ctx, entry["_id"], order)  # a retried batch overwrites, never doubles
-        if old is not None:
+    """Insert chunks from ``start_order``: ``live`` (searchable, vector indexed) or staged."""
+    if not live:  # a retried batch overwrites, never doubles
+        for old in entry_chunks(ctx, entry["_id"], start_order, start_order + len(chunks)):
             ctx.db.delete(old["_id"])
-        ctx.db.insert(
-            "chunks",
-            {
-                "entry_id": entry["_id"],
-                "namespace_id": ns["_id"],
-                "order": order,
-                "text": chunk["text"],
-                "searchable": None,
-                "staged": chunk.get("vector"),
-                "vector_id": None,
-                **filters,
-            },
-        )
-
-
-def _chunk_at(ctx: QueryCtx, entry_id: str, order: int) -> Doc | None:
-    found: Doc | None = (
-        ctx.db.query("chunks")
-        .with_index("by_entry", lambda q: q.eq("entry_id", entry_id).eq("order", order))
-        .first()
-    )
-    return found
+    filters = filter_fields(ns["_id"], ns["filter_names"], entry["filter_values"])
+    size = vector_size(ns["dimensions"])
+    for offset, chunk in enumerate(chunks):
+        doc = {
+            "entry_id": entry["_id"],
+            "namespace_id": ns["_id"],
+            "order": start_order + offset,
+            "text": chunk["text"],
+            "searchable": None,
+            "staged": chunk.get("vector"),
+            **filters,
+        }
+        if live:
+            doc["searchable"], doc["staged"] = chunk["text"], None
+            doc[vector_field(size)] = stored_vector(chunk["vector"], entry["importance"], size)
+        ctx.db.insert("chunks", doc)
 
 
 def entry_chunks(ctx: QueryCtx, entry_id: str, start: int = 0, end: int | None = None) -> list[Doc]:
@@ -322,7 +339,7 @@ def unembedded_chunks(ctx: QueryCtx, entry_id: str, limit: int) -> list[dict[str
     for chunk in ctx.db.query("chunks").with_index(
         "by_entry", lambda q: q.eq("entry_id", entry_id)
     ):
-        if chunk["staged"] is None and chunk["vector_id"] is None:
+        if chunk["staged"] is None and chunk["searchable"] is None:
             out.append({"order": chunk["order"], "text": chunk["text"]})
             if len(out) >= limit:
                 break
@@ -351,8 +368,11 @@ def _get_entry(ctx: QueryCtx, entry_id: str) -> Doc | None:
     return None if normalized is None else ctx.db.get(normalized)
 
 
-def _promote(ctx: MutationCtx, entry: Doc, ns: Doc) -> Doc:
-    """Make ``entry`` the key's searchable version in this one transaction (see the module)."""
+def _promote(ctx: MutationCtx, entry: Doc, ns: Doc, *, staged: bool = True) -> Doc:
+    """Make ``entry`` the key's searchable version in this one transaction (see the module).
+
+    ``staged``: its chunks wait with their embeddings in ``staged`` (else they are live).
+    """
     previous: Doc | None = None
     newer_ready = False
     stale_pending: list[Doc] = []
@@ -371,30 +391,34 @@ def _promote(ctx: MutationCtx, entry: Doc, ns: Doc) -> Doc:
         _set_status(ctx, entry, "replaced")
         _notify(ctx, entry, ns, None, None)
         return _result(entry, True)
-    table = vector_table_for(ns["dimensions"])
-    size = int(table.rpartition("_")[2])
-    filters = filter_fields(ns["_id"], ns["filter_names"], entry["filter_values"])
-    chunks = entry_chunks(ctx, entry["_id"])
-    missing = sum(1 for c in chunks if c["staged"] is None)
-    if len(chunks) != entry["chunk_count"] or missing:
-        raise EntryIncompleteError(entry["_id"], len(chunks) - missing, entry["chunk_count"])
-    for chunk in chunks:
-        vector = stored_vector(chunk["staged"], entry["importance"], size)
-        vector_id = ctx.db.insert(
-            table,
-            {"chunk_id": chunk["_id"], "namespace_id": ns["_id"], "vector": vector, **filters},
-        )
-        ctx.db.patch(
-            chunk["_id"], {"searchable": chunk["text"], "staged": None, "vector_id": vector_id}
-        )
+    if staged:
+        _go_live(ctx, entry, ns)
     if previous is not None:
-        _retire(ctx, previous)
+        _retire(ctx, previous, ns)
     _set_status(ctx, entry, "ready")
     _notify(ctx, entry, ns, previous, None)
     for other in stale_pending:  # an older add still in progress lost the race
         _set_status(ctx, other, "replaced")
         _notify(ctx, other, ns, None, None)
     return _result(entry, True, previous)
+
+
+def _go_live(ctx: MutationCtx, entry: Doc, ns: Doc) -> None:
+    """Move a staged entry's embeddings into its vector field and its text into the index."""
+    size = vector_size(ns["dimensions"])
+    chunks = entry_chunks(ctx, entry["_id"])
+    missing = sum(1 for c in chunks if c["staged"] is None)
+    if len(chunks) != entry["chunk_count"] or missing:
+        raise EntryIncompleteError(entry["_id"], len(chunks) - missing, entry["chunk_count"])
+    for chunk in chunks:
+        ctx.db.patch(
+            chunk["_id"],
+            {
+                "searchable": chunk["text"],
+                "staged": None,
+                vector_field(size): stored_vector(chunk["staged"], entry["importance"], size),
+            },
+        )
 
 
 def _set_status(ctx: MutationCtx, entry: Doc, status: str) -> None:
@@ -405,13 +429,11 @@ def _set_status(ctx: MutationCtx, entry: Doc, status: str) -> None:
     entry.update(patch)
 
 
-def _retire(ctx: MutationCtx, entry: Doc) -> None:
-    """Take a ready entry out of both indexes and mark it replaced (its rows stay)."""
-    cleared = dict.fromkeys(FILTER_FIELDS)
+def _retire(ctx: MutationCtx, entry: Doc, ns: Doc) -> None:
+    """Take a ready entry out of both indexes and mark it replaced (its chunks stay)."""
+    field = vector_field(vector_size(ns["dimensions"]))
     for chunk in entry_chunks(ctx, entry["_id"]):
-        ctx.db.patch(chunk["_id"], {"searchable": None})
-        if chunk["vector_id"] is not None:
-            ctx.db.patch(chunk["vector_id"], {"namespace_id": None, **cleared})
+        ctx.db.patch(chunk["_id"], {"searchable": None, field: None})
     _set_status(ctx, entry, "replaced")
 
 
@@ -473,8 +495,6 @@ def _with_status(ctx: QueryCtx, namespace_id: str, status: str) -> list[Doc]:
 
 def _delete(ctx: MutationCtx, entry: Doc) -> None:
     for chunk in entry_chunks(ctx, entry["_id"]):
-        if chunk["vector_id"] is not None:
-            ctx.db.delete(chunk["vector_id"])
         ctx.db.delete(chunk["_id"])
     ctx.db.delete(entry["_id"])
 

@@ -2,8 +2,8 @@
 
 Pure functions: nothing here touches a context or the database.
 
-Vectors. An embedding of ``d`` dimensions is stored in the table ``vectors_<n>`` of the
-smallest size ``n`` in ``VECTOR_SIZES`` with ``n > d`` (one vector index per table, so any
+Vectors. An embedding of ``d`` dimensions is stored on its chunk in the field ``v<n>`` of the
+smallest size ``n`` in ``VECTOR_SIZES`` with ``n > d`` (one vector index per field, so any
 embedder up to 4,095 dimensions fits without a schema change). The stored vector is
 ``[normalize(e) * importance, 0, ..., 0, sqrt(1 - importance**2)]``: unit length, its last
 slot holding the importance. A query vector is ``[normalize(q), 0, ...]`` with 0 in that
@@ -17,7 +17,10 @@ Each non-empty subset of the names (a bit mask ``m`` from 1 to 15) has its own f
 subset, in position order (a missing value is ``None``). A filter dict (AND across its names)
 is then one equality on one field, a list of dicts (OR) a disjunction of equalities, and the
 namespace id inside the value keeps every filter inside its namespace. That is 15 filter
-fields plus ``namespace_id``: the 16 a vector or search index may declare.
+fields plus ``namespace_id``: the 16 a vector index may declare. The search index, whose
+every posting carries a hash per filter field, declares only ``namespace_id`` and the four
+one-name fields (``f1``, ``f2``, ``f4``, ``f8``): it ANDs equalities itself, so a dict is one
+equality per name there.
 """
 
 from __future__ import annotations
@@ -38,30 +41,32 @@ vector index stops at 4,096, so the widest embedder is 4,095)."""
 MAX_FILTER_NAMES = 4
 FILTER_FIELDS = tuple(f"f{mask}" for mask in range(1, 2**MAX_FILTER_NAMES))
 """The composite filter fields, ``f1`` .. ``f15`` (see the module docstring)."""
+TEXT_FILTER_FIELDS = tuple(f"f{1 << i}" for i in range(MAX_FILTER_NAMES))
+"""The one-name filter fields the search index declares."""
 
 Filters = list[dict[str, Any]]
 """A search's filters in normal form: a list of dicts, OR between them, AND inside one."""
 
 
-def vector_table(dimensions: int) -> str:
-    """The table holding the vectors of an embedder with ``dimensions`` dimensions.
+def vector_size(dimensions: int) -> int:
+    """The stored vector length for an embedder of ``dimensions`` dimensions.
 
     Raises:
-        RAGConfigError: when ``dimensions`` is not from 1 to 4,096.
+        RAGConfigError: when ``dimensions`` is not from 1 to 4,095.
     """
     if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
         raise RAGConfigError(f"Embedder dimensions must be a positive int, not {dimensions!r}.")
     for size in VECTOR_SIZES:
         if size > dimensions:
-            return f"vectors_{size}"
+            return size
     raise RAGConfigError(
         f"Embedder has {dimensions:,} dimensions; rag stores at most {VECTOR_SIZES[-1] - 1:,}."
     )
 
 
-def vector_size(table: str) -> int:
-    """The stored vector length of a ``vectors_<n>`` table."""
-    return int(table.rpartition("_")[2])
+def vector_field(size: int) -> str:
+    """The chunk field holding vectors of ``size`` numbers (its index is ``by_<field>``)."""
+    return f"v{size}"
 
 
 def _unit(vector: Sequence[float]) -> list[float]:
@@ -130,7 +135,7 @@ def check_filters(filters: Any, names: Sequence[str]) -> Filters:
         UnknownFilterError: for a name not in ``names``.
         InvalidArgumentError: when it is not a dict or a list of non-empty dicts.
     """
-    if filters is None:
+    if filters is None or (isinstance(filters, Mapping) and not filters):
         return []
     clauses = [filters] if isinstance(filters, Mapping) else filters
     if not isinstance(clauses, list | tuple) or not all(
@@ -141,8 +146,6 @@ def check_filters(filters: Any, names: Sequence[str]) -> Filters:
             f"such dicts (OR), not {filters!r}.",
             argument="filters",
         )
-    if isinstance(filters, Mapping) and not filters:
-        return []
     for clause in clauses:
         for name in clause:
             if name not in names:
@@ -179,6 +182,15 @@ def filter_terms(
         if term not in terms:
             terms.append(term)
     return terms
+
+
+def text_filter_terms(
+    namespace_id: str, names: Sequence[str], clause: Mapping[str, Any] | None
+) -> list[tuple[str, Any]]:
+    """The equalities, ANDed, that select one filter ``clause`` in the search index."""
+    if not clause:
+        return [("namespace_id", namespace_id)]
+    return [(f"f{1 << names.index(name)}", [namespace_id, value]) for name, value in clause.items()]
 
 
 def content_hash(

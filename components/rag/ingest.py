@@ -3,7 +3,8 @@
 ``add_async`` runs in the caller's mutation (or its own, from an action): the same dedupe as
 ``add``, then a ``pending`` entry with its chunks' text, and a job in the component's work
 pool (``embed_entry``, retried with backoff). The job embeds the chunks that have no vector
-yet in batches, with the embedder bound to this instance (``ctx.bindings["embedder"]``),
+yet in batches, with the embedder bound to this instance (``ctx.bindings``, one binding
+per model: ``embedder:<model_id>:<dimensions>``),
 stages them, and promotes the entry with the same atomic swap as ``add``: until then the
 key's previous version stays searchable, whole. If the job fails for good, the entry stays
 ``pending`` with its error and ``on_complete`` gets the error; the previous version is
@@ -26,7 +27,7 @@ from components.rag.component import (
     stage_vectors,
     unembedded_chunks,
 )
-from components.rag.errors import EmbeddingSizeError
+from components.rag.embedding import checked_vectors
 from core import ActionCtx, MutationCtx
 
 EMBED_BATCH = 256
@@ -48,6 +49,7 @@ def add_async(
     importance: float,
     content_hash: str,
     chunks: list[str],
+    embedder: str,
     on_complete: str | None = None,
 ) -> dict[str, Any]:
     """Add a pending version whose chunks a work-pool job embeds, then swaps in."""
@@ -78,7 +80,7 @@ def add_async(
         {
             "fn": embed_entry,
             "fn_type": "action",
-            "args": {"entry_id": entry["_id"]},
+            "args": {"entry_id": entry["_id"], "embedder": embedder},
             "on_complete": embed_done,
             "context": {"entry_id": entry["_id"]},
             "retry": RETRY,
@@ -90,27 +92,25 @@ def add_async(
 
 
 @component.internal_action
-async def embed_entry(ctx: ActionCtx, entry_id: str) -> dict[str, Any]:
-    """Embed a pending entry's remaining chunks in batches, then promote it."""
-    embedder = ctx.bindings["embedder"]
+async def embed_entry(ctx: ActionCtx, entry_id: str, embedder: str) -> dict[str, Any]:
+    """Embed a pending entry's remaining chunks in batches, then promote it.
+
+    ``embedder`` names the instance's binding of the embedder (``embedder_binding``).
+    """
+    model: Any = ctx.bindings[embedder]
     while True:
         batch = await ctx.run_query(unembedded_chunks, {"entry_id": entry_id, "limit": EMBED_BATCH})
         if not batch:
             break
         texts = [chunk["text"] for chunk in batch]
-        vectors = await embedder.embed(texts)
-        if len(vectors) != len(texts):
-            raise EmbeddingSizeError(embedder.model_id, len(texts), len(vectors), "vectors")
-        for vector in vectors:
-            if len(vector) != embedder.dimensions:
-                raise EmbeddingSizeError(embedder.model_id, embedder.dimensions, len(vector))
+        vectors = checked_vectors(model, texts, await model.embed(texts))
         # Unembedded chunks are read in order, so a batch is a run of consecutive orders.
         await ctx.run_mutation(
             stage_vectors,
             {
                 "entry_id": entry_id,
                 "start_order": batch[0]["order"],
-                "vectors": [[float(x) for x in v] for v in vectors],
+                "vectors": vectors,
             },
         )
     result: dict[str, Any] = await ctx.run_mutation(finish_entry, {"entry_id": entry_id})

@@ -7,11 +7,20 @@ rankings (``components.rag.ranking``) and reads each result's chunk window.
 Versions stay whole. The vector search sees every commit acknowledged before it, and the
 query's snapshot is at least as new, so the only way the two disagree is a swap (or delete)
 committed in between: some vector hits then belong to a version that is no longer ready at
-the snapshot. Those hits are dropped, and each such key's ready version at the snapshot is
+the snapshot (the hit's chunk is there, marked by its entry's status). Those hits are
+dropped, and each such key's ready version at the snapshot is
 scored exactly instead (all its chunks, against the query vector), so every result comes from
 the versions that snapshot holds: all of a version's chunks or none, never two versions of a
 key. Vector scores are recomputed in float64 from the stored vectors (the index ranks in
 float32), so ``vector_score_threshold`` is applied to the exact ``cosine × importance``.
+
+Hybrid reads little: it fuses the index's own vector ranking with the text ranking first and
+loads only the vector hits that make the first ``limit`` (the text hits come loaded); only if
+one of those is stale or on the threshold's edge does it rank everything exactly as above.
+
+Filters: the vector search filters on the namespace (or the filter fields), except when the
+namespace is the only one whose vectors share its table and the search has no filters: then
+it needs none, which is the vector index's fastest path.
 """
 
 from __future__ import annotations
@@ -33,8 +42,9 @@ from components.rag.errors import EmbedderMismatchError
 from components.rag.indexing import (
     filter_terms,
     query_vector,
+    text_filter_terms,
+    vector_field,
     vector_size,
-    vector_table,
 )
 from components.rag.ranking import (
     MAX_VECTOR_CANDIDATES,
@@ -47,6 +57,8 @@ from core import ActionCtx, QueryCtx
 
 MAX_TEXT_CANDIDATES = 1024
 """The search index returns at most this many documents."""
+THRESHOLD_MARGIN = 1e-5
+"""How far below the threshold a float32 index score may be and still be checked exactly."""
 
 
 @component.action
@@ -77,16 +89,16 @@ async def search(
     hits: list[list[Any]] = []
     padded: list[float] | None = None
     if mode != "text" and vector is not None:
-        table = vector_table(namespace["dimensions"])
-        padded = query_vector(vector, vector_size(table))
+        size = vector_size(namespace["dimensions"])
+        padded = query_vector(vector, size)
         terms = filter_terms(namespace_id, namespace["filter_names"], filters)
         wanted = limit if mode == "vector" else candidate_count(limit)
         raw = await ctx.vector_search(
-            table,
-            "by_vector",
+            "chunks",
+            f"by_{vector_field(size)}",
             vector=padded,
             limit=min(wanted, MAX_VECTOR_CANDIDATES),
-            filter=_vector_filter(terms),
+            filter=None if found["sole"] and not filters else _vector_filter(terms),
         )
         hits = [[str(h["_id"]), h["_score"]] for h in raw]
     args = {
@@ -142,18 +154,17 @@ def _matches(entry: Doc, filters: list[dict[str, Any]]) -> bool:
 
 def _vector_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[tuple[str, float]]:
     """The vector hits that are live at this snapshot, rescored exactly (see the module)."""
-    table = vector_table(args["dimensions"])
+    field = vector_field(vector_size(args["dimensions"]))
     query = np.asarray(args["query_vector"], dtype=np.float64)
     scored: list[tuple[str, float]] = []
     stale_keys: dict[str, None] = {}
-    for vector_id, _ in args["vector_hits"]:
-        vdoc = load.get(table, vector_id)
-        chunk = None if vdoc is None else load.get("chunks", vdoc["chunk_id"])
+    for chunk_id, _ in args["vector_hits"]:
+        chunk = load.get("chunks", chunk_id)
         entry = None if chunk is None else load.get("entries", chunk["entry_id"])
-        if vdoc is None or chunk is None or entry is None:
-            continue  # deleted since the vector search
-        if entry["status"] == "ready" and vdoc["namespace_id"] is not None:
-            scored.append((str(chunk["_id"]), float(query @ np.asarray(vdoc["vector"]))))
+        if chunk is None or entry is None or chunk["namespace_id"] != args["namespace_id"]:
+            continue  # deleted since the vector search (or a namespace made since the lookup)
+        if entry["status"] == "ready" and chunk[field] is not None:
+            scored.append((chunk_id, float(query @ np.asarray(chunk[field]))))
         elif entry["key"] is not None:
             stale_keys[entry["key"]] = None
     for key in stale_keys:
@@ -162,9 +173,8 @@ def _vector_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[
                 continue
             for chunk in entry_chunks(ctx, entry["_id"]):
                 load.docs[str(chunk["_id"])] = chunk
-                vdoc = load.get(table, chunk["vector_id"])
-                if vdoc is not None:
-                    scored.append((str(chunk["_id"]), float(query @ np.asarray(vdoc["vector"]))))
+                if chunk[field] is not None:
+                    scored.append((str(chunk["_id"]), float(query @ np.asarray(chunk[field]))))
     ranked = rank_vector_hits(scored, threshold=args["vector_score_threshold"])
     wanted = args["limit"] if args["mode"] == "vector" else candidate_count(args["limit"])
     return [(hit.key, hit.score) for hit in ranked[:wanted]]
@@ -177,14 +187,19 @@ def _text_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[st
     """
     if not any(ch.isalnum() for ch in args["query"]):
         return []
-    terms = filter_terms(args["namespace_id"], args["filter_names"], args["filters"])
+    ns, names, filters = args["namespace_id"], args["filter_names"], args["filters"]
     wanted = args["limit"] if args["mode"] == "text" else candidate_count(args["limit"])
-    field, value = terms[0] if len(terms) == 1 else ("namespace_id", args["namespace_id"])
-    query = ctx.db.query("chunks").with_search_index(
-        "by_text", lambda q: q.search("searchable", args["query"]).eq(field, value)
-    )
-    if len(terms) > 1:
-        alternatives = terms
+    eqs = text_filter_terms(ns, names, filters[0] if len(filters) == 1 else None)
+
+    def build(q: Any) -> Any:
+        q = q.search("searchable", args["query"])
+        for field, value in eqs:
+            q = q.eq(field, value)
+        return q
+
+    query = ctx.db.query("chunks").with_search_index("by_text", build)
+    if len(filters) > 1:
+        alternatives = filter_terms(ns, names, filters)
         query = query.filter(lambda doc: any(doc.get(f) == v for f, v in alternatives))
     ids: list[str] = []
     for chunk in query.take(min(wanted, MAX_TEXT_CANDIDATES)):
@@ -199,21 +214,62 @@ def resolve(ctx: QueryCtx, request: dict[str, Any]) -> dict[str, Any]:
     args = request
     load = _Loader(ctx)
     mode, limit = args["mode"], args["limit"]
-    vector = _vector_ranking(ctx, load, args) if args["query_vector"] is not None else []
     text = _text_ranking(ctx, load, args) if mode != "vector" else []
-    if mode == "vector":
-        ranked = vector[:limit]
-    elif mode == "text":
+    if mode == "text":
         ranked = [(key, (len(text) - i) / len(text)) for i, key in enumerate(text[:limit])]
-    else:
-        fused = hybrid_rank(
-            [key for key, _ in vector],
-            text,
-            vector_weight=args["vector_weight"],
-            text_weight=args["text_weight"],
-        )
-        ranked = [(hit.key, hit.score) for hit in fused[:limit]]
-    return _results(ctx, load, args, ranked)
+        return _results(ctx, load, args, ranked)
+    if mode == "hybrid":
+        quick = _quick_hybrid(load, args, text)
+        if quick is not None:
+            return _results(ctx, load, args, quick)
+    vector = _vector_ranking(ctx, load, args)
+    if mode == "vector":
+        return _results(ctx, load, args, vector[:limit])
+    fused = _fuse(args, [key for key, _ in vector], text)
+    return _results(ctx, load, args, [(hit.key, hit.score) for hit in fused[:limit]])
+
+
+def _fuse(args: dict[str, Any], vector: list[str], text: list[str]) -> list[Any]:
+    return hybrid_rank(
+        vector, text, vector_weight=args["vector_weight"], text_weight=args["text_weight"]
+    )
+
+
+def _quick_hybrid(
+    load: _Loader, args: dict[str, Any], text: list[str]
+) -> list[tuple[str, float]] | None:
+    """Hybrid results reading only the vector hits that make the cut, or ``None``.
+
+    The vector ranking is taken as the index returned it (float32 scores, the threshold with
+    a small margin); then each vector hit among the first ``limit`` fused results is loaded and
+    checked: live at this snapshot and exactly at or above the threshold. If every one passes,
+    those are the results; otherwise (a swap in between, a score on the threshold's edge) the
+    caller ranks everything exactly.
+    """
+    threshold = args["vector_score_threshold"]
+    field = vector_field(vector_size(args["dimensions"]))
+    query = np.asarray(args["query_vector"], dtype=np.float64)
+    vector = [
+        chunk_id
+        for chunk_id, score in args["vector_hits"]
+        if threshold is None or score >= threshold - THRESHOLD_MARGIN
+    ][: candidate_count(args["limit"])]
+    out = []
+    for hit in _fuse(args, vector, text)[: args["limit"]]:
+        if hit.ranks[0] is not None:
+            chunk = load.get("chunks", hit.key)
+            entry = None if chunk is None else load.get("entries", chunk["entry_id"])
+            if (
+                chunk is None
+                or entry is None
+                or entry["status"] != "ready"
+                or chunk["namespace_id"] != args["namespace_id"]
+                or chunk[field] is None
+                or (threshold is not None and float(query @ np.asarray(chunk[field])) < threshold)
+            ):
+                return None
+        out.append((hit.key, hit.score))
+    return out
 
 
 def _results(
@@ -221,6 +277,7 @@ def _results(
 ) -> dict[str, Any]:
     hits: list[tuple[str, int]] = []
     scores: dict[tuple[str, int], float] = {}
+    texts: dict[tuple[str, int], str] = {}
     entries: dict[str, Doc] = {}
     for chunk_id, score in ranked:
         chunk = load.get("chunks", chunk_id)
@@ -233,18 +290,23 @@ def _results(
         if hit not in scores:
             hits.append(hit)
             scores[hit] = score
+            texts[hit] = chunk["text"]
             entries[hit[0]] = entry
     before, after = args["chunk_context"]
     counts = {entry_id: entry["chunk_count"] for entry_id, entry in entries.items()}
     results = []
     for window in chunk_windows(hits, counts, before=before, after=after):
-        chunks = entry_chunks(ctx, window.entry_id, window.start_order, window.end_order + 1)
+        if window.start_order == window.end_order:  # just the hit, already loaded
+            content = [texts[(window.entry_id, window.order)]]
+        else:
+            chunks = entry_chunks(ctx, window.entry_id, window.start_order, window.end_order + 1)
+            content = [c["text"] for c in chunks]
         results.append(
             {
                 "entry_id": window.entry_id,
                 "order": window.order,
                 "start_order": window.start_order,
-                "content": [c["text"] for c in chunks],
+                "content": content,
                 "score": scores[(window.entry_id, window.order)],
             }
         )
