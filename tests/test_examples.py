@@ -79,3 +79,18 @@ def test_rag_handbook_runs(tmp_path: Path) -> None:
     assert "added again (unchanged): [False, False, False, False]" in result.stdout
     assert "--- Engineering only:\n## Oncall:" in result.stdout
     assert result.stdout.rstrip().endswith("Done.")
+
+
+def test_multi_agent_workflow_runs_offline(tmp_path: Path) -> None:
+    env = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
+    result = _run([str(ROOT / "examples" / "multi_agent.py")], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Models: scripted models (offline)" in out
+    assert "1. Ingested 6 notes" in out
+    assert out.count(": success") >= 2  # both journaled steps
+    assert "workflow: success" in out
+    assert "[researcher / assistant] calls search_notes(" in out
+    assert "[researcher / tool] # What Capsule is" in out  # the tool reached the app's rag
+    assert "5. The brief:\n   Brief (scripted writer, no language model): Capsule is" in out
+    assert out.rstrip().endswith("Done.")
