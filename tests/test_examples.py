@@ -94,3 +94,22 @@ def test_multi_agent_workflow_runs_offline(tmp_path: Path) -> None:
     assert "[researcher / tool] # What Capsule is" in out  # the tool reached the app's rag
     assert "5. The brief:\n   Brief (scripted writer, no language model): Capsule is" in out
     assert out.rstrip().endswith("Done.")
+
+
+def test_readme_components_snippet_runs(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"## Components, one example each\n\n```python\n(.*?)```", readme, re.S)
+    assert found is not None, "README.md lost its components snippet"
+    program = (
+        "from core import ActionCtx, App, MutationCtx, Schema, Table\n"
+        'app = App(Schema(messages=Table({"user": str, "text": str})))\n'
+        + found.group(1)
+        + "with app.sync_client() as client:\n"
+        + '    client.mutation(send, {"user": "ada", "text": "hello"})\n'
+        + '    print(client.action(ask, {"question": "when do you open?"}))\n'
+    )
+    (tmp_path / "components_tour.py").write_text(program)
+    env = {"CAPSULE_DB_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    result = _run(["components_tour.py"], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Hi!"
