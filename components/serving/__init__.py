@@ -1,7 +1,15 @@
-"""Serving agents to real clients: the wire formats and the HTTP endpoints of exposed agents.
+"""Serving agents to real clients: ``expose(agent)`` and the wire formats it speaks.
 
-Not a component (no tables). ``ui_stream`` encodes the Vercel AI SDK UI message stream
-(``useChat``), ``openai_wire`` the OpenAI chat completions shapes, ``sse`` the event framing.
+Not a component (no tables)::
+
+    from components.serving import expose
+
+    expose(helper)  # capsule serve now serves /agents/helper/... and /v1/chat/completions
+
+``agents`` registers an exposed agent's server-side functions, ``endpoints`` serves
+``/agents/<name>/...``, ``openai_routes`` serves ``/v1``; ``ui_stream`` encodes the Vercel AI
+SDK UI message stream (``useChat``), ``openai_wire`` the OpenAI chat completions shapes,
+``sse`` the event framing.
 """
 
 from __future__ import annotations
