@@ -253,3 +253,44 @@ def test_use_chat_transport_reconstructs_the_reply(live: Live, node_ai: NodeAI) 
     assert kinds == ["step-start", "tool-lookup", "step-start", "text"]
     assert message["parts"][1]["output"] == "notes on hello"
     assert message["parts"][-1]["text"] == ANSWER.format(topic="hello")
+
+
+def test_openai_endpoints_in_process_with_auth(live: Live) -> None:
+    openai = pytest.importorskip("openai", reason="needs the openai extra")
+    live.gate.set()
+    ada_key = ADA["authorization"].removeprefix("Bearer ")
+    client = openai.OpenAI(base_url=f"{live.url}/v1", api_key=ada_key, max_retries=0)
+    assert [m.id for m in client.models.list()] == ["guide"]
+    raw = client.chat.completions.with_raw_response.create(
+        model="guide", messages=[{"role": "user", "content": "whole"}]
+    )
+    reply = raw.parse()
+    assert reply.choices[0].message.content == ANSWER.format(topic="whole")
+    assert reply.usage is not None and reply.usage.total_tokens == 30
+    thread_id = raw.headers["x-capsule-thread-id"]
+    chunks = list(
+        client.chat.completions.create(
+            model="guide",
+            messages=[{"role": "user", "content": "streamed"}],
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"X-Capsule-Thread-Id": thread_id},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == ANSWER.format(topic="streamed")
+    assert chunks[-1].usage is not None
+    # the thread is ada's: bob cannot continue it, and a bad key is refused
+    bob = openai.OpenAI(
+        base_url=f"{live.url}/v1", api_key=BOB["authorization"].removeprefix("Bearer ")
+    )
+    with pytest.raises(openai.NotFoundError):
+        bob.chat.completions.create(
+            model="guide",
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"X-Capsule-Thread-Id": thread_id},
+        )
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{live.url}/v1", api_key="not-a-jwt").models.list()
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="guide", messages=[])
