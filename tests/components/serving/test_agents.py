@@ -77,6 +77,7 @@ def test_prompt_of_reads_text_and_use_chat_bodies() -> None:
     assert prompt_of({"message": ui}) == "ab"
     assert ui_message_text({"content": "legacy"}) == "legacy"
     assert ui_message_text("nope") == ""
+    bad: Any
     for bad in ({"text": " "}, {}, [], {"messages": []}):
         with pytest.raises(ChatRequestError):
             prompt_of(bad)
