@@ -40,6 +40,14 @@ _BACKOFF_BASE = 0.002
 _BACKOFF_MAX = 0.05
 
 
+class Abandoned(Exception):
+    """Internal: a ``before_commit`` hook gave up an attempt on purpose (a lost race).
+
+    Another runner or request got there first; nothing failed. The executor logs it at debug
+    level, not as a failed call.
+    """
+
+
 class Clock(Protocol):
     """Where ``ctx.now`` comes from (``time.time`` in production, ``ManualClock`` in tests)."""
 
@@ -495,18 +503,24 @@ class Executor:
         self.calls += 1
         try:
             result = run()
+        except Abandoned:
+            self._log_success(target, start, self.retries - retries, note="abandoned (lost race)")
+            raise
         except BaseException as exc:
             self._log_failure(target, start, exc, self.retries - retries)
             raise
         self._log_success(target, start, self.retries - retries)
         return result
 
-    def _log_success(self, target: Target, start: float, retries: int = 0) -> None:
+    def _log_success(
+        self, target: Target, start: float, retries: int = 0, *, note: str = "ok"
+    ) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "%s %s ok in %.2f ms (retries: %d)",
+                "%s %s %s in %.2f ms (retries: %d)",
                 target.ref.kind.value,
                 target.ref.path,
+                note,
                 (time.perf_counter() - start) * 1000,
                 retries,
             )
