@@ -19,7 +19,7 @@ from components.rag import (
     UnknownFilterError,
     component,
 )
-from core import ActionCtx, App, MutationCtx, QueryCtx, Schema, Table
+from core import ActionCtx, App, MutationCtx, QueryCtx, Schema, Table, UserError
 from core.testing import TestApp
 
 
@@ -501,3 +501,65 @@ async def _search_docs_namespace_with_small(ctx: ActionCtx) -> Any:
         rags["docs"].handle, embedder=HashingEmbedder(32), filter_names=["category", "lang"]
     )
     return _plain(await other.search(ctx, namespace="global", query="words"))
+
+
+@app.action
+async def bad_calls(ctx: ActionCtx) -> list[str]:
+    rag = rags["docs"]
+    calls: list[Any] = [
+        lambda: rag.add(ctx, namespace="", text="x"),
+        lambda: rag.add(ctx, namespace="g", key=3, text="x"),  # type: ignore[arg-type]
+        lambda: rag.add(ctx, namespace="g", title=3, text="x"),  # type: ignore[arg-type]
+        lambda: rag.add(ctx, namespace="g", text="x", chunks=["x"]),
+        lambda: rag.add(ctx, namespace="g"),
+        lambda: rag.add(ctx, namespace="g", text="x", importance=1.5),
+        lambda: rag.search(ctx, namespace="g", query="x", mode="fuzzy"),
+        lambda: rag.search(ctx, namespace="g", query=3),  # type: ignore[arg-type]
+        lambda: rag.search(ctx, namespace="g", query="x", limit=257),
+        lambda: rag.search(ctx, namespace="g", query="x", text_weight=0, vector_weight=0),
+        lambda: rag.search(ctx, namespace="g", query="x", chunk_context=(1,)),  # type: ignore[arg-type]
+        lambda: rag.search(ctx, namespace="g", query="x", vector_score_threshold="high"),  # type: ignore[arg-type]
+        lambda: rag.list(ctx, namespace="g", status="gone"),
+    ]
+    names = []
+    for make in calls:
+        try:
+            await make()
+        except Exception as error:
+            names.append(type(error).__name__)
+    return names
+
+
+@app.mutation
+def add_from_mutation(ctx: MutationCtx, which: str) -> str:
+    try:
+        if which == "add":
+            rags["docs"].add(ctx, namespace="g", text="x")  # type: ignore[arg-type]
+        else:
+            rags["docs"].search(ctx, namespace="g", query="x")  # type: ignore[arg-type]
+    except UserError as error:
+        return str(error)
+    return "no error"
+
+
+def test_arguments_are_checked(t: TestApp) -> None:
+    assert t.action(bad_calls, {}) == ["InvalidArgumentError"] * 13
+    assert "runs from an action" in t.mutation(add_from_mutation, {"which": "add"})
+    assert "runs from an action" in t.mutation(add_from_mutation, {"which": "search"})
+    assert all_entries(t) == []
+
+
+def test_errors_survive_pickling() -> None:
+    import pickle
+
+    from components.rag import EntryIncompleteError, EntryNotFoundError
+
+    for error in (
+        UnknownFilterError("x", ["a"]),
+        EmbeddingSizeError("m", 3, 2),
+        EmbedderMismatchError("ns", "m", 3, ['"other"']),
+        EntryNotFoundError("e1"),
+        EntryIncompleteError("e1", 1, 2),
+    ):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
