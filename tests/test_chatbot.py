@@ -38,7 +38,16 @@ def chatbot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = folder / "chatbot.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, str(APP), "--port", str(port), "--delay", "0.03"],
+            [
+                sys.executable,
+                str(APP),
+                "--port",
+                str(port),
+                "--delay",
+                "0.03",
+                "--embedder",
+                "hashing",
+            ],
             cwd=folder,
             env=env,
             stdout=out,

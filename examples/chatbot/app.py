@@ -58,11 +58,13 @@ def choose_model(delay: float) -> ChatModel:
     return RetrievalResponder(delay=delay)
 
 
-def choose_embedder() -> Embedder:
+def choose_embedder(choice: str = "auto") -> Embedder:
     """The local MiniLM model when installed (semantic, offline), else hashing (lexical)."""
     from components.models.local import LocalEmbedder, local_embeddings_available
 
-    return LocalEmbedder() if local_embeddings_available() else HashingEmbedder()
+    if choice == "hashing" or (choice == "auto" and not local_embeddings_available()):
+        return HashingEmbedder()
+    return LocalEmbedder()
 
 
 def read_docs(folder: Path) -> list[tuple[str, str]]:
@@ -127,11 +129,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--docs", type=Path, default=DOCS, help="folder of Markdown files")
     parser.add_argument("--delay", type=float, default=0.02, help="offline streaming pace (s)")
+    parser.add_argument(
+        "--embedder",
+        choices=("auto", "local", "hashing"),
+        default="auto",
+        help="auto: the local MiniLM model when installed, else hashing",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("CAPSULE_DB_URL", "sqlite:///chatbot.db")
 
-    capsule, ingest, agent = build(folder=args.docs, delay=args.delay)
-    print(f"Model: {type(agent.model).__name__}; database: {os.environ['CAPSULE_DB_URL']}")
+    embedder = choose_embedder(args.embedder)
+    capsule, ingest, agent = build(folder=args.docs, delay=args.delay, embedder=embedder)
+    print(f"Model: {type(agent.model).__name__}; embedder: {embedder.model_id}")
+    print(f"Database: {os.environ['CAPSULE_DB_URL']}")
     with capsule.sync_client() as client:
         counts = client.action(ingest, {})
     print(f"Docs in {args.docs}: {counts['added']} added, {counts['unchanged']} unchanged")
