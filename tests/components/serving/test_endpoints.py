@@ -294,3 +294,45 @@ def test_openai_endpoints_in_process_with_auth(live: Live) -> None:
         openai.OpenAI(base_url=f"{live.url}/v1", api_key="not-a-jwt").models.list()
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="guide", messages=[])
+
+
+def test_a_second_server_process_resumes_from_the_persisted_cursor(tmp_path: Any) -> None:
+    """Two servers (two apps, one SQLite file): send on one, resume on the other."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    open_gate = threading.Event()
+    open_gate.set()
+    first_app, second_app = build(open_gate, storage=url), build(open_gate, storage=url)
+    with (
+        BackgroundServer(create_asgi_app(first_app.app, settings=SETTINGS)) as one,
+        BackgroundServer(create_asgi_app(second_app.app, settings=SETTINGS)) as two,
+    ):
+        a = Live(one.url, first_app, open_gate)
+        b = Live(two.url, second_app, open_gate)
+        thread_id = a.new_thread()
+        first: list[dict[str, Any]] = []
+        last_id = None
+        with (
+            a.client() as c,
+            c.stream(
+                "POST", f"{BASE}/threads/{thread_id}/messages", json={"text": "two servers"}
+            ) as response,
+        ):
+            for event in events(response):
+                if event.event == "delta":
+                    first.append(event.json)
+                    if event.id is not None and text_of(first):
+                        last_id = event.id
+                        break
+        assert last_id is not None
+        with (
+            b.client({**ADA, "last-event-id": last_id}) as c,
+            c.stream("GET", f"{BASE}/threads/{thread_id}/stream") as response,
+        ):
+            assert response.status_code == 200
+            rest, seen = read_reply(events(response))
+        assert seen[-1].event == "done"
+        ends: dict[str, int] = {}
+        for d in first + rest:
+            assert d["start"] == ends.get(d["stream_id"], 0), (d, ends)
+            ends[d["stream_id"]] = d["end"]
+        assert text_of(first) + text_of(rest) == ANSWER.format(topic="two servers")
