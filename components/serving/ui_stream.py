@@ -6,7 +6,9 @@ SDK's camelCase (``toolCallId``, ``inputTextDelta``, ``errorText``), and wraps a
 ``start`` … ``finish`` and the closing ``data: [DONE]``. Every event is ``data: <JSON>`` with
 no ``event:`` line, as the SDK's parser expects; an ``id:`` line carries our resume cursor
 (the SDK ignores it). Custom backends must send the ``x-vercel-ai-ui-message-stream: v1``
-header, which ``UI_MESSAGE_STREAM_HEADERS`` holds.
+header, which ``UI_MESSAGE_STREAM_HEADERS`` holds. Only fields every SDK major version from 5
+to 7 accepts are sent (older 5.x releases refused unknown fields), so the AI SDK 5 and 7
+clients both read these streams.
 """
 
 from __future__ import annotations
@@ -143,6 +145,6 @@ class UIMessageStream:
         if error is not None:
             yield json_frame({"type": "error", "errorText": error})
         if aborted:
-            yield json_frame({"type": "abort", "reason": "stopped"})
+            yield json_frame({"type": "abort"})
         yield json_frame({"type": "finish", "finishReason": finish_reason(reason)})
         yield DONE

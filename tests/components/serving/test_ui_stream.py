@@ -135,7 +135,7 @@ def test_the_ai_sdk_reads_a_stopped_reply_with_its_partial_text(
         {"type": "text-delta", "id": "t1", "delta": "Half a rep"},
     ]
     path = tmp_path / "stream.txt"
-    path.write_text(encode(parts, reason="stop"), encoding="utf-8")
+    path.write_text(encode(parts, reason="stop", aborted=True), encoding="utf-8")
     result = node_ai.run("read_ui_stream.mjs", str(path))
     assert result["errors"] == []
     assert result["message"]["parts"][-1]["text"] == "Half a rep"
