@@ -28,7 +28,7 @@ UI_MESSAGE_STREAM_HEADERS = {
 PART_FIELDS: dict[str, tuple[str, ...]] = {
     "start": ("message_id", "message_metadata"),
     "finish": ("finish_reason", "message_metadata"),
-    "abort": ("reason",),
+    "abort": (),
     "error": ("error_text",),
     "start-step": (),
     "finish-step": (),
