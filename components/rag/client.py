@@ -25,7 +25,7 @@ from components.models import Embedder
 from components.rag.chunking import DEFAULT_MAX_TOKENS, Chunker, TokenChunker, check_chunks
 from components.rag.chunking import default_chunker as _default_chunker
 from components.rag.embedding import EmbedBatcher, embedder_binding
-from components.rag.errors import EmptyTextError
+from components.rag.errors import EmptyTextError, RAGConfigError
 from components.rag.indexing import (
     check_filter_names,
     check_filter_values,
@@ -166,8 +166,8 @@ class RAG:
         commit_chunks: entries with at most this many chunks are written in one mutation.
 
     Raises:
-        RAGConfigError: more than four or repeated filter names, or an embedder with more
-            than 4,096 dimensions.
+        RAGConfigError: more than four or repeated filter names, an embedder with more than
+            4,095 dimensions, or a batch size under 1.
     """
 
     def __init__(
@@ -184,9 +184,15 @@ class RAG:
         self.embedder = embedder
         self.filter_names = check_filter_names(filter_names)
         self.chunker: Chunker = chunker or _default_chunker
+        for name, value in (("batch_size", batch_size), ("commit_chunks", commit_chunks)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RAGConfigError(f"RAG {name} must be a positive int, not {value!r}.")
         self.batch_size = batch_size
         self.commit_chunks = commit_chunks
         self._batcher = EmbedBatcher(embedder, max_texts=batch_size)
+        self._hints: dict[str, Any] = {}
+        """The last namespace lookup per name: searches pass it on and skip the lookup (the
+        component checks it and looks up again if it is out of date)."""
         vector_size(embedder.dimensions)  # refuses an embedder too wide to store
         # The instance's add_async jobs embed with this; one binding per model, so RAGs with
         # other embedders on the same instance (a migration) keep theirs apart.
@@ -477,7 +483,9 @@ class RAG:
     async def _search(self, ctx: ActionCtx, args: dict[str, Any]) -> SearchResponse:
         if args["mode"] != "text" and args["limit"] > 0:
             args["vector"] = (await self.embed([args["query"] or " "]))[0]
-        found = await ctx.run_action(self.handle.search, args)
+        name = args["namespace"]["name"]
+        found = await ctx.run_action(self.handle.search, {**args, "hint": self._hints.get(name)})
+        self._hints[name] = found["lookup"]
         results = [SearchResult(**{**r, "entry_id": str(r["entry_id"])}) for r in found["results"]]
         entries = [_entry(e) for e in found["entries"]]
         return SearchResponse(results=results, entries=entries, text=render_text(results, entries))

@@ -14,9 +14,10 @@ Tables (typed):
 The swap. Embedding happens in actions, outside any transaction; making a version searchable
 is one mutation (``_promote``): the new chunks get their vectors and searchable text, the
 key's previous ready version loses both (its rows stay, marked ``replaced``, until deleted),
-statuses change and ``on_complete`` runs, all in one commit. So a search at any snapshot sees all chunks of exactly one version of a key. A small
-entry is written and promoted by one mutation (``add_entry`` with its chunks); a large one is
-staged in batches (``add_chunks``) and promoted by ``finish_entry``. The swap of an entry of
+statuses change and ``on_complete`` runs, all in one commit. So a search at any snapshot sees
+all chunks of exactly one version of a key. A small entry is written and promoted by one
+mutation (``add_entry`` with its chunks); a large one is staged in batches (``add_chunks``)
+and promoted by ``finish_entry``. The swap of an entry of
 ``n`` chunks writes about ``2 n`` documents (``n`` patches, ``n`` for the old version), within a
 transaction's 16,000 for ``n`` up to about 8,000 (a larger entry is refused by the core's
 limit, nothing swapped).
@@ -144,10 +145,16 @@ def _namespace_for(ctx: MutationCtx, namespace: Doc) -> Doc:
 
 @component.query
 def lookup_namespace(ctx: QueryCtx, namespace: dict[str, Any]) -> dict[str, Any]:
+    """``namespace_lookup`` as a query."""
+    return namespace_lookup(ctx, namespace)
+
+
+def namespace_lookup(ctx: QueryCtx, namespace: dict[str, Any]) -> dict[str, Any]:
     """This RAG's namespace id (or ``None``) and descriptions of the name's other versions.
 
-    ``sole`` says whether it is the only namespace whose vectors share its table: a search
-    without filters then needs no filter (the vector index's fastest path).
+    ``sole`` says whether it is the only namespace whose vectors share its vector index, and
+    ``alone`` whether it is the only namespace at all: a search without filters then needs no
+    namespace filter in the vector (``sole``) or search (``alone``) index, their fastest path.
     """
     found = _find_namespace(ctx, namespace)
     others = [
@@ -155,14 +162,20 @@ def lookup_namespace(ctx: QueryCtx, namespace: dict[str, Any]) -> dict[str, Any]
         for d in _namespaces(ctx, namespace["name"])
         if found is None or d["_id"] != found["_id"]
     ]
-    sole = False
+    sole = alone = False
     if found is not None:
         size = vector_size(namespace["dimensions"])
         rows = ctx.db.query("namespaces").take(MAX_SOLE_SCAN + 1)
         sole = len(rows) <= MAX_SOLE_SCAN and not any(
             d["_id"] != found["_id"] and vector_size(d["dimensions"]) == size for d in rows
         )
-    return {"namespace_id": None if found is None else found["_id"], "others": others, "sole": sole}
+        alone = len(rows) == 1
+    return {
+        "namespace_id": None if found is None else found["_id"],
+        "others": others,
+        "sole": sole,
+        "alone": alone,
+    }
 
 
 # -- entries ------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from components.rag.component import (
     component,
     entry_chunks,
     lookup_namespace,
+    namespace_lookup,
     public_entry,
 )
 from components.rag.errors import EmbedderMismatchError
@@ -57,6 +58,8 @@ from core import ActionCtx, QueryCtx
 
 MAX_TEXT_CANDIDATES = 1024
 """The search index returns at most this many documents."""
+MAX_LOOKUPS = 3
+"""Searches per call when namespaces keep changing under it (the last one uses what it has)."""
 THRESHOLD_MARGIN = 1e-5
 """How far below the threshold a float32 index score may be and still be checked exactly."""
 
@@ -74,41 +77,19 @@ async def search(
     vector_score_threshold: float | None,
     text_weight: float,
     vector_weight: float,
+    hint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Search a namespace; ``{"results": [...], "entries": [...]}`` (see the client)."""
-    found = await ctx.run_query(lookup_namespace, {"namespace": namespace})
-    namespace_id = found["namespace_id"]
-    if namespace_id is None:
-        if found["others"]:
-            raise EmbedderMismatchError(
-                namespace["name"], namespace["model_id"], namespace["dimensions"], found["others"]
-            )
-        return {"results": [], "entries": []}
-    if limit == 0:
-        return {"results": [], "entries": []}
-    hits: list[list[Any]] = []
-    padded: list[float] | None = None
-    if mode != "text" and vector is not None:
-        size = vector_size(namespace["dimensions"])
-        padded = query_vector(vector, size)
-        terms = filter_terms(namespace_id, namespace["filter_names"], filters)
-        wanted = limit if mode == "vector" else candidate_count(limit)
-        raw = await ctx.vector_search(
-            "chunks",
-            f"by_{vector_field(size)}",
-            vector=padded,
-            limit=min(wanted, MAX_VECTOR_CANDIDATES),
-            filter=None if found["sole"] and not filters else _vector_filter(terms),
-        )
-        hits = [[str(h["_id"]), h["_score"]] for h in raw]
+    """Search a namespace: ``{"results", "entries", "lookup"}`` (see the client).
+
+    ``hint`` is a previous ``lookup_namespace`` answer: with it the namespace is not looked up
+    first (one query less). ``resolve`` looks it up again at its own snapshot and uses that;
+    if the vector search ran on an outdated hint (another namespace id, or unfiltered while
+    the namespace has company now) the search runs again with a fresh lookup. ``lookup`` in
+    the answer is the hint to pass next time.
+    """
     args = {
-        "namespace_id": namespace_id,
-        "name": namespace["name"],
-        "dimensions": namespace["dimensions"],
-        "filter_names": namespace["filter_names"],
+        "namespace": namespace,
         "query": query,
-        "query_vector": padded,
-        "vector_hits": hits,
         "mode": mode,
         "limit": limit,
         "filters": filters,
@@ -117,8 +98,40 @@ async def search(
         "text_weight": text_weight,
         "vector_weight": vector_weight,
     }
-    result: dict[str, Any] = await ctx.run_query(resolve, {"request": args})
+    for attempt in range(MAX_LOOKUPS):
+        if hint is None:
+            hint = await ctx.run_query(lookup_namespace, {"namespace": namespace})
+        args["lookup"] = hint
+        args["final"] = attempt == MAX_LOOKUPS - 1
+        args["query_vector"], args["vector_hits"] = await _vector_hits(ctx, args, vector)
+        result: dict[str, Any] = await ctx.run_query(resolve, {"request": args})
+        if "retry" not in result:
+            break
+        hint = None
     return result
+
+
+async def _vector_hits(
+    ctx: ActionCtx, args: dict[str, Any], vector: list[float] | None
+) -> tuple[list[float] | None, list[list[Any]]]:
+    """The padded query vector and the index's hits ``[chunk_id, score]`` (none in text mode)."""
+    lookup, namespace, mode = args["lookup"], args["namespace"], args["mode"]
+    namespace_id = lookup["namespace_id"]
+    if mode == "text" or vector is None or namespace_id is None or args["limit"] == 0:
+        return None, []
+    size = vector_size(namespace["dimensions"])
+    padded = query_vector(vector, size)
+    filters = args["filters"]
+    terms = filter_terms(namespace_id, namespace["filter_names"], filters)
+    wanted = args["limit"] if mode == "vector" else candidate_count(args["limit"])
+    raw = await ctx.vector_search(
+        "chunks",
+        f"by_{vector_field(size)}",
+        vector=padded,
+        limit=min(wanted, MAX_VECTOR_CANDIDATES),
+        filter=None if lookup["sole"] and not filters else _vector_filter(terms),
+    )
+    return padded, [[str(h["_id"]), h["_score"]] for h in raw]
 
 
 def _vector_filter(terms: list[tuple[str, Any]]) -> Callable[[Any], Any]:
@@ -190,6 +203,8 @@ def _text_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[st
     ns, names, filters = args["namespace_id"], args["filter_names"], args["filters"]
     wanted = args["limit"] if args["mode"] == "text" else candidate_count(args["limit"])
     eqs = text_filter_terms(ns, names, filters[0] if len(filters) == 1 else None)
+    if not filters and args["lookup"]["alone"]:
+        eqs = []  # the only namespace: the unfiltered search is the same, and faster
 
     def build(q: Any) -> Any:
         q = q.search("searchable", args["query"])
@@ -211,7 +226,34 @@ def _text_ranking(ctx: QueryCtx, load: _Loader, args: dict[str, Any]) -> list[st
 @component.internal_query
 def resolve(ctx: QueryCtx, request: dict[str, Any]) -> dict[str, Any]:
     """The text search, the fusion and the chunk windows, at one snapshot."""
-    args = request
+    namespace = request["namespace"]
+    lookup = namespace_lookup(ctx, namespace)
+    used = request["lookup"]
+    outdated = lookup["namespace_id"] != used["namespace_id"] or (used["sole"] > lookup["sole"])
+    if outdated and not request["final"]:
+        # The vector search ran against another namespace, or unfiltered beside a new one.
+        return {"retry": True}
+    found = {"results": [], "entries": [], "lookup": lookup}
+    if lookup["namespace_id"] is None:
+        if lookup["others"]:
+            raise EmbedderMismatchError(
+                namespace["name"], namespace["model_id"], namespace["dimensions"], lookup["others"]
+            )
+        return found
+    if request["limit"] == 0:
+        return found
+    args = {
+        **request,
+        "lookup": lookup,  # this snapshot's: "alone" decides the text search's filter
+        "namespace_id": lookup["namespace_id"],
+        "name": namespace["name"],
+        "dimensions": namespace["dimensions"],
+        "filter_names": namespace["filter_names"],
+    }
+    return {**_resolve(ctx, args), "lookup": lookup}
+
+
+def _resolve(ctx: QueryCtx, args: dict[str, Any]) -> dict[str, Any]:
     load = _Loader(ctx)
     mode, limit = args["mode"], args["limit"]
     text = _text_ranking(ctx, load, args) if mode != "vector" else []

@@ -563,3 +563,28 @@ def test_errors_survive_pickling() -> None:
     ):
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error)
+
+
+def test_searches_stay_right_when_namespaces_change_under_them(t: TestApp) -> None:
+    calls = Calls(t)
+    calls.add({"key": "a", "text": "moving words here"})
+    assert _searchable(t, "moving words") == {"a"}  # the client now holds a lookup hint
+    # A second namespace on the same vector index: the hint's "alone"/"sole" are outdated.
+    calls.add({"key": "b", "text": "moving words there", "namespace": "other"})
+    assert _searchable(t, "moving words") == {"a"}
+    # The namespace deleted and made again: the hint's namespace id is outdated.
+    t.mutation(delete_namespace, {})
+    calls.add({"key": "c", "text": "moving words anew"})
+    assert _searchable(t, "moving words") == {"c"}
+
+
+def test_misconfigured_rags_are_refused() -> None:
+    from components.rag import RAGConfigError
+
+    handle = rags["docs"].handle
+    with pytest.raises(RAGConfigError, match="at most 4 filter names"):
+        RAG(handle, embedder=HashingEmbedder(64), filter_names=["a", "b", "c", "d", "e"])
+    with pytest.raises(RAGConfigError, match="batch_size"):
+        RAG(handle, embedder=HashingEmbedder(64), batch_size=0)
+    with pytest.raises(RAGConfigError, match="at most 4,095"):
+        RAG(handle, embedder=HashingEmbedder(5000))
