@@ -36,7 +36,6 @@ from components.agent import component as agent_component
 from components.models import ChatModel, Embedder, HashingEmbedder
 from components.rag import RAG
 from components.rag import component as rag_component
-from components.serving import expose
 from core import ActionCtx, App
 from core.server import create_asgi_app
 
@@ -93,10 +92,7 @@ def build(
         tools=[search_docs],
         stream_throttle=0.05,
     )
-    if hasattr(agent, "expose"):
-        agent.expose()
-    else:
-        expose(agent)
+    agent.expose()
 
     @app.action
     async def ingest(ctx: ActionCtx) -> dict[str, int]:

@@ -26,7 +26,6 @@ from components.models import (
     Usage,
 )
 from components.models.scripted import response_events
-from components.serving import expose
 from core import ActionCtx, App
 
 ANSWER = "The answer about {topic} is forty-two, as the lookup said. " * 3
@@ -95,10 +94,7 @@ def build(
         tools=[lookup],
         stream_throttle=throttle,
     )
-    if hasattr(agent, "expose"):
-        agent.expose()
-    else:
-        expose(agent)
+    agent.expose()
     return ChatApp(app=app, agent=agent, model=model)
 
 
