@@ -30,9 +30,9 @@ from core.errors import (
     UnauthenticatedError,
     UserError,
 )
-from core.execution import handle_path, is_handle
 from core.files import FileMetadata
 from core.functions import FunctionRef
+from core.handles import handle_path, is_handle
 from core.http_client import HttpClient
 from core.ids import Id
 from core.indexes.text import SearchQuery

@@ -15,9 +15,10 @@ from core.client import Client, SyncClient
 from core.components import NO_BINDINGS, Component, ComponentHandle, Components
 from core.config import database_url, environment
 from core.crons import Crons, install_crons
-from core.errors import FunctionNotFoundError, UserError
-from core.execution import Clock, Target, parse_handle
+from core.errors import FunctionNotFoundError, InvalidHandleError, UserError
+from core.execution import Clock, Target
 from core.functions import FunctionDecorators, FunctionKind, FunctionRef, FunctionRegistry
+from core.handles import Handle, is_handle
 from core.runtime import Runtime, Service
 from core.scheduler import SchedulerConfig, install_scheduler
 from core.schema import Schema
@@ -89,11 +90,16 @@ class App(FunctionDecorators):
     # -- resolution ----------------------------------------------------------------------------
 
     def resolve(self, ref: Any, *, caller: str | None) -> Target:
-        """Find the function a reference or path names, as seen by ``caller``.
+        """Find the function a reference, path or verified handle names, as ``caller`` sees it.
 
         ``caller`` is ``None`` for clients (which reach only public app functions), ``""`` for
-        the app's own functions, or a component's namespace.
+        the app's own functions, or a component's namespace. A path string names a function
+        of the caller's own table space: the app's for clients and app functions, the
+        instance's own for a component, which reaches the app's functions only through what
+        the app hands it (a handle, or a reference object bound or passed to it).
         """
+        if isinstance(ref, Handle):
+            return self._resolve_handle(ref)
         if isinstance(ref, FunctionRef):
             found = self.registry.get(ref.path)
             if found is not ref and (found is None or found.handler is not ref.handler):
@@ -103,23 +109,12 @@ class App(FunctionDecorators):
                 raise FunctionNotFoundError(ref.path, detail="it is not registered on this app")
             target = Target(found, "")
         elif isinstance(ref, str):
-            handle = parse_handle(ref)
-            if handle is not None:
-                if caller is None:
-                    raise FunctionNotFoundError(ref, detail="handles are not callable by clients")
-                namespace, path = handle
-                if namespace:
-                    resolved = self._resolve_foreign(ref, caller)
-                    if resolved is None:
-                        raise FunctionNotFoundError(ref)
-                    return resolved
-                found = self.registry.get(path)
-                if found is None:
-                    raise FunctionNotFoundError(path)
-                return Target(found, "")
-            resolved = self._resolve_foreign(ref, caller)
-            if resolved is not None:
-                return resolved
+            if is_handle(ref):
+                # The executor verifies handle strings before resolving; one that reaches
+                # here came around it, so it is refused rather than trusted.
+                raise InvalidHandleError(ref[:80], "it was not verified by the executor")
+            if caller:
+                return self.components.resolve_path(ref, caller)
             found = self.registry.get(ref)
             if found is None:
                 raise FunctionNotFoundError(ref)
@@ -133,6 +128,14 @@ class App(FunctionDecorators):
                 target.ref.path, detail="it is internal (callable only from other functions)"
             )
         return target
+
+    def _resolve_handle(self, handle: Handle) -> Target:
+        if not handle.namespace:
+            found = self.registry.get(handle.path)
+            if found is None:
+                raise FunctionNotFoundError(handle.path, detail="the handle names no app function")
+            return Target(found, "")
+        return self.components.resolve_handle(handle)
 
     def _resolve_foreign(self, ref: Any, caller: str | None) -> Target | None:
         """Component functions and component handles (``None``: not a component reference)."""

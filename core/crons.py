@@ -230,10 +230,10 @@ class CronRunner:
     def __init__(self, scheduler: Scheduler, declared: list[tuple[str, CronJob]]):
         self.scheduler = scheduler
         self.entries: dict[tuple[str, str], tuple[CronJob, Target, dict[str, Any]]] = {}
-        resolver = scheduler.executor.resolver
+        executor = scheduler.executor
         for namespace, job in declared:
             try:
-                target = resolver.resolve(job.ref, caller=namespace)
+                target = executor.resolve(job.ref, caller=namespace)
                 args = scheduler.check_args(target, job.args, namespace)
             except Exception as exc:
                 where = f' of component "{namespace}"' if namespace else ""
@@ -255,7 +255,7 @@ class CronRunner:
                 row = existing.pop(key, None)
                 fields = {
                     "function": target.ref.path,
-                    "handle": target.handle,
+                    "handle": scheduler.executor.handle(target),
                     "kind": target.ref.kind.value,
                     "args": args,
                     "schedule": job.schedule.describe(),

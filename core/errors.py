@@ -12,6 +12,7 @@ The tree::
     │   └── InvalidIdError            a string is not an id, or an id of another table, 400
     ├── UnauthenticatedError          missing or invalid credentials, 401
     ├── ForbiddenError                authenticated but not allowed, 403
+    │   └── InvalidHandleError        a function handle the database did not sign (forged), 403
     ├── FunctionNotFoundError         unknown (or unreachable) function path, 404
     ├── ConflictError                 a mutation could not commit after its retries, 409
     ├── RequestTooLargeError          an HTTP request body is over the server's limit, 413
@@ -139,6 +140,23 @@ class ForbiddenError(CapsuleError):
 
     code = "forbidden"
     http_status = 403
+
+
+class InvalidHandleError(ForbiddenError):
+    """Raised when a function handle was not made by this database (forged, edited, foreign)."""
+
+    code = "invalid_handle"
+
+    def __init__(self, handle: str, reason: str):
+        super().__init__(
+            f"Function handle {handle} is refused: {reason}. Handles are made by the core "
+            "(function_handle(ctx, ref)) and cannot be written by hand."
+        )
+        self.handle = handle
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.handle, self.reason))
 
 
 class FunctionNotFoundError(CapsuleError):

@@ -83,6 +83,7 @@ class Runtime:
     def open(self) -> None:
         """Open storage and the catalog, then let services attach (hooks, listeners)."""
         self.db.open(self._schemas)
+        self.executor.load_handle_key()
         for fn in self._setup:
             fn(self)
 

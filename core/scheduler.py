@@ -275,7 +275,7 @@ class Scheduler:
             UserError: ``ref`` is a query (only mutations and actions can be scheduled).
             InvalidArgumentError: ``args`` do not fit the function.
         """
-        target = self.executor.resolver.resolve(ref, caller=namespace)
+        target = self.executor.resolve(ref, caller=namespace)
         args = self.check_args(target, args, namespace)
         return self.insert_job(
             txn,
@@ -338,7 +338,7 @@ class Scheduler:
             SCHEDULED_FUNCTIONS,
             {
                 "name": target.ref.path,
-                "handle": target.handle,
+                "handle": self.executor.handle(target),
                 "namespace": namespace,
                 "kind": target.ref.kind.value,
                 "args": args,

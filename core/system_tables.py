@@ -25,6 +25,9 @@ SCHEDULED_FUNCTIONS = "_scheduled_functions"
 CRONS = "_crons"
 """One document per declared cron: its schedule, next due time and latest job."""
 
+FUNCTION_KEYS = "_function_keys"
+"""The database's secret for signing function handles (one document, made at first open)."""
+
 PENDING = "pending"
 """A job that has not started (or a mutation job whose transaction has not committed)."""
 IN_PROGRESS = "in_progress"
@@ -79,6 +82,7 @@ _TABLES: dict[str, Table] = {
     )
     .index("by_name", ["namespace", "name"])
     .index("by_next_time", ["next_time"]),
+    FUNCTION_KEYS: Table({"secret": bytes}),
 }
 
 
