@@ -422,6 +422,47 @@ class Executor:
         self._log_success(target, start)
         return result
 
+    async def http(
+        self,
+        ref: FunctionRef[Any, Any],
+        request: Any,
+        args: Mapping[str, Any],
+        identity: UserIdentity | None = None,
+    ) -> Any:
+        """Run an ``@app.http_route`` handler like an action: validated, logged, counted.
+
+        ``args`` are the request's path and query parameters; those the handler declares
+        after ``request`` are validated (in lax mode: they arrive as strings) and passed,
+        the rest stay readable on the request. Returns what the handler returns (the server
+        checks it is a Response).
+
+        Raises:
+            InvalidArgumentError: a declared parameter is missing or not valid.
+        """
+        if ref.kind is not FunctionKind.HTTP:
+            raise UserError(f"{ref!r} is not an HTTP route.")
+        target = Target(ref, "")
+        start = time.perf_counter()
+        self.calls += 1
+        try:
+            declared = ref.args_model.model_fields
+            kwargs = ref.validate_args({k: v for k, v in args.items() if k in declared})
+            frame = Frame(
+                self,
+                target,
+                auth=_auth(identity),
+                depth=0,
+                kind="action",
+                txn=None,
+                now=self.clock.time(),
+            )
+            result = await ref.handler(ActionCtx(frame), request, **kwargs)
+        except BaseException as exc:
+            self._log_failure(target, start, exc)
+            raise
+        self._log_success(target, start)
+        return result
+
     async def _run_action(self, target: Target, args: Any, auth: Auth, depth: int = 0) -> Any:
         kwargs = self._args(target, args)
         frame = Frame(

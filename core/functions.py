@@ -94,9 +94,15 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
 
     @property
     def args_model(self) -> type[BaseModel]:
-        """The pydantic model arguments are validated with (built on first use)."""
+        """The pydantic model arguments are validated with (built on first use).
+
+        An HTTP route's arguments are the parameters after ``request``: filled from the
+        URL's path parameters and query string, so they are validated in lax mode (``"5"``
+        is a valid ``int``), where every other function's are strict.
+        """
         if self._model is None:
-            self._model = _args_model(self.handler, self.path)
+            skip = 2 if self.kind is FunctionKind.HTTP else 1
+            self._model = _args_model(self.handler, self.path, skip)
         return self._model
 
     def validate_args(self, args: Any, context: Any = None) -> dict[str, Any]:
@@ -114,7 +120,9 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
             )
         model = self.args_model
         try:
-            obj = model.__pydantic_validator__.validate_python(args, strict=True, context=context)
+            obj = model.__pydantic_validator__.validate_python(
+                args, strict=self.kind is not FunctionKind.HTTP, context=context
+            )
         except pydantic.ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "(arguments)"
@@ -143,17 +151,18 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
         return result
 
 
-def _args_model(handler: Callable[..., Any], path: str) -> type[BaseModel]:
+def _args_model(handler: Callable[..., Any], path: str, skip: int = 1) -> type[BaseModel]:
     sig = inspect.signature(handler)
     params = list(sig.parameters.values())
-    if not params:
-        raise UserError(f'Function "{path}" must take the context as its first parameter.')
+    if len(params) < skip:
+        first = "the context as its first parameter" if skip == 1 else "(ctx, request) first"
+        raise UserError(f'Function "{path}" must take {first}.')
     try:
         hints = typing.get_type_hints(handler, include_extras=True)
     except Exception as exc:
         raise UserError(f'Function "{path}": its type hints cannot be resolved: {exc}') from None
     fields: dict[str, Any] = {}
-    for p in params[1:]:
+    for p in params[skip:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
             raise UserError(
                 f'Function "{path}": parameter "{p.name}" must be a plain named parameter '

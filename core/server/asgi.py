@@ -35,11 +35,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core.auth import Auth, JwtVerifier, UserIdentity
+from core.auth import JwtVerifier, UserIdentity
 from core.config import ServerSettings
-from core.context import ActionCtx
 from core.errors import InvalidArgumentError, RequestTooLargeError, UnauthenticatedError, UserError
-from core.execution import Frame, Target
 from core.files import request_base_url
 from core.schema import Schema
 from core.server import idempotency
@@ -293,19 +291,10 @@ class CapsuleServer:
         """An ``@app.http_route`` handler, run like an action."""
         try:
             identity = self.identity(request)
-            ex = self.runtime.executor
-            frame = Frame(
-                ex,
-                Target(ref, ""),
-                auth=Auth(identity),
-                depth=0,
-                kind="action",
-                txn=None,
-                now=ex.clock.time(),
-            )
+            args = {**request.query_params, **request.path_params}
             token = request_base_url.set(str(request.base_url).rstrip("/"))
             try:
-                response = await ref.handler(ActionCtx(frame), request)
+                response = await self.runtime.executor.http(ref, request, args, identity)
             finally:
                 request_base_url.reset(token)
             if not isinstance(response, Response):
