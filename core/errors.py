@@ -17,6 +17,7 @@ The tree::
     ├── ConflictError                 a mutation could not commit after its retries, 409
     ├── RequestTooLargeError          an HTTP request body is over the server's limit, 413
     ├── SchemaMismatchError           stored documents violate the schema at open, 500
+    ├── RetryableStorageError         a storage step failed transiently (retried), 503
     └── AppError                      raised by app code; its ``data`` reaches the client, 422
 
 The server maps errors to responses by the ``code`` and ``http_status`` attributes, never by an
@@ -213,6 +214,18 @@ class SchemaMismatchError(CapsuleError):
         self.table = table
         self.document_id = document_id
         self.field = field
+
+
+class RetryableStorageError(CapsuleError):
+    """Raised when a storage step failed for a transient reason (e.g. a serialization failure).
+
+    Nothing of the batch was applied; the database retries its transactions as if they had
+    conflicted, so the caller never sees it while retries remain. Backends raise it; callers
+    ask ``Storage.is_transient`` rather than inspecting driver errors.
+    """
+
+    code = "storage_retryable"
+    http_status = 503
 
 
 class AppError(CapsuleError):

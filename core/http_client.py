@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from core.errors import AppError, CapsuleError
+from core.errors import AppError, CapsuleError, UserError
 from core.values import from_json, to_json
 
 
@@ -58,7 +58,9 @@ def error_from_body(status: int, body: Any) -> CapsuleError:
 def _path(ref: Any) -> str:
     path = getattr(ref, "path", ref)
     if not isinstance(path, str):
-        raise TypeError(f"Expected a function reference or a path string, not {type(ref)}.")
+        raise UserError(
+            f"Expected a function reference or a path string, not {type(ref).__name__}."
+        )
     return path
 
 

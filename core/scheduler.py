@@ -135,13 +135,6 @@ def runner_is_dead(runner: str) -> bool:
     return False
 
 
-def _transient(exc: BaseException) -> bool:
-    """Errors that say nothing about the function (retry the job later, do not fail it)."""
-    if isinstance(exc, ConflictError | TimeoutError):
-        return True
-    return type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg")
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -547,13 +540,20 @@ class Scheduler:
         except _AlreadyHandled:
             self._retry_at.pop(job_id, None)
         except Exception as exc:
-            if _transient(exc):
+            if self._transient(exc):
                 self._back_off(job_id, exc)
             else:
                 self._retry_at.pop(job_id, None)
                 self._fail_pending(job_id, _describe(exc))
         finally:
             _current_job.reset(token)
+
+    def _transient(self, exc: BaseException) -> bool:
+        """Errors that say nothing about the function (retry the job later, do not fail it).
+
+        Whether a storage error is transient is the storage backend's call.
+        """
+        return isinstance(exc, ConflictError) or self.db.storage.is_transient(exc)
 
     def _back_off(self, job_id: str, exc: BaseException) -> None:
         _, n = self._retry_at.get(job_id, (0.0, 0))

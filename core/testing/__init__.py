@@ -14,6 +14,7 @@ from typing import Any
 
 from core.app import App
 from core.auth import UserIdentity, to_identity
+from core.errors import UserError
 from core.execution import Target
 from core.functions import FunctionKind, FunctionRef
 from core.runtime import Runtime
@@ -72,7 +73,7 @@ class TestApp:
     def runtime(self) -> Runtime:
         """The open runtime."""
         if self._runtime is None:
-            raise RuntimeError("TestApp is not open: use it as `with TestApp(app) as t:`.")
+            raise UserError("TestApp is not open: use it as `with TestApp(app) as t:`.")
         return self._runtime
 
     def with_identity(self, identity: Any) -> TestApp:
