@@ -159,11 +159,11 @@ class Frame:
 
     def scheduler(self) -> Any:
         """``ctx.scheduler`` for this frame."""
-        return self.executor.hooks.scheduler(self)
+        return self.executor.services.scheduler(self)
 
     def files(self) -> Any:
         """``ctx.files`` for this frame."""
-        return self.executor.hooks.files(self)
+        return self.executor.services.files_for(self)
 
     def config(self) -> Mapping[str, Any]:
         """``ctx.config``: the component instance's configuration."""
@@ -177,31 +177,32 @@ class Frame:
     async def vector_search(
         self, table: str, index: str, vector: Any, limit: int, filter: Any
     ) -> list[dict[str, Any]]:
-        """``ctx.vector_search`` for this frame's table space."""
-        return await self.executor.hooks.vector_search(self, table, index, vector, limit, filter)
+        """``ctx.vector_search``: the in-memory vector store of the index, kept current."""
+        db = self.executor.db
+        space = db.space(self.namespace)
+        return await vector_search(db, space, table, index, vector, limit, filter)
 
 
-class Hooks:
-    """Services the runtime plugs into contexts (scheduler, files, vector search).
-
-    The defaults explain what is missing; the runtime replaces them when it starts.
-    """
+class ContextServices(Protocol):
+    """What contexts reach beyond functions and the database (the ``Runtime`` provides it)."""
 
     def scheduler(self, frame: Frame) -> Any:
-        """``ctx.scheduler``."""
+        """``ctx.scheduler`` for ``frame``."""
+        ...
+
+    def files_for(self, frame: Frame) -> Any:
+        """``ctx.files`` for ``frame``."""
+        ...
+
+
+class _NoServices:
+    """An executor outside a runtime: explains what is missing."""
+
+    def scheduler(self, frame: Frame) -> Any:
         raise UserError("ctx.scheduler needs a running app (open a client or TestApp).")
 
-    def files(self, frame: Frame) -> Any:
-        """``ctx.files``."""
+    def files_for(self, frame: Frame) -> Any:
         raise UserError("ctx.files needs a running app (open a client or TestApp).")
-
-    async def vector_search(
-        self, frame: Frame, table: str, index: str, vector: Any, limit: int, filter: Any
-    ) -> list[dict[str, Any]]:
-        """``ctx.vector_search``: the in-memory vector store of the index, kept current."""
-        db = frame.executor.db
-        space = db.space(frame.namespace)
-        return await vector_search(db, space, table, index, vector, limit, filter)
 
 
 class Executor:
@@ -214,12 +215,13 @@ class Executor:
         *,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
+        services: ContextServices | None = None,
     ):
         self.db = db
         self.resolver = resolver
         self.clock: Clock = clock or SystemClock()
         self.env: Mapping[str, str] = dict(env or {})
-        self.hooks = Hooks()
+        self.services: ContextServices = services if services is not None else _NoServices()
         self.calls = 0
         self.retries = 0
         self._key: HandleKey | None = None

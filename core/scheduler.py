@@ -53,6 +53,7 @@ import anyio.to_thread
 from core.database.query import Query
 from core.errors import ConflictError, InvalidArgumentError, InvalidIdError, UserError
 from core.ids import Id
+from core.services import Service
 from core.system_tables import (
     CANCELED,
     FAILED,
@@ -60,9 +61,9 @@ from core.system_tables import (
     IN_PROGRESS,
     PENDING,
     SCHEDULED_FUNCTIONS,
+    SCHEDULED_FUNCTIONS_TABLE,
     SUCCESS,
     SYSTEM_NAMESPACE,
-    system_schema,
 )
 from core.values import check_value
 
@@ -169,19 +170,22 @@ def _check_time(timestamp: Any) -> float:
     return float(timestamp)
 
 
-class Scheduler:
+class Scheduler(Service):
     """The scheduler of one runtime: schedules, cancels and runs jobs.
 
     Args:
         runtime: the open runtime whose database holds the jobs.
-        config: retention, lease, parallelism and polling settings.
+        config: retention, lease, parallelism and polling settings (default: the app's
+            ``scheduler_config``).
     """
 
+    tables = {SCHEDULED_FUNCTIONS: SCHEDULED_FUNCTIONS_TABLE}
+
     def __init__(self, runtime: Runtime, config: SchedulerConfig | None = None):
-        self.runtime = runtime
+        super().__init__(runtime)
         self.db = runtime.db
         self.executor = runtime.executor
-        self.config = config or SchedulerConfig()
+        self.config = config or runtime.app.scheduler_config
         self.runner_id = new_runner_id()
         """This runner's id, recorded on the action jobs it claims."""
         self.lease_clock: Callable[[], float] = time.time
@@ -765,6 +769,10 @@ class Scheduler:
             )
         return total
 
+    async def run(self) -> None:
+        """The runtime's background loop: ``serve``."""
+        await self.serve()
+
     async def serve(self) -> None:
         """The runner: a pass on each wake-up, due time and ``poll_interval``, until cancelled."""
         try:
@@ -865,41 +873,10 @@ class ActionScheduler:
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def install_scheduler(app: Any) -> None:
-    """Give an app its scheduler: the ``_system`` tables, ``ctx.scheduler`` and the runner.
-
-    ``app`` provides ``extra_schemas``, ``setup``, ``services`` and (optionally)
-    ``scheduler_config``.
-    """
-    schema = system_schema()
-    existing = app.extra_schemas.get(SYSTEM_NAMESPACE)
-    if existing is not None:
-        schema.tables = {**existing.tables, **schema.tables}
-    app.extra_schemas[SYSTEM_NAMESPACE] = schema
-
-    def setup(runtime: Runtime) -> None:
-        config = getattr(app, "scheduler_config", None)
-        scheduler = Scheduler(runtime, config)
-        runtime.state["scheduler"] = scheduler
-        runtime.executor.hooks.scheduler = scheduler.for_frame  # type: ignore[method-assign]
-        runtime.on_close.append(scheduler.close)
-
-    app.setup.append(setup)
-    app.services.append(run_scheduler)
-
-
 def scheduler_of(runtime: Runtime) -> Scheduler:
-    """The scheduler of an open runtime.
+    """The scheduler of an open runtime (``runtime.service(Scheduler)``).
 
     Raises:
-        UserError: the app has no scheduler (it was not built by ``App``).
+        UserError: the app runs no scheduler.
     """
-    scheduler = runtime.state.get("scheduler")
-    if not isinstance(scheduler, Scheduler):
-        raise UserError("This runtime has no scheduler.")
-    return scheduler
-
-
-async def run_scheduler(runtime: Runtime) -> None:
-    """The runtime service that runs due jobs until cancelled."""
-    await scheduler_of(runtime).serve()
+    return runtime.service(Scheduler)

@@ -87,8 +87,7 @@ class Database:
 
     def __init__(self, storage: Storage):
         self.storage = storage
-        self.catalog = Catalog(storage)
-        self.catalog._ensure = self._ensure_table
+        self.catalog = Catalog(storage, ensure=self._ensure_table)
         self._commit_lock = threading.RLock()
         self._exclusive: WriteSession | None = None
         self._queue: list[_Request] = []

@@ -39,7 +39,6 @@ from core.auth import JwtVerifier, UserIdentity
 from core.config import ServerSettings
 from core.errors import InvalidArgumentError, RequestTooLargeError, UnauthenticatedError, UserError
 from core.files import request_base_url
-from core.schema import Schema
 from core.server import idempotency
 from core.server.errors import error_response, logger, plain_error
 from core.values import check_value, from_json, to_json
@@ -342,14 +341,6 @@ class CapsuleServer:
         return JSONResponse({"storageId": file_id})
 
 
-def _system_schema_with(app: App, tables: dict[str, Any]) -> None:
-    """Add system tables to the app's ``_system`` table space (keeping what is there)."""
-    existing = app.extra_schemas.get("_system")
-    merged = Schema(strict=True)
-    merged.tables = {**(existing.tables if existing is not None else {}), **tables}
-    app.extra_schemas["_system"] = merged
-
-
 def create_asgi_app(
     app: App, *, settings: ServerSettings | None = None, runtime: Runtime | None = None
 ) -> Starlette:
@@ -368,12 +359,6 @@ def create_asgi_app(
     from core.server.sse import subscribe_endpoint
 
     settings = settings or ServerSettings.from_env()
-    _system_schema_with(app, idempotency.TABLES)
-    if runtime is not None and idempotency.TABLE not in runtime.db.space("_system").tables:
-        raise UserError(
-            "create_asgi_app(app, runtime=...) was given a runtime opened before the server "
-            "was created; create the ASGI app first, then open the runtime."
-        )
     server = CapsuleServer(app, settings=settings, runtime=runtime)
 
     def call_endpoint(kind: str) -> Callable[[Request], Awaitable[Response]]:

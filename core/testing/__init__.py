@@ -118,9 +118,7 @@ class TestApp:
         every interval, advance one interval at a time.
         """
         self.clock.advance(seconds)
-        scheduler = self.runtime.state.get("scheduler")
-        if scheduler is not None:
-            scheduler.wake()  # a running runner (a client's services) looks again
+        scheduler_of(self.runtime).wake()  # a running runner (a client's services) looks again
 
     def finish_scheduled(self, *, max_jobs: int = 10_000) -> int:
         """Run every job due at the manual clock's time, and what those jobs schedule.
