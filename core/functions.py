@@ -13,8 +13,8 @@ import inspect
 import os
 import sys
 import typing
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import pydantic
 from pydantic import BaseModel, ConfigDict
@@ -22,8 +22,12 @@ from pydantic import BaseModel, ConfigDict
 from core.errors import InvalidArgumentError, InvalidValueError, UserError
 from core.values import check_value
 
-ArgsT = TypeVar("ArgsT")
+ArgsT = ParamSpec("ArgsT")
+"""A function's parameters after ``ctx`` (what its arguments dict holds)."""
 ReturnT = TypeVar("ReturnT")
+"""What a function returns (an action: what it returns once awaited)."""
+ParamsT = ParamSpec("ParamsT")
+ResultT = TypeVar("ResultT")
 
 
 class FunctionKind(str, enum.Enum):  # noqa: UP042 - str(kind) stays the enum's name
@@ -205,13 +209,29 @@ class FunctionRegistry:
         return self.functions.get(path)
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+class _Register(Protocol):
+    """What the called form of a query or mutation decorator returns."""
+
+    def __call__(
+        self, fn: Callable[Concatenate[Any, ParamsT], ResultT], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+
+
+class _RegisterAction(Protocol):
+    """What the called form of an action decorator returns."""
+
+    def __call__(
+        self, fn: Callable[Concatenate[Any, ParamsT], Awaitable[ResultT]], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
 
 
 class FunctionDecorators:
     """The registering decorators an ``App`` and a ``Component`` share.
 
     Each accepts the bare and the called form: ``@app.query`` and ``@app.query(name="...")``.
+    The reference they return is typed from the handler: ``FunctionRef[P, R]`` where ``P`` is
+    the parameters after ``ctx`` and ``R`` the return type (an action's awaited result), so
+    ``client.query(ref, ...)`` and ``ctx.run_query(ref, ...)`` return ``R`` to a type checker.
     Subclasses provide ``registry`` (a ``FunctionRegistry``).
     """
 
@@ -230,47 +250,67 @@ class FunctionDecorators:
         return wrap if fn is None else wrap(fn)
 
     @overload
-    def query(self, fn: F, /) -> FunctionRef[Any, Any]: ...
-    @overload
     def query(
-        self, fn: None = None, /, *, name: str | None = None
-    ) -> Callable[[F], FunctionRef[Any, Any]]: ...
+        self, fn: Callable[Concatenate[Any, ParamsT], ResultT], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def query(self, fn: None = None, /, *, name: str | None = None) -> _Register: ...
     def query(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a public query (a plain ``def`` that only reads)."""
         return self._decorate(FunctionKind.QUERY, False, fn, name)
 
     @overload
-    def mutation(self, fn: F, /) -> FunctionRef[Any, Any]: ...
-    @overload
     def mutation(
-        self, fn: None = None, /, *, name: str | None = None
-    ) -> Callable[[F], FunctionRef[Any, Any]]: ...
+        self, fn: Callable[Concatenate[Any, ParamsT], ResultT], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def mutation(self, fn: None = None, /, *, name: str | None = None) -> _Register: ...
     def mutation(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a public mutation (a plain ``def``; one serializable transaction)."""
         return self._decorate(FunctionKind.MUTATION, False, fn, name)
 
     @overload
-    def action(self, fn: F, /) -> FunctionRef[Any, Any]: ...
-    @overload
     def action(
-        self, fn: None = None, /, *, name: str | None = None
-    ) -> Callable[[F], FunctionRef[Any, Any]]: ...
+        self, fn: Callable[Concatenate[Any, ParamsT], Awaitable[ResultT]], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def action(self, fn: None = None, /, *, name: str | None = None) -> _RegisterAction: ...
     def action(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a public action (``async def``; any I/O)."""
         return self._decorate(FunctionKind.ACTION, False, fn, name)
 
+    @overload
+    def internal_query(
+        self, fn: Callable[Concatenate[Any, ParamsT], ResultT], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def internal_query(self, fn: None = None, /, *, name: str | None = None) -> _Register: ...
     def internal_query(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
     ) -> Any:
         """Register a query callable only from other functions, the scheduler and crons."""
         return self._decorate(FunctionKind.QUERY, True, fn, name)
 
+    @overload
+    def internal_mutation(
+        self, fn: Callable[Concatenate[Any, ParamsT], ResultT], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def internal_mutation(self, fn: None = None, /, *, name: str | None = None) -> _Register: ...
     def internal_mutation(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
     ) -> Any:
         """Register an internal mutation."""
         return self._decorate(FunctionKind.MUTATION, True, fn, name)
 
+    @overload
+    def internal_action(
+        self, fn: Callable[Concatenate[Any, ParamsT], Awaitable[ResultT]], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def internal_action(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> _RegisterAction: ...
     def internal_action(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
     ) -> Any:

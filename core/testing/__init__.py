@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from core.app import App
 from core.auth import UserIdentity, to_identity
@@ -22,6 +22,8 @@ from core.scheduler import scheduler_of
 from core.storage.sqlite import SQLiteStorage
 from core.testing.clock import ManualClock
 from core.testing.faults import FaultyStorage
+
+ReturnT = TypeVar("ReturnT")
 
 
 class TestApp:
@@ -85,15 +87,33 @@ class TestApp:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def query(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def query(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def query(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public query."""
         return self.runtime.executor.query(ref, args, self.identity)
 
-    def mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def mutation(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def mutation(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def mutation(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public mutation."""
         return self.runtime.executor.mutation(ref, args, self.identity)
 
-    def action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def action(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def action(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def action(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public action (on the runtime's loop thread) and wait for it."""
         rt = self.runtime
         return rt.portal.call(rt.executor.action, ref, args, self.identity)

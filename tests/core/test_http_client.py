@@ -138,4 +138,4 @@ async def test_subscribe_parses_server_sent_events() -> None:
 async def test_refs_or_paths_only() -> None:
     async with HttpClient("http://srv", transport=fake_server(lambda r: httpx.Response(500))) as c:
         with pytest.raises(UserError):
-            await c.query(3)
+            await c.query(3)  # type: ignore[call-overload]
