@@ -20,6 +20,10 @@ The tree::
     ├── RetryableStorageError         a storage step failed transiently (retried), 503
     └── AppError                      raised by app code; its ``data`` reaches the client, 422
 
+Internal signals, never seen by callers (not ``CapsuleError``s)::
+
+    Conflict                          a transaction's reads were overwritten; it is re-run
+
 The server maps errors to responses by the ``code`` and ``http_status`` attributes, never by an
 ``isinstance`` ladder.
 """
@@ -28,6 +32,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+
+
+class Conflict(Exception):
+    """Raised when a newer commit touched a transaction's read set (internal: it is re-run)."""
+
+    def __init__(self, tables: set[str]):
+        super().__init__(tables)
+        self.tables = tables
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.tables,))
 
 
 class CapsuleError(Exception):

@@ -29,6 +29,7 @@ from typing import Any
 from core.database.catalog import Catalog, TableSpace
 from core.database.readsets import WriteSet
 from core.database.transaction import Transaction
+from core.errors import Conflict as Conflict  # re-exported: the engine raises it
 from core.errors import ConflictError
 from core.schema import Schema
 from core.storage.base import (
@@ -46,14 +47,6 @@ LOG_RETENTION_NS = 60 * 1_000_000_000
 PRUNE_EVERY = 512
 
 CommitListener = Callable[[int, WriteSet], None]
-
-
-class Conflict(Exception):
-    """Internal: a transaction's read set was touched by a newer commit (it will be retried)."""
-
-    def __init__(self, tables: set[str]):
-        super().__init__(tables)
-        self.tables = tables
 
 
 class _Request:
