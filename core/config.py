@@ -39,6 +39,22 @@ def setting(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+DEFAULT_LOG_RETENTION_SECONDS = 60.0
+
+
+def log_retention_seconds() -> float:
+    """``CAPSULE_LOG_RETENTION``: seconds commit-log records are kept (default 60).
+
+    Other processes validate their transactions against the log: one whose snapshot is older
+    than the oldest kept record conflicts and is retried, so a short retention costs retries
+    of long mutations, never correctness.
+    """
+    value = _number("CAPSULE_LOG_RETENTION", DEFAULT_LOG_RETENTION_SECONDS)
+    if value < 0:
+        raise UserError(f"CAPSULE_LOG_RETENTION={value!r} is negative; use seconds >= 0.")
+    return value
+
+
 def _number(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():

@@ -23,6 +23,7 @@ The tree::
 Internal signals, never seen by callers (not ``CapsuleError``s)::
 
     Conflict                          a transaction's reads were overwritten; it is re-run
+    Abandoned                         a before_commit hook gave up an attempt (a lost race)
 
 The server maps errors to responses by the ``code`` and ``http_status`` attributes, never by an
 ``isinstance`` ladder.
@@ -43,6 +44,14 @@ class Conflict(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.tables,))
+
+
+class Abandoned(Exception):
+    """Raised when a ``before_commit`` hook gives up an attempt on purpose (a lost race).
+
+    Internal: another runner or request got there first; nothing failed. The executor logs it
+    at debug level, not as a failed call.
+    """
 
 
 class CapsuleError(Exception):

@@ -25,6 +25,7 @@ from core.context import ActionCtx, MutationCtx, QueryCtx
 from core.database.engine import Conflict, Database
 from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
+from core.errors import Abandoned as Abandoned  # re-exported: hooks raise it
 from core.errors import FunctionNotFoundError, UserError
 from core.functions import FunctionKind, FunctionRef
 from core.handles import HandleKey, is_handle
@@ -556,18 +557,24 @@ class Executor:
         self.calls += 1
         try:
             result = run()
+        except Abandoned:
+            self._log_success(target, start, self.retries - retries, note="abandoned (lost race)")
+            raise
         except BaseException as exc:
             self._log_failure(target, start, exc, self.retries - retries)
             raise
         self._log_success(target, start, self.retries - retries)
         return result
 
-    def _log_success(self, target: Target, start: float, retries: int = 0) -> None:
+    def _log_success(
+        self, target: Target, start: float, retries: int = 0, *, note: str = "ok"
+    ) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "%s %s ok in %.2f ms (retries: %d)",
+                "%s %s %s in %.2f ms (retries: %d)",
                 target.ref.kind.value,
                 target.ref.path,
+                note,
                 (time.perf_counter() - start) * 1000,
                 retries,
             )

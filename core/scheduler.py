@@ -52,6 +52,7 @@ import anyio.to_thread
 
 from core.database.query import Query
 from core.errors import ConflictError, InvalidArgumentError, InvalidIdError, UserError
+from core.execution import Abandoned
 from core.ids import Id
 from core.services import Service
 from core.system_tables import (
@@ -106,7 +107,7 @@ class SchedulerConfig:
     """Seconds (of the app's clock) between retention sweeps."""
 
 
-class _AlreadyHandled(Exception):
+class _AlreadyHandled(Abandoned):
     """Internal: the job was no longer pending when its mutation was about to commit."""
 
 

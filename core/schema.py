@@ -73,6 +73,40 @@ class VectorIndexSpec:
 AnyIndexSpec = IndexSpec | SearchIndexSpec | VectorIndexSpec
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(",") if part)
+
+
+def index_spec_from_text(name: str, text: str) -> AnyIndexSpec | None:
+    """The declaration a catalog's stored ``describe()`` text stands for.
+
+    ``None`` stands for the built-in creation-time order (``"btree:"``). Processes use it to
+    maintain indexes the catalog has but their own schema does not declare (a newer version
+    of the app added them).
+
+    Raises:
+        UserError: the text is not one ``describe()`` writes.
+    """
+    kind, _, rest = text.partition(":")
+    parts = rest.split("|")
+    try:
+        if kind == "btree" and len(parts) == 1:
+            fields = _names(rest)
+            return IndexSpec(name=name, fields=fields) if fields else None
+        if kind == "search" and len(parts) == 2:
+            return SearchIndexSpec(name=name, search_field=parts[0], filter_fields=_names(parts[1]))
+        if kind == "vector" and len(parts) == 3:
+            return VectorIndexSpec(
+                name=name,
+                vector_field=parts[0],
+                dimensions=int(parts[1]),
+                filter_fields=_names(parts[2]),
+            )
+    except ValueError:
+        pass
+    raise UserError(f'Index "{name}" has a stored definition {text!r} this version cannot read.')
+
+
 class Table:
     """A table declaration: its document shape and its indexes."""
 

@@ -447,7 +447,13 @@ def _runtime_imports(path: Path) -> Iterator[tuple[int, str]]:
             if isinstance(node, ast.Import):
                 yield from ((node.lineno, alias.name) for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                yield node.lineno, node.module
+                for alias in node.names:
+                    # ``from core import config`` imports the submodule core.config.
+                    sub = f"{node.module}.{alias.name}"
+                    is_module = (ROOT / Path(*sub.split("."))).with_suffix(".py").is_file() or (
+                        ROOT / Path(*sub.split("."))
+                    ).is_dir()
+                    yield node.lineno, sub if is_module else node.module
             yield from walk([c for c in ast.iter_child_nodes(node) if isinstance(c, ast.stmt)])
 
     for line, module in walk(tree.body):

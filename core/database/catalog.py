@@ -12,15 +12,17 @@ the field.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.database.readsets import WriteSet
 from core.encoding import dump_document, load_document
 from core.errors import InvalidIdError, InvalidValueError, SchemaMismatchError, UserError
 from core.ids import Id, decode_table_number
 from core.indexes import CREATION_TIME_INDEX, Index, build_index
-from core.schema import Schema, Table
+from core.schema import Schema, Table, index_spec_from_text
 from core.storage.base import (
     CatalogIndex,
     CatalogTable,
@@ -191,6 +193,13 @@ class Catalog:
         self.index_by_id: dict[int, tuple[TableInfo, Index]] = {}
         self._ensure = ensure
         """Creates a schemaless table on first use (the database's commit step provides it)."""
+        self.version = 0
+        """The stored catalog version these tables and indexes reflect."""
+        self._reload_lock = threading.Lock()
+        self.generation = 0
+        """Bumped each time the maintained indexes change after open (``reload_indexes``):
+        a transaction that started under an older generation computed its index entries for
+        the old set, so it must not commit."""
 
     def space(self, namespace: str) -> TableSpace:
         """The table space of a namespace."""
@@ -236,8 +245,55 @@ class Catalog:
             writes = self._backfill(snap, info, new)
             if writes:
                 items.append(CommitBatchItem(ts=next_ts(), writes=writes, log_record=_EMPTY_LOG))
+        if plan.put_indexes or plan.drop:
+            # Invariant: the catalog decides which indexes every writer maintains, not each
+            # process's schema. Other processes (an older version of the app, during a
+            # rolling deploy) read this record when they next commit and reload their
+            # indexes; their transactions computed before it conflict and are retried.
+            marker = WriteSet(catalog_changed=True).dump()
+            items.append(CommitBatchItem(ts=next_ts(), writes=[], log_record=marker))
         if items:
             w.apply(items)
+        self.version = w.snapshot().catalog_version
+
+    def reload_indexes(self, version: int) -> None:
+        """Maintain exactly the indexes the stored catalog has (another process changed it).
+
+        ``version`` is the stored catalog version seen (by a snapshot or the commit step);
+        nothing happens if the indexes already reflect it. Indexes this process's schema does
+        not declare are built from their stored definitions; indexes the catalog no longer
+        has stop being maintained (queries naming them fail). Each table's index map is
+        replaced, not mutated, so a transaction staging a write meanwhile sees one
+        consistent set (and conflicts at commit, as its generation is then old).
+        """
+        with self._reload_lock:
+            if version > self.version:
+                self._reload(version)
+
+    def _reload(self, version: int) -> None:
+        _, indexes = self.storage.load_catalog()
+        rows: dict[int, list[CatalogIndex]] = {}
+        for row in indexes:
+            rows.setdefault(row.table, []).append(row)
+        closed: list[Index] = []
+        for info in self.by_number.values():
+            if info.namespace not in self.spaces:
+                continue  # a table space this process did not open: it never writes there
+            current = {index.id: index for index in info.indexes.values()}
+            fresh: dict[str, Index] = {}
+            for row in sorted(rows.get(info.number, ()), key=lambda r: r.id):
+                index = current.pop(row.id, None)
+                if index is None:
+                    spec = index_spec_from_text(row.name, row.spec)
+                    index = build_index(spec, id=row.id, table=row.table, name=row.name)
+                fresh[row.name] = index
+            closed.extend(current.values())
+            info.indexes = fresh
+        self._reindex()
+        self.version = version
+        self.generation += 1
+        for index in closed:
+            index.close()
 
     def _reindex(self) -> None:
         self.index_by_id = {

@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from typing import Any
 
+from core import config
 from core.database.catalog import Catalog, TableSpace
 from core.database.readsets import WriteSet
 from core.database.transaction import Transaction
 from core.errors import Conflict as Conflict  # re-exported: the engine raises it
-from core.errors import ConflictError
+from core.errors import ConflictError, UserError
 from core.schema import Schema
 from core.storage.base import (
     CommitBatchItem,
@@ -42,9 +43,8 @@ from core.storage.base import (
 
 logger = logging.getLogger("capsule.database")
 
-LOG_RETENTION_NS = 60 * 1_000_000_000
-"""How long commit-log records are kept, in memory and in storage (nanoseconds)."""
 PRUNE_EVERY = 512
+"""The log is pruned once every this many commit batches."""
 
 CommitListener = Callable[[int, WriteSet], None]
 
@@ -78,8 +78,14 @@ class _Request:
 class Database:
     """One open database: catalog, snapshots and commits over a ``Storage``."""
 
-    def __init__(self, storage: Storage):
+    def __init__(self, storage: Storage, *, log_retention: float | None = None):
         self.storage = storage
+        if log_retention is None:
+            log_retention = config.log_retention_seconds()
+        if log_retention < 0:
+            raise UserError(f"log_retention={log_retention!r} is negative; use seconds >= 0.")
+        self.log_retention = log_retention
+        """Seconds a commit-log record is kept (in memory only while a snapshot needs it)."""
         self.catalog = Catalog(storage, ensure=self._ensure_table)
         self._commit_lock = threading.RLock()
         self._exclusive: WriteSession | None = None
@@ -104,6 +110,8 @@ class Database:
         """Storage transactions that applied commits (``commit_count / batch_count`` is the
         average group-commit size)."""
         self.conflict_count = 0
+        self._catalog_stale = False
+        """Another process changed the catalog's indexes: reload them in the next commit step."""
         self.log_gaps = 0
         """Times catching up found other processes' commits already pruned from the storage
         log: listeners never saw those commits, so caches derived from commits must reset."""
@@ -122,6 +130,9 @@ class Database:
             with self.storage.begin_write() as w:
                 self.latest_ts = self._floor = w.latest_ts()
                 self.catalog.open(w, schemas, self._next_ts)
+                # The records opening wrote (backfills, a catalog change) are this process's
+                # own: the catalog it just loaded already reflects them.
+                self._floor = self.latest_ts
         except BaseException:
             self.storage.close()
             raise
@@ -178,6 +189,14 @@ class Database:
         snap = self.storage.begin_read()
         with self._active_lock:
             self._active[id(snap)] = snap.ts
+        if snap.catalog_version > self.catalog.version:
+            # Another process changed the indexes: reads must never use one it dropped (its
+            # entries are gone) nor miss one it added, so reload before this snapshot is used.
+            try:
+                self.catalog.reload_indexes(snap.catalog_version)
+            except BaseException:
+                self.end_read(snap)
+                raise
         return snap
 
     def end_read(self, snap: Snapshot) -> None:
@@ -256,6 +275,10 @@ class Database:
                 items: list[CommitBatchItem] = []
                 accepted: list[_Request] = []
                 for req in batch:
+                    if req.txn.catalog_gen != self.catalog.generation:
+                        # Its index entries were computed for indexes that changed since.
+                        req.error = Conflict({"(indexes changed by another process)"})
+                        continue
                     tables = self._conflicts(req.txn, accepted)
                     if tables is not None:
                         req.error = Conflict(tables)
@@ -316,17 +339,28 @@ class Database:
         if latest > known:
             self._take_in(known, w.read_log(known - 1 if known else 0))
         self.latest_ts = max(self.latest_ts, latest)
+        if self._catalog_stale:
+            # Inside the commit step, so no other process changes the catalog meanwhile.
+            self._catalog_stale = False
+            self.catalog.reload_indexes(w.snapshot().catalog_version)
 
     def _take_in(self, known: int, records: list[tuple[int, bytes]]) -> None:
         # The record at ``known`` is read too: if another process pruned it, records between
         # it and the first one returned may be gone, so older snapshots can no longer be
-        # validated and must conflict.
-        if known and records and records[0][0] > known:
+        # validated and must conflict. With nothing known yet (this process opened on an
+        # empty database), records before the first one returned may have been pruned as
+        # well: nothing says the first retained record is the first commit ever made.
+        # Invariant: a snapshot older than the oldest retained record never passes
+        # validation by optimism alone (``_conflicts`` refuses snapshots below the floor).
+        if records and records[0][0] > known:
             self._floor = max(self._floor, records[0][0] - 1)
             self.log_gaps += 1
+            self._catalog_stale = True  # a pruned record may have changed the catalog
         for ts, data in records:
             if ts > known:
                 ws = WriteSet.load(data)
+                if ws.catalog_changed:
+                    self._catalog_stale = True
                 self._log_ts.append(ts)
                 self._log_ws.append(ws)
                 self._notify(ts, ws)
@@ -364,7 +398,7 @@ class Database:
         if self._since_prune < PRUNE_EVERY:
             return
         self._since_prune = 0
-        horizon = time.time_ns() - LOG_RETENTION_NS
+        horizon = time.time_ns() - int(self.log_retention * 1_000_000_000)
         with self._active_lock:
             oldest = min(self._active.values(), default=self.latest_ts)
         cut = min(horizon, oldest)

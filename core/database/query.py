@@ -40,6 +40,9 @@ class Query:
         self, name: str, range: Callable[[IndexRange], IndexRange] | None = None
     ) -> Query:
         """Read through an index, optionally limited to a range of it."""
+        # The snapshot first: beginning it reloads the indexes if another process changed
+        # them, so the lookup below never finds one whose entries are gone.
+        self._txn.snapshot  # noqa: B018
         index = self._info.indexes.get(name)
         if not isinstance(index, BTreeIndex):
             known = sorted(n for n, i in self._info.indexes.items() if isinstance(i, BTreeIndex))
@@ -64,6 +67,7 @@ class Query:
         ``search`` builds the query: ``lambda q: q.search(field, "text").eq(filter, value)``.
         Results compose with ``.filter``, ``.take``, ``.first`` and ``.collect``.
         """
+        self._txn.snapshot  # noqa: B018 - see with_index
         index = self._info.indexes.get(name)
         if not isinstance(index, TextIndex):
             known = sorted(n for n, i in self._info.indexes.items() if isinstance(i, TextIndex))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -91,6 +92,8 @@ class WriteSet:
     doc_tables: dict[str, str] = field(default_factory=dict)
     tables: set[int] = field(default_factory=set)
     """Table numbers written (for cheap pre-filtering by subscribers)."""
+    catalog_changed: bool = False
+    """The commit changed the catalog's indexes: every process must reload them."""
 
     def add(
         self, doc_id: str, table: int, table_name: str, keys: Iterable[tuple[int, bytes]]
@@ -104,10 +107,21 @@ class WriteSet:
 
     def dump(self) -> bytes:
         """Serialize for the commit log."""
-        return _pack([self.docs, list(self.keys.items()), list(self.tables), self.doc_tables])
+        parts: list[Any] = [self.docs, list(self.keys.items()), list(self.tables), self.doc_tables]
+        if self.catalog_changed:
+            parts.append(True)
+        return _pack(parts)
 
     @classmethod
     def load(cls, data: bytes) -> WriteSet:
         """Read what ``dump`` wrote."""
-        docs, keys, tables, doc_tables = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        return cls(docs=docs, keys=dict(keys), doc_tables=doc_tables, tables=set(tables))
+        docs, keys, tables, doc_tables, *rest = msgpack.unpackb(
+            data, raw=False, strict_map_key=False
+        )
+        return cls(
+            docs=docs,
+            keys=dict(keys),
+            doc_tables=doc_tables,
+            tables=set(tables),
+            catalog_changed=bool(rest and rest[0]),
+        )

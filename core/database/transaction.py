@@ -71,6 +71,8 @@ class Transaction:
     def __init__(self, db: Database, *, snapshot: Snapshot | None = None, now: float = 0.0):
         self.db = db
         self.now = now
+        self.catalog_gen = db.catalog.generation
+        """The catalog generation this transaction computes index entries under."""
         self.reads = ReadSet()
         self.writes: dict[str, PendingWrite] = {}
         self._undo: list[tuple[str, PendingWrite | None, int, int]] = []
@@ -99,6 +101,10 @@ class Transaction:
                 )
             snap = self._snapshot = self.db.begin_read()
             self._ts = snap.ts
+            if not self.writes:
+                # Nothing staged yet: the indexes as of this snapshot (it may have reloaded
+                # them) are the ones every write of this transaction will maintain.
+                self.catalog_gen = self.db.catalog.generation
         return snap
 
     @property

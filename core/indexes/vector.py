@@ -211,14 +211,33 @@ async def vector_search(
     q = found.query_vector(vector)
     disjuncts = found.build_filter(filter)
     store = found.store()
+    if not db.storage.inline_reads:
+        # Taking a snapshot may wait for a pooled connection (PostgreSQL): all of it runs in a
+        # worker thread, so the event loop never blocks on the pool.
+        hits = await anyio.to_thread.run_sync(_prepare_and_search, db, store, q, limit, disjuncts)
+    else:
+        snap = db.storage.begin_read()
+        try:
+            if store.current_for(snap.ts):
+                if snap.ts > store.version:
+                    store.prepare(db, snap)
+            else:  # a load or a catch-up with other processes: off the event loop
+                await anyio.to_thread.run_sync(store.prepare, db, snap)
+        finally:
+            snap.close()
+        hits = store.search(q, limit, disjuncts)
+    return [{"_id": Id(doc_id), "_score": score} for doc_id, score in hits]
+
+
+def _prepare_and_search(
+    db: Any, store: Any, q: Any, limit: int, disjuncts: Any
+) -> list[tuple[str, float]]:
+    """Bring the store up to a new snapshot, then search it (blocking)."""
     snap = db.storage.begin_read()
     try:
-        if store.current_for(snap.ts):
-            if snap.ts > store.version:
-                store.prepare(db, snap)
-        else:  # a load or a catch-up with other processes: off the event loop
-            await anyio.to_thread.run_sync(store.prepare, db, snap)
+        if snap.ts > store.version or not store.current_for(snap.ts):
+            store.prepare(db, snap)
     finally:
         snap.close()
-    hits = store.search(q, limit, disjuncts)
-    return [{"_id": Id(doc_id), "_score": score} for doc_id, score in hits]
+    hits: list[tuple[str, float]] = store.search(q, limit, disjuncts)
+    return hits

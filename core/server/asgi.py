@@ -32,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from core.auth import JwtVerifier, UserIdentity
@@ -40,7 +40,7 @@ from core.config import ServerSettings
 from core.errors import InvalidArgumentError, RequestTooLargeError, UnauthenticatedError, UserError
 from core.files import request_base_url
 from core.server import idempotency
-from core.server.errors import error_response, logger, plain_error
+from core.server.errors import EncodableJSONResponse, error_response, logger, plain_error
 from core.values import check_value, from_json, to_json
 
 if TYPE_CHECKING:
@@ -240,7 +240,9 @@ class CapsuleServer:
         the raw ASGI interface: a point read takes ~0.7 ms through a thread, ~0.2 ms inline),
         but a slow query run inline would stall every other request. So a query runs in a
         thread until its moving average duration is known to be under
-        ``INLINE_QUERY_SECONDS``, and goes back to threads if it slows down.
+        ``INLINE_QUERY_SECONDS``, and goes back to threads if it slows down. Only on storage
+        whose reads never wait (``Storage.inline_reads``: SQLite): a PostgreSQL read may wait
+        for a pooled connection, and nothing may block the event loop on a pool or a lock.
         """
         times = self.query_seconds
 
@@ -254,7 +256,7 @@ class CapsuleServer:
             return value
 
         known = times.get(path)
-        if known is not None and known < INLINE_QUERY_SECONDS:
+        if known is not None and known < INLINE_QUERY_SECONDS and self.runtime.storage.inline_reads:
             return timed()
         return await anyio.to_thread.run_sync(timed)
 
@@ -282,7 +284,7 @@ class CapsuleServer:
                     value = await ex.action(path, args, identity)
                 finally:
                     request_base_url.reset(token)
-            return JSONResponse({"value": to_json(value)})
+            return EncodableJSONResponse({"value": to_json(value)})
         except Exception as exc:
             return error_response(exc, where=f"{kind} {path}")
 
@@ -338,7 +340,7 @@ class CapsuleServer:
             )
         except Exception as exc:
             return error_response(exc, where="file upload")
-        return JSONResponse({"storageId": file_id})
+        return EncodableJSONResponse({"storageId": file_id})
 
 
 def create_asgi_app(

@@ -18,6 +18,7 @@ from core.auth import UserIdentity
 from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
 from core.errors import InvalidArgumentError, LimitExceededError
+from core.execution import Abandoned
 from core.system_tables import IDEMPOTENCY_KEYS
 from core.values import MAX_DOCUMENT_BYTES, from_json, to_json
 
@@ -36,12 +37,13 @@ _MAX_KEPT_RESULT = MAX_DOCUMENT_BYTES - 4096
 def _digest(*parts: str) -> str:
     h = hashlib.sha256()
     for part in parts:
-        h.update(part.encode())
+        # surrogatepass: a path may hold unpaired surrogates (refused later, with a 400).
+        h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
     return h.hexdigest()
 
 
-class _Replay(Exception):
+class _Replay(Abandoned):
     """Internal: the key was used by a mutation that committed first (abort this attempt)."""
 
     def __init__(self, record: dict[str, Any]):

@@ -91,6 +91,9 @@ class Snapshot(ABC):
     """Reads at one commit timestamp; close it when done."""
 
     ts: int
+    catalog_version: int = 0
+    """The catalog's version at the snapshot: ``put_catalog`` raises it whenever it changes
+    anything, so a process notices indexes another process added or dropped."""
 
     @abstractmethod
     def get(self, doc_id: str) -> DocumentRow | None:
@@ -136,7 +139,10 @@ class WriteSession(ABC):
     def put_catalog(
         self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
     ) -> None:
-        """Insert or update catalog rows; delete the entries of the index ids in ``drop``."""
+        """Insert or update catalog rows; delete the entries of the index ids in ``drop``.
+
+        Raises the catalog version when it changes anything.
+        """
 
     @abstractmethod
     def prune_log(self, before_ts: int) -> None:
@@ -147,6 +153,9 @@ class Storage(ABC):
     """A storage backend. Implementations: ``SQLiteStorage``, ``PostgresStorage``."""
 
     url: str = ""
+    inline_reads: bool = False
+    """Whether ``begin_read`` and snapshot reads never wait on a pool or a lock, so a server
+    may run quick queries on its event loop; otherwise they run in worker threads."""
 
     @abstractmethod
     def open(self) -> None:

@@ -103,10 +103,20 @@ CREATE TABLE IF NOT EXISTS catalog_indexes(
     id integer PRIMARY KEY, tbl integer NOT NULL, name text NOT NULL, spec text NOT NULL,
     UNIQUE(tbl, name)
 );
+CREATE TABLE IF NOT EXISTS catalog_meta(key text PRIMARY KEY, value bigint NOT NULL);
 """
 
 _LATEST = "SELECT coalesce(max(ts), 0) FROM commits"
-_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; " + _LATEST
+_HEAD = (
+    "SELECT coalesce(max(ts), 0), "
+    "(SELECT value FROM catalog_meta WHERE key = 'version') FROM commits"
+)
+"""A snapshot's first statement: its commit timestamp and catalog version."""
+_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; " + _HEAD
+_BUMP_CATALOG = (
+    "INSERT INTO catalog_meta(key, value) VALUES ('version', 1) "
+    "ON CONFLICT (key) DO UPDATE SET value = catalog_meta.value + 1"
+)
 _SCAN = (
     "SELECT e.key, e.value, d.id, d.tbl, d.ct, d.data FROM index_entries e "
     "JOIN documents d ON d.id = e.doc WHERE e.idx = %s AND e.kp >= %s AND e.key >= %s{hi} "
@@ -166,7 +176,7 @@ def _retryable(exc: BaseException) -> bool:
 class _PostgresSnapshot(Snapshot):
     """Reads on one connection: its own REPEATABLE READ transaction, or a write session's."""
 
-    __slots__ = ("_conn", "_storage", "ts")
+    __slots__ = ("_conn", "_storage", "ts", "catalog_version")
 
     def __init__(self, conn: psycopg.Connection[Any], storage: PostgresStorage | None):
         self._conn = conn
@@ -176,9 +186,10 @@ class _PostgresSnapshot(Snapshot):
             cur = conn.execute(_BEGIN_READ)
             cur.nextset()
         else:
-            cur = conn.execute(_LATEST)
+            cur = conn.execute(_HEAD)
         row = cur.fetchone()
         self.ts = int(row[0]) if row else 0
+        self.catalog_version = int(row[1] or 0) if row else 0
 
     def get(self, doc_id: str) -> DocumentRow | None:
         row = self._conn.execute(
@@ -291,6 +302,8 @@ class _PostgresWriteSession(WriteSession):
         self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
     ) -> None:
         with self._conn.pipeline(), self._conn.cursor() as cur:
+            if tables or indexes or drop:
+                cur.execute(_BUMP_CATALOG)
             if tables:
                 cur.executemany(
                     "INSERT INTO catalog_tables(number, namespace, name, fingerprint) "

@@ -46,10 +46,21 @@ CREATE TABLE IF NOT EXISTS catalog_indexes(
     id INTEGER PRIMARY KEY, tbl INTEGER NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL,
     UNIQUE(tbl, name)
 );
+CREATE TABLE IF NOT EXISTS catalog_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_HEAD = (
+    "SELECT coalesce(max(ts), 0), "
+    "(SELECT value FROM catalog_meta WHERE key = 'version') FROM commits"
+)
+"""A snapshot's first statement: its commit timestamp and catalog version."""
+_BUMP_CATALOG = (
+    "INSERT INTO catalog_meta(key, value) VALUES ('version', 1) "
+    "ON CONFLICT(key) DO UPDATE SET value = value + 1"
+)
 
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BUSY_TIMEOUT_MS = 30_000
+DEFAULT_MAX_IDLE_READERS = 8
 
 _SCAN_ASC = (
     "SELECT e.key, e.value, d.id, d.tbl, d.ct, d.data FROM index_entries e "
@@ -59,7 +70,7 @@ _SCAN_ASC = (
 
 
 class _SQLiteSnapshot(Snapshot):
-    __slots__ = ("_conn", "_release", "_owned", "ts")
+    __slots__ = ("_conn", "_release", "_owned", "ts", "catalog_version")
 
     def __init__(self, conn: sqlite3.Connection, release: Any, owned: bool):
         self._conn = conn
@@ -67,8 +78,9 @@ class _SQLiteSnapshot(Snapshot):
         self._owned = owned
         if owned:
             conn.execute("BEGIN")
-        row = conn.execute("SELECT coalesce(max(ts), 0) FROM commits").fetchone()
+        row = conn.execute(_HEAD).fetchone()
         self.ts = row[0]
+        self.catalog_version = row[1] or 0
 
     def get(self, doc_id: str) -> DocumentRow | None:
         row = self._conn.execute(
@@ -181,6 +193,8 @@ class _SQLiteWriteSession(WriteSession):
         self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
     ) -> None:
         conn = self._conn
+        if tables or indexes or drop:
+            conn.execute(_BUMP_CATALOG)
         conn.executemany(
             "INSERT OR REPLACE INTO catalog_tables(number, namespace, name, fingerprint) "
             "VALUES (?, ?, ?, ?)",
@@ -303,10 +317,24 @@ class SQLiteStorage(Storage):
         path: the database file.
         synchronous: SQLite's ``synchronous`` setting; ``"FULL"`` makes every commit durable
             across power loss, ``"NORMAL"`` across process crashes only.
+        max_idle_readers: reader connections kept open between reads; readers returned
+            beyond it are closed (each holds file descriptors for the database and its WAL).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL"):
+    inline_reads = True
+    """Reads never wait on a pool or a lock (WAL readers), so servers may run them inline."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        max_idle_readers: int = DEFAULT_MAX_IDLE_READERS,
+    ):
         self.path = os.fspath(path)
+        if max_idle_readers < 0:
+            raise UserError(f"max_idle_readers={max_idle_readers!r} is negative; use 0 or more.")
+        self.max_idle_readers = max_idle_readers
         synchronous = synchronous.upper()
         if synchronous not in _SYNC_MODES:
             raise UserError(
@@ -314,8 +342,11 @@ class SQLiteStorage(Storage):
             )
         self.synchronous = synchronous
         self.url = f"sqlite:///{self.path}?synchronous={synchronous}"
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # Invariant: every open connection is in ``_all``; idle readers are also in ``_idle``.
+        # Readers are pooled by the storage, not per thread: a thread that ends (servers
+        # retire idle worker threads) must not strand its connections and their descriptors.
+        self._all: set[sqlite3.Connection] = set()
+        self._idle: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._opened = False
         # One writer connection per process: commits are serialized anyway (by the database's
@@ -352,7 +383,7 @@ class SQLiteStorage(Storage):
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA cache_size=-32000")
         with self._all_lock:
-            self._all.append(conn)
+            self._all.add(conn)
         return conn
 
     def _writer(self) -> sqlite3.Connection:
@@ -363,13 +394,32 @@ class SQLiteStorage(Storage):
         return conn
 
     def _take_reader(self) -> sqlite3.Connection:
-        free: list[sqlite3.Connection] | None = getattr(self._local, "readers", None)
-        if free is None:
-            free = self._local.readers = []
-        return free.pop() if free else self._connect()
+        with self._all_lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
 
     def _give_reader(self, conn: sqlite3.Connection) -> None:
-        self._local.readers.append(conn)
+        if conn.in_transaction:  # a snapshot whose COMMIT failed: never pool an open read
+            try:
+                conn.rollback()
+            except sqlite3.Error:
+                pass
+        with self._all_lock:
+            if conn in self._all and len(self._idle) < self.max_idle_readers:
+                self._idle.append(conn)
+                return
+            # Beyond the bound, or the storage was closed meanwhile: close it.
+            self._all.discard(conn)
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+
+    def open_connections(self) -> int:
+        """How many connections this storage holds open (readers in use or idle, the writer)."""
+        with self._all_lock:
+            return len(self._all)
 
     # -- Storage --------------------------------------------------------------------------
 
@@ -386,13 +436,12 @@ class SQLiteStorage(Storage):
     def close(self) -> None:
         """Close every connection; ``open`` may be called again."""
         with self._all_lock:
-            conns, self._all = self._all, []
+            conns, self._all, self._idle = self._all, set(), []
         for conn in conns:
             try:
                 conn.close()
             except sqlite3.Error:
                 pass
-        self._local = threading.local()
         self._writer_conn = None
         self._opened = False
 

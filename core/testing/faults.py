@@ -29,6 +29,7 @@ class FaultyStorage(Storage):
     def __init__(self, inner: Storage):
         self.inner = inner
         self.url = inner.url
+        self.inline_reads = inner.inline_reads
         self.rows_scanned = 0
         """Index rows returned by ``Snapshot.scan`` so far (reset it freely)."""
         self._failures: list[BaseException] = []
@@ -81,6 +82,7 @@ class _CountingSnapshot(Snapshot):
         self._owner = owner
         self._inner = inner
         self.ts = inner.ts
+        self.catalog_version = inner.catalog_version
 
     def get(self, doc_id: str) -> Any:
         return self._inner.get(doc_id)

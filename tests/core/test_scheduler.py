@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -233,8 +234,11 @@ def test_a_mutation_scheduled_for_60_seconds_runs_exactly_once(storage: Storage)
         assert done["completed_time"] == pytest.approx(t.clock.time() - 3600)
 
 
-def test_two_runners_racing_for_one_mutation_job_run_it_once(storage: Storage) -> None:
+def test_two_runners_racing_for_one_mutation_job_run_it_once(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
     global race_barrier
+    caplog.set_level(logging.DEBUG, logger="capsule")
     clock = ManualClock()
     with (
         TestApp(app, storage=storage, clock=clock) as t1,
@@ -257,6 +261,28 @@ def test_two_runners_racing_for_one_mutation_job_run_it_once(storage: Storage) -
             th.join(timeout=30)
         assert t1.query(count, {"key": "race"}) == 1
         assert t2.query(job, {"id": job_id})["state"] == "success"
+    # The loser's attempt was abandoned on purpose: not a failure (issue 11, defect 7).
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_lost_scheduling_race_is_not_logged_as_a_failure(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11, defect 7: a runner that finds its job already done logs no warning."""
+    clock = ManualClock()
+    caplog.set_level(logging.DEBUG, logger="capsule")
+    with TestApp(app, storage=storage, clock=clock) as t:
+        job_id = t.mutation(schedule, {"key": "late", "delay": 60})
+        t.advance_time(60)
+        runner = scheduler_of(t.runtime)
+        stale = runner.due_jobs(clock.time(), 10)  # still pending in this copy
+        assert t.finish_scheduled() == 1
+        caplog.clear()
+        runner.run_mutation_job(stale[0])  # loses the race: the job is already done
+        assert t.query(count, {"key": "late"}) == 1
+        assert t.query(job, {"id": job_id})["state"] == "success"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert any("abandoned (lost race)" in r.getMessage() for r in caplog.records)
 
 
 def test_two_runtimes_finishing_at_once_run_each_job_once(storage: Storage) -> None:

@@ -170,3 +170,21 @@ def test_model_shapes_may_refer_to_models_defined_after_them() -> None:
     assert table.validate("t", {"meta": {"kind": "k"}}) == {"meta": {"kind": "k"}}
     with pytest.raises(InvalidValueError, match='field "meta.kind"'):
         table.validate("t", {"meta": {"kind": 1}})
+
+
+def test_stored_index_definitions_read_back_to_their_declarations() -> None:
+    from core.schema import index_spec_from_text
+
+    table = (
+        Table({"a": str, "b": int, "v": list[float]})
+        .index("by_ab", ["a", "b"])
+        .search_index("s", search_field="a", filter_fields=["b"])
+        .search_index("bare", search_field="a")
+        .vector_index("vec", vector_field="v", dimensions=3, filter_fields=["a", "b"])
+    )
+    for name, spec in table.indexes.items():
+        assert index_spec_from_text(name, spec.describe()) == spec
+    assert index_spec_from_text("by_creation_time", "btree:") is None
+    for text in ["hash:a", "vector:v|x|", "search:a", "btree:a|b"]:
+        with pytest.raises(UserError, match="cannot read"):
+            index_spec_from_text("i", text)

@@ -7,7 +7,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from core import App, InvalidValueError, Schema, SchemaMismatchError, Table
+from core import App, InvalidArgumentError, InvalidValueError, Schema, SchemaMismatchError, Table
 from core.storage.base import Storage
 from core.testing import TestApp
 
@@ -163,3 +163,116 @@ def test_system_table_names_are_refused_in_app_code(storage: Storage) -> None:
     with TestApp(App(), storage=storage) as t:
         with pytest.raises(InvalidValueError, match="not valid|system table"):
             t.run(lambda ctx: ctx.db.insert("_scheduled_functions", {"a": 1}))
+
+
+ROLLING_V1 = App(Schema(items=Table({"owner": str, "text": str})))
+ROLLING_V2 = App(
+    Schema(
+        items=Table({"owner": str, "text": str})
+        .index("by_owner", ["owner"])
+        .search_index("search_text", search_field="text", filter_fields=["owner"])
+    )
+)
+OWNERS = ["ann", "bob", "cy"]
+WORDS = ["apple", "pear", "plum"]
+
+
+def assert_indexes_agree_with_a_full_scan(t: TestApp) -> None:
+    """Every index of version 2 returns exactly what a full scan finds."""
+
+    def body(ctx: Any) -> None:
+        docs = ctx.db.query("items").collect()
+        for owner in OWNERS:
+            scanned = sorted(d["_id"] for d in docs if d["owner"] == owner)
+            indexed = ctx.db.query("items").with_index(
+                "by_owner", lambda q, o=owner: q.eq("owner", o)
+            )
+            assert sorted(d["_id"] for d in indexed.collect()) == scanned, owner
+            for word in WORDS:
+                found = ctx.db.query("items").with_search_index(
+                    "search_text", lambda q, o=owner, w=word: q.search("text", w).eq("owner", o)
+                )
+                expected = sorted(
+                    d["_id"] for d in docs if d["owner"] == owner and word in d["text"]
+                )
+                assert sorted(d["_id"] for d in found.collect()) == expected, (owner, word)
+
+    t.run(body)
+    assert index_entries(t, "items", "by_owner") == len(
+        t.run(lambda c: c.db.query("items").collect())
+    )
+
+
+def test_a_rolling_deploy_keeps_every_index_in_line_with_the_documents(storage: Storage) -> None:
+    """Issue 11, defect 4: version 1 keeps writing while version 2 adds indexes."""
+    from core.storage import open_storage
+
+    v1 = TestApp(ROLLING_V1, storage=open_storage(storage.url))
+    with v1:
+        ids = insert_all(
+            v1, "items", [{"owner": OWNERS[i % 3], "text": WORDS[i % 3]} for i in range(5)]
+        )
+        with TestApp(ROLLING_V2, storage=storage) as v2:
+            assert_indexes_agree_with_a_full_scan(v2)
+            for i in range(5, 10):  # version 1 inserts, moves and deletes documents
+                ids += insert_all(v1, "items", [{"owner": OWNERS[i % 3], "text": WORDS[i % 3]}])
+                assert_indexes_agree_with_a_full_scan(v2)
+                moved = ids[i - 5]
+                change = {"owner": OWNERS[(i + 1) % 3], "text": f"{WORDS[i % 3]} {WORDS[i % 2]}"}
+
+                def move(ctx: Any, d: str = moved, c: dict[str, str] = change) -> None:
+                    ctx.db.patch(d, c)
+
+                v1.run(move)
+                assert_indexes_agree_with_a_full_scan(v2)
+            v1.run(lambda ctx: ctx.db.delete(ids[-1]))
+            assert_indexes_agree_with_a_full_scan(v2)
+            # Version 1 wrote through its reloaded catalog: it maintains indexes it never declared.
+            names = set(v1.runtime.db.space("").table("items").indexes)
+            assert {"by_owner", "search_text"} <= names
+    # Version 1 is gone; version 2 restarts on the same database.
+    with TestApp(ROLLING_V2, storage=storage) as v2:
+        assert_indexes_agree_with_a_full_scan(v2)
+        assert len(v2.run(lambda ctx: ctx.db.query("items").collect())) == 9
+
+
+def test_a_transaction_staged_before_the_indexes_changed_is_retried(storage: Storage) -> None:
+    """A version 1 transaction computed its index entries before version 2 opened: it retries."""
+    from core.storage import open_storage
+
+    with TestApp(ROLLING_V1, storage=open_storage(storage.url)) as v1:
+        db = v1.runtime.db
+        txn = db.transaction()
+        txn.insert(db.space(""), "items", {"owner": "ann", "text": "apple"})
+        with TestApp(ROLLING_V2, storage=storage) as v2:
+            from core.database.engine import Conflict
+
+            with pytest.raises(Conflict, match="indexes changed"):
+                db.commit(txn)
+            txn.close()
+            insert_all(v1, "items", [{"owner": "ann", "text": "apple"}])
+            assert_indexes_agree_with_a_full_scan(v2)
+
+
+def test_an_older_version_reopening_mid_deploy_never_leaves_a_silent_stale_index(
+    storage: Storage,
+) -> None:
+    """Version 1 restarts while version 2 runs: the last opener's schema sets the catalog.
+
+    Version 1 drops the indexes it does not declare; version 2's next read notices (the
+    snapshot carries the catalog version), so it stops maintaining them and refuses queries on
+    them (loudly) instead of answering from an emptied index; a restart of version 2 rebuilds
+    them.
+    """
+    from core.storage import open_storage
+
+    with TestApp(ROLLING_V2, storage=storage) as v2:
+        insert_all(v2, "items", [{"owner": "ann", "text": "apple"}])
+        with TestApp(ROLLING_V1, storage=open_storage(storage.url)) as v1:
+            insert_all(v1, "items", [{"owner": "ann", "text": "pear"}])
+            # Version 2's very next read sees the dropped index gone (it committed nothing).
+            with pytest.raises(InvalidArgumentError, match="by_owner"):
+                v2.run(lambda ctx: ctx.db.query("items").with_index("by_owner").collect())
+            insert_all(v2, "items", [{"owner": "bob", "text": "plum"}])
+    with TestApp(ROLLING_V2, storage=storage) as v2:
+        assert_indexes_agree_with_a_full_scan(v2)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
 
 import pytest
 
-from core import App, Schema, Table
+from core import App, Id, MutationCtx, Schema, Table
 from core.database import engine as engine_module
 from core.database.engine import Conflict, Database
+from core.errors import UserError
+from core.storage import open_storage
 from core.storage.base import Storage
 from core.testing import FaultyStorage, ManualClock, TestApp
 
@@ -68,8 +72,8 @@ def test_the_commit_log_stays_bounded_under_steady_updates(
     t: TestApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(engine_module, "PRUNE_EVERY", 10)
-    monkeypatch.setattr(engine_module, "LOG_RETENTION_NS", 0)
     db = t.runtime.db
+    db.log_retention = 0.0
     space = db.space("")
     a = t.run(lambda ctx: ctx.db.insert("items", {"n": 0}))
     b = t.run(lambda ctx: ctx.db.insert("items", {"n": 100}))
@@ -149,3 +153,81 @@ def test_another_database_on_the_same_storage_sees_commits_when_it_polls(tmp_pat
             db2.commit(txn)
         txn.close()
         assert two.run(lambda ctx: ctx.db.get(a)["n"]) == 2
+
+
+counter_app = App(Schema(counters=Table({"value": int}), churn=Table({"n": int})))
+slow_started = threading.Event()
+slow_release = threading.Event()
+
+
+@counter_app.mutation
+def add_slowly(ctx: MutationCtx, doc_id: Id[Literal["counters"]], amount: int) -> int:
+    """Read, then work a long while (until the test releases it), then write."""
+    doc = ctx.db.get(doc_id)
+    slow_started.set()
+    slow_release.wait(60)
+    ctx.db.patch(doc_id, {"value": doc["value"] + amount})
+    return int(doc["value"] + amount)
+
+
+@counter_app.mutation
+def add(ctx: MutationCtx, doc_id: Id[Literal["counters"]], amount: int) -> None:
+    ctx.db.patch(doc_id, {"value": ctx.db.get(doc_id)["value"] + amount})
+
+
+@counter_app.mutation
+def churn(ctx: MutationCtx, n: int) -> None:
+    ctx.db.insert("churn", {"n": n})
+
+
+@pytest.mark.parametrize("catch_up", ["at-commit", "by-polling"])
+@pytest.mark.parametrize("opened", ["empty", "non-empty"])
+def test_no_update_is_lost_after_another_runtime_pruned_the_log(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, opened: str, catch_up: str
+) -> None:
+    """Defect 1 of issue 11: A's snapshot predates every record B left in the log.
+
+    A takes in B's commits either when it commits or earlier, polling (as idle subscriptions
+    do); either way the pruned update must make A's stale attempt conflict and retry.
+    """
+    monkeypatch.setenv("CAPSULE_LOG_RETENTION", "0")
+    monkeypatch.setattr(engine_module, "PRUNE_EVERY", 50)
+    slow_started.clear()
+    slow_release.clear()
+    other = open_storage(storage.url)
+    with TestApp(counter_app, storage=storage) as a:
+        if opened == "non-empty":
+            a.run(lambda ctx: ctx.db.insert("churn", {"n": -1}))
+        with TestApp(counter_app, storage=other) as b:
+            assert a.runtime.db.log_retention == b.runtime.db.log_retention == 0.0
+            doc_id = b.run(lambda ctx: ctx.db.insert("counters", {"value": 0}))
+            with ThreadPoolExecutor(1) as pool:
+                slow = pool.submit(a.mutation, add_slowly, {"doc_id": doc_id, "amount": 100})
+                assert slow_started.wait(60)
+                b.mutation(add, {"doc_id": doc_id, "amount": 1})
+                for n in range(60):  # enough batches for B to prune its update from the log
+                    b.mutation(churn, {"n": n})
+                with b.runtime.storage.begin_write() as w:
+                    oldest = w.read_log(0)[0][0]
+                assert oldest > a.runtime.db.latest_ts  # A never saw B's update in the log
+                if catch_up == "by-polling":
+                    a.runtime.db.poll_other_processes()
+                slow_release.set()
+                assert slow.result(timeout=60) == 101
+            assert b.run(lambda ctx: ctx.db.get(doc_id)["value"]) == 101
+        assert a.run(lambda ctx: ctx.db.get(doc_id)["value"]) == 101
+
+
+def test_log_retention_comes_from_the_setting_or_the_constructor(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CAPSULE_LOG_RETENTION", raising=False)
+    assert Database(storage).log_retention == 60.0
+    monkeypatch.setenv("CAPSULE_LOG_RETENTION", "2.5")
+    assert Database(storage).log_retention == 2.5
+    assert Database(storage, log_retention=7).log_retention == 7
+    with pytest.raises(UserError, match="log_retention"):
+        Database(storage, log_retention=-1)
+    monkeypatch.setenv("CAPSULE_LOG_RETENTION", "-3")
+    with pytest.raises(UserError, match="CAPSULE_LOG_RETENTION"):
+        Database(storage)
