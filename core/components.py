@@ -127,6 +127,19 @@ class BoundRef(FunctionRef[Any, Any]):
         return f"<{self.kind.value} {self.path} of component instance {self.namespace!r}>"
 
 
+class GrantedRef(BoundRef):
+    """A component function the app granted with ``handle.function(ref)``: a capability.
+
+    Like a handle string, it is callable from any table space (a workflow step, another
+    component) but never by a client; unlike one, it is a Python object, so it needs no
+    database key to make. Passed between table spaces as an argument it travels as a signed
+    handle; ``function_handle(ctx, granted)`` gives that string.
+    """
+
+    def __repr__(self) -> str:
+        return f"<granted {self.kind.value} {self.path} of component instance {self.namespace!r}>"
+
+
 class ChildHandle:
     """Inside a component's code: a child component mounted with ``component.use``.
 
@@ -249,12 +262,13 @@ class ComponentHandle:
         """
         self._instance.bind(name, obj)
 
-    def function(self, ctx: QueryCtx | ActionCtx, ref: FunctionRef[Any, Any] | str) -> str:
-        """The handle string of one of this instance's functions (to store or pass along).
+    def function(self, ref: FunctionRef[Any, Any] | str) -> GrantedRef:
+        """Grant one of this instance's functions: a reference callable from anywhere.
 
         ``ref`` is the component's function (``component_module.fn``), ``handle.fn``, or its
-        Python name. Handles are signed with the database's key, so one is made inside a
-        function, from its ``ctx``.
+        Python name. The result works where a handle does (a workflow step, a scheduler, an
+        argument to another component); ``function_handle(ctx, granted)`` gives its handle
+        string, signed with the database's key, to store.
 
         Raises:
             FunctionNotFoundError: the component has no such function, or ``ref`` is a
@@ -279,7 +293,7 @@ class ComponentHandle:
             raise FunctionNotFoundError(
                 name, detail=f'component "{instance.component.name}" has no such function'
             )
-        return ctx._frame.executor.handle(Target(found, instance.namespace))
+        return GrantedRef(found, instance.namespace)
 
     def __getattr__(self, attr: str) -> BoundRef:
         if attr.startswith("_"):
@@ -377,6 +391,17 @@ class Components:
 
     def resolve(self, ref: Any, caller: str | None) -> Target | None:
         """Resolve a component function reference; ``None`` if ``ref`` is not one."""
+        if isinstance(ref, GrantedRef):
+            instance = self.instances.get(ref.namespace)
+            if instance is None or instance.component.registry.get(ref.path) is None:
+                raise FunctionNotFoundError(
+                    ref.path, detail=f'no component instance "{ref.namespace}"'
+                )
+            if caller is None:
+                raise FunctionNotFoundError(
+                    ref.path, detail="granted component functions are not callable by clients"
+                )
+            return Target(ref.unbound, ref.namespace)
         if isinstance(ref, BoundRef):
             return self._checked(ref.unbound, ref.namespace, caller)
         if isinstance(ref, ChildRef):

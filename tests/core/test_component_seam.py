@@ -260,14 +260,16 @@ def test_handles_are_parsed_by_the_core(t: TestApp) -> None:
     assert found["roundtrip"] is True
 
     def from_the_app(ctx: MutationCtx) -> None:
-        by_ref, by_name = a.function(ctx, size), a.function(ctx, "size")
-        assert found["component"] == by_ref == by_name == a.function(ctx, a.size)
+        by_ref = function_handle(ctx, a.function(size))
+        by_name = function_handle(ctx, a.function("size"))
+        assert found["component"] == by_ref == by_name == function_handle(ctx, a.function(a.size))
         assert handle_path(by_name) == size.path
-        assert by_name != b.function(ctx, "size")
+        assert by_name != function_handle(ctx, b.function("size"))
+        assert ctx.run_query(a.function("size")) == 0  # a granted reference is callable
         with pytest.raises(FunctionNotFoundError, match='not "a"'):
-            a.function(ctx, b.size)
+            a.function(b.size)
         with pytest.raises(FunctionNotFoundError, match="has no such function"):
-            a.function(ctx, "nothing")
+            a.function("nothing")
 
     t.run(from_the_app)
     assert not is_handle("tests:fn") and not is_handle(None) and not is_handle(3)
