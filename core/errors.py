@@ -12,11 +12,18 @@ The tree::
     │   └── InvalidIdError            a string is not an id, or an id of another table, 400
     ├── UnauthenticatedError          missing or invalid credentials, 401
     ├── ForbiddenError                authenticated but not allowed, 403
+    │   └── InvalidHandleError        a function handle the database did not sign (forged), 403
     ├── FunctionNotFoundError         unknown (or unreachable) function path, 404
     ├── ConflictError                 a mutation could not commit after its retries, 409
     ├── RequestTooLargeError          an HTTP request body is over the server's limit, 413
     ├── SchemaMismatchError           stored documents violate the schema at open, 500
+    ├── RetryableStorageError         a storage step failed transiently (retried), 503
     └── AppError                      raised by app code; its ``data`` reaches the client, 422
+
+Internal signals, never seen by callers (not ``CapsuleError``s)::
+
+    Conflict                          a transaction's reads were overwritten; it is re-run
+    Abandoned                         a before_commit hook gave up an attempt (a lost race)
 
 The server maps errors to responses by the ``code`` and ``http_status`` attributes, never by an
 ``isinstance`` ladder.
@@ -26,6 +33,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+
+
+class Conflict(Exception):
+    """Raised when a newer commit touched a transaction's read set (internal: it is re-run)."""
+
+    def __init__(self, tables: set[str]):
+        super().__init__(tables)
+        self.tables = tables
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.tables,))
+
+
+class Abandoned(Exception):
+    """Raised when a ``before_commit`` hook gives up an attempt on purpose (a lost race).
+
+    Internal: another runner or request got there first; nothing failed. The executor logs it
+    at debug level, not as a failed call.
+    """
 
 
 class CapsuleError(Exception):
@@ -141,6 +167,23 @@ class ForbiddenError(CapsuleError):
     http_status = 403
 
 
+class InvalidHandleError(ForbiddenError):
+    """Raised when a function handle was not made by this database (forged, edited, foreign)."""
+
+    code = "invalid_handle"
+
+    def __init__(self, handle: str, reason: str):
+        super().__init__(
+            f"Function handle {handle} is refused: {reason}. Handles are made by the core "
+            "(function_handle(ctx, ref)) and cannot be written by hand."
+        )
+        self.handle = handle
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.handle, self.reason))
+
+
 class FunctionNotFoundError(CapsuleError):
     """Raised when no public function answers to a path."""
 
@@ -195,6 +238,18 @@ class SchemaMismatchError(CapsuleError):
         self.table = table
         self.document_id = document_id
         self.field = field
+
+
+class RetryableStorageError(CapsuleError):
+    """Raised when a storage step failed for a transient reason (e.g. a serialization failure).
+
+    Nothing of the batch was applied; the database retries its transactions as if they had
+    conflicted, so the caller never sees it while retries remain. Backends raise it; callers
+    ask ``Storage.is_transient`` rather than inspecting driver errors.
+    """
+
+    code = "storage_retryable"
+    http_status = 503
 
 
 class AppError(CapsuleError):

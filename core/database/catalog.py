@@ -184,12 +184,15 @@ class _OpenPlan:
 class Catalog:
     """All table spaces of one database, with the persisted numbering."""
 
-    def __init__(self, storage: Any):
+    def __init__(
+        self, storage: Any, *, ensure: Callable[[TableSpace, str], TableInfo] | None = None
+    ):
         self.storage = storage
         self.spaces: dict[str, TableSpace] = {}
         self.by_number: dict[int, TableInfo] = {}
         self.index_by_id: dict[int, tuple[TableInfo, Index]] = {}
-        self._ensure: Callable[[TableSpace, str], TableInfo] | None = None
+        self._ensure = ensure
+        """Creates a schemaless table on first use (the database's commit step provides it)."""
         self.version = 0
         """The stored catalog version these tables and indexes reflect."""
         self._reload_lock = threading.Lock()

@@ -30,6 +30,7 @@ from core import config
 from core.database.catalog import Catalog, TableSpace
 from core.database.readsets import WriteSet
 from core.database.transaction import Transaction
+from core.errors import Conflict as Conflict  # re-exported: the engine raises it
 from core.errors import ConflictError, UserError
 from core.schema import Schema
 from core.storage.base import (
@@ -46,14 +47,6 @@ PRUNE_EVERY = 512
 """The log is pruned once every this many commit batches."""
 
 CommitListener = Callable[[int, WriteSet], None]
-
-
-class Conflict(Exception):
-    """Internal: a transaction's read set was touched by a newer commit (it will be retried)."""
-
-    def __init__(self, tables: set[str]):
-        super().__init__(tables)
-        self.tables = tables
 
 
 class _Request:
@@ -93,8 +86,7 @@ class Database:
             raise UserError(f"log_retention={log_retention!r} is negative; use seconds >= 0.")
         self.log_retention = log_retention
         """Seconds a commit-log record is kept (in memory only while a snapshot needs it)."""
-        self.catalog = Catalog(storage)
-        self.catalog._ensure = self._ensure_table
+        self.catalog = Catalog(storage, ensure=self._ensure_table)
         self._commit_lock = threading.RLock()
         self._exclusive: WriteSession | None = None
         self._queue: list[_Request] = []

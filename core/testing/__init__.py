@@ -10,10 +10,11 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from core.app import App
 from core.auth import UserIdentity, to_identity
+from core.errors import UserError
 from core.execution import Target
 from core.functions import FunctionKind, FunctionRef
 from core.runtime import Runtime
@@ -21,6 +22,8 @@ from core.scheduler import scheduler_of
 from core.storage.sqlite import SQLiteStorage
 from core.testing.clock import ManualClock
 from core.testing.faults import FaultyStorage
+
+ReturnT = TypeVar("ReturnT")
 
 
 class TestApp:
@@ -72,7 +75,7 @@ class TestApp:
     def runtime(self) -> Runtime:
         """The open runtime."""
         if self._runtime is None:
-            raise RuntimeError("TestApp is not open: use it as `with TestApp(app) as t:`.")
+            raise UserError("TestApp is not open: use it as `with TestApp(app) as t:`.")
         return self._runtime
 
     def with_identity(self, identity: Any) -> TestApp:
@@ -84,15 +87,33 @@ class TestApp:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def query(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def query(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def query(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public query."""
         return self.runtime.executor.query(ref, args, self.identity)
 
-    def mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def mutation(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def mutation(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def mutation(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public mutation."""
         return self.runtime.executor.mutation(ref, args, self.identity)
 
-    def action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def action(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def action(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def action(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public action (on the runtime's loop thread) and wait for it."""
         rt = self.runtime
         return rt.portal.call(rt.executor.action, ref, args, self.identity)
@@ -117,9 +138,7 @@ class TestApp:
         every interval, advance one interval at a time.
         """
         self.clock.advance(seconds)
-        scheduler = self.runtime.state.get("scheduler")
-        if scheduler is not None:
-            scheduler.wake()  # a running runner (a client's services) looks again
+        scheduler_of(self.runtime).wake()  # a running runner (a client's services) looks again
 
     def finish_scheduled(self, *, max_jobs: int = 10_000) -> int:
         """Run every job due at the manual clock's time, and what those jobs schedule.
