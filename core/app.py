@@ -18,6 +18,7 @@ from core.crons import Crons, install_crons
 from core.errors import FunctionNotFoundError, UserError
 from core.execution import Clock, Target, parse_handle
 from core.functions import FunctionDecorators, FunctionKind, FunctionRef, FunctionRegistry
+from core.migrations import MigrationDecorators, pending_fixes, planned
 from core.runtime import Runtime, Service
 from core.scheduler import SchedulerConfig, install_scheduler
 from core.schema import Schema
@@ -27,7 +28,7 @@ from core.storage.base import Storage
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class App(FunctionDecorators):
+class App(FunctionDecorators, MigrationDecorators):
     """A Capsule app: ``app = App(schema)``; storage comes from ``CAPSULE_DB_URL`` when opened.
 
     Args:
@@ -181,7 +182,7 @@ class App(FunctionDecorators):
             chosen = database_url()
         if isinstance(chosen, str):
             chosen = open_storage(chosen)
-        return Runtime(
+        runtime = Runtime(
             storage=chosen,
             schemas=self.schemas(),
             resolver=self,
@@ -190,6 +191,8 @@ class App(FunctionDecorators):
             services=self.services,
             setup=self.setup,
         )
+        runtime.pending = pending_fixes(runtime.db.catalog, planned(self))
+        return runtime
 
     def _acquire_runtime(self) -> Runtime:
         with self._lock:

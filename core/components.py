@@ -34,6 +34,7 @@ from core.context import ActionCtx, MutationCtx, QueryCtx
 from core.errors import BindingExistsError, BindingNotFoundError, FunctionNotFoundError, UserError
 from core.execution import Target, parse_handle
 from core.functions import FunctionDecorators, FunctionRef, FunctionRegistry
+from core.migrations import MigrationDecorators
 from core.schema import Schema
 
 ReturnT = TypeVar("ReturnT")
@@ -42,7 +43,7 @@ ResultT = TypeVar("ResultT")
 _MOUNT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
 
-class Component(FunctionDecorators):
+class Component(FunctionDecorators, MigrationDecorators):
     """A reusable unit: its own tables and the functions that are the only way in.
 
     Args:

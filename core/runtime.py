@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from core.database.catalog import PendingFixes
 from core.database.engine import Database
 from core.execution import Clock, Executor, Resolver
 from core.files import FileService
@@ -65,6 +66,8 @@ class Runtime:
         self.executor.hooks.files = self.files.for_frame  # type: ignore[method-assign]
         self._services = list(services or [])
         self._setup = list(setup or [])
+        self.pending: PendingFixes | None = None
+        """Reads the pending migrations of each table (named when a table does not fit)."""
         self._portal_cm: Any = None
         self._portal: BlockingPortal | None = None
         self._services_future: Any = None
@@ -80,9 +83,13 @@ class Runtime:
         """The clock ``ctx.now`` reads."""
         return self.executor.clock
 
-    def open(self) -> None:
-        """Open storage and the catalog, then let services attach (hooks, listeners)."""
-        self.db.open(self._schemas)
+    def open(self, *, defer: bool = False, backfill: bool = True) -> None:
+        """Open storage and the catalog, then let services attach (hooks, listeners).
+
+        ``defer`` opens tables whose documents do not fit their shape yet (to migrate them);
+        ``backfill=False`` leaves stored defaults unwritten (to report, changing nothing).
+        """
+        self.db.open(self._schemas, pending=self.pending, defer=defer, backfill=backfill)
         for fn in self._setup:
             fn(self)
 

@@ -135,13 +135,15 @@ class Database:
         *,
         pending: PendingFixes | None = None,
         defer: bool = False,
+        backfill: bool = True,
     ) -> None:
         """Open storage and bring the catalog in line with ``schemas``.
 
         Stored documents that lack defaults of a changed shape get them (``settle``) before
-        this returns. ``pending`` names the migrations that would fix documents that do not
-        fit; with ``defer`` their tables stay unsettled instead of refusing to open (to
-        migrate them, or replace their documents by an import).
+        this returns, unless ``backfill`` is false (to report, changing no document).
+        ``pending`` names the migrations that would fix documents that do not fit; with
+        ``defer`` their tables stay unsettled instead of refusing to open (to migrate them, or
+        replace their documents by an import).
 
         Raises:
             SchemaMismatchError: stored documents violate a changed table shape (storage is
@@ -155,7 +157,7 @@ class Database:
                 # The records opening wrote (backfills, a catalog change) are this process's
                 # own: the catalog it just loaded already reflects them.
                 self._floor = self.latest_ts
-            if self.catalog.unsettled:
+            if self.catalog.unsettled and backfill:
                 self.settle()
         except BaseException:
             self.storage.close()

@@ -179,7 +179,7 @@ def test_a_backfill_killed_mid_way_resumes_at_the_next_open(
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
     line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(child.stdout.readline()))  # type: ignore[union-attr]
+    reader = threading.Thread(target=lambda: line.append(child.stdout.readline()))
     reader.start()
     reader.join(120)
     if not line or line[0].strip() != "KILL ME":
