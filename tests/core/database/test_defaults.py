@@ -21,6 +21,7 @@ import pydantic
 import pytest
 
 from core import App, Schema, Table
+from core.cli import main
 from core.encoding import load_document
 from core.storage import open_storage
 from core.storage.base import Storage
@@ -45,6 +46,10 @@ def old_app() -> App:
 
 def new_app() -> App:
     return App(Schema(tasks=Table(New).index("by_n", ["n"]).index("by_prio", ["priority"])))
+
+
+new = new_app()
+NEW_APP = f"{__name__}:new"
 
 
 def size(storage: Storage) -> int:
@@ -118,6 +123,7 @@ CHILD = """
 import sys, time
 
 from core import App, Schema, Table
+from core.cli import main
 from core.database import catalog
 from core.storage import open_storage
 from core.testing import TestApp
@@ -164,7 +170,7 @@ with TestApp(new_app(), storage=storage):
 
 
 def test_a_backfill_killed_mid_way_resumes_at_the_next_open(
-    tmp_path: Path, storage: Storage
+    tmp_path: Path, storage: Storage, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = fill(storage, size(storage))
     script = tmp_path / "backfill_child.py"
@@ -185,12 +191,21 @@ def test_a_backfill_killed_mid_way_resumes_at_the_next_open(
     if not line or line[0].strip() != "KILL ME":
         child.kill()
         pytest.fail(f"the child did not reach the backfill: {line} {child.communicate()[1]}")
+    # The child holds the write lock in the middle of a batch: reads go on meanwhile.
+    assert len(stored(storage.url)) == len(before)
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=30)
     assert child.returncode == -signal.SIGKILL
     docs = stored(storage.url)
     done = [d for d in docs if "priority" in d]
     assert 0 < len(done) < len(before)  # killed in the middle
+    # The status command reports what is left, changing nothing.
+    assert main(["migrate", "--status", "--app", NEW_APP, "--db", storage.url]) == 0
+    left = len(before) - len(done)
+    assert f"table tasks: {left:,} of {len(before):,} documents lack stored defaults" in (
+        capsys.readouterr().out
+    )
+    assert len([d for d in stored(storage.url) if "priority" in d]) == len(done)
     with TestApp(new_app(), storage=storage) as t:
         # Documents rewritten before the kill fit already: none is rewritten again.
         assert t.runtime.db.backfilled == len(before) - len(done)
