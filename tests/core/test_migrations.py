@@ -8,9 +8,14 @@ refuses to open while documents do not fit, naming the migration that would fix 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -299,3 +304,64 @@ def test_serve_and_worker_can_migrate_first(storage: Storage) -> None:
     migrate_first(argparse.Namespace(migrate=True), app)
     with TestApp(app, storage=storage) as t:
         assert t.run(lambda ctx: len(ctx.db.query("users").collect())) == 20
+
+
+CHILD = """
+import sys, time
+
+from core import App, Schema, Table
+from core.migrations import migrate
+from core.storage import open_storage
+from tests.core.test_migrations import TRANSITIONAL, split
+
+calls = 0
+
+
+def slow(ctx, doc):
+    global calls
+    calls += 1
+    if calls > 350:  # inside the fourth batch's transaction: wait to be killed
+        print("KILL ME", flush=True)
+        time.sleep(3600)
+    return split(ctx, doc)
+
+
+app = App(Schema(users=Table(TRANSITIONAL)))
+app.migration("split", table="users", batch_size=100)(slow)
+migrate(app, storage=open_storage(sys.argv[1]))
+"""
+
+
+def test_a_migration_killed_mid_way_resumes_after_its_last_batch(
+    tmp_path: Path, storage: Storage
+) -> None:
+    n = 1_000
+    fill(storage, n)
+    before = {d["_id"]: d for d in stored(storage.url)}
+    script = tmp_path / "migrate_child.py"
+    script.write_text(CHILD)
+    child = subprocess.Popen(
+        [sys.executable, str(script), storage.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(child.stdout.readline()))
+    reader.start()
+    reader.join(120)
+    if not line or line[0].strip() != "KILL ME":
+        child.kill()
+        pytest.fail(f"the child did not reach its fourth batch: {line} {child.communicate()[1]}")
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=30)
+    assert sum(1 for d in stored(storage.url) if d.get("first")) == 300
+    app = App(Schema(users=Table(TRANSITIONAL)))
+    app.migration("split", table="users", batch_size=100)(split)
+    statuses, _ = migration_status(app, storage=storage)
+    assert [(s.state, s.processed, s.remaining) for s in statuses] == [("running", 300, n - 300)]
+    [status], unsettled = migrate(app, storage=storage)
+    assert (status.state, status.processed, status.changed, unsettled) == (DONE, n, n, [])
+    for doc in stored(storage.url):
+        assert doc["visits"] == before[doc["_id"]]["visits"] + BONUS  # migrated exactly once
