@@ -56,6 +56,8 @@ PENDING = "pending"
 
 DEFAULT_BATCH = 100
 MAX_BATCH = 4000
+COUNT_BATCH = 1000
+"""Documents read per transaction when counting what a migration has left."""
 
 register_system_table(
     MIGRATIONS,
@@ -395,7 +397,7 @@ class Migrator:
             txn = self.runtime.db.transaction(now=self.runtime.clock.time())
             try:
                 ctx = self._ctx(txn, p)
-                page = ctx.db.query(p.migration.table).paginate(cursor, MAX_BATCH)
+                page = ctx.db.query(p.migration.table).paginate(cursor, COUNT_BATCH)
             finally:
                 txn.close()
             count += len(page.page)
@@ -434,8 +436,20 @@ class Migrator:
         return out
 
     def unsettled(self) -> list[ShapeReport]:
-        """Tables whose stored documents do not all fit their declared shape yet."""
-        return list(self.runtime.db.catalog.unsettled.values())
+        """Tables whose stored documents do not all fit their declared shape yet.
+
+        Each names the migrations of its table still pending now (some may have just run).
+        """
+        reports = list(self.runtime.db.catalog.unsettled.values())
+        if reports:
+            snap = self.runtime.db.begin_read()
+            try:
+                fixes = pending_fixes(self.runtime.db.catalog, self.plan)(snap)
+            finally:
+                self.runtime.db.end_read(snap)
+            for r in reports:
+                r.migrations = fixes.get((r.info.namespace, r.info.name), [])
+        return reports
 
 
 def migrate(

@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``capsule`` with ``argv`` (default: the command line); return the exit status."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("capsule.database", "capsule.migrations"):
+        # Their info lines are the progress of backfills and migrations, worth seeing.
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return int(args.handler(args))
     except CapsuleError as exc:

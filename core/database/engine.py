@@ -196,6 +196,9 @@ class Database:
                         commit.append((ts, ws))
                         filled += len(writes)
                     if after is None and not misfits:
+                        # Invariant: a table's stored fingerprint is the declared one only
+                        # once a whole pass found every document fitting; until then every
+                        # open re-checks it, so a crash mid-pass resumes at the next open.
                         w.put_catalog([report.row], [], [])
                 self._publish(commit)
                 if writes:

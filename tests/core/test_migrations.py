@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from core import UNSET, App, Component, MutationCtx, Schema, SchemaMismatchError, Table
-from core.cli import main
+from core.cli import main, parser
 from core.cli.serve import migrate_first
 from core.encoding import load_document
 from core.migrations import DONE, PENDING, Migrator, migrate, migration_status
@@ -301,6 +301,8 @@ def test_serve_and_worker_can_migrate_first(storage: Storage) -> None:
     migrate_first(argparse.Namespace(migrate=False), app)
     with pytest.raises(SchemaMismatchError):
         TestApp(app, storage=storage).__enter__()
+    for command in ("serve", "dev", "worker"):
+        assert parser().parse_args([command, "m:app", "--migrate"]).migrate is True
     migrate_first(argparse.Namespace(migrate=True), app)
     with TestApp(app, storage=storage) as t:
         assert t.run(lambda ctx: len(ctx.db.query("users").collect())) == 20
