@@ -367,3 +367,21 @@ def test_a_migration_killed_mid_way_resumes_after_its_last_batch(
     assert (status.state, status.processed, status.changed, unsettled) == (DONE, n, n, [])
     for doc in stored(storage.url):
         assert doc["visits"] == before[doc["_id"]]["visits"] + BONUS  # migrated exactly once
+
+
+def test_test_app_migrates_at_open_or_on_demand(storage: Storage) -> None:
+    fill(storage, 30)
+    app = make_app(FINAL, batch_size=7)
+    with TestApp(app, storage=storage, migrate=True) as t:
+        assert t.run(lambda ctx: len(ctx.db.query("users").collect())) == 30
+        [status] = t.migrate()
+        assert (status.state, status.changed) == (DONE, 30)
+    other = App(Schema(users=Table(FINAL)))
+    other.migration("0002_bump", table="users")(
+        lambda ctx, doc: {"visits": doc["visits"] + 1} if doc["visits"] < BONUS * 2 else None
+    )
+    with TestApp(other, storage=storage) as t:
+        [status] = t.migrate(dry_run=True)
+        assert (status.state, status.changed) == ("would change", 30)
+        [status] = t.migrate("0002_bump")
+        assert (status.state, status.changed) == (DONE, 30)
