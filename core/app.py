@@ -20,6 +20,7 @@ from core.execution import Clock, Target
 from core.files import FileService
 from core.functions import FunctionDecorators, FunctionKind, FunctionRef, FunctionRegistry
 from core.handles import Handle, is_handle
+from core.migrations import MigrationDecorators, pending_fixes, planned
 from core.runtime import Runtime
 from core.scheduler import Scheduler, SchedulerConfig
 from core.schema import Schema
@@ -30,7 +31,7 @@ from core.storage.base import Storage
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class App(FunctionDecorators):
+class App(FunctionDecorators, MigrationDecorators):
     """A Capsule app: ``app = App(schema)``; storage comes from ``CAPSULE_DB_URL`` when opened.
 
     Args:
@@ -202,7 +203,9 @@ class App(FunctionDecorators):
             chosen = database_url()
         if isinstance(chosen, str):
             chosen = open_storage(chosen)
-        return Runtime(app=self, storage=chosen, clock=clock, env=environment())
+        runtime = Runtime(app=self, storage=chosen, clock=clock, env=environment())
+        runtime.pending = pending_fixes(runtime.db.catalog, planned(self))
+        return runtime
 
     def _acquire_runtime(self) -> Runtime:
         with self._lock:

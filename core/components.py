@@ -35,6 +35,7 @@ from core.errors import BindingExistsError, BindingNotFoundError, FunctionNotFou
 from core.execution import Target
 from core.functions import FunctionDecorators, FunctionRef, FunctionRegistry
 from core.handles import Handle
+from core.migrations import MigrationDecorators
 from core.schema import Schema
 
 ReturnT = TypeVar("ReturnT")
@@ -43,7 +44,7 @@ ResultT = TypeVar("ResultT")
 _MOUNT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
 
-class Component(FunctionDecorators):
+class Component(FunctionDecorators, MigrationDecorators):
     """A reusable unit: its own tables and the functions that are the only way in.
 
     Args:

@@ -230,14 +230,56 @@ class SchemaMismatchError(CapsuleError):
 
     code = "schema_mismatch"
 
-    def __init__(self, *, table: str, document_id: str, field: str, detail: str):
-        super().__init__(
-            f'Table "{table}": stored document "{document_id}" does not match the schema '
-            f'(field "{field}": {detail}). Migrate the data or relax the schema.'
-        )
+    def __init__(
+        self,
+        *,
+        table: str,
+        document_id: str,
+        field: str,
+        detail: str,
+        count: int = 1,
+        migrations: Iterable[str] = (),
+    ):
         self.table = table
         self.document_id = document_id
         self.field = field
+        self.detail = detail
+        self.count = count
+        """How many stored documents of the table do not fit."""
+        self.migrations = list(migrations)
+        """Pending migrations of the table, which would fix them (``capsule migrate``)."""
+        first = f'(field "{field}": {detail})'
+        if count > 1:
+            head = (
+                f'Table "{table}": {count:,} stored documents do not match the schema; the first, '
+                f'"{document_id}", {first}.'
+            )
+        else:
+            head = (
+                f'Table "{table}": stored document "{document_id}" does not match the schema '
+                f"{first}."
+            )
+        if self.migrations:
+            names = ", ".join(f'"{m}"' for m in self.migrations)
+            plural = "s" if len(self.migrations) > 1 else ""
+            tail = f" Pending migration{plural} {names} would fix them: run `capsule migrate`."
+        else:
+            tail = " Migrate the data or relax the schema."
+        super().__init__(head + tail)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_mismatch, (self.__dict__.copy(),))
+
+
+def _mismatch(state: dict[str, Any]) -> SchemaMismatchError:
+    return SchemaMismatchError(
+        table=state["table"],
+        document_id=state["document_id"],
+        field=state["field"],
+        detail=state["detail"],
+        count=state["count"],
+        migrations=state["migrations"],
+    )
 
 
 class RetryableStorageError(CapsuleError):

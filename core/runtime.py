@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from core.database.catalog import PendingFixes
 from core.database.engine import Database
 from core.errors import UserError
 from core.execution import Clock, Executor, Frame
@@ -57,6 +58,8 @@ class Runtime:
         self._schemas = schemas
         self.executor = Executor(self.db, app, clock=clock, env=env, services=self)
         self._services: dict[type[Service], Service] = {}
+        self.pending: PendingFixes | None = None
+        """Reads the pending migrations of each table (named when a table does not fit)."""
         self._portal_cm: Any = None
         self._portal: BlockingPortal | None = None
         self._services_future: Any = None
@@ -120,9 +123,13 @@ class Runtime:
         """The clock ``ctx.now`` reads."""
         return self.executor.clock
 
-    def open(self) -> None:
-        """Open storage and the catalog, then make and open the services, in order."""
-        self.db.open(self._schemas)
+    def open(self, *, defer: bool = False, backfill: bool = True) -> None:
+        """Open storage and the catalog, then make and open the services, in order.
+
+        ``defer`` opens tables whose documents do not fit their shape yet (to migrate them);
+        ``backfill=False`` leaves stored defaults unwritten (to report, changing nothing).
+        """
+        self.db.open(self._schemas, pending=self.pending, defer=defer, backfill=backfill)
         self.executor.load_handle_key()
         with self._service_lock:
             for cls in self._service_types:

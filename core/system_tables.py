@@ -92,7 +92,23 @@ CRONS_TABLE = (
 IDEMPOTENCY_KEYS = "_idempotency_keys"
 """The server's kept mutation results, by ``Idempotency-Key`` (see ``core.server``)."""
 
+MIGRATIONS = "_migrations"
+"""One document per migration that has started: its state, cursor and counts."""
+
 _CORE_TABLES: dict[str, Table] = {
+    MIGRATIONS: Table(
+        {
+            "namespace": str,
+            "name": str,
+            "table": str,
+            "state": str,
+            "cursor": str | None,
+            "processed": int,
+            "changed": int,
+            "started_time": float,
+            "completed_time": float | None,
+        }
+    ).index("by_name", ["namespace", "name"]),
     FUNCTION_KEYS: Table({"secret": bytes}),
     # Every runtime has it (not only served ones), so a runtime opened before its server
     # (``create_asgi_app(app, runtime=...)``) still has the table.

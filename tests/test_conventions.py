@@ -415,7 +415,7 @@ CORE_LAYERS: list[tuple[str, ...]] = [
     ("core.indexes",),
     ("core.database",),
     ("core.context", "core.execution", "core.services"),
-    ("core.files", "core.scheduler", "core.crons", "core.subscriptions"),
+    ("core.files", "core.scheduler", "core.crons", "core.subscriptions", "core.migrations"),
     ("core.runtime", "core.components"),
     ("core.client", "core.http_client"),
     ("core.app",),

@@ -17,6 +17,7 @@ from core.auth import UserIdentity, to_identity
 from core.errors import UserError
 from core.execution import Target
 from core.functions import FunctionKind, FunctionRef
+from core.migrations import MigrationStatus, Migrator
 from core.runtime import Runtime
 from core.scheduler import scheduler_of
 from core.storage.sqlite import SQLiteStorage
@@ -38,8 +39,11 @@ class TestApp:
         identity: Any = None,
         clock: ManualClock | None = None,
         storage: Any = None,
+        migrate: bool = False,
     ):
         self.app = app
+        self.migrate_at_open = migrate
+        """Run pending migrations as the app opens (``capsule serve --migrate``)."""
         self.identity: UserIdentity | None = to_identity(identity)
         self.clock = clock or ManualClock()
         self._storage = storage
@@ -57,7 +61,16 @@ class TestApp:
             self._tmp = tempfile.mkdtemp(prefix="capsule-test-")
             storage = SQLiteStorage(Path(self._tmp) / "test.db", synchronous="NORMAL")
         rt = self.app.make_runtime(storage, clock=self.clock)
-        rt.open()
+        rt.open(defer=self.migrate_at_open)
+        if self.migrate_at_open:
+            try:
+                Migrator(self.app, rt).run()
+                left = list(rt.db.catalog.unsettled.values())
+                if left:
+                    raise left[0].error()
+            except BaseException:
+                rt.close()
+                raise
         self._runtime = rt
         return self
 
@@ -128,6 +141,11 @@ class TestApp:
             Target(ref, ""),
             lambda: ex._run_mutation(Target(ref, ""), {}, ex_auth(self.identity)),
         )
+
+    def migrate(self, *names: str, dry_run: bool = False) -> list[MigrationStatus]:
+        """Run the pending migrations (all, or those named), as ``capsule migrate`` does."""
+        migrator = Migrator(self.app, self.runtime)
+        return migrator.dry_run(names) if dry_run else migrator.run(names)
 
     # -- time -------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from core.files import FileService
 from core.scheduler import Scheduler, scheduler_of
 from core.services import Service, system_schema
 from core.subscriptions import SubscriptionHub, subscription_hub
-from core.system_tables import FUNCTION_KEYS, IDEMPOTENCY_KEYS, SCHEDULED_FUNCTIONS
+from core.system_tables import FUNCTION_KEYS, IDEMPOTENCY_KEYS, MIGRATIONS, SCHEDULED_FUNCTIONS
 from core.testing import TestApp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,12 +86,13 @@ def test_the_system_schema_is_assembled_from_the_services(t: TestApp) -> None:
     tables = t.runtime.db.space("_system").tables
     for name in (SCHEDULED_FUNCTIONS, "_crons", "_storage", "_audit"):
         assert name in tables
-    for name in (FUNCTION_KEYS, IDEMPOTENCY_KEYS):  # the core's own
+    for name in (FUNCTION_KEYS, IDEMPOTENCY_KEYS, MIGRATIONS):  # the core's own
         assert name in tables
     assert set(system_schema([Scheduler]).tables) == {
         SCHEDULED_FUNCTIONS,
         FUNCTION_KEYS,
         IDEMPOTENCY_KEYS,
+        MIGRATIONS,
     }
 
 
