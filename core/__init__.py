@@ -24,6 +24,7 @@ from core.errors import (
     FunctionKindError,
     FunctionNotFoundError,
     InvalidArgumentError,
+    InvalidHandleError,
     InvalidIdError,
     InvalidValueError,
     LimitExceededError,
@@ -32,15 +33,16 @@ from core.errors import (
     UnauthenticatedError,
     UserError,
 )
-from core.execution import handle_path, is_handle
 from core.files import FileMetadata
 from core.functions import FunctionRef
+from core.handles import handle_path, is_handle
 from core.http_client import HttpClient
 from core.ids import Id
 from core.indexes.text import SearchQuery
 from core.indexes.vector import VectorFilter
 from core.scheduler import SchedulerConfig
 from core.schema import Schema, Table
+from core.services import Service
 from core.storage import SQLiteStorage, Storage
 from core.values import UNSET, Value
 
@@ -67,6 +69,7 @@ __all__ = [
     "HttpClient",
     "Id",
     "InvalidArgumentError",
+    "InvalidHandleError",
     "InvalidIdError",
     "InvalidValueError",
     "LimitExceededError",
@@ -80,6 +83,7 @@ __all__ = [
     "Schema",
     "SchemaMismatchError",
     "SearchQuery",
+    "Service",
     "Storage",
     "SyncClient",
     "Table",

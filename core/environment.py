@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING, Any
 from core.database.query import Query
 from core.errors import InvalidArgumentError
 from core.schema import Table
-from core.system_tables import SYSTEM_NAMESPACE, register_system_table
+from core.services import Service
+from core.system_tables import SYSTEM_NAMESPACE
 
 if TYPE_CHECKING:
     from core.database.transaction import Transaction
     from core.execution import Executor
+    from core.runtime import Runtime
 
 ENVIRONMENT_TABLE = "_environment"
 """One document per deployment variable: name, value, whether it is a secret."""
 
-register_system_table(
-    ENVIRONMENT_TABLE,
-    Table({"name": str, "value": str, "secret": bool, "updated_at": float}).index(
-        "by_name", ["name"]
-    ),
-)
+ENVIRONMENT_TABLE_SHAPE = Table(
+    {"name": str, "value": str, "secret": bool, "updated_at": float}
+).index("by_name", ["name"])
+"""The ``_environment`` table (declared by ``EnvironmentService``)."""
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_VALUE_BYTES = 64 * 1024
@@ -169,21 +169,26 @@ class EnvironmentView(Mapping[str, str]):
         return f"<EnvironmentView of {len(self._store.list())} stored variable(s)>"
 
 
-def install_environment(app: Any) -> None:
-    """Make ``ctx.env`` of ``app``'s actions read the database first (the process env after)."""
+class EnvironmentService(Service):
+    """Keeps ``_environment``; ``ctx.env`` of the runtime's actions reads it first."""
 
-    def setup(runtime: Any) -> None:
+    tables = {ENVIRONMENT_TABLE: ENVIRONMENT_TABLE_SHAPE}
+
+    def __init__(self, runtime: Runtime):
+        super().__init__(runtime)
         ex = runtime.executor
-        ex.env = EnvironmentView(DeploymentEnvironment(ex), ex.env)
-
-    app.setup.append(setup)
+        self.store = DeploymentEnvironment(ex)
+        """The stored variables (``capsule env``)."""
+        self.view = EnvironmentView(self.store, ex.env)
+        """``ctx.env``: the stored variables, then the process environment."""
 
 
 __all__ = [
     "ENVIRONMENT_TABLE",
+    "ENVIRONMENT_TABLE_SHAPE",
     "DeploymentEnvironment",
+    "EnvironmentService",
     "EnvironmentView",
     "Variable",
     "check_name",
-    "install_environment",
 ]

@@ -29,10 +29,10 @@ import anyio
 import anyio.to_thread
 
 from core.database.query import Query
-from core.errors import AppError
-from core.execution import Abandoned
+from core.errors import Abandoned, AppError
 from core.schema import Table
-from core.system_tables import SYSTEM_NAMESPACE, register_system_table
+from core.services import Service
+from core.system_tables import SYSTEM_NAMESPACE
 
 if TYPE_CHECKING:
     from core.database.transaction import Transaction
@@ -42,12 +42,12 @@ if TYPE_CHECKING:
 LOGS_TABLE = "_function_logs"
 """One document per logged call."""
 
-register_system_table(
-    LOGS_TABLE,
-    # One document per flush of one process: a batch of call records (far cheaper to write
-    # than a document per call). ``ts`` is the flush time.
-    Table({"ts": float, "process": str, "records": list[dict[str, Any]]}).index("by_ts", ["ts"]),
+# One document per flush of one process: a batch of call records (far cheaper to write than a
+# document per call). ``ts`` is the flush time.
+LOGS_TABLE_SHAPE = Table({"ts": float, "process": str, "records": list[dict[str, Any]]}).index(
+    "by_ts", ["ts"]
 )
+"""The ``_function_logs`` table (declared by ``CallLogService``)."""
 
 FLUSH_SECONDS = 0.2
 """How often buffered records are written."""
@@ -329,41 +329,41 @@ class _Span:
         )
 
 
-def call_log_of(runtime: Runtime) -> CallLog:
-    """The call log of an open runtime (installed by ``App``)."""
-    found = runtime.state.get("call_log")
-    if not isinstance(found, CallLog):
-        found = runtime.state["call_log"] = CallLog(runtime.executor)
-    return found
+class CallLogService(Service):
+    """Keeps ``_function_logs``: records calls while the services run.
 
+    Records are flushed every ``FLUSH_SECONDS``, and once more as the services stop.
+    """
 
-async def run_call_log(runtime: Runtime) -> None:
-    """The service: record calls and flush them every ``FLUSH_SECONDS`` until cancelled."""
-    log = call_log_of(runtime)
-    _Installed.acquire()
-    log.capturing = True
-    try:
-        while True:
-            await anyio.sleep(FLUSH_SECONDS)
-            try:
+    tables = {LOGS_TABLE: LOGS_TABLE_SHAPE}
+
+    def __init__(self, runtime: Runtime):
+        super().__init__(runtime)
+        self.log = CallLog(runtime.executor)
+        """The runtime's call log."""
+
+    async def run(self) -> None:
+        """Record calls and flush them every ``FLUSH_SECONDS`` until cancelled."""
+        log = self.log
+        _Installed.acquire()
+        log.capturing = True
+        try:
+            while True:
+                await anyio.sleep(FLUSH_SECONDS)
+                try:
+                    await anyio.to_thread.run_sync(log.flush)
+                except Exception:
+                    logger.exception("writing call logs failed")
+        finally:
+            log.capturing = False
+            _Installed.release()
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await anyio.to_thread.run_sync(log.flush)
-            except Exception:
-                logger.exception("writing call logs failed")
-    finally:
-        log.capturing = False
-        _Installed.release()
-        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-            await anyio.to_thread.run_sync(log.flush)
 
 
-def install_call_log(app: Any) -> None:
-    """Give an app's runtimes a call log, recording while their services run."""
-
-    def setup(runtime: Runtime) -> None:
-        runtime.executor.call_log = call_log_of(runtime)
-
-    app.setup.append(setup)
-    app.services.append(run_call_log)
+def call_log_of(runtime: Runtime) -> CallLog:
+    """The call log of an open runtime (``CallLogService``, which every app runs)."""
+    return runtime.service(CallLogService).log
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -405,11 +405,11 @@ __all__ = [
     "APP_ERROR",
     "ERROR",
     "LOGS_TABLE",
+    "LOGS_TABLE_SHAPE",
     "SUCCESS",
     "CallLog",
+    "CallLogService",
     "CallRecord",
     "call_log_of",
-    "install_call_log",
     "read_records",
-    "run_call_log",
 ]

@@ -41,6 +41,7 @@ import anyio.to_thread
 
 from core.auth import UserIdentity
 from core.errors import UserError
+from core.services import Service
 
 if TYPE_CHECKING:
     from core.database.readsets import KeyRange, ReadSet, WriteSet
@@ -57,7 +58,6 @@ HISTORY_KEYS = 500_000
 """At most this many written ids and index keys are kept in that history (big commits)."""
 
 _NOTHING = object()
-_HUBS_LOCK = threading.Lock()
 
 
 class _Subscription:
@@ -73,11 +73,11 @@ class _Subscription:
         """``(loop token, anyio.Event)`` or ``(None, threading.Event)`` while waiting."""
 
 
-class SubscriptionHub:
+class SubscriptionHub(Service):
     """The subscriptions of one runtime: matches commits to read sets and wakes subscribers."""
 
     def __init__(self, runtime: Runtime, *, poll_interval: float = POLL_INTERVAL):
-        self.runtime = runtime
+        super().__init__(runtime)
         self.db = runtime.db
         self.poll_interval = poll_interval
         self.query_runs = 0
@@ -199,7 +199,7 @@ class SubscriptionHub:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(
+    def execute(
         self,
         sub: _Subscription,
         ref: Any,
@@ -387,14 +387,8 @@ def _fire(wakers: list[tuple[Any, Any]]) -> None:
 
 
 def subscription_hub(runtime: Runtime) -> SubscriptionHub:
-    """The runtime's hub (created on first use, closed with the runtime)."""
-    with _HUBS_LOCK:
-        hub = runtime.state.get("subscriptions")
-        if not isinstance(hub, SubscriptionHub) or hub.closed:
-            hub = SubscriptionHub(runtime)
-            runtime.state["subscriptions"] = hub
-            runtime.on_close.append(hub.close)
-        return hub
+    """The runtime's hub (a service without tables: made on first use, closed with it)."""
+    return runtime.service(SubscriptionHub)
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -431,7 +425,7 @@ async def subscribe(
     try:
         last: Any = _NOTHING
         while True:
-            result = await anyio.to_thread.run_sync(hub.run, sub, ref, args, identity, caller)
+            result = await anyio.to_thread.run_sync(hub.execute, sub, ref, args, identity, caller)
             if last is _NOTHING or not same_value(result, last):
                 last = result
                 yield result
@@ -454,7 +448,7 @@ def subscribe_sync(
     try:
         last: Any = _NOTHING
         while True:
-            result = hub.run(sub, ref, args, identity)
+            result = hub.execute(sub, ref, args, identity)
             if last is _NOTHING or not same_value(result, last):
                 last = result
                 yield result

@@ -24,7 +24,7 @@ from components.agent.search import search_messages
 from components.agent.tools import Tool, make_tool, tool_map
 from components.agent.usage import PriceTable, UsageHandler, UsageTotals
 from components.models import ChatModel, Embedder
-from core import Page, UserError, call
+from core import FunctionRef, Page, UserError, call
 
 if TYPE_CHECKING:
     from components.serving import ExposedAgent
@@ -565,14 +565,15 @@ class Agent:
         return then()
 
     @property
-    def text_step(self) -> str:
-        """The handle of ``generate_text`` as an action, for workflow steps and schedulers.
+    def text_step(self) -> FunctionRef[Any, Any]:
+        """``generate_text`` as an action, granted: for workflow steps and schedulers.
 
         Its arguments: ``agent_name`` (this agent's name), ``thread_id``, ``prompt`` or
         ``prompt_message_id``, ``max_steps``; it returns ``{"text", "message_id",
         "prompt_message_id", "order", "finish_reason", "total_tokens"}``.
         """
-        return str(self.handle.function("generate_text_step"))
+        granted: FunctionRef[Any, Any] = self.handle.function("generate_text_step")
+        return granted
 
     def expose(
         self,

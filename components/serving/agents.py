@@ -174,7 +174,7 @@ def _register_reads(app: App, agent: Any, exposed: ExposedAgent, port: AgentPort
 
     for fn in (thread, threads, messages, follow):
         name = f"agent_{exposed.name}.{fn.__name__}"
-        exposed.refs[fn.__name__] = app.internal_query(fn, name=name)
+        exposed.refs[fn.__name__] = app.internal_query(name=name)(fn)
 
 
 def _register_writes(app: App, agent: Any, exposed: ExposedAgent, port: AgentPort) -> None:
@@ -192,7 +192,7 @@ def _register_writes(app: App, agent: Any, exposed: ExposedAgent, port: AgentPor
             # followers see that. Log it here, where the traceback is.
             logger.exception("agent %s: the reply in thread %s failed", exposed.name, thread_id)
 
-    reply_ref = app.internal_action(reply, name=f"agent_{exposed.name}.reply")
+    reply_ref = app.internal_action(name=f"agent_{exposed.name}.reply")(reply)
 
     def create(ctx: MutationCtx, title: str | None = None) -> str:
         return str(agent.create_thread(ctx, user_id=user_id_of(ctx), title=title))
@@ -226,7 +226,7 @@ def _register_writes(app: App, agent: Any, exposed: ExposedAgent, port: AgentPor
     exposed.refs["reply"] = reply_ref
     for fn in (create, send, stop):
         name = f"agent_{exposed.name}.{fn.__name__}"
-        exposed.refs[fn.__name__] = app.internal_mutation(fn, name=name)
+        exposed.refs[fn.__name__] = app.internal_mutation(name=name)(fn)
 
 
 def expose(

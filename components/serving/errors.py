@@ -54,3 +54,14 @@ class ThreadNotFoundError(ServingError):
     def __init__(self, thread_id: str):
         super().__init__(f'Thread "{thread_id}" does not exist.')
         self.thread_id = thread_id
+
+
+class ReplyFailedError(ServingError):
+    """Raised when an agent's reply to a chat completions request failed."""
+
+    code = "reply_failed"
+    http_status = 502
+
+    def __init__(self, agent: str, error: str | None):
+        super().__init__(f'Agent "{agent}" failed to reply: {error or "unknown error"}.')
+        self.agent = agent

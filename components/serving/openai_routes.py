@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from components.serving.agents import ExposedAgent
 from components.serving.endpoints import follow, read_json, sse
-from components.serving.errors import AgentNotFoundError, ServingError
+from components.serving.errors import AgentNotFoundError, ReplyFailedError, ServingError
 from components.serving.openai_wire import (
     ChatRequest,
     ChunkStream,
@@ -47,17 +47,6 @@ ERROR_TYPES = {
     409: "conflict_error",
     422: "invalid_request_error",
 }
-
-
-class ReplyFailedError(ServingError):
-    """Raised when an agent's reply to a chat completions request failed."""
-
-    code = "reply_failed"
-    http_status = 502
-
-    def __init__(self, agent: str, error: str | None):
-        super().__init__(f'Agent "{agent}" failed to reply: {error or "unknown error"}.')
-        self.agent = agent
 
 
 def openai_error(server: Any, exc: BaseException, where: str) -> Response:

@@ -1,8 +1,8 @@
 """Owns the ``capsule`` command: ``main`` and the dispatch to each subcommand.
 
-``capsule serve | dev | worker | run | data | import | export | functions | workflows | env |
-logs``; ``capsule <command> --help`` describes each. The database is ``--db URL`` or
-``CAPSULE_DB_URL``.
+``capsule serve | dev | dashboard | worker | run | data | import | export | migrate | functions |
+workflows | env | logs``; ``capsule <command> --help`` describes each. The database is
+``--db URL`` or ``CAPSULE_DB_URL``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from core.cli import admin, data, env, logs, run, serve, transfer
+from core.cli import admin, data, env, logs, migrate, run, serve, transfer
 from core.cli.output import print_error
 from core.errors import CapsuleError
 
@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_parser(commands)
     data.add_parser(commands)
     transfer.add_parsers(commands)
+    migrate.add_parser(commands)
     admin.add_parsers(commands)
     env.add_parser(commands)
     logs.add_parser(commands)
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``capsule`` with ``argv`` (default: the command line); return the exit status."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("capsule.database", "capsule.migrations"):
+        # Their info lines are the progress of backfills and migrations, worth seeing.
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return int(args.handler(args))
     except CapsuleError as exc:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from core.app import App
 from core.cli.loading import choose_database
 from core.environment import DeploymentEnvironment, check_name
-from core.errors import FunctionNotFoundError, UserError
-from core.execution import Target
+from core.errors import UserError
 from core.runtime import Runtime
 from core.storage import open_storage
 
@@ -48,20 +48,10 @@ def add_parser(commands: Any) -> None:
     p.set_defaults(handler=run)
 
 
-class _NoFunctions:
-    """The resolver of a runtime that opens only the system tables: no function runs."""
-
-    def resolve(self, ref: Any, *, caller: str | None) -> Target:
-        raise FunctionNotFoundError(str(ref), detail="this command runs no functions")
-
-    def bindings(self, namespace: str) -> Mapping[str, object]:
-        return {}
-
-
 @contextmanager
 def open_system(url: str) -> Iterator[Runtime]:
     """A runtime of the database at ``url`` with only its ``_system`` table space open."""
-    runtime = Runtime(storage=open_storage(url), schemas={}, resolver=_NoFunctions())
+    runtime = Runtime(app=App(), storage=open_storage(url), system_only=True)
     runtime.open()
     try:
         yield runtime

@@ -36,7 +36,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def add_parsers(commands: Any) -> None:
-    """Register ``serve``, ``dev`` and ``worker``."""
+    """Register ``serve``, ``dev``, ``dashboard`` and ``worker``."""
     for name, help_text in (
         ("serve", "serve the app over HTTP (uvicorn)"),
         ("dev", "serve with reload on code changes"),
@@ -62,6 +62,7 @@ def add_parsers(commands: Any) -> None:
         p.add_argument(
             "--db", default=None, help="database URL (default: CAPSULE_DB_URL, else ./capsule.db)"
         )
+        p.add_argument("--migrate", action="store_true", help="run pending migrations first")
         p.set_defaults(handler=serve if name == "serve" else dev)
     p = commands.add_parser(
         "dashboard",
@@ -75,6 +76,7 @@ def add_parsers(commands: Any) -> None:
     p.add_argument(
         "--db", default=None, help="database URL (default: CAPSULE_DB_URL, else ./capsule.db)"
     )
+    p.add_argument("--migrate", action="store_true", help="run pending migrations first")
     p.set_defaults(handler=dashboard)
     p = commands.add_parser(
         "worker",
@@ -87,6 +89,7 @@ def add_parsers(commands: Any) -> None:
     p.add_argument(
         "--db", default=None, help="database URL (default: CAPSULE_DB_URL, else ./capsule.db)"
     )
+    p.add_argument("--migrate", action="store_true", help="run pending migrations first")
     p.set_defaults(handler=worker)
 
 
@@ -116,6 +119,19 @@ def dev_app() -> Any:
     return create_asgi_app(load_app(target))
 
 
+def migrate_first(args: argparse.Namespace, app: Any) -> None:
+    """With ``--migrate``: run the app's pending migrations before it starts."""
+    if not getattr(args, "migrate", False):
+        return
+    from core.migrations import migrate
+
+    statuses, unsettled = migrate(app)
+    for s in statuses:
+        print(f"capsule: migration {s.describe()}", flush=True)
+    if unsettled:
+        raise unsettled[0].error()
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run uvicorn with the app's ASGI server until interrupted."""
     from core.server import create_asgi_app
@@ -123,7 +139,9 @@ def serve(args: argparse.Namespace) -> int:
     choose_database(args.db)
     capture_info_logs()
     settings = ServerSettings.from_env()
-    asgi = create_asgi_app(load_app(args.target), settings=settings)
+    app = load_app(args.target)
+    migrate_first(args, app)
+    asgi = create_asgi_app(app, settings=settings)
     uvicorn.run(
         asgi,
         host=args.host,
@@ -141,7 +159,9 @@ def dashboard(args: argparse.Namespace) -> int:
 
     choose_database(args.db)
     capture_info_logs()
-    asgi = create_asgi_app(load_app(args.target))
+    app = load_app(args.target)
+    migrate_first(args, app)
+    asgi = create_asgi_app(app)
     asgi.router.routes[0:0] = dashboard_routes(asgi.state.capsule, local=True)
     print(f"capsule dashboard: {dashboard_url(f'http://127.0.0.1:{args.port}')}", flush=True)
     uvicorn.run(asgi, host="127.0.0.1", port=args.port, log_level="warning")
@@ -151,7 +171,8 @@ def dashboard(args: argparse.Namespace) -> int:
 def dev(args: argparse.Namespace) -> int:
     """Like ``serve``, restarting when code under the working directory changes."""
     choose_database(args.db)
-    load_app(args.target)  # fail here, with a clear message, rather than in the reloader
+    # Fail here, with a clear message, rather than in the reloader.
+    migrate_first(args, load_app(args.target))
     set_setting(APP_SETTING, args.target)
     uvicorn.run(
         "core.cli.serve:dev_app",
@@ -169,6 +190,7 @@ def worker(args: argparse.Namespace) -> int:
     """Open the app's runtime, run its services until SIGINT / SIGTERM, then close."""
     choose_database(args.db)
     app = load_app(args.target)
+    migrate_first(args, app)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -39,13 +39,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core.auth import Auth, JwtVerifier, UserIdentity
+from core.auth import JwtVerifier, UserIdentity
 from core.config import ServerSettings
-from core.context import ActionCtx
 from core.errors import InvalidArgumentError, RequestTooLargeError, UnauthenticatedError, UserError
-from core.execution import Frame, Target
 from core.files import request_base_url
-from core.schema import Schema
 from core.server import idempotency
 from core.server.errors import (
     EncodableJSONResponse,
@@ -336,19 +333,10 @@ class CapsuleServer:
         """An ``@app.http_route`` handler, run like an action."""
         try:
             identity = self.identity(request)
-            ex = self.runtime.executor
-            frame = Frame(
-                ex,
-                Target(ref, ""),
-                auth=Auth(identity),
-                depth=0,
-                kind="action",
-                txn=None,
-                now=ex.clock.time(),
-            )
+            args = {**request.query_params, **request.path_params}
             token = request_base_url.set(str(request.base_url).rstrip("/"))
             try:
-                response = await ref.handler(ActionCtx(frame), request)
+                response = await self.runtime.executor.http(ref, request, args, identity)
             finally:
                 request_base_url.reset(token)
             if not isinstance(response, Response):
@@ -396,14 +384,6 @@ class CapsuleServer:
         return EncodableJSONResponse({"storageId": file_id})
 
 
-def _system_schema_with(app: App, tables: dict[str, Any]) -> None:
-    """Add system tables to the app's ``_system`` table space (keeping what is there)."""
-    existing = app.extra_schemas.get("_system")
-    merged = Schema(strict=True)
-    merged.tables = {**(existing.tables if existing is not None else {}), **tables}
-    app.extra_schemas["_system"] = merged
-
-
 def create_asgi_app(
     app: App, *, settings: ServerSettings | None = None, runtime: Runtime | None = None
 ) -> Starlette:
@@ -423,12 +403,6 @@ def create_asgi_app(
     from core.server.sse import subscribe_endpoint
 
     settings = settings or ServerSettings.from_env()
-    _system_schema_with(app, idempotency.TABLES)
-    if runtime is not None and idempotency.TABLE not in runtime.db.space("_system").tables:
-        raise UserError(
-            "create_asgi_app(app, runtime=...) was given a runtime opened before the server "
-            "was created; create the ASGI app first, then open the runtime."
-        )
     server = CapsuleServer(app, settings=settings, runtime=runtime)
 
     def call_endpoint(kind: str) -> Callable[[Request], Awaitable[Response]]:

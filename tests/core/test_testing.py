@@ -63,7 +63,7 @@ def test_with_identity_is_a_view_that_shares_the_database() -> None:
 
 def test_the_harness_must_be_open() -> None:
     t = TestApp(app)
-    with pytest.raises(RuntimeError, match="not open"):
+    with pytest.raises(UserError, match="not open"):
         t.query(texts)
 
 
@@ -124,7 +124,8 @@ def test_run_until_idle_follows_scheduled_jobs_across_time() -> None:
         before = t.clock.time()
         t.mutation(chain, {"left": 3})
         assert t.run_until_idle() == 3
-        assert sorted(t.query(texts)) == ["left 0", "left 1", "left 2", "left 3"]
+        notes: list[str] = t.query(texts)
+        assert sorted(notes) == ["left 0", "left 1", "left 2", "left 3"]
         assert t.clock.time() == before + 600
         assert t.run_until_idle() == 0
 
