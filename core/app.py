@@ -15,11 +15,13 @@ from core.client import Client, SyncClient
 from core.components import NO_BINDINGS, Component, ComponentHandle, Components
 from core.config import database_url, environment
 from core.crons import Crons, CronService
+from core.environment import EnvironmentService
 from core.errors import FunctionNotFoundError, InvalidHandleError, UserError
 from core.execution import Clock, Target
 from core.files import FileService
 from core.functions import FunctionDecorators, FunctionKind, FunctionRef, FunctionRegistry
 from core.handles import Handle, is_handle
+from core.logs import CallLogService
 from core.migrations import MigrationDecorators, pending_fixes, planned
 from core.runtime import Runtime
 from core.scheduler import Scheduler, SchedulerConfig
@@ -49,7 +51,13 @@ class App(FunctionDecorators, MigrationDecorators):
         self._runtime: Runtime | None = None
         self._users = 0
         self._lock = threading.Lock()
-        self.services: list[type[Service]] = [FileService, Scheduler, CronService]
+        self.services: list[type[Service]] = [
+            FileService,
+            Scheduler,
+            CronService,
+            EnvironmentService,
+            CallLogService,
+        ]
         """The services every runtime of this app runs, in order (``add_service`` adds one)."""
         self.components = Components()
         """Mounted component instances: ``app.components.<name>.<function>``."""

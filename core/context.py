@@ -56,6 +56,11 @@ _CAPABILITIES = frozenset(
 )
 
 
+def _a(kind: str) -> str:
+    """``kind`` with its article: "a query", "an action"."""
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
 class _Context:
     """What every context shares: the frame it runs in and the capability errors."""
 
@@ -74,8 +79,8 @@ class _Context:
                 elif name == "env":
                     why = "environment variables are readable only in actions (ctx.env)"
                 else:
-                    why = f"a {self._kind} cannot use it"
-            raise UserError(f"ctx.{name} is not available in a {self._kind}: {why}.")
+                    why = f"{_a(self._kind)} cannot use it"
+            raise UserError(f"ctx.{name} is not available in {_a(self._kind)}: {why}.")
         raise AttributeError(name)
 
     @property

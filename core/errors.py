@@ -14,10 +14,12 @@ The tree::
     ├── ForbiddenError                authenticated but not allowed, 403
     │   └── InvalidHandleError        a function handle the database did not sign (forged), 403
     ├── FunctionNotFoundError         unknown (or unreachable) function path, 404
+    │   └── FunctionKindError         a function called as another kind (a mutation as a query), 400
     ├── ConflictError                 a mutation could not commit after its retries, 409
     ├── RequestTooLargeError          an HTTP request body is over the server's limit, 413
     ├── SchemaMismatchError           stored documents violate the schema at open, 500
     ├── RetryableStorageError         a storage step failed transiently (retried), 503
+    ├── DatabaseUnavailableError      the database URL cannot be opened (unreachable, missing), 503
     └── AppError                      raised by app code; its ``data`` reaches the client, 422
 
 Internal signals, never seen by callers (not ``CapsuleError``s)::
@@ -196,6 +198,32 @@ class FunctionNotFoundError(CapsuleError):
         self.path = path
 
 
+class FunctionKindError(FunctionNotFoundError):
+    """Raised when a function is called as another kind: a mutation through ``query``.
+
+    A subclass of ``FunctionNotFoundError`` (nothing of that kind has the path), answered with
+    400: the function exists, the call is wrong.
+    """
+
+    code = "wrong_function_kind"
+    http_status = 400
+
+    def __init__(self, path: str, *, kind: str, called_as: str):
+        CapsuleError.__init__(
+            self,
+            f'Cannot call "{path}" as {_article(called_as)} {called_as}: it is {_article(kind)} '
+            f"{kind}, not {_article(called_as)} {called_as}. Call it with {kind} (client.{kind}, "
+            f"ctx.run_{kind} or POST /api/{kind}).",
+        )
+        self.path = path
+        self.kind = kind
+        self.called_as = called_as
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 class ConflictError(CapsuleError):
     """Raised when a mutation keeps conflicting and its final attempt could not commit."""
 
@@ -294,6 +322,18 @@ class RetryableStorageError(CapsuleError):
     http_status = 503
 
 
+class DatabaseUnavailableError(CapsuleError):
+    """Raised when the database a URL names cannot be opened: unreachable, missing, refused."""
+
+    code = "database_unavailable"
+    http_status = 503
+
+    def __init__(self, url: str, *, reason: str, fix: str):
+        super().__init__(f"Cannot open the database {url}: {reason}. {fix}")
+        self.url = url
+        self.reason = reason
+
+
 class AppError(CapsuleError):
     """Raised by application code; ``data`` travels unchanged to the caller."""
 
@@ -314,7 +354,9 @@ __all__ = [
     "BindingNotFoundError",
     "CapsuleError",
     "ConflictError",
+    "DatabaseUnavailableError",
     "ForbiddenError",
+    "FunctionKindError",
     "FunctionNotFoundError",
     "InvalidArgumentError",
     "InvalidIdError",

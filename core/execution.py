@@ -10,6 +10,7 @@ own writes are undone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -26,7 +27,7 @@ from core.database.engine import Conflict, Database
 from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
 from core.errors import Abandoned as Abandoned  # re-exported: hooks raise it
-from core.errors import FunctionNotFoundError, UserError
+from core.errors import AppError, FunctionKindError, FunctionNotFoundError, UserError
 from core.functions import FunctionKind, FunctionRef
 from core.handles import HandleKey, is_handle
 from core.indexes.vector import vector_search
@@ -173,7 +174,7 @@ class Frame:
 
     def env(self) -> Mapping[str, str]:
         """``ctx.env`` (actions only)."""
-        return self.executor.env
+        return self.executor.services.env_for(self)
 
     async def vector_search(
         self, table: str, index: str, vector: Any, limit: int, filter: Any
@@ -195,6 +196,14 @@ class ContextServices(Protocol):
         """``ctx.files`` for ``frame``."""
         ...
 
+    def env_for(self, frame: Frame) -> Mapping[str, str]:
+        """``ctx.env`` for ``frame`` (an action's)."""
+        ...
+
+    def call_span(self, target: Target) -> contextlib.AbstractContextManager[None]:
+        """A block around one top-level call: it sees the call's duration, output, exception."""
+        ...
+
 
 class _NoServices:
     """An executor outside a runtime: explains what is missing."""
@@ -204,6 +213,12 @@ class _NoServices:
 
     def files_for(self, frame: Frame) -> Any:
         raise UserError("ctx.files needs a running app (open a client or TestApp).")
+
+    def env_for(self, frame: Frame) -> Mapping[str, str]:
+        return frame.executor.env
+
+    def call_span(self, target: Target) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class Executor:
@@ -279,9 +294,7 @@ class Executor:
     def _resolve(self, ref: Any, kind: str | None, caller: str | None) -> Target:
         target = self.resolve(ref, caller=caller)
         if kind is not None and target.ref.kind.value != kind:
-            raise FunctionNotFoundError(
-                target.ref.path, detail=f"it is a {target.ref.kind.value}, not a {kind}"
-            )
+            raise FunctionKindError(target.ref.path, kind=target.ref.kind.value, called_as=kind)
         return target
 
     def _handles_in(self, args: Any, caller: str | None) -> Any:
@@ -418,7 +431,8 @@ class Executor:
         start = time.perf_counter()
         self.calls += 1
         try:
-            result = await self._run_action(target, args, _auth(identity))
+            with self.services.call_span(target):
+                result = await self._run_action(target, args, _auth(identity))
         except BaseException as exc:
             self._log_failure(target, start, exc)
             raise
@@ -556,7 +570,8 @@ class Executor:
         retries = self.retries
         self.calls += 1
         try:
-            result = run()
+            with self.services.call_span(target):
+                result = run()
         except Abandoned:
             self._log_success(target, start, self.retries - retries, note="abandoned (lost race)")
             raise
@@ -582,7 +597,10 @@ class Executor:
     def _log_failure(
         self, target: Target, start: float, exc: BaseException, retries: int = 0
     ) -> None:
-        logger.warning(
+        # An AppError is an expected outcome the caller receives, not a fault: not a warning.
+        level = logging.INFO if isinstance(exc, AppError) else logging.WARNING
+        logger.log(
+            level,
             "%s %s failed in %.2f ms (retries: %d): %s: %s",
             target.ref.kind.value,
             target.ref.path,

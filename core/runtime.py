@@ -10,6 +10,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -17,9 +18,11 @@ from anyio.from_thread import BlockingPortal
 
 from core.database.catalog import PendingFixes
 from core.database.engine import Database
+from core.environment import EnvironmentService
 from core.errors import UserError
-from core.execution import Clock, Executor, Frame
+from core.execution import Clock, Executor, Frame, Target
 from core.files import FileService
+from core.logs import CallLogService
 from core.scheduler import Scheduler
 from core.services import Service, ServiceT, system_schema
 from core.storage.base import Storage
@@ -39,6 +42,8 @@ class Runtime:
         storage: where the database lives.
         clock: where ``ctx.now`` comes from.
         env: what ``ctx.env`` shows actions.
+        system_only: open only the ``_system`` table space and start no service (for commands
+            that read or write system tables of a database without its app's code).
     """
 
     def __init__(
@@ -48,13 +53,16 @@ class Runtime:
         storage: Storage,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
+        system_only: bool = False,
     ):
         self.app = app
         self.storage = storage
         self.db = Database(storage)
         self._service_types: list[type[Service]] = list(app.services)
-        schemas = dict(app.schemas())
+        schemas = {} if system_only else dict(app.schemas())
         schemas[SYSTEM_NAMESPACE] = system_schema(self._service_types)
+        if system_only:
+            self._service_types = []
         self._schemas = schemas
         self.executor = Executor(self.db, app, clock=clock, env=env, services=self)
         self._services: dict[type[Service], Service] = {}
@@ -112,6 +120,20 @@ class Runtime:
     def files_for(self, frame: Frame) -> Any:
         """``ctx.files`` for a function invocation."""
         return self.files.for_frame(frame)
+
+    def env_for(self, frame: Frame) -> Mapping[str, str]:
+        """``ctx.env``: the stored deployment variables first (when the app keeps them)."""
+        found = self._services.get(EnvironmentService)
+        if isinstance(found, EnvironmentService):
+            return found.view
+        return self.executor.env
+
+    def call_span(self, target: Target) -> AbstractContextManager[None]:
+        """A block around one top-level call, recorded by the call log (when the app keeps it)."""
+        found = self._services.get(CallLogService)
+        if isinstance(found, CallLogService):
+            return found.log.span(target)
+        return contextlib.nullcontext()
 
     @property
     def files(self) -> FileService:

@@ -407,20 +407,24 @@ class Scheduler(Service):
         Jobs this process is running, or is backing off from, do not count (a finishing job
         wakes the runner, and ``wait_time`` covers backoffs).
         """
-        skip = self._skipped()
-        first = None
-        with self._reading() as txn:
-            pending = self._jobs(txn).with_index("by_state_time", lambda r: r.eq("state", PENDING))
-            for job in pending:
-                if job["_id"] not in skip:
-                    first = job
-                    break
+        first = self.first_pending(skip=self._skipped())
         times = [] if first is None else [float(first["scheduled_time"])]
         for hook in self.due_hooks:
             t = hook()
             if t is not None:
                 times.append(t)
         return min(times, default=None)
+
+    def first_pending(
+        self, *, skip: set[str] | frozenset[str] = frozenset()
+    ) -> dict[str, Any] | None:
+        """The pending job scheduled earliest (any runner may start it), or ``None``."""
+        with self._reading() as txn:
+            pending = self._jobs(txn).with_index("by_state_time", lambda r: r.eq("state", PENDING))
+            for job in pending:
+                if job["_id"] not in skip:
+                    return job
+        return None
 
     def _skipped(self) -> set[str]:
         """Jobs not to start now: running in this process, or backing off after an error."""

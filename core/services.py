@@ -1,9 +1,10 @@
 """Owns the ``Service`` interface: how scheduler, crons and file storage attach to a runtime.
 
 A service is a class. An ``App`` lists the classes its runtimes run (``app.add_service(cls)``;
-``FileService``, ``Scheduler`` and ``CronService`` are there by default), and every runtime
-opened for the app makes one instance of each, in order, once its database is open. Code that
-needs one asks the runtime for it by class: ``runtime.service(Scheduler)``.
+``FileService``, ``Scheduler``, ``CronService``, ``EnvironmentService`` and ``CallLogService``
+are there by default), and every runtime opened for the app makes one instance of each, in
+order, once its database is open. Code that needs one asks the runtime for it by class:
+``runtime.service(Scheduler)``.
 
 A service declares the system tables it keeps (``tables``); ``system_schema`` assembles the
 ``_system`` table space from the core's own tables and those of the app's services, and that

@@ -1,7 +1,8 @@
 """Owns the ``capsule`` command: ``main`` and the dispatch to each subcommand.
 
-``capsule serve | dev | worker | run | data | import | export | migrate``;
-``capsule <command> --help`` describes each. The database is ``--db URL`` or ``CAPSULE_DB_URL``.
+``capsule serve | dev | dashboard | worker | run | data | import | export | migrate | functions |
+workflows | env | logs``; ``capsule <command> --help`` describes each. The database is
+``--db URL`` or ``CAPSULE_DB_URL``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from core.cli import data, migrate, run, serve, transfer
+from core.cli import admin, data, env, logs, migrate, run, serve, transfer
 from core.cli.output import print_error
 from core.errors import CapsuleError
 
@@ -26,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
     data.add_parser(commands)
     transfer.add_parsers(commands)
     migrate.add_parser(commands)
+    admin.add_parsers(commands)
+    env.add_parser(commands)
+    logs.add_parser(commands)
     return p
 
 

@@ -1,7 +1,8 @@
 """Owns ``capsule data [TABLE] [--limit N] [--order asc|desc]``: look at what is stored.
 
-With no table it lists the tables (of the app and of each mounted component) with their
-document counts; with one it prints that table's documents, one JSON object a line.
+With no table it lists the tables (of the app and of each mounted component, or of the one
+``--component`` names) with their document counts; with one it prints that table's documents,
+one JSON object a line.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     """List tables or print documents, reading the database without the app."""
     with StoredDatabase(choose_database(args.db)) as db:
         if args.table is None:
-            rows = [(t.namespace, t.name, db.count(t)) for t in db.user_tables()]
+            tables = db.component_tables(args.component) if args.component else db.user_tables()
+            rows = [(t.namespace, t.name, db.count(t)) for t in tables]
             if sys.stdout.isatty():
                 table = Table("component", "table", "documents")
                 for ns, name, n in rows:

@@ -60,6 +60,19 @@ class StoredDatabase:
         """The app's and components' tables (no system tables)."""
         return [t for t in self.tables if t.namespace != SYSTEM_NAMESPACE]
 
+    def component_tables(self, namespace: str) -> list[CatalogTable]:
+        """The tables of one mounted component instance (its mount path).
+
+        Raises:
+            UserError: no component is mounted there.
+        """
+        found = [t for t in self.user_tables() if t.namespace == namespace]
+        if not found:
+            mounted = sorted({t.namespace for t in self.user_tables() if t.namespace})
+            known = ", ".join(f'"{m}"' for m in mounted) or "none"
+            raise UserError(f'No component is mounted at "{namespace}"; components: {known}.')
+        return found
+
     def table(self, name: str, namespace: str = "") -> CatalogTable:
         """A table by name and table space.
 

@@ -78,6 +78,12 @@ class _Output:
         self._zip: zipfile.ZipFile | None = None
         if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
             raise UserError(f'"{path}" already exists; export to a new folder or .zip file.')
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise UserError(
+                f'Cannot export to "{path}": folder "{os.path.dirname(path)}" does not exist; '
+                "create it first."
+            )
         if path.endswith(".zip"):
             self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED)
         else:
@@ -532,6 +538,18 @@ def add_parsers(commands: Any) -> None:
     p.set_defaults(handler=run_export)
 
 
+def documents(n: int) -> str:
+    """``"1 document"``, ``"2,000 documents"``."""
+    return f"{n:,} document{'' if n == 1 else 's'}"
+
+
+def _require_input(path: str) -> None:
+    if not os.path.exists(path):
+        raise UserError(
+            f'Cannot import "{path}": no such file or folder (in {os.getcwd()}); check the path.'
+        )
+
+
 def run_import(args: argparse.Namespace) -> int:
     """``capsule import``."""
     from core.cli.loading import choose_database, load_app
@@ -541,13 +559,14 @@ def run_import(args: argparse.Namespace) -> int:
     target = args.app or setting("CAPSULE_APP")
     if not target:
         raise UserError("Name the app whose schema the import follows: --app module:app.")
+    _require_input(args.file)
     app = load_app(target)
     mode = "append" if args.append else "replace" if args.replace else "create"
     if args.table:
         n = import_table(app, url, args.table, args.file, mode=mode, namespace=args.component)
     else:
         n = import_snapshot(app, url, args.file, mode=mode)
-    print(f"imported {n:,} documents", file=sys.stderr)
+    print(f"imported {documents(n)}", file=sys.stderr)
     return 0
 
 
@@ -556,5 +575,5 @@ def run_export(args: argparse.Namespace) -> int:
     from core.cli.loading import choose_database
 
     n = export(choose_database(args.db), args.path, include_files=args.include_files)
-    print(f"exported {n:,} documents to {args.path}", file=sys.stderr)
+    print(f"exported {documents(n)} to {args.path}", file=sys.stderr)
     return 0

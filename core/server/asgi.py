@@ -10,6 +10,7 @@ Endpoints (all JSON in DESIGN.md's wire format):
 * ``GET /api/storage/<id>?exp=...&sig=...`` serves a file through a signed URL;
   ``POST /api/storage/upload?...`` takes one file through a signed upload URL.
 * ``/http/<path>``: the app's ``@app.http_route`` handlers.
+* ``GET /``, ``GET /_health`` and ``GET /openapi.json`` (``core.server.meta``).
 * Routes from ``app.server_routes`` factories (``agent.expose()`` serves agents this way);
   their endpoints use ``CapsuleServer.run_query`` / ``run_mutation`` / ``follow`` /
   ``error_response`` to run the app's functions, internal ones included, as the caller.
@@ -398,6 +399,7 @@ def create_asgi_app(
     serves it inside your own Starlette or FastAPI app (enter ``asgi.router.lifespan_context``
     from the parent's lifespan for a clean shutdown).
     """
+    from core.server.meta import meta_routes
     from core.server.sse import subscribe_endpoint
 
     settings = settings or ServerSettings.from_env()
@@ -430,6 +432,7 @@ def create_asgi_app(
     ]
     for factory in app.server_routes:
         routes += factory(server)
+    routes += meta_routes(server)
     middleware = []
     if settings.cors_origins:
         middleware.append(

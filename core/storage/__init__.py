@@ -17,19 +17,29 @@ def open_storage(url: str) -> Storage:
     if url.startswith("sqlite:"):
         return SQLiteStorage.from_url(url)
     if url.startswith(("postgresql:", "postgres:")):
-        from core.storage.postgres import PostgresStorage
-
-        return PostgresStorage(url)
+        return _postgres_class()(url)
     raise UserError(
         f"Database URL {url!r} is not supported; use sqlite:///path or postgresql://..."
     )
 
 
+def _postgres_class() -> type[PostgresStorage]:
+    """``PostgresStorage``, or a clear error when the ``postgres`` extra is not installed."""
+    try:
+        from core.storage.postgres import PostgresStorage
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] not in ("psycopg", "psycopg_pool", "psycopg_binary"):
+            raise
+        raise UserError(
+            f'PostgreSQL needs the "{exc.name}" driver, which is not installed: '
+            'pip install "capsule[postgres]".'
+        ) from None
+    return PostgresStorage
+
+
 def __getattr__(name: str) -> Any:
     if name == "PostgresStorage":
-        from core.storage.postgres import PostgresStorage
-
-        return PostgresStorage
+        return _postgres_class()
     raise AttributeError(name)
 
 

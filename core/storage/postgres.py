@@ -46,6 +46,7 @@ by ``(kp, key)`` equals ordering by ``key``, because ``kp`` is a prefix of ``key
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 import uuid
@@ -60,7 +61,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from core.errors import UserError
+from core.errors import DatabaseUnavailableError, UserError
 from core.storage.base import (
     CatalogIndex,
     CatalogTable,
@@ -557,6 +558,7 @@ class PostgresStorage(Storage):
         with self._open_lock:
             if self._opened:
                 return
+            check_reachable(self._conninfo)
             self._readers.open(wait=True, timeout=30.0)
             self._writers.open(wait=True, timeout=30.0)
             with self._writers.connection() as conn, conn.transaction():
@@ -636,6 +638,56 @@ class PostgresStorage(Storage):
             if listener is None:
                 listener = self._listener = _Listener(self._conninfo)
         return listener.wait(after_ts, timeout)
+
+
+CONNECT_TIMEOUT = 5
+"""Seconds the first, direct connection may take before the database counts as unreachable."""
+
+
+def check_reachable(conninfo: str) -> None:
+    """Connect once, directly, so a bad URL fails fast with libpq's reason (not a pool timeout).
+
+    Raises:
+        DatabaseUnavailableError: the server is unreachable, or refuses the user or database.
+    """
+    try:
+        psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT, autocommit=True).close()
+    except psycopg.Error as exc:
+        reason = _reason(str(exc))
+        raise DatabaseUnavailableError(redact(conninfo), reason=reason, fix=_fix(reason)) from None
+
+
+def _reason(message: str) -> str:
+    """The cause libpq gave, on one line: the last "failed:" part, without "FATAL:"."""
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    cause = first.rpartition(" failed: ")[2] or first
+    cause = cause.removeprefix("connection failed: ")
+    return " ".join(cause.replace("FATAL:", "").split())
+
+
+def _fix(reason: str) -> str:
+    if reason.startswith("database ") and reason.endswith("does not exist"):
+        name = reason.split('"')[1] if reason.count('"') >= 2 else "the database"
+        return f"Create it (createdb {name}) or fix the URL (CAPSULE_DB_URL or --db)."
+    if "role" in reason or "password" in reason or "authentication" in reason:
+        return "Check the user and password in the URL (CAPSULE_DB_URL or --db)."
+    if "refused" in reason or "resolve" in reason or "timeout" in reason or "timed out" in reason:
+        return (
+            "Is PostgreSQL running there? Check the host and port in the URL "
+            "(CAPSULE_DB_URL or --db)."
+        )
+    return "Check the URL (CAPSULE_DB_URL or --db)."
+
+
+def redact(conninfo: str) -> str:
+    """A URL or conninfo string with its password replaced by ``***``."""
+    if conninfo.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(conninfo)
+        if parts.password is None:
+            return conninfo
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", conninfo)
 
 
 def _pop_url_option(url: str, name: str) -> tuple[str, str | None]:

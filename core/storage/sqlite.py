@@ -428,7 +428,14 @@ class SQLiteStorage(Storage):
         if self._opened:
             return
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        if not os.path.isdir(directory):
+            # Never create folders: a URL's slash count decides relative vs absolute, and a
+            # typo would otherwise quietly put the database somewhere new.
+            raise UserError(
+                f'Cannot open the SQLite database "{self.path}": folder "{directory}" does not '
+                "exist; create it first (sqlite:///relative/x.db is relative to the working "
+                "directory, sqlite:////absolute/x.db is absolute)."
+            )
         with self._writer_lock:
             self._writer().executescript(_DDL)
         self._opened = True

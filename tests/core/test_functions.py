@@ -10,6 +10,7 @@ import pytest
 from core import (
     App,
     AppError,
+    FunctionKindError,
     FunctionNotFoundError,
     FunctionRef,
     Id,
@@ -138,10 +139,19 @@ def test_id_arguments_check_their_table_even_inside_models() -> None:
 
 def test_unknown_paths_and_unreachable_functions_are_not_found() -> None:
     with TestApp(app) as t:
-        for ref, kind in [("nowhere:nothing", "query"), (secret, "query"), (echo, "mutation")]:
+        for ref, kind in [("nowhere:nothing", "query"), (secret, "query")]:
             with pytest.raises(FunctionNotFoundError) as info:
                 getattr(t, kind)(ref, {"n": 1})
             assert info.value.http_status == 404
+        # Another kind is not "not found": the function exists, the call is wrong (400).
+        with pytest.raises(FunctionKindError) as wrong:
+            t.mutation(echo, {"n": 1})
+        assert isinstance(wrong.value, FunctionNotFoundError)
+        assert (wrong.value.http_status, wrong.value.code) == (400, "wrong_function_kind")
+        assert str(wrong.value) == (
+            f'Cannot call "{echo.path}" as a mutation: it is a query, not a mutation. Call it '
+            "with query (client.query, ctx.run_query or POST /api/query)."
+        )
         other = App()
 
         @other.query

@@ -13,7 +13,9 @@ import pytest
 
 from core import App, QueryCtx, Schema, Table, UserError
 from core.crons import CronService
+from core.environment import EnvironmentService
 from core.files import FileService
+from core.logs import CallLogService
 from core.scheduler import Scheduler, scheduler_of
 from core.services import Service, system_schema
 from core.subscriptions import SubscriptionHub, subscription_hub
@@ -71,7 +73,14 @@ def t(storage: Any) -> Iterator[TestApp]:
 
 def test_services_attach_by_class(t: TestApp) -> None:
     rt = t.runtime
-    assert app.services == [FileService, Scheduler, CronService, Audit]
+    assert app.services == [
+        FileService,
+        Scheduler,
+        CronService,
+        EnvironmentService,
+        CallLogService,
+        Audit,
+    ]
     assert scheduler_of(rt) is rt.service(Scheduler)
     assert rt.files is rt.service(FileService)
     assert rt.service(CronService).runner is not None

@@ -105,3 +105,38 @@ def test_the_clock_fixture(clock: ManualClock) -> None:
     start = clock.time()
     clock.advance(1)
     assert clock.time() == start + 1
+
+
+@app.mutation
+def chain(ctx: MutationCtx, left: int) -> None:
+    ctx.db.insert("notes", {"text": f"left {left}"})
+    if left:
+        ctx.scheduler.run_after(100.0 * left, chain, {"left": left - 1})
+
+
+@app.mutation
+def forever(ctx: MutationCtx) -> None:
+    ctx.scheduler.run_after(1, forever, {})
+
+
+def test_run_until_idle_follows_scheduled_jobs_across_time() -> None:
+    with TestApp(app) as t:
+        before = t.clock.time()
+        t.mutation(chain, {"left": 3})
+        assert t.run_until_idle() == 3
+        notes: list[str] = t.query(texts)
+        assert sorted(notes) == ["left 0", "left 1", "left 2", "left 3"]
+        assert t.clock.time() == before + 600
+        assert t.run_until_idle() == 0
+
+
+def test_run_until_idle_is_bounded() -> None:
+    with TestApp(app) as t:
+        t.mutation(forever)
+        with pytest.raises(UserError) as info:
+            t.run_until_idle(max_jobs=20)
+        assert str(info.value) == (
+            "run_until_idle() started more than 20 jobs and job "
+            '"tests.core.test_testing:forever" is still scheduled: a function probably '
+            "reschedules itself without end (or pass a larger max_jobs=)."
+        )

@@ -405,3 +405,24 @@ def test_status_without_the_journal(t: Any) -> None:
     # Three steps committed in between; the next value this subscription yields is the end.
     assert _next(updates) == ["success", "done", [], "done"]
     updates.close()
+
+
+@manager.define
+async def sleepy_retry(step: Any, name: str, key: str) -> str:
+    await step.run_mutation(incr, {"name": name})
+    await step.sleep(60)
+    await step.sleep(3600)
+    policy = RetryPolicy(max_attempts=4, initial_backoff=30.0)
+    out = await step.run_action(flaky, {"key": key, "fail_times": 2}, retry=policy)
+    await step.sleep(86_400)
+    return str(out)
+
+
+def test_run_until_idle_completes_sleeps_and_retries_in_one_call(t: Any) -> None:
+    start_time = t.clock.time()
+    wid = t.mutation(start, {"wf": sleepy_retry.name, "args": {"name": "u", "key": "u"}})
+    assert t.run_until_idle() > 0
+    s = t.query(status, {"id": wid})
+    assert s["state"] == "success" and s["result"] == "ok after 3"
+    assert calls["u"] == 3
+    assert t.clock.time() - start_time >= 60 + 3600 + 86_400

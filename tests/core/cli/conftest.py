@@ -7,4 +7,6 @@ import pytest
 def _restore_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """``--db`` and ``capsule dev`` set CAPSULE_* for the process: undo it after each test."""
     for name in ("CAPSULE_DB_URL", "CAPSULE_APP"):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first records the value to restore (delenv of an unset name records none).
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)

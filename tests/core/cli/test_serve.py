@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import httpx
 import pytest
 
 from core import HttpClient
+from core.cli import main
 from core.cli.stored import StoredDatabase
 from core.server.background import free_port
 
@@ -133,3 +136,36 @@ def test_worker_runs_scheduled_jobs(project: Path) -> None:
         wait_for(lambda: hits(project) == 1, proc)
     finally:
         assert stop(proc)
+
+
+def test_worker_prints_one_line_per_job(project: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for source in ("a", "b"):
+        subprocess.run(
+            [sys.executable, "-m", "core.cli", "run", "hits_app:hit_later"]
+            + [json.dumps({"source": source}), "--db", f"sqlite:///{project / 'served.db'}"],
+            cwd=project,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    proc = start(project, "worker", "hits_app:app")
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("capsule worker: running hits_app:app")
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        for line in lines:
+            assert re.fullmatch(
+                r"\d\d:\d\d:\d\d mutation hits_app:hit ok in [\d.]+ ms \(retries: 0\)\n", line
+            ), line
+    finally:
+        assert stop(proc)
+
+
+def test_serve_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 127.0.0.1)", "(default: 8000)", "(default: info)"):
+        assert default in out
+    assert "GET /openapi.json" in out and "CAPSULE_DB_URL" in out

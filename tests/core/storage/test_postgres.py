@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from core import App, MutationCtx, Schema, Table
+from core import App, DatabaseUnavailableError, MutationCtx, Schema, Table
 from core.storage import open_storage
 from core.storage.base import (
     CommitBatchItem,
@@ -482,3 +482,36 @@ def test_temporary_database_is_dropped_even_with_connections_open() -> None:
     with pytest.raises(psycopg.OperationalError):
         leftover.execute("SELECT 1")
     leftover.close()
+
+
+def _open_error(url: str) -> tuple[str, float]:
+    storage = open_storage(url)
+    start = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError) as info:
+        storage.open()
+    return str(info.value), time.monotonic() - start
+
+
+def test_a_missing_database_is_one_line_naming_it_within_5_seconds() -> None:
+    url = postgres_url()
+    if url is None:
+        pytest.skip("CAPSULE_TEST_POSTGRES_URL is not set")
+    bad = postgres._database_url(url, "capsule_no_such_db")
+    message, took = _open_error(bad)
+    assert took < 5.0  # the issue's bound: one direct connection, not a 30 s pool timeout
+    assert message == (
+        f'Cannot open the database {bad}: database "capsule_no_such_db" does not exist. '
+        "Create it (createdb capsule_no_such_db) or fix the URL (CAPSULE_DB_URL or --db)."
+    )
+
+
+def test_an_unreachable_server_and_a_wrong_password_are_one_line_errors() -> None:
+    message, took = _open_error("postgresql://u:hunter2@127.0.0.1:1/db")
+    assert took < 5.0
+    assert message == (
+        "Cannot open the database postgresql://u:***@127.0.0.1:1/db: Connection refused. "
+        "Is PostgreSQL running there? Check the host and port in the URL (CAPSULE_DB_URL or "
+        "--db)."
+    )
+    assert "\n" not in message
+    assert postgres.redact("host=h password=hunter2 dbname=d") == "host=h password=*** dbname=d"

@@ -43,7 +43,7 @@ def test_bad_urls_are_user_errors(url: str) -> None:
 
 
 def test_connections_use_wal_and_the_chosen_synchronous_mode(tmp_path: Path) -> None:
-    storage = SQLiteStorage(tmp_path / "sub" / "x.db", synchronous="NORMAL")
+    storage = SQLiteStorage(tmp_path / "x.db", synchronous="NORMAL")
     storage.open()
     try:
         snap = storage.begin_read()
@@ -152,6 +152,36 @@ def test_acknowledged_mutations_survive_kill_9(tmp_path: Path) -> None:
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         raw.close()
+
+
+def test_a_missing_folder_is_an_error_not_a_new_relative_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = open_storage("sqlite:///nonexistent/dir/x.db")
+    with pytest.raises(UserError) as info:
+        storage.open()
+    assert str(info.value) == (
+        'Cannot open the SQLite database "nonexistent/dir/x.db": folder '
+        f'"{tmp_path}/nonexistent/dir" does not exist; create it first (sqlite:///relative/x.db '
+        "is relative to the working directory, sqlite:////absolute/x.db is absolute)."
+    )
+    assert not (tmp_path / "nonexistent").exists()
+    absolute = open_storage(f"sqlite:///{tmp_path}/x.db")  # four slashes: absolute
+    assert isinstance(absolute, SQLiteStorage) and absolute.path == f"{tmp_path}/x.db"
+
+
+def test_a_postgres_url_without_the_driver_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without the extra sees
+    monkeypatch.delitem(sys.modules, "core.storage.postgres", raising=False)
+    with pytest.raises(UserError) as info:
+        open_storage("postgresql://u@localhost/db")
+    assert str(info.value) == (
+        'PostgreSQL needs the "psycopg" driver, which is not installed: '
+        'pip install "capsule[postgres]".'
+    )
 
 
 def open_fds() -> int:
