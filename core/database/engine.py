@@ -233,7 +233,7 @@ class Database:
         req = _Request(txn)
         snap_ts = txn.snapshot_ts
         pinned = snap_ts is not None and bool(txn.reads.docs or txn.reads.ranges)
-        if pinned:
+        if snap_ts is not None and pinned:
             # Until validated, this request needs the log above its snapshot, which closes
             # now: pin it in place of the snapshot so pruning keeps those records.
             with self._active_lock:
