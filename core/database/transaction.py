@@ -83,6 +83,9 @@ class Transaction:
         self.scanned = 0
         self.bytes_read = 0
         self.bytes_written = 0
+        self._seen: dict[str, bytes] = {}
+        """Stored bodies this transaction read (by id or scan), so reading a document again
+        (a ``get``, or the re-read of a ``patch``) needs no storage round trip."""
         self.after_commit: list[Any] = []
         """Callbacks run once the transaction commits (e.g. waking the scheduler)."""
 
@@ -170,11 +173,14 @@ class Transaction:
         pw = self.writes.get(doc_id)
         if pw is not None:
             return None if pw.blob is None else _load(pw.blob)
-        row = self.snapshot.get(doc_id)
-        if row is None:
-            return None
-        self._count_read(len(row.data))
-        return _load(row.data)
+        data = None if self._closed else self._seen.get(doc_id)
+        if data is None:
+            row = self.snapshot.get(doc_id)
+            if row is None:
+                return None
+            data = self._seen[doc_id] = row.data
+        self._count_read(len(data))
+        return _load(data)
 
     def scan(
         self, info: TableInfo, index: Index, lo: bytes, hi: bytes | None, *, reverse: bool
@@ -213,11 +219,13 @@ class Transaction:
                     pos += 1
                     self._advance(rng, pkey, reverse)
                     yield pkey, _load(pw.blob)  # type: ignore[arg-type]
-                self._count_read(len(row.doc.data))
+                data = row.doc.data
+                self._count_read(len(data))
                 if row.doc.id in skip:
                     continue
+                self._seen[row.doc.id] = data
                 self._advance(rng, key, reverse)
-                yield key, _load(row.doc.data)
+                yield key, _load(data)
             if len(rows) < batch:
                 break
             if reverse:
