@@ -240,6 +240,7 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.timeout(1200)  # 200k commits: a minute or two on a busy machine, under coverage
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
 def test_memory_stays_flat_over_200k_mutations(tmp_path: Path) -> None:
     # The in-memory commit log keeps only what open snapshots need, not the retention
