@@ -396,6 +396,9 @@ class Database:
             self._take_in(known, records)
             if records:
                 self.latest_ts = max(self.latest_ts, records[-1][0])
+            if len(self._log_ts) >= LOG_SLACK:
+                # A process that only reads never prunes in a commit step: do it here.
+                self._prune_memory()
 
     def _publish(self, commits: list[tuple[int, WriteSet]]) -> None:
         for ts, ws in commits:

@@ -450,8 +450,10 @@ class SQLiteStorage(Storage):
         if self._since_checkpoint < self.checkpoint_every:
             return
         self._since_checkpoint = 0
-        if self._checkpointing:
-            return  # the last one is still copying; never two at once
+        thread = self._checkpointer
+        if thread is not None and not thread.is_alive():  # e.g. lost in a fork
+            thread = self._checkpointer = None
+            self._checkpointing = False
         try:
             size = os.stat(self.path + "-wal").st_size
         except OSError:
@@ -461,8 +463,10 @@ class SQLiteStorage(Storage):
             # attempts could not finish): finish a checkpoint here, at the next commit.
             self._wrap_due = True
             return
+        if self._checkpointing:
+            return  # the last one is still copying; never two at once
         self._checkpointing = True
-        if self._checkpointer is None:
+        if thread is None:
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, name="capsule-sqlite-checkpoint", daemon=True
             )
