@@ -55,6 +55,9 @@ class App(FunctionDecorators):
         """Mounted component instances: ``app.components.<name>.<function>``."""
         self.http_routes: list[tuple[str, str, FunctionRef[Any, Any]]] = []
         """``(path, method, handler)`` of each ``@app.http_route``, served under ``/http``."""
+        self.server_routes: list[Callable[[Any], list[Any]]] = []
+        """Route factories: each is called with the ``CapsuleServer`` as the ASGI app is built
+        and returns Starlette routes to serve (``agent.expose()`` adds one)."""
         self.scheduler_config = SchedulerConfig()
         """Scheduler settings (job retention, action leases, parallelism, polling)."""
         self.crons = Crons()
@@ -164,7 +167,7 @@ class App(FunctionDecorators):
         """
         if self._runtime is not None:
             raise UserError("Mount components before the first client opens.")
-        return self.components.mount(component, name or component.name, config)
+        return self.components.mount(component, name or component.name, config, owner=self)
 
     # -- runtime --------------------------------------------------------------------------------
 

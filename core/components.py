@@ -223,8 +223,10 @@ class ComponentInstance:
 class ComponentHandle:
     """What ``app.use`` returns: ``handle.<function>`` is a function reference."""
 
-    def __init__(self, instance: ComponentInstance):
+    def __init__(self, instance: ComponentInstance, *, owner: Any = None):
         self._instance = instance
+        self.owner = owner
+        """The ``App`` that mounted this instance (``agent.expose()`` finds the app here)."""
 
     @property
     def namespace(self) -> str:
@@ -319,7 +321,12 @@ class Components:
         return iter(self._handles)
 
     def mount(
-        self, component: Component, name: str, config: Mapping[str, Any] | None
+        self,
+        component: Component,
+        name: str,
+        config: Mapping[str, Any] | None,
+        *,
+        owner: Any = None,
     ) -> ComponentHandle:
         """Mount ``component`` (and, recursively, its children) at ``name``."""
         if not isinstance(component, Component):
@@ -328,7 +335,7 @@ class Components:
         if name in self._handles:
             raise UserError(f'A component is already mounted as "{name}".')
         instance = self._mount(component, name, config)
-        handle = ComponentHandle(instance)
+        handle = ComponentHandle(instance, owner=owner)
         self._handles[name] = handle
         return handle
 

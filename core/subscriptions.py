@@ -199,8 +199,19 @@ class SubscriptionHub:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, sub: _Subscription, ref: Any, args: Any, identity: UserIdentity | None) -> Any:
-        """Run the query for ``sub`` (blocking) and register what it read."""
+    def run(
+        self,
+        sub: _Subscription,
+        ref: Any,
+        args: Any,
+        identity: UserIdentity | None,
+        caller: str | None = None,
+    ) -> Any:
+        """Run the query for ``sub`` (blocking) and register what it read.
+
+        ``caller`` is as for ``Executor.query``: ``None`` for clients (public functions only),
+        ``""`` for the app's own server-side code, which may reach internal queries.
+        """
         seen: dict[str, Any] = {}
 
         def observe(txn: Transaction) -> None:
@@ -209,7 +220,7 @@ class SubscriptionHub:
 
         with self._cond:
             self.query_runs += 1
-        result = self.runtime.executor.query(ref, args, identity, observe=observe)
+        result = self.runtime.executor.query(ref, args, identity, caller=caller, observe=observe)
         ts = seen.get("ts")
         self._register(sub, seen["reads"], self.db.latest_ts if ts is None else ts)
         return result
@@ -406,18 +417,21 @@ async def subscribe(
     ref: Any,
     args: dict[str, Any] | None = None,
     identity: UserIdentity | None = None,
+    *,
+    caller: str | None = None,
 ) -> AsyncGenerator[Any, None]:
     """Yield a public query's result now and again whenever a commit changes it.
 
     The iterator ends when the runtime closes; an error raised by the query ends it with that
     error. Close it (``aclosing``, or breaking out of ``async for``) to unsubscribe.
+    ``caller=""`` lets the server's own code follow an internal query.
     """
     hub = subscription_hub(runtime)
     sub = hub.add()
     try:
         last: Any = _NOTHING
         while True:
-            result = await anyio.to_thread.run_sync(hub.run, sub, ref, args, identity)
+            result = await anyio.to_thread.run_sync(hub.run, sub, ref, args, identity, caller)
             if last is _NOTHING or not same_value(result, last):
                 last = result
                 yield result
