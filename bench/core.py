@@ -234,6 +234,78 @@ def concurrent_inserts(folder: Path, seconds: float, rounds: int) -> tuple[list[
     return rates, commits / max(batches, 1)
 
 
+def _frames(path: Path) -> int:
+    wal = Path(str(path) + "-wal")
+    return (wal.stat().st_size - 32) // (4096 + 24) if wal.exists() else 0
+
+
+def per_commit(folder: Path, schema: Schema, name: str, n: int = 500) -> tuple[float, float]:
+    """Statements and WAL frames per insert commit (no checkpoint runs while counting)."""
+    path = folder / f"count-{name}.db"
+    storage = SQLiteStorage(path, synchronous="NORMAL", checkpoint_every=10**9)
+    app = App(schema, storage=storage)
+    add = app.mutation(insert_task)
+    statements = 0
+
+    def count(_sql: str) -> None:
+        nonlocal statements
+        statements += 1
+
+    with app.sync_client(runtime=False) as client:
+        client.mutation(add, DOC)
+        with storage._writer_lock:
+            writer = storage._writer()
+            writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        writer.set_trace_callback(count)
+        for i in range(n):
+            client.mutation(add, {**DOC, "priority": i % 100})
+        writer.set_trace_callback(None)
+        frames = _frames(path)
+    return statements / n, frames / n
+
+
+def raw_per_commit(folder: Path, n: int = 500) -> tuple[float, float]:
+    """The same counts for raw sqlite3's insert transaction."""
+    path = folder / "count-raw.db"
+    conn = raw_setup(path, "NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    step = raw_insert_step(conn)
+    step(0)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    statements = 0
+
+    def count(_sql: str) -> None:
+        nonlocal statements
+        statements += 1
+
+    conn.set_trace_callback(count)
+    for i in range(n):
+        step(i)
+    conn.set_trace_callback(None)
+    frames = _frames(path)
+    conn.close()
+    return statements / n, frames / n
+
+
+def wal_storm(folder: Path, seconds: float) -> tuple[int, float, int, int]:
+    """Insert mutations for ``seconds``: (mutations, largest WAL in MB, checkpoints, restarts)."""
+    path = folder / "storm.db"
+    storage = SQLiteStorage(path, synchronous="NORMAL")
+    app = App(INDEXED, storage=storage)
+    add = app.mutation(insert_task)
+    wal = Path(str(path) + "-wal")
+    largest = 0
+    n = 0
+    with app.sync_client(runtime=False) as client:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            for _ in range(100):
+                client.mutation(add, {**DOC, "priority": n % 100})
+                n += 1
+            largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+    return n, largest / 1e6, storage.checkpoints, storage.wal_restarts
+
+
 def row(label: str, ours: float, raw: float, raw_label: str = "raw sqlite3") -> None:
     """One printed comparison."""
     print(f"{label:<46} {ours:>8,.0f}/s   {raw_label} {raw:>8,.0f}/s   ratio {ours / raw:5.2f}x")
@@ -244,10 +316,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.2, help="per round and side")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per comparison")
+    parser.add_argument(
+        "--storm", type=float, default=0.0, help="only an insert storm of this many seconds"
+    )
     args = parser.parse_args()
     s, r = args.seconds, args.rounds
     with tempfile.TemporaryDirectory(prefix="capsule-bench-") as tmp:
         folder = Path(tmp)
+        if args.storm:
+            n, largest, checkpoints, restarts = wal_storm(folder, args.storm)
+            print(
+                f"insert storm {args.storm:g} s: {n:,} mutations, largest WAL {largest:.1f} MB, "
+                f"{checkpoints} checkpoints, {restarts} WAL restarts"
+            )
+            return
+        for label, counts in (
+            ("raw sqlite3 insert", raw_per_commit(folder)),
+            ("ours, secondary index", per_commit(folder, INDEXED, "indexed")),
+            ("ours, no secondary index", per_commit(folder, PLAIN, "plain")),
+        ):
+            print(
+                f"{label:<46} {counts[0]:5.2f} statements, {counts[1]:5.2f} WAL frames per commit"
+            )
         ours, raw, append = single_inserts(folder, "NORMAL", s, r, INDEXED, "normal")
         row("insert mutations, 1 client, WAL+NORMAL", ours, raw)
         row("", ours, append, "raw append ")

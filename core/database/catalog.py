@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.database.readsets import WriteSet
-from core.encoding import dump_document, load_document
+from core.encoding import dump_document, encode_value, load_document
 from core.errors import InvalidIdError, InvalidValueError, SchemaMismatchError, UserError
 from core.ids import Id, decode_table_number
 from core.indexes import CREATION_TIME_INDEX, Index, build_index
+from core.indexes.btree import BTreeIndex
 from core.schema import Schema, Table, index_spec_from_text
 from core.storage.base import (
     CatalogIndex,
@@ -60,6 +61,8 @@ class TableInfo:
     name: str
     decl: Table | None
     indexes: dict[str, Index] = field(default_factory=dict)
+    _plan: _WritePlan | None = field(default=None, repr=False, compare=False)
+    """The compiled write plan of ``indexes`` (rebuilt when the index map is replaced)."""
 
     @property
     def creation_index(self) -> Index:
@@ -72,13 +75,60 @@ class TableInfo:
             return body
         return self.decl.validate(self.name, body, context)
 
+    @property
+    def plan(self) -> _WritePlan:
+        """How this table's index entries are built (compiled once per index set)."""
+        plan = self._plan
+        if plan is None or plan.indexes is not self.indexes:
+            plan = self._plan = _WritePlan(self.indexes)
+        return plan
+
     def entries(self, doc: dict[str, Any]) -> list[tuple[int, bytes, bytes]]:
         """Every index entry of a document in this table, as (index id, key, value)."""
-        return [
-            (index.id, key, value)
-            for index in self.indexes.values()
-            for key, value in index.entries(doc)
-        ]
+        return self.plan.entries(doc)
+
+
+class _WritePlan:
+    """A table's index maintenance, compiled: keys built in one pass over the indexes.
+
+    Every b-tree key ends with the encoded creation time and id: they are encoded once per
+    document, not once per index. ``fields`` names the top-level fields the indexes read, so a
+    patch that changes none of them keeps the document's entries (``None``: some index may
+    read any field).
+    """
+
+    __slots__ = ("indexes", "_btrees", "_others", "fields")
+
+    def __init__(self, indexes: dict[str, Index]):
+        self.indexes = indexes
+        self._btrees: list[tuple[int, list[Callable[[dict[str, Any]], Any]]]] = []
+        self._others: list[Index] = []
+        fields: set[str] | None = set()
+        for index in indexes.values():
+            if type(index) is BTreeIndex:
+                self._btrees.append((index.id, index.getters))
+                if fields is not None:
+                    fields.update(f.split(".", 1)[0] for f in index.fields)
+            else:
+                self._others.append(index)
+                fields = None
+        self.fields = None if fields is None else frozenset(fields)
+
+    def entries(self, doc: dict[str, Any]) -> list[tuple[int, bytes, bytes]]:
+        """Every entry of ``doc`` (with its system fields), as (index id, key, value)."""
+        out: list[tuple[int, bytes, bytes]] = []
+        if self._btrees:
+            suffix = encode_value(doc["_creation_time"]) + encode_value(doc["_id"])
+            for index_id, getters in self._btrees:
+                if getters:
+                    key = b"".join([encode_value(g(doc)) for g in getters]) + suffix
+                else:
+                    key = suffix
+                out.append((index_id, key, b""))
+        for index in self._others:
+            index_id = index.id
+            out.extend([(index_id, key, value) for key, value in index.entries(doc)])
+        return out
 
 
 @dataclass(slots=True, kw_only=True)

@@ -47,6 +47,9 @@ logger = logging.getLogger("capsule.database")
 PRUNE_EVERY = 512
 """The log is pruned once every this many commit batches."""
 
+LOG_SLACK = 4096
+"""In-memory records beyond which the log is pruned at the next batch, whatever the count."""
+
 CommitListener = Callable[[int, WriteSet], None]
 
 
@@ -296,6 +299,13 @@ class Database:
         if not txn.writes:
             return txn.snapshot_ts or self.latest_ts
         req = _Request(txn)
+        snap_ts = txn.snapshot_ts
+        pinned = snap_ts is not None and bool(txn.reads.docs or txn.reads.ranges)
+        if snap_ts is not None and pinned:
+            # Until validated, this request needs the log above its snapshot, which closes
+            # now: pin it in place of the snapshot so pruning keeps those records.
+            with self._active_lock:
+                self._active[id(req)] = snap_ts
         # Release the snapshot first: validation needs only its timestamp and the commit log,
         # and a read transaction held open across the commit stops SQLite from resetting its
         # WAL, which then grows without bound under a read-modify-write load.
@@ -310,10 +320,15 @@ class Database:
             else:
                 self._leading = req.lead = True
             self._queue.append(req)
-        if req.wake is not None:
-            req.wake.wait()
-        if req.lead:
-            self._lead()
+        try:
+            if req.wake is not None:
+                req.wake.wait()
+            if req.lead:
+                self._lead()
+        finally:
+            if pinned:
+                with self._active_lock:
+                    self._active.pop(id(req), None)
         if req.error is not None:
             raise req.error
         self._after_commit(txn)
@@ -449,6 +464,9 @@ class Database:
             self._take_in(known, records)
             if records:
                 self.latest_ts = max(self.latest_ts, records[-1][0])
+            if len(self._log_ts) >= LOG_SLACK:
+                # A process that only reads never prunes in a commit step: do it here.
+                self._prune_memory()
 
     def _publish(self, commits: list[tuple[int, WriteSet]]) -> None:
         for ts, ws in commits:
@@ -471,19 +489,27 @@ class Database:
 
     def _maybe_prune(self, w: WriteSession) -> None:
         self._since_prune += 1
-        if self._since_prune < PRUNE_EVERY:
+        if self._since_prune < PRUNE_EVERY and len(self._log_ts) < LOG_SLACK:
             return
-        self._since_prune = 0
-        horizon = time.time_ns() - int(self.log_retention * 1_000_000_000)
+        if self._since_prune >= PRUNE_EVERY:
+            self._since_prune = 0
+            w.prune_log(time.time_ns() - int(self.log_retention * 1_000_000_000))
+        self._prune_memory()
+
+    def _prune_memory(self) -> None:
+        """Drop in-memory records no open snapshot or queued commit can still need.
+
+        Invariant: memory holds only records above the oldest registered snapshot (pending
+        commits pin theirs), so it stays flat however long the process runs; the retention
+        period applies to the storage log, which other processes validate against.
+        """
         with self._active_lock:
             oldest = min(self._active.values(), default=self.latest_ts)
-        cut = min(horizon, oldest)
-        n = bisect.bisect_left(self._log_ts, cut)
+        n = bisect.bisect_right(self._log_ts, oldest)
         if n:
-            self._floor = self._log_ts[n - 1]
+            self._floor = max(self._floor, self._log_ts[n - 1])
             del self._log_ts[:n]
             del self._log_ws[:n]
-        w.prune_log(horizon)
 
     # -- the final attempt ----------------------------------------------------------------------
 

@@ -83,6 +83,9 @@ class Transaction:
         self.scanned = 0
         self.bytes_read = 0
         self.bytes_written = 0
+        self._seen: dict[str, bytes] = {}
+        """Stored bodies this transaction read (by id or scan), so reading a document again
+        (a ``get``, or the re-read of a ``patch``) needs no storage round trip."""
         self.after_commit: list[Any] = []
         """Callbacks run once the transaction commits (e.g. waking the scheduler)."""
 
@@ -170,11 +173,14 @@ class Transaction:
         pw = self.writes.get(doc_id)
         if pw is not None:
             return None if pw.blob is None else _load(pw.blob)
-        row = self.snapshot.get(doc_id)
-        if row is None:
-            return None
-        self._count_read(len(row.data))
-        return _load(row.data)
+        data = None if self._closed else self._seen.get(doc_id)
+        if data is None:
+            row = self.snapshot.get(doc_id)
+            if row is None:
+                return None
+            data = self._seen[doc_id] = row.data
+        self._count_read(len(data))
+        return _load(data)
 
     def scan(
         self, info: TableInfo, index: Index, lo: bytes, hi: bytes | None, *, reverse: bool
@@ -213,11 +219,13 @@ class Transaction:
                     pos += 1
                     self._advance(rng, pkey, reverse)
                     yield pkey, _load(pw.blob)  # type: ignore[arg-type]
-                self._count_read(len(row.doc.data))
+                data = row.doc.data
+                self._count_read(len(data))
                 if row.doc.id in skip:
                     continue
+                self._seen[row.doc.id] = data
                 self._advance(rng, key, reverse)
-                yield key, _load(row.doc.data)
+                yield key, _load(data)
             if len(rows) < batch:
                 break
             if reverse:
@@ -266,13 +274,27 @@ class Transaction:
         doc: dict[str, Any] | None,
         size: int,
         stored: dict[str, Any] | None,
+        *,
+        same_entries: bool = False,
     ) -> None:
-        """Buffer the new state of a document; ``stored`` is its version at the snapshot."""
+        """Buffer the new state of a document; ``stored`` is its version at the snapshot.
+
+        ``same_entries``: the change left every indexed field as it was, so the document's
+        entries are the ones it has now (not computed again).
+        """
         prev = self.writes.get(doc_id)
         if prev is not None:
             base_entries = prev.base_entries
+            current = prev.entries
         else:
             base_entries = [] if stored is None else info.entries(stored)
+            current = base_entries
+        if doc is None:
+            entries: list[tuple[int, bytes, bytes]] = []
+        elif same_entries and (prev is not None or stored is not None):
+            entries = current
+        else:
+            entries = info.entries(doc)
         self._count_write(size)
         self._undo.append((doc_id, prev, self.bytes_written, len(self.writes)))
         self.bytes_written += size
@@ -282,7 +304,7 @@ class Transaction:
             doc=doc,
             blob=None if doc is None else dump_document(doc),
             base_entries=base_entries,
-            entries=[] if doc is None else info.entries(doc),
+            entries=entries,
             size=size,
         )
 
@@ -364,9 +386,11 @@ class Transaction:
         current: dict[str, Any],
         stored: dict[str, Any] | None,
         body: Any,
+        *,
+        same_entries: bool = False,
     ) -> None:
         doc, size = self._document(info, space, body, current["_id"], current["_creation_time"])
-        self._stage(info, current["_id"], doc, size, stored)
+        self._stage(info, current["_id"], doc, size, stored, same_entries=same_entries)
 
     def patch(self, space: TableSpace, doc_id: str, fields: Any) -> None:
         """Shallow-merge ``fields`` into a document (``UNSET`` removes a field)."""
@@ -387,7 +411,9 @@ class Transaction:
                 body.pop(key, None)
             else:
                 body[key] = value
-        self._rewrite(space, info, current, stored, body)
+        indexed = info.plan.fields
+        same = indexed is not None and indexed.isdisjoint(fields)
+        self._rewrite(space, info, current, stored, body, same_entries=same)
 
     def replace(self, space: TableSpace, doc_id: str, value: Any) -> None:
         """Replace a document's body, keeping its id and creation time."""
@@ -428,6 +454,10 @@ class Transaction:
                 removed: list[tuple[int, bytes]] = []
                 added = pw.entries
                 touched: Any = [(i, k) for i, k, _ in added]
+            elif pw.entries is pw.base_entries:  # no indexed field changed
+                removed, added = [], []
+                # Readers of these keys saw the old version: the keys still count as written.
+                touched = [(i, k) for i, k, _ in pw.entries]
             else:
                 old = {(i, k): v for i, k, v in pw.base_entries}
                 new = {(i, k): v for i, k, v in pw.entries}

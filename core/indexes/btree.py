@@ -42,11 +42,12 @@ class BTreeIndex(Index):
         super().__init__(id=id, table=table, name=name)
         self.fields = fields
         self.range_fields = (*fields, "_creation_time")
-        self._getters = [field_getter(f) for f in fields]
+        self.getters = [field_getter(f) for f in fields]
+        """One reader per field, in order (``MISSING`` when a document lacks it)."""
 
     def entries(self, doc: dict[str, Any]) -> list[tuple[bytes, bytes]]:
         """One entry: the encoded field values, creation time and id; no value."""
-        parts = [encode_value(g(doc)) for g in self._getters]
+        parts = [encode_value(g(doc)) for g in self.getters]
         parts.append(encode_value(doc["_creation_time"]))
         parts.append(encode_value(doc["_id"]))
         return [(b"".join(parts), b"")]

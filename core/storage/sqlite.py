@@ -59,6 +59,11 @@ _BUMP_CATALOG = (
 )
 
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+DEFAULT_CHECKPOINT_EVERY = 256
+"""Commits between background checkpoints."""
+DEFAULT_WAL_WRAP_FRAMES = 4096
+"""WAL frames (pages) beyond which the writer finishes a checkpoint itself, so the WAL restarts
+from its beginning instead of growing (about 16 MB at SQLite's default 4 KB page)."""
 _BUSY_TIMEOUT_MS = 30_000
 DEFAULT_MAX_IDLE_READERS = 8
 
@@ -124,7 +129,7 @@ class _SQLiteSnapshot(Snapshot):
         return cur.fetchall()
 
     def close(self) -> None:
-        """Close every connection; ``open`` may be called again."""
+        """End the read transaction and hand the connection back."""
         if self._owned:
             try:
                 self._conn.execute("COMMIT")
@@ -305,6 +310,8 @@ class _WriteContext(WriteSessionContext):
         storage = self._storage
         try:
             conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                storage._committed(conn)
         finally:
             storage._writing = None
             storage._writer_lock.release()
@@ -313,12 +320,24 @@ class _WriteContext(WriteSessionContext):
 class SQLiteStorage(Storage):
     """The embedded backend: one SQLite file in WAL mode, durable commits by default.
 
+    Checkpoints run off the commit path: the writer connection never checkpoints on its own
+    (``wal_autocheckpoint=0``); every ``checkpoint_every`` commits a background thread copies
+    the WAL into the database (``PASSIVE``: writers carry on meanwhile). A background
+    checkpoint alone never lets the WAL restart under a steady write load (new frames keep
+    arriving while it copies), so once the WAL holds more than ``wal_wrap_frames`` frames the
+    writer, between two commits, copies the few frames left itself; the next commit then
+    writes from the WAL's start (unless a reader still uses old frames: then a later
+    attempt does).
+
     Args:
         path: the database file.
         synchronous: SQLite's ``synchronous`` setting; ``"FULL"`` makes every commit durable
             across power loss, ``"NORMAL"`` across process crashes only.
         max_idle_readers: reader connections kept open between reads; readers returned
             beyond it are closed (each holds file descriptors for the database and its WAL).
+        checkpoint_every: commits between background checkpoints.
+        wal_wrap_frames: WAL size, in frames, beyond which the writer completes a checkpoint
+            so the WAL restarts (bounds the WAL under an endless write load).
     """
 
     inline_reads = True
@@ -330,11 +349,31 @@ class SQLiteStorage(Storage):
         *,
         synchronous: str = "FULL",
         max_idle_readers: int = DEFAULT_MAX_IDLE_READERS,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        wal_wrap_frames: int = DEFAULT_WAL_WRAP_FRAMES,
     ):
         self.path = os.fspath(path)
         if max_idle_readers < 0:
             raise UserError(f"max_idle_readers={max_idle_readers!r} is negative; use 0 or more.")
         self.max_idle_readers = max_idle_readers
+        if checkpoint_every < 1:
+            raise UserError(f"checkpoint_every={checkpoint_every!r} must be 1 or more.")
+        if wal_wrap_frames < 1:
+            raise UserError(f"wal_wrap_frames={wal_wrap_frames!r} must be 1 or more.")
+        self.checkpoint_every = checkpoint_every
+        self.wal_wrap_frames = wal_wrap_frames
+        self._since_checkpoint = 0
+        self._wrap_due = False
+        """The last checkpoint left more than ``wal_wrap_frames`` frames: finish it inline."""
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_wanted = threading.Event()
+        self._stopping = False
+        self._checkpointing = False
+        """A background checkpoint was asked for and has not finished."""
+        self.checkpoints = 0
+        """Checkpoints run (background and inline), for tests and benchmarks."""
+        self.wal_restarts = 0
+        """Times the writer completed a checkpoint so the WAL could restart."""
         synchronous = synchronous.upper()
         if synchronous not in _SYNC_MODES:
             raise UserError(
@@ -391,7 +430,89 @@ class SQLiteStorage(Storage):
         conn = self._writer_conn
         if conn is None:
             conn = self._writer_conn = self._connect()
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # see the class docstring
+            conn.execute(f"PRAGMA journal_size_limit={self.wal_wrap_frames * 4096}")
         return conn
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _committed(self, conn: sqlite3.Connection) -> None:
+        """After each commit, holding the writer: signal or finish a checkpoint when due."""
+        if self._wrap_due:
+            # Nothing of this process writes meanwhile, so this copies every frame (the
+            # background thread copied most of them already) and the next commit can
+            # restart the WAL from its beginning.
+            self._wrap_due = False
+            self._since_checkpoint = 0
+            self._checkpoint(conn, inline=True)
+            return
+        self._since_checkpoint += 1
+        if self._since_checkpoint < self.checkpoint_every:
+            return
+        self._since_checkpoint = 0
+        thread = self._checkpointer
+        if thread is not None and not thread.is_alive():  # e.g. lost in a fork
+            thread = self._checkpointer = None
+            self._checkpointing = False
+        try:
+            size = os.stat(self.path + "-wal").st_size
+        except OSError:
+            size = 0
+        if size > 4 * self.wal_wrap_frames * 4096:
+            # The WAL outgrew its bound (the background thread fell behind, or its last
+            # attempts could not finish): finish a checkpoint here, at the next commit.
+            self._wrap_due = True
+            return
+        if self._checkpointing:
+            return  # the last one is still copying; never two at once
+        self._checkpointing = True
+        if thread is None:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="capsule-sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+        self._checkpoint_wanted.set()
+
+    def _checkpoint(self, conn: sqlite3.Connection, *, inline: bool = False) -> None:
+        try:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            return  # a checkpoint is an optimisation: the next one catches up
+        self.checkpoints += 1
+        if inline:
+            if busy:
+                self._wrap_due = True  # another checkpointer held the lock: try again
+            elif copied == frames:
+                self.wal_restarts += 1
+        elif frames > self.wal_wrap_frames:
+            # Copied while the writer kept appending: never done by itself under load.
+            self._wrap_due = True
+
+    def _checkpoint_loop(self) -> None:
+        while True:
+            self._checkpoint_wanted.wait()
+            self._checkpoint_wanted.clear()
+            if self._stopping:
+                return
+            try:
+                conn = self._take_reader()
+                try:
+                    self._checkpoint(conn)
+                finally:
+                    self._give_reader(conn)
+            except sqlite3.Error:
+                pass  # the next signal tries again
+            finally:
+                self._checkpointing = False
+
+    def _stop_checkpointer(self) -> None:
+        thread, self._checkpointer = self._checkpointer, None
+        if thread is not None:
+            self._stopping = True
+            self._checkpoint_wanted.set()
+            thread.join()
+            self._stopping = False
+            self._checkpoint_wanted.clear()
 
     def _take_reader(self) -> sqlite3.Connection:
         with self._all_lock:
@@ -442,6 +563,7 @@ class SQLiteStorage(Storage):
 
     def close(self) -> None:
         """Close every connection; ``open`` may be called again."""
+        self._stop_checkpointer()
         with self._all_lock:
             conns, self._all, self._idle = self._all, set(), []
         for conn in conns:

@@ -456,3 +456,30 @@ def test_a_running_handler_holds_no_lock_other_commits_need(t: TestApp) -> None:
         slow.join(30)
     values = sorted(d["value"] for d in t.run(lambda ctx: ctx.db.query("counters").collect()))
     assert values == [-1, 1]
+
+
+def test_a_patch_keeping_the_indexed_fields_still_conflicts_with_an_index_read(
+    t: TestApp,
+) -> None:
+    # The patch keeps the document's entries (no indexed field changed) but its keys still
+    # count as written: a transaction that read the document through the index conflicts.
+    db = t.runtime.db
+    space = db.space("")
+    info = space.table("accounts")
+    doc = t.run(lambda ctx: ctx.db.insert("accounts", {"n": 7, "balance": 10}))
+    reader = db.transaction()
+    seen = [
+        d["balance"] for _, d in reader.scan(info, info.indexes["by_n"], b"", None, reverse=False)
+    ]
+    assert seen == [10]
+    writer = db.transaction()
+    writer.patch(space, doc, {"balance": 11})
+    [write] = writer.commit_writes()[0]
+    assert write.removed_entries == [] and write.added_entries == []
+    db.commit(writer)
+    writer.close()
+    reader.insert(space, "counters", {"value": 0})
+    with pytest.raises(Conflict):
+        db.commit(reader)
+    reader.close()
+    assert t.run(lambda ctx: ctx.db.get(doc)["balance"]) == 11

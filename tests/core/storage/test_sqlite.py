@@ -237,3 +237,46 @@ def test_readers_beyond_the_bound_are_closed_and_close_closes_idle_ones(tmp_path
     assert storage.open_connections() == 0
     with pytest.raises(UserError, match="max_idle_readers"):
         SQLiteStorage(tmp_path / "bad.db", max_idle_readers=-1)
+
+
+def test_checkpoints_run_off_the_commit_path_and_the_wal_stays_bounded(tmp_path: Path) -> None:
+    """Issue 19: under an insert storm the WAL restarts instead of growing without bound.
+
+    A background checkpoint alone never lets it restart (the writer keeps appending while it
+    copies); the writer finishes one between commits once the WAL passes its bound. Small
+    bounds make the storm short: 3,000 commits of about six frames each would otherwise
+    leave a WAL of some 18,000 frames (about 74 MB).
+    """
+    frames = 200
+    storage = SQLiteStorage(
+        tmp_path / "storm.db", synchronous="OFF", checkpoint_every=16, wal_wrap_frames=frames
+    )
+    app = App(Schema(items=Table({"n": int, "text": str}).index("by_n", ["n"])))
+    wal = storage.path + "-wal"
+    largest = 0
+    with TestApp(app, storage=storage) as t:
+        db = t.runtime.db
+        space = db.space("")
+        writer = storage._writer()
+        assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for i in range(3000):
+            txn = db.transaction()
+            txn.insert(space, "items", {"n": i % 100, "text": "x" * 100})
+            db.commit(txn)
+            txn.close()
+            if i % 10 == 0:
+                largest = max(largest, os.path.getsize(wal))
+        assert storage.checkpoints > 0
+        assert storage.wal_restarts > 0
+        assert t.run(lambda ctx: len(ctx.db.query("items").collect())) == 3000
+    # Four times the bound before the writer steps in regardless, plus the commits between
+    # two checks: far below the unbounded 74 MB.
+    assert largest <= 8 * frames * 4120
+    assert storage._checkpointer is None  # close stopped the background thread
+
+
+def test_checkpoint_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="checkpoint_every"):
+        SQLiteStorage(tmp_path / "x.db", checkpoint_every=0)
+    with pytest.raises(UserError, match="wal_wrap_frames"):
+        SQLiteStorage(tmp_path / "x.db", wal_wrap_frames=0)
