@@ -1,7 +1,7 @@
 """Owns the ``capsule`` command: ``main`` and the dispatch to each subcommand.
 
-``capsule serve | dev | worker | run | data | import | export``; ``capsule <command> --help``
-describes each. The database is ``--db URL`` or ``CAPSULE_DB_URL``.
+``capsule serve | dev | worker | run | data | check | import | export``; ``capsule <command>
+--help`` describes each. The database is ``--db URL`` or ``CAPSULE_DB_URL``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from core.cli import data, run, serve, transfer
+from core.cli import check, data, run, serve, transfer
 from core.cli.output import print_error
 from core.errors import CapsuleError
 
@@ -24,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_parsers(commands)
     run.add_parser(commands)
     data.add_parser(commands)
+    check.add_parser(commands)
     transfer.add_parsers(commands)
     return p
 
