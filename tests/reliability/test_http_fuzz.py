@@ -23,6 +23,7 @@ import jwt
 import pytest
 from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
+from starlette.routing import Route
 
 from components.sharded_counter import ShardedCounter
 from components.sharded_counter import component as sharded_counter
@@ -93,7 +94,9 @@ def served(storage: Storage) -> Iterator[Served]:
     with TestApp(app, storage=storage) as t:
         asgi = create_asgi_app(app, settings=SETTINGS, runtime=t.runtime)
         t.mutation(create, {"name": "seed", "n": 1})
-        routes = [(r.path, sorted(r.methods or ["GET"])) for r in asgi.routes]
+        routes = [
+            (r.path, sorted(r.methods or ["GET"])) for r in asgi.routes if isinstance(r, Route)
+        ]
         with BackgroundServer(asgi) as bg:
             yield Served(t, bg.url, routes)
 
