@@ -71,7 +71,7 @@ def _setup(url: str) -> None:
 
 
 @pytest.mark.parametrize("point", COMMIT_POINTS)
-def test_a_raised_fault_leaves_before_or_after(storage: Storage, point: str) -> None:
+def test_a_raised_fault_leaves_before_or_after(storage: Storage, point: str, soak: Any) -> None:
     _setup(storage.url)
     faulty = FaultyStorage(open_storage(storage.url))
     with TestApp(fa.app, storage=faulty) as t:
@@ -85,10 +85,13 @@ def test_a_raised_fault_leaves_before_or_after(storage: Storage, point: str) -> 
         t.mutation(fa.transfer, {**ONE, "note": "receipt two"})
     state = _reopened_state(storage.url)
     assert state["count"] == (2 if point == "committed" else 1)
+    soak.record(faults=faulty.faults, anomalies=0)
 
 
 @pytest.mark.parametrize("point", COMMIT_POINTS)
-def test_a_kill_at_each_point_leaves_before_or_after(storage: Storage, point: str) -> None:
+def test_a_kill_at_each_point_leaves_before_or_after(
+    storage: Storage, point: str, soak: Any
+) -> None:
     _setup(storage.url)
     done = subprocess.run(
         [sys.executable, str(APP), storage.url, point],
@@ -102,6 +105,7 @@ def test_a_kill_at_each_point_leaves_before_or_after(storage: Storage, point: st
     state = _reopened_state(storage.url)
     # Before the storage commit nothing is kept; after it, everything.
     assert state == (AFTER if point == "committed" else BEFORE)
+    soak.record(faults=1, anomalies=0)
 
 
 def test_an_unknown_point_is_refused(tmp_path: Path) -> None:

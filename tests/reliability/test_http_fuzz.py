@@ -90,7 +90,7 @@ class Served:
 
 
 @pytest.fixture
-def served(storage: Storage) -> Iterator[Served]:
+def served(storage: Storage, soak: Any) -> Iterator[Served]:
     with TestApp(app, storage=storage) as t:
         asgi = create_asgi_app(app, settings=SETTINGS, runtime=t.runtime)
         t.mutation(create, {"name": "seed", "n": 1})
@@ -99,6 +99,7 @@ def served(storage: Storage) -> Iterator[Served]:
         ]
         with BackgroundServer(asgi) as bg:
             yield Served(t, bg.url, routes)
+    soak.record(transactions=EXAMPLES, anomalies=0)
 
 
 def snapshot(t: TestApp) -> Any:
