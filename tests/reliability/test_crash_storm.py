@@ -62,7 +62,11 @@ class Worker:
         deadline = time.monotonic() + WAIT
         while self.acks() < n:
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker {self.name} died: {self.errlog.read_text()}")
+                out = self.proc.stdout.read() if self.proc.stdout else ""
+                raise AssertionError(
+                    f"worker {self.name} exited {self.proc.returncode}: {out}"
+                    f"{self.errlog.read_text()}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"worker {self.name} made no progress in {WAIT} s")
             time.sleep(0.02)
