@@ -22,6 +22,7 @@ from core.errors import (
     ForbiddenError,
     FunctionNotFoundError,
     InvalidArgumentError,
+    InvalidHandleError,
     InvalidIdError,
     InvalidValueError,
     LimitExceededError,
@@ -30,15 +31,16 @@ from core.errors import (
     UnauthenticatedError,
     UserError,
 )
-from core.execution import handle_path, is_handle
 from core.files import FileMetadata
 from core.functions import FunctionRef
+from core.handles import handle_path, is_handle
 from core.http_client import HttpClient
 from core.ids import Id
 from core.indexes.text import SearchQuery
 from core.indexes.vector import VectorFilter
 from core.scheduler import SchedulerConfig
 from core.schema import Schema, Table
+from core.services import Service
 from core.storage import SQLiteStorage, Storage
 from core.values import UNSET, Value
 
@@ -63,6 +65,7 @@ __all__ = [
     "HttpClient",
     "Id",
     "InvalidArgumentError",
+    "InvalidHandleError",
     "InvalidIdError",
     "InvalidValueError",
     "LimitExceededError",
@@ -76,6 +79,7 @@ __all__ = [
     "Schema",
     "SchemaMismatchError",
     "SearchQuery",
+    "Service",
     "Storage",
     "SyncClient",
     "Table",

@@ -14,20 +14,24 @@ from typing import Any, TypeVar
 from core.client import Client, SyncClient
 from core.components import NO_BINDINGS, Component, ComponentHandle, Components
 from core.config import database_url, environment
-from core.crons import Crons, install_crons
-from core.errors import FunctionNotFoundError, UserError
-from core.execution import Clock, Target, parse_handle
+from core.crons import Crons, CronService
+from core.errors import FunctionNotFoundError, InvalidHandleError, UserError
+from core.execution import Clock, Target
+from core.files import FileService
 from core.functions import FunctionDecorators, FunctionKind, FunctionRef, FunctionRegistry
-from core.runtime import Runtime, Service
-from core.scheduler import SchedulerConfig, install_scheduler
+from core.handles import Handle, is_handle
+from core.migrations import MigrationDecorators, pending_fixes, planned
+from core.runtime import Runtime
+from core.scheduler import Scheduler, SchedulerConfig
 from core.schema import Schema
+from core.services import Service
 from core.storage import open_storage
 from core.storage.base import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class App(FunctionDecorators):
+class App(FunctionDecorators, MigrationDecorators):
     """A Capsule app: ``app = App(schema)``; storage comes from ``CAPSULE_DB_URL`` when opened.
 
     Args:
@@ -45,22 +49,19 @@ class App(FunctionDecorators):
         self._runtime: Runtime | None = None
         self._users = 0
         self._lock = threading.Lock()
-        self.services: list[Service] = []
-        """Background services every runtime of this app runs (scheduler, crons, ...)."""
-        self.setup: list[Callable[[Runtime], None]] = []
-        """Called with each runtime after it opens (to attach hooks and listeners)."""
-        self.extra_schemas: dict[str, Schema] = {}
-        """Table spaces besides the app's and its components' (system tables)."""
+        self.services: list[type[Service]] = [FileService, Scheduler, CronService]
+        """The services every runtime of this app runs, in order (``add_service`` adds one)."""
         self.components = Components()
         """Mounted component instances: ``app.components.<name>.<function>``."""
         self.http_routes: list[tuple[str, str, FunctionRef[Any, Any]]] = []
         """``(path, method, handler)`` of each ``@app.http_route``, served under ``/http``."""
+        self.server_routes: list[Callable[[Any], list[Any]]] = []
+        """Route factories: each is called with the ``CapsuleServer`` as the ASGI app is built
+        and returns Starlette routes to serve (``agent.expose()`` adds one)."""
         self.scheduler_config = SchedulerConfig()
         """Scheduler settings (job retention, action leases, parallelism, polling)."""
         self.crons = Crons()
         """The app's crons: ``app.crons.interval(...)``, ``.cron(...)``, ``.daily(...)`` ..."""
-        install_scheduler(self)
-        install_crons(self)
 
     # -- registration -------------------------------------------------------------------------
 
@@ -89,11 +90,16 @@ class App(FunctionDecorators):
     # -- resolution ----------------------------------------------------------------------------
 
     def resolve(self, ref: Any, *, caller: str | None) -> Target:
-        """Find the function a reference or path names, as seen by ``caller``.
+        """Find the function a reference, path or verified handle names, as ``caller`` sees it.
 
         ``caller`` is ``None`` for clients (which reach only public app functions), ``""`` for
-        the app's own functions, or a component's namespace.
+        the app's own functions, or a component's namespace. A path string names a function
+        of the caller's own table space: the app's for clients and app functions, the
+        instance's own for a component, which reaches the app's functions only through what
+        the app hands it (a handle, or a reference object bound or passed to it).
         """
+        if isinstance(ref, Handle):
+            return self._resolve_handle(ref)
         if isinstance(ref, FunctionRef):
             found = self.registry.get(ref.path)
             if found is not ref and (found is None or found.handler is not ref.handler):
@@ -103,23 +109,12 @@ class App(FunctionDecorators):
                 raise FunctionNotFoundError(ref.path, detail="it is not registered on this app")
             target = Target(found, "")
         elif isinstance(ref, str):
-            handle = parse_handle(ref)
-            if handle is not None:
-                if caller is None:
-                    raise FunctionNotFoundError(ref, detail="handles are not callable by clients")
-                namespace, path = handle
-                if namespace:
-                    resolved = self._resolve_foreign(ref, caller)
-                    if resolved is None:
-                        raise FunctionNotFoundError(ref)
-                    return resolved
-                found = self.registry.get(path)
-                if found is None:
-                    raise FunctionNotFoundError(path)
-                return Target(found, "")
-            resolved = self._resolve_foreign(ref, caller)
-            if resolved is not None:
-                return resolved
+            if is_handle(ref):
+                # The executor verifies handle strings before resolving; one that reaches
+                # here came around it, so it is refused rather than trusted.
+                raise InvalidHandleError(ref[:80], "it was not verified by the executor")
+            if caller:
+                return self.components.resolve_path(ref, caller)
             found = self.registry.get(ref)
             if found is None:
                 raise FunctionNotFoundError(ref)
@@ -133,6 +128,14 @@ class App(FunctionDecorators):
                 target.ref.path, detail="it is internal (callable only from other functions)"
             )
         return target
+
+    def _resolve_handle(self, handle: Handle) -> Target:
+        if not handle.namespace:
+            found = self.registry.get(handle.path)
+            if found is None:
+                raise FunctionNotFoundError(handle.path, detail="the handle names no app function")
+            return Target(found, "")
+        return self.components.resolve_handle(handle)
 
     def _resolve_foreign(self, ref: Any, caller: str | None) -> Target | None:
         """Component functions and component handles (``None``: not a component reference)."""
@@ -164,13 +167,32 @@ class App(FunctionDecorators):
         """
         if self._runtime is not None:
             raise UserError("Mount components before the first client opens.")
-        return self.components.mount(component, name or component.name, config)
+        return self.components.mount(component, name or component.name, config, owner=self)
 
     # -- runtime --------------------------------------------------------------------------------
 
+    def add_service(self, cls: type[Service]) -> None:
+        """Run a service (a ``core.Service`` subclass) in every runtime of this app.
+
+        Its system tables join the ``_system`` table space. Add services before the first
+        client opens; adding one twice is a no-op.
+
+        Raises:
+            UserError: ``cls`` is not a ``Service`` subclass, or a runtime is already open.
+        """
+        if not (isinstance(cls, type) and issubclass(cls, Service)):
+            raise UserError(f"app.add_service() takes a Service subclass, not {cls!r}.")
+        if self._runtime is not None:
+            raise UserError("Add services before the first client opens.")
+        if cls not in self.services:
+            self.services.append(cls)
+
     def schemas(self) -> dict[str, Schema]:
-        """Every table space's schema, by namespace (``""`` is the app's)."""
-        return {"": self.schema, **self.components.schemas(), **self.extra_schemas}
+        """The app's and its component instances' schemas, by namespace (``""`` is the app's).
+
+        The runtime adds the ``_system`` table space, assembled from the services.
+        """
+        return {"": self.schema, **self.components.schemas()}
 
     def make_runtime(
         self, storage: Storage | str | None = None, *, clock: Clock | None = None
@@ -181,15 +203,9 @@ class App(FunctionDecorators):
             chosen = database_url()
         if isinstance(chosen, str):
             chosen = open_storage(chosen)
-        return Runtime(
-            storage=chosen,
-            schemas=self.schemas(),
-            resolver=self,
-            clock=clock,
-            env=environment(),
-            services=self.services,
-            setup=self.setup,
-        )
+        runtime = Runtime(app=self, storage=chosen, clock=clock, env=environment())
+        runtime.pending = pending_fixes(runtime.db.catalog, planned(self))
+        return runtime
 
     def _acquire_runtime(self) -> Runtime:
         with self._lock:

@@ -9,14 +9,17 @@ loop thread.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import anyio.to_thread
 
 from core.auth import UserIdentity, to_identity
 
 if TYPE_CHECKING:
+    from core.functions import FunctionRef
     from core.runtime import Runtime
+
+ReturnT = TypeVar("ReturnT")
 
 
 class RuntimeOwner(Protocol):
@@ -66,17 +69,41 @@ class Client(_ClientBase):
     async def __aexit__(self, *exc: Any) -> None:
         await anyio.to_thread.run_sync(self._close)
 
-    async def query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    async def query(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    async def query(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    async def query(
+        self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None
+    ) -> Any:
         """Run a public query."""
         ex = self.runtime.executor
         return await anyio.to_thread.run_sync(ex.query, ref, args, self.identity)
 
-    async def mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    async def mutation(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    async def mutation(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    async def mutation(
+        self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None
+    ) -> Any:
         """Run a public mutation."""
         ex = self.runtime.executor
         return await anyio.to_thread.run_sync(ex.mutation, ref, args, self.identity)
 
-    async def action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    async def action(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    async def action(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    async def action(
+        self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None
+    ) -> Any:
         """Run a public action."""
         return await self.runtime.executor.action(ref, args, self.identity)
 
@@ -97,15 +124,33 @@ class SyncClient(_ClientBase):
     def __exit__(self, *exc: Any) -> None:
         self._close()
 
-    def query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def query(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def query(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def query(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public query in the calling thread."""
         return self.runtime.executor.query(ref, args, self.identity)
 
-    def mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def mutation(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def mutation(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def mutation(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public mutation in the calling thread."""
         return self.runtime.executor.mutation(ref, args, self.identity)
 
-    def action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def action(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def action(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def action(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public action on the runtime's loop thread and wait for it."""
         rt = self.runtime
         return rt.portal.call(rt.executor.action, ref, args, self.identity)

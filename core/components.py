@@ -32,8 +32,10 @@ import pydantic
 
 from core.context import ActionCtx, MutationCtx, QueryCtx
 from core.errors import BindingExistsError, BindingNotFoundError, FunctionNotFoundError, UserError
-from core.execution import Target, parse_handle
+from core.execution import Target
 from core.functions import FunctionDecorators, FunctionRef, FunctionRegistry
+from core.handles import Handle
+from core.migrations import MigrationDecorators
 from core.schema import Schema
 
 ReturnT = TypeVar("ReturnT")
@@ -42,7 +44,7 @@ ResultT = TypeVar("ResultT")
 _MOUNT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
 
-class Component(FunctionDecorators):
+class Component(FunctionDecorators, MigrationDecorators):
     """A reusable unit: its own tables and the functions that are the only way in.
 
     Args:
@@ -125,10 +127,18 @@ class BoundRef(FunctionRef[Any, Any]):
     def __repr__(self) -> str:
         return f"<{self.kind.value} {self.path} of component instance {self.namespace!r}>"
 
-    @property
-    def handle(self) -> str:
-        """The handle string of this function in its instance."""
-        return Target(self.unbound, self.namespace).handle
+
+class GrantedRef(BoundRef):
+    """A component function the app granted with ``handle.function(ref)``: a capability.
+
+    Like a handle string, it is callable from any table space (a workflow step, another
+    component) but never by a client; unlike one, it is a Python object, so it needs no
+    database key to make. Passed between table spaces as an argument it travels as a signed
+    handle; ``function_handle(ctx, granted)`` gives that string.
+    """
+
+    def __repr__(self) -> str:
+        return f"<granted {self.kind.value} {self.path} of component instance {self.namespace!r}>"
 
 
 class ChildHandle:
@@ -223,8 +233,10 @@ class ComponentInstance:
 class ComponentHandle:
     """What ``app.use`` returns: ``handle.<function>`` is a function reference."""
 
-    def __init__(self, instance: ComponentInstance):
+    def __init__(self, instance: ComponentInstance, *, owner: Any = None):
         self._instance = instance
+        self.owner = owner
+        """The ``App`` that mounted this instance (``agent.expose()`` finds the app here)."""
 
     @property
     def namespace(self) -> str:
@@ -253,11 +265,13 @@ class ComponentHandle:
         """
         self._instance.bind(name, obj)
 
-    def function(self, ref: FunctionRef[Any, Any] | str) -> str:
-        """The handle string of one of this instance's functions (to store or pass along).
+    def function(self, ref: FunctionRef[Any, Any] | str) -> GrantedRef:
+        """Grant one of this instance's functions: a reference callable from anywhere.
 
         ``ref`` is the component's function (``component_module.fn``), ``handle.fn``, or its
-        Python name.
+        Python name. The result works where a handle does (a workflow step, a scheduler, an
+        argument to another component); ``function_handle(ctx, granted)`` gives its handle
+        string, signed with the database's key, to store.
 
         Raises:
             FunctionNotFoundError: the component has no such function, or ``ref`` is a
@@ -282,7 +296,7 @@ class ComponentHandle:
             raise FunctionNotFoundError(
                 name, detail=f'component "{instance.component.name}" has no such function'
             )
-        return Target(found, instance.namespace).handle
+        return GrantedRef(found, instance.namespace)
 
     def __getattr__(self, attr: str) -> BoundRef:
         if attr.startswith("_"):
@@ -319,7 +333,12 @@ class Components:
         return iter(self._handles)
 
     def mount(
-        self, component: Component, name: str, config: Mapping[str, Any] | None
+        self,
+        component: Component,
+        name: str,
+        config: Mapping[str, Any] | None,
+        *,
+        owner: Any = None,
     ) -> ComponentHandle:
         """Mount ``component`` (and, recursively, its children) at ``name``."""
         if not isinstance(component, Component):
@@ -328,7 +347,7 @@ class Components:
         if name in self._handles:
             raise UserError(f'A component is already mounted as "{name}".')
         instance = self._mount(component, name, config)
-        handle = ComponentHandle(instance)
+        handle = ComponentHandle(instance, owner=owner)
         self._handles[name] = handle
         return handle
 
@@ -349,18 +368,48 @@ class Components:
 
     # -- resolution ---------------------------------------------------------------------------
 
+    def resolve_handle(self, handle: Handle) -> Target:
+        """The function a verified handle names in a component instance."""
+        instance = self.instances.get(handle.namespace)
+        found = None if instance is None else instance.component.registry.get(handle.path)
+        if found is None:
+            raise FunctionNotFoundError(
+                handle.path, detail=f'the handle names no function of "{handle.namespace}"'
+            )
+        return Target(found, handle.namespace)
+
+    def resolve_path(self, path: str, caller: str) -> Target:
+        """A path string called from component instance ``caller``: its own functions only.
+
+        Raises:
+            FunctionNotFoundError: ``caller``'s component has no function at ``path`` (the
+                app's and other instances' functions are reached through handles or
+                references, never by path).
+        """
+        instance = self.instances.get(caller)
+        found = None if instance is None else instance.component.registry.get(path)
+        if found is None:
+            raise FunctionNotFoundError(
+                path,
+                detail=f'component instance "{caller}" resolves paths only among its own '
+                "functions; the app's functions are reached through a handle or reference "
+                "the app passes to it",
+            )
+        return Target(found, caller)
+
     def resolve(self, ref: Any, caller: str | None) -> Target | None:
-        """Resolve a component reference or handle; ``None`` if ``ref`` is not one."""
-        if isinstance(ref, str):
-            parsed = parse_handle(ref)
-            if parsed is None or not parsed[0]:
-                return None
-            namespace, path = parsed
-            instance = self.instances.get(namespace)
-            found = None if instance is None else instance.component.registry.get(path)
-            if found is None:
-                raise FunctionNotFoundError(ref)
-            return Target(found, namespace)
+        """Resolve a component function reference; ``None`` if ``ref`` is not one."""
+        if isinstance(ref, GrantedRef):
+            instance = self.instances.get(ref.namespace)
+            if instance is None or instance.component.registry.get(ref.path) is None:
+                raise FunctionNotFoundError(
+                    ref.path, detail=f'no component instance "{ref.namespace}"'
+                )
+            if caller is None:
+                raise FunctionNotFoundError(
+                    ref.path, detail="granted component functions are not callable by clients"
+                )
+            return Target(ref.unbound, ref.namespace)
         if isinstance(ref, BoundRef):
             return self._checked(ref.unbound, ref.namespace, caller)
         if isinstance(ref, ChildRef):
@@ -412,8 +461,7 @@ def function_handle(ctx: QueryCtx | ActionCtx, ref: FunctionRef[Any, Any] | str)
 
     ``ref`` is a reference, a path, or already a handle (returned as the core resolves it).
     """
-    frame = ctx._frame
-    return frame.executor.resolver.resolve(ref, caller=frame.namespace).handle
+    return ctx._frame.handle(ref)
 
 
 @overload

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random as _random
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from core.auth import Auth
 from core.errors import UserError
@@ -20,6 +20,9 @@ from core.errors import UserError
 if TYPE_CHECKING:
     from core.database.reader import DatabaseReader
     from core.execution import Frame
+    from core.functions import FunctionRef
+
+ReturnT = TypeVar("ReturnT")
 
 _WHY = {
     ("query", "scheduler"): "queries are read-only; schedule from a mutation or an action",
@@ -114,7 +117,15 @@ class QueryCtx(_Context):
         """Seconds since the epoch, fixed for this attempt."""
         return self._frame.now
 
-    def run_query(self, ref: Any, args: Mapping[str, Any] | None = None) -> Any:
+    @overload
+    def run_query(
+        self, ref: FunctionRef[Any, ReturnT], args: Mapping[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def run_query(self, ref: str, args: Mapping[str, Any] | None = None) -> Any: ...
+    def run_query(
+        self, ref: FunctionRef[Any, Any] | str, args: Mapping[str, Any] | None = None
+    ) -> Any:
         """Run a query in this transaction (same snapshot) and return its result."""
         return self._frame.call(ref, args, "query")
 
@@ -135,7 +146,15 @@ class MutationCtx(QueryCtx):
         """Schedule functions to run later; takes effect only if this mutation commits."""
         return self._frame.scheduler()
 
-    def run_mutation(self, ref: Any, args: Mapping[str, Any] | None = None) -> Any:
+    @overload
+    def run_mutation(
+        self, ref: FunctionRef[Any, ReturnT], args: Mapping[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def run_mutation(self, ref: str, args: Mapping[str, Any] | None = None) -> Any: ...
+    def run_mutation(
+        self, ref: FunctionRef[Any, Any] | str, args: Mapping[str, Any] | None = None
+    ) -> Any:
         """Run a mutation inside this transaction as a nested unit (its own savepoint)."""
         return self._frame.call(ref, args, "mutation")
 
@@ -168,15 +187,39 @@ class ActionCtx(_Context):
         """File storage (blobs with signed URLs)."""
         return self._frame.files()
 
-    async def run_query(self, ref: Any, args: Mapping[str, Any] | None = None) -> Any:
+    @overload
+    async def run_query(
+        self, ref: FunctionRef[Any, ReturnT], args: Mapping[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    async def run_query(self, ref: str, args: Mapping[str, Any] | None = None) -> Any: ...
+    async def run_query(
+        self, ref: FunctionRef[Any, Any] | str, args: Mapping[str, Any] | None = None
+    ) -> Any:
         """Run a query in its own transaction."""
         return await self._frame.call_async(ref, args, "query")
 
-    async def run_mutation(self, ref: Any, args: Mapping[str, Any] | None = None) -> Any:
+    @overload
+    async def run_mutation(
+        self, ref: FunctionRef[Any, ReturnT], args: Mapping[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    async def run_mutation(self, ref: str, args: Mapping[str, Any] | None = None) -> Any: ...
+    async def run_mutation(
+        self, ref: FunctionRef[Any, Any] | str, args: Mapping[str, Any] | None = None
+    ) -> Any:
         """Run a mutation in its own transaction (retried on conflicts)."""
         return await self._frame.call_async(ref, args, "mutation")
 
-    async def run_action(self, ref: Any, args: Mapping[str, Any] | None = None) -> Any:
+    @overload
+    async def run_action(
+        self, ref: FunctionRef[Any, ReturnT], args: Mapping[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    async def run_action(self, ref: str, args: Mapping[str, Any] | None = None) -> Any: ...
+    async def run_action(
+        self, ref: FunctionRef[Any, Any] | str, args: Mapping[str, Any] | None = None
+    ) -> Any:
         """Run another action."""
         return await self._frame.call_async(ref, args, "action")
 

@@ -31,14 +31,14 @@ from croniter import croniter
 
 from core.database.query import Query
 from core.errors import UserError
-from core.scheduler import scheduler_of
-from core.system_tables import CRONS, IN_PROGRESS, PENDING
+from core.scheduler import Scheduler
+from core.services import Service
+from core.system_tables import CRONS, CRONS_TABLE, IN_PROGRESS, PENDING
 
 if TYPE_CHECKING:
     from core.database.transaction import Transaction
     from core.execution import Target
     from core.runtime import Runtime
-    from core.scheduler import Scheduler
 
 logger = logging.getLogger("capsule.crons")
 
@@ -230,10 +230,10 @@ class CronRunner:
     def __init__(self, scheduler: Scheduler, declared: list[tuple[str, CronJob]]):
         self.scheduler = scheduler
         self.entries: dict[tuple[str, str], tuple[CronJob, Target, dict[str, Any]]] = {}
-        resolver = scheduler.executor.resolver
+        executor = scheduler.executor
         for namespace, job in declared:
             try:
-                target = resolver.resolve(job.ref, caller=namespace)
+                target = executor.resolve(job.ref, caller=namespace)
                 args = scheduler.check_args(target, job.args, namespace)
             except Exception as exc:
                 where = f' of component "{namespace}"' if namespace else ""
@@ -255,7 +255,7 @@ class CronRunner:
                 row = existing.pop(key, None)
                 fields = {
                     "function": target.ref.path,
-                    "handle": target.handle,
+                    "handle": scheduler.executor.handle(target),
                     "kind": target.ref.kind.value,
                     "args": args,
                     "schedule": job.schedule.describe(),
@@ -354,15 +354,25 @@ def declared_crons(app: Any) -> list[tuple[str, CronJob]]:
     return out
 
 
-def install_crons(app: Any) -> None:
-    """Dispatch an app's crons from its scheduler (call after ``install_scheduler``)."""
+class CronService(Service):
+    """Keeps the ``_crons`` table in line with the declarations; dispatches due crons.
 
-    def setup(runtime: Runtime) -> None:
-        scheduler = scheduler_of(runtime)
-        runner = CronRunner(scheduler, declared_crons(app))
+    Crons run as scheduled jobs, so this service needs the runtime's ``Scheduler`` (listed
+    before it); the scheduler's passes call its ``dispatch`` and ask its ``next_due``.
+    """
+
+    tables = {CRONS: CRONS_TABLE}
+
+    def __init__(self, runtime: Runtime):
+        super().__init__(runtime)
+        self.runner: CronRunner | None = None
+        """The runner for the declared crons (made as the runtime opens)."""
+
+    def open(self) -> None:
+        """Sync the declared crons and hook their dispatch into the scheduler's passes."""
+        scheduler = self.runtime.service(Scheduler)
+        runner = CronRunner(scheduler, declared_crons(self.runtime.app))
         runner.sync()
-        runtime.state["crons"] = runner
+        self.runner = runner
         scheduler.tick_hooks.append(runner.dispatch)
         scheduler.due_hooks.append(runner.next_due)
-
-    app.setup.append(setup)

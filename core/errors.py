@@ -12,11 +12,18 @@ The tree::
     │   └── InvalidIdError            a string is not an id, or an id of another table, 400
     ├── UnauthenticatedError          missing or invalid credentials, 401
     ├── ForbiddenError                authenticated but not allowed, 403
+    │   └── InvalidHandleError        a function handle the database did not sign (forged), 403
     ├── FunctionNotFoundError         unknown (or unreachable) function path, 404
     ├── ConflictError                 a mutation could not commit after its retries, 409
     ├── RequestTooLargeError          an HTTP request body is over the server's limit, 413
     ├── SchemaMismatchError           stored documents violate the schema at open, 500
+    ├── RetryableStorageError         a storage step failed transiently (retried), 503
     └── AppError                      raised by app code; its ``data`` reaches the client, 422
+
+Internal signals, never seen by callers (not ``CapsuleError``s)::
+
+    Conflict                          a transaction's reads were overwritten; it is re-run
+    Abandoned                         a before_commit hook gave up an attempt (a lost race)
 
 The server maps errors to responses by the ``code`` and ``http_status`` attributes, never by an
 ``isinstance`` ladder.
@@ -26,6 +33,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+
+
+class Conflict(Exception):
+    """Raised when a newer commit touched a transaction's read set (internal: it is re-run)."""
+
+    def __init__(self, tables: set[str]):
+        super().__init__(tables)
+        self.tables = tables
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.tables,))
+
+
+class Abandoned(Exception):
+    """Raised when a ``before_commit`` hook gives up an attempt on purpose (a lost race).
+
+    Internal: another runner or request got there first; nothing failed. The executor logs it
+    at debug level, not as a failed call.
+    """
 
 
 class CapsuleError(Exception):
@@ -141,6 +167,23 @@ class ForbiddenError(CapsuleError):
     http_status = 403
 
 
+class InvalidHandleError(ForbiddenError):
+    """Raised when a function handle was not made by this database (forged, edited, foreign)."""
+
+    code = "invalid_handle"
+
+    def __init__(self, handle: str, reason: str):
+        super().__init__(
+            f"Function handle {handle} is refused: {reason}. Handles are made by the core "
+            "(function_handle(ctx, ref)) and cannot be written by hand."
+        )
+        self.handle = handle
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.handle, self.reason))
+
+
 class FunctionNotFoundError(CapsuleError):
     """Raised when no public function answers to a path."""
 
@@ -187,14 +230,68 @@ class SchemaMismatchError(CapsuleError):
 
     code = "schema_mismatch"
 
-    def __init__(self, *, table: str, document_id: str, field: str, detail: str):
-        super().__init__(
-            f'Table "{table}": stored document "{document_id}" does not match the schema '
-            f'(field "{field}": {detail}). Migrate the data or relax the schema.'
-        )
+    def __init__(
+        self,
+        *,
+        table: str,
+        document_id: str,
+        field: str,
+        detail: str,
+        count: int = 1,
+        migrations: Iterable[str] = (),
+    ):
         self.table = table
         self.document_id = document_id
         self.field = field
+        self.detail = detail
+        self.count = count
+        """How many stored documents of the table do not fit."""
+        self.migrations = list(migrations)
+        """Pending migrations of the table, which would fix them (``capsule migrate``)."""
+        first = f'(field "{field}": {detail})'
+        if count > 1:
+            head = (
+                f'Table "{table}": {count:,} stored documents do not match the schema; the first, '
+                f'"{document_id}", {first}.'
+            )
+        else:
+            head = (
+                f'Table "{table}": stored document "{document_id}" does not match the schema '
+                f"{first}."
+            )
+        if self.migrations:
+            names = ", ".join(f'"{m}"' for m in self.migrations)
+            plural = "s" if len(self.migrations) > 1 else ""
+            tail = f" Pending migration{plural} {names} would fix them: run `capsule migrate`."
+        else:
+            tail = " Migrate the data or relax the schema."
+        super().__init__(head + tail)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_mismatch, (self.__dict__.copy(),))
+
+
+def _mismatch(state: dict[str, Any]) -> SchemaMismatchError:
+    return SchemaMismatchError(
+        table=state["table"],
+        document_id=state["document_id"],
+        field=state["field"],
+        detail=state["detail"],
+        count=state["count"],
+        migrations=state["migrations"],
+    )
+
+
+class RetryableStorageError(CapsuleError):
+    """Raised when a storage step failed for a transient reason (e.g. a serialization failure).
+
+    Nothing of the batch was applied; the database retries its transactions as if they had
+    conflicted, so the caller never sees it while retries remain. Backends raise it; callers
+    ask ``Storage.is_transient`` rather than inspecting driver errors.
+    """
+
+    code = "storage_retryable"
+    http_status = 503
 
 
 class AppError(CapsuleError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -24,9 +25,12 @@ from core.context import ActionCtx, MutationCtx, QueryCtx
 from core.database.engine import Conflict, Database
 from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
+from core.errors import Abandoned as Abandoned  # re-exported: hooks raise it
 from core.errors import FunctionNotFoundError, UserError
 from core.functions import FunctionKind, FunctionRef
+from core.handles import HandleKey, is_handle
 from core.indexes.vector import vector_search
+from core.system_tables import FUNCTION_KEYS, SYSTEM_NAMESPACE
 
 if TYPE_CHECKING:
     from core.database.transaction import Transaction
@@ -38,14 +42,6 @@ OPTIMISTIC_ATTEMPTS = 4
 EXCLUSIVE_TIMEOUT = 30.0
 _BACKOFF_BASE = 0.002
 _BACKOFF_MAX = 0.05
-
-
-class Abandoned(Exception):
-    """Internal: a ``before_commit`` hook gave up an attempt on purpose (a lost race).
-
-    Another runner or request got there first; nothing failed. The executor logs it at debug
-    level, not as a failed call.
-    """
 
 
 class Clock(Protocol):
@@ -70,49 +66,16 @@ class Target(NamedTuple):
     ref: FunctionRef[Any, Any]
     namespace: str
 
-    @property
-    def handle(self) -> str:
-        """A string naming this function in its table space: ``"fn:<namespace>|<path>"``.
-
-        Handles are what travels and is stored: scheduled jobs, callbacks passed to
-        components, workflow steps. Any function (never a client) may resolve one.
-        """
-        return f"{HANDLE_PREFIX}{self.namespace}|{self.ref.path}"
-
-
-HANDLE_PREFIX = "fn:"
-
-
-def parse_handle(handle: str) -> tuple[str, str] | None:
-    """``(namespace, path)`` of a handle string, or ``None`` if it is not one."""
-    if not handle.startswith(HANDLE_PREFIX) or "|" not in handle:
-        return None
-    namespace, _, path = handle[len(HANDLE_PREFIX) :].partition("|")
-    return namespace, path
-
-
-def is_handle(value: object) -> bool:
-    """Whether ``value`` is a function handle string (what travels instead of a reference)."""
-    return isinstance(value, str) and parse_handle(value) is not None
-
-
-def handle_path(handle: str) -> str:
-    """The function path a handle names (``"tasks:create"``).
-
-    Raises:
-        UserError: ``handle`` is not a handle string.
-    """
-    parsed = parse_handle(handle) if isinstance(handle, str) else None
-    if parsed is None:
-        raise UserError(f"{handle!r} is not a function handle.")
-    return parsed[1]
-
 
 class Resolver(Protocol):
-    """Turns a function reference or path into a ``Target`` for a caller."""
+    """Turns a function reference, path or verified ``Handle`` into a ``Target`` for a caller."""
 
     def resolve(self, ref: Any, *, caller: str | None) -> Target:
-        """``caller`` is the calling namespace, or ``None`` for a client."""
+        """``caller`` is the calling namespace, or ``None`` for a client.
+
+        Handle strings never reach the resolver: the executor verifies them first and passes
+        the ``Handle`` they name.
+        """
         ...
 
     def bindings(self, namespace: str) -> Mapping[str, object]:
@@ -191,13 +154,17 @@ class Frame:
         """``ctx.bindings``: the objects bound to this frame's component instance."""
         return self.executor.resolver.bindings(self.namespace)
 
+    def handle(self, ref: Any) -> str:
+        """The handle of ``ref`` as this frame's function sees it (``function_handle``)."""
+        return self.executor.handle(self.executor.resolve(ref, caller=self.namespace))
+
     def scheduler(self) -> Any:
         """``ctx.scheduler`` for this frame."""
-        return self.executor.hooks.scheduler(self)
+        return self.executor.services.scheduler(self)
 
     def files(self) -> Any:
         """``ctx.files`` for this frame."""
-        return self.executor.hooks.files(self)
+        return self.executor.services.files_for(self)
 
     def config(self) -> Mapping[str, Any]:
         """``ctx.config``: the component instance's configuration."""
@@ -211,31 +178,32 @@ class Frame:
     async def vector_search(
         self, table: str, index: str, vector: Any, limit: int, filter: Any
     ) -> list[dict[str, Any]]:
-        """``ctx.vector_search`` for this frame's table space."""
-        return await self.executor.hooks.vector_search(self, table, index, vector, limit, filter)
+        """``ctx.vector_search``: the in-memory vector store of the index, kept current."""
+        db = self.executor.db
+        space = db.space(self.namespace)
+        return await vector_search(db, space, table, index, vector, limit, filter)
 
 
-class Hooks:
-    """Services the runtime plugs into contexts (scheduler, files, vector search).
-
-    The defaults explain what is missing; the runtime replaces them when it starts.
-    """
+class ContextServices(Protocol):
+    """What contexts reach beyond functions and the database (the ``Runtime`` provides it)."""
 
     def scheduler(self, frame: Frame) -> Any:
-        """``ctx.scheduler``."""
+        """``ctx.scheduler`` for ``frame``."""
+        ...
+
+    def files_for(self, frame: Frame) -> Any:
+        """``ctx.files`` for ``frame``."""
+        ...
+
+
+class _NoServices:
+    """An executor outside a runtime: explains what is missing."""
+
+    def scheduler(self, frame: Frame) -> Any:
         raise UserError("ctx.scheduler needs a running app (open a client or TestApp).")
 
-    def files(self, frame: Frame) -> Any:
-        """``ctx.files``."""
+    def files_for(self, frame: Frame) -> Any:
         raise UserError("ctx.files needs a running app (open a client or TestApp).")
-
-    async def vector_search(
-        self, frame: Frame, table: str, index: str, vector: Any, limit: int, filter: Any
-    ) -> list[dict[str, Any]]:
-        """``ctx.vector_search``: the in-memory vector store of the index, kept current."""
-        db = frame.executor.db
-        space = db.space(frame.namespace)
-        return await vector_search(db, space, table, index, vector, limit, filter)
 
 
 class Executor:
@@ -248,23 +216,68 @@ class Executor:
         *,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
+        services: ContextServices | None = None,
     ):
         self.db = db
         self.resolver = resolver
         self.clock: Clock = clock or SystemClock()
         self.env: Mapping[str, str] = dict(env or {})
-        self.hooks = Hooks()
+        self.services: ContextServices = services if services is not None else _NoServices()
         self.calls = 0
         self.retries = 0
+        self._key: HandleKey | None = None
+        self._key_lock = threading.Lock()
 
     def system_space(self) -> Any:
         """The system table space, when the runtime has one."""
         return self.db.catalog.spaces.get("_system")
 
+    # -- handles ------------------------------------------------------------------------------
+
+    def load_handle_key(self) -> HandleKey:
+        """The database's handle key: read from ``_function_keys``, or created there once.
+
+        The runtime loads it as it opens, outside any transaction. Two processes opening a
+        new database at once both try to insert a key; the second one's transaction read the
+        empty table, so it conflicts, re-runs and reads the first one's key.
+        """
+        with self._key_lock:
+            if self._key is None:
+
+                def attempt(txn: Transaction) -> bytes:
+                    db = DatabaseWriter(txn, self.db.space(SYSTEM_NAMESPACE))
+                    doc = db.query(FUNCTION_KEYS).first()
+                    if doc is not None:
+                        return bytes(doc["secret"])
+                    secret = os.urandom(32)
+                    db.insert(FUNCTION_KEYS, {"secret": secret})
+                    return secret
+
+                self._key = HandleKey(self.run_transaction(attempt, label="handles: key"))
+            return self._key
+
+    def handle(self, target: Target) -> str:
+        """The signed handle string of ``target`` (what travels and is stored)."""
+        return self.load_handle_key().sign(target.namespace, target.ref.path)
+
+    def resolve(self, ref: Any, *, caller: str | None) -> Target:
+        """Resolve ``ref`` as ``caller`` sees it, verifying handle strings first.
+
+        Raises:
+            InvalidHandleError: ``ref`` is a handle this database did not sign.
+            FunctionNotFoundError: ``ref`` does not resolve from ``caller`` (a client may not
+                call handles at all).
+        """
+        if isinstance(ref, str) and is_handle(ref):
+            if caller is None:
+                raise FunctionNotFoundError(ref[:80], detail="handles are not callable by clients")
+            ref = self.load_handle_key().verify(ref)
+        return self.resolver.resolve(ref, caller=caller)
+
     # -- top-level calls -------------------------------------------------------------------
 
     def _resolve(self, ref: Any, kind: str | None, caller: str | None) -> Target:
-        target = self.resolver.resolve(ref, caller=caller)
+        target = self.resolve(ref, caller=caller)
         if kind is not None and target.ref.kind.value != kind:
             raise FunctionNotFoundError(
                 target.ref.path, detail=f"it is a {target.ref.kind.value}, not a {kind}"
@@ -281,7 +294,7 @@ class Executor:
         if not any(isinstance(v, FunctionRef) for v in args.values()):
             return args
         return {
-            k: self.resolver.resolve(v, caller=caller).handle if isinstance(v, FunctionRef) else v
+            k: self.handle(self.resolve(v, caller=caller)) if isinstance(v, FunctionRef) else v
             for k, v in args.items()
         }
 
@@ -406,6 +419,47 @@ class Executor:
         self.calls += 1
         try:
             result = await self._run_action(target, args, _auth(identity))
+        except BaseException as exc:
+            self._log_failure(target, start, exc)
+            raise
+        self._log_success(target, start)
+        return result
+
+    async def http(
+        self,
+        ref: FunctionRef[Any, Any],
+        request: Any,
+        args: Mapping[str, Any],
+        identity: UserIdentity | None = None,
+    ) -> Any:
+        """Run an ``@app.http_route`` handler like an action: validated, logged, counted.
+
+        ``args`` are the request's path and query parameters; those the handler declares
+        after ``request`` are validated (in lax mode: they arrive as strings) and passed,
+        the rest stay readable on the request. Returns what the handler returns (the server
+        checks it is a Response).
+
+        Raises:
+            InvalidArgumentError: a declared parameter is missing or not valid.
+        """
+        if ref.kind is not FunctionKind.HTTP:
+            raise UserError(f"{ref!r} is not an HTTP route.")
+        target = Target(ref, "")
+        start = time.perf_counter()
+        self.calls += 1
+        try:
+            declared = ref.args_model.model_fields
+            kwargs = ref.validate_args({k: v for k, v in args.items() if k in declared})
+            frame = Frame(
+                self,
+                target,
+                auth=_auth(identity),
+                depth=0,
+                kind="action",
+                txn=None,
+                now=self.clock.time(),
+            )
+            result = await ref.handler(ActionCtx(frame), request, **kwargs)
         except BaseException as exc:
             self._log_failure(target, start, exc)
             raise

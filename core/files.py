@@ -35,12 +35,13 @@ from core.database.writer import DatabaseWriter
 from core.errors import ForbiddenError, InvalidIdError, UserError
 from core.ids import Id
 from core.schema import Table
-from core.system_tables import register_system_table
+from core.services import Service
 
 if TYPE_CHECKING:
     from core.database.engine import Database
     from core.database.transaction import Transaction
-    from core.execution import Executor, Frame
+    from core.execution import Frame
+    from core.runtime import Runtime
 
 FILES_TABLE = "_storage"
 CHUNKS_TABLE = "_storage_chunks"
@@ -80,10 +81,6 @@ def file_tables() -> dict[str, Table]:
     }
 
 
-for _name, _table in file_tables().items():
-    register_system_table(_name, _table)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileMetadata:
     """What is known about a stored file."""
@@ -104,17 +101,20 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-class FileService:
+class FileService(Service):
     """File storage of one runtime: blobs, metadata, and URL signing for every table space."""
 
-    def __init__(self, db: Database, executor: Executor, settings: FileSettings | None = None):
-        self.db = db
-        self.executor = executor
+    tables = file_tables()
+
+    def __init__(self, runtime: Runtime, settings: FileSettings | None = None):
+        super().__init__(runtime)
+        self.db: Database = runtime.db
+        self.executor = runtime.executor
         self.settings = settings or FileSettings.from_env()
         self._secret: bytes | None = (
             self.settings.url_secret.encode() if self.settings.url_secret else None
         )
-        self._dir = db.storage.files_dir()
+        self._dir = self.db.storage.files_dir()
 
     def for_frame(self, frame: Frame) -> FileStorage:
         """``ctx.files`` of a function invocation (its table space's files only)."""

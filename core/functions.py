@@ -13,8 +13,8 @@ import inspect
 import os
 import sys
 import typing
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import pydantic
 from pydantic import BaseModel, ConfigDict
@@ -22,8 +22,12 @@ from pydantic import BaseModel, ConfigDict
 from core.errors import InvalidArgumentError, InvalidValueError, UserError
 from core.values import check_value
 
-ArgsT = TypeVar("ArgsT")
+ArgsT = ParamSpec("ArgsT")
+"""A function's parameters after ``ctx`` (what its arguments dict holds)."""
 ReturnT = TypeVar("ReturnT")
+"""What a function returns (an action: what it returns once awaited)."""
+ParamsT = ParamSpec("ParamsT")
+ResultT = TypeVar("ResultT")
 
 
 class FunctionKind(str, enum.Enum):  # noqa: UP042 - str(kind) stays the enum's name
@@ -94,9 +98,15 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
 
     @property
     def args_model(self) -> type[BaseModel]:
-        """The pydantic model arguments are validated with (built on first use)."""
+        """The pydantic model arguments are validated with (built on first use).
+
+        An HTTP route's arguments are the parameters after ``request``: filled from the
+        URL's path parameters and query string, so they are validated in lax mode (``"5"``
+        is a valid ``int``), where every other function's are strict.
+        """
         if self._model is None:
-            self._model = _args_model(self.handler, self.path)
+            skip = 2 if self.kind is FunctionKind.HTTP else 1
+            self._model = _args_model(self.handler, self.path, skip)
         return self._model
 
     def validate_args(self, args: Any, context: Any = None) -> dict[str, Any]:
@@ -114,7 +124,9 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
             )
         model = self.args_model
         try:
-            obj = model.__pydantic_validator__.validate_python(args, strict=True, context=context)
+            obj = model.__pydantic_validator__.validate_python(
+                args, strict=self.kind is not FunctionKind.HTTP, context=context
+            )
         except pydantic.ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "(arguments)"
@@ -143,17 +155,18 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
         return result
 
 
-def _args_model(handler: Callable[..., Any], path: str) -> type[BaseModel]:
+def _args_model(handler: Callable[..., Any], path: str, skip: int = 1) -> type[BaseModel]:
     sig = inspect.signature(handler)
     params = list(sig.parameters.values())
-    if not params:
-        raise UserError(f'Function "{path}" must take the context as its first parameter.')
+    if len(params) < skip:
+        first = "the context as its first parameter" if skip == 1 else "(ctx, request) first"
+        raise UserError(f'Function "{path}" must take {first}.')
     try:
         hints = typing.get_type_hints(handler, include_extras=True)
     except Exception as exc:
         raise UserError(f'Function "{path}": its type hints cannot be resolved: {exc}') from None
     fields: dict[str, Any] = {}
-    for p in params[1:]:
+    for p in params[skip:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
             raise UserError(
                 f'Function "{path}": parameter "{p.name}" must be a plain named parameter '
@@ -196,13 +209,29 @@ class FunctionRegistry:
         return self.functions.get(path)
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+class _Register(Protocol):
+    """What the called form of a query or mutation decorator returns."""
+
+    def __call__(
+        self, fn: Callable[Concatenate[Any, ParamsT], ResultT], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+
+
+class _RegisterAction(Protocol):
+    """What the called form of an action decorator returns."""
+
+    def __call__(
+        self, fn: Callable[Concatenate[Any, ParamsT], Awaitable[ResultT]], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
 
 
 class FunctionDecorators:
     """The registering decorators an ``App`` and a ``Component`` share.
 
     Each accepts the bare and the called form: ``@app.query`` and ``@app.query(name="...")``.
+    The reference they return is typed from the handler: ``FunctionRef[P, R]`` where ``P`` is
+    the parameters after ``ctx`` and ``R`` the return type (an action's awaited result), so
+    ``client.query(ref, ...)`` and ``ctx.run_query(ref, ...)`` return ``R`` to a type checker.
     Subclasses provide ``registry`` (a ``FunctionRegistry``).
     """
 
@@ -221,47 +250,67 @@ class FunctionDecorators:
         return wrap if fn is None else wrap(fn)
 
     @overload
-    def query(self, fn: F, /) -> FunctionRef[Any, Any]: ...
-    @overload
     def query(
-        self, fn: None = None, /, *, name: str | None = None
-    ) -> Callable[[F], FunctionRef[Any, Any]]: ...
+        self, fn: Callable[Concatenate[Any, ParamsT], ResultT], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def query(self, fn: None = None, /, *, name: str | None = None) -> _Register: ...
     def query(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a public query (a plain ``def`` that only reads)."""
         return self._decorate(FunctionKind.QUERY, False, fn, name)
 
     @overload
-    def mutation(self, fn: F, /) -> FunctionRef[Any, Any]: ...
-    @overload
     def mutation(
-        self, fn: None = None, /, *, name: str | None = None
-    ) -> Callable[[F], FunctionRef[Any, Any]]: ...
+        self, fn: Callable[Concatenate[Any, ParamsT], ResultT], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def mutation(self, fn: None = None, /, *, name: str | None = None) -> _Register: ...
     def mutation(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a public mutation (a plain ``def``; one serializable transaction)."""
         return self._decorate(FunctionKind.MUTATION, False, fn, name)
 
     @overload
-    def action(self, fn: F, /) -> FunctionRef[Any, Any]: ...
-    @overload
     def action(
-        self, fn: None = None, /, *, name: str | None = None
-    ) -> Callable[[F], FunctionRef[Any, Any]]: ...
+        self, fn: Callable[Concatenate[Any, ParamsT], Awaitable[ResultT]], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def action(self, fn: None = None, /, *, name: str | None = None) -> _RegisterAction: ...
     def action(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a public action (``async def``; any I/O)."""
         return self._decorate(FunctionKind.ACTION, False, fn, name)
 
+    @overload
+    def internal_query(
+        self, fn: Callable[Concatenate[Any, ParamsT], ResultT], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def internal_query(self, fn: None = None, /, *, name: str | None = None) -> _Register: ...
     def internal_query(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
     ) -> Any:
         """Register a query callable only from other functions, the scheduler and crons."""
         return self._decorate(FunctionKind.QUERY, True, fn, name)
 
+    @overload
+    def internal_mutation(
+        self, fn: Callable[Concatenate[Any, ParamsT], ResultT], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def internal_mutation(self, fn: None = None, /, *, name: str | None = None) -> _Register: ...
     def internal_mutation(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
     ) -> Any:
         """Register an internal mutation."""
         return self._decorate(FunctionKind.MUTATION, True, fn, name)
 
+    @overload
+    def internal_action(
+        self, fn: Callable[Concatenate[Any, ParamsT], Awaitable[ResultT]], /
+    ) -> FunctionRef[ParamsT, ResultT]: ...
+    @overload
+    def internal_action(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> _RegisterAction: ...
     def internal_action(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None
     ) -> Any:

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import httpx
 
-from core.errors import AppError, CapsuleError
+from core.errors import AppError, CapsuleError, UserError
 from core.values import from_json, to_json
+
+if TYPE_CHECKING:
+    from core.functions import FunctionRef
+
+ReturnT = TypeVar("ReturnT")
 
 
 def _error_classes() -> dict[str, type[CapsuleError]]:
@@ -58,7 +63,9 @@ def error_from_body(status: int, body: Any) -> CapsuleError:
 def _path(ref: Any) -> str:
     path = getattr(ref, "path", ref)
     if not isinstance(path, str):
-        raise TypeError(f"Expected a function reference or a path string, not {type(ref)}.")
+        raise UserError(
+            f"Expected a function reference or a path string, not {type(ref).__name__}."
+        )
     return path
 
 
@@ -110,18 +117,50 @@ class HttpClient:
         response = await self._http.post(f"/api/{kind}", json=body, headers=headers)
         return _decode(response)
 
-    async def query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    async def query(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    async def query(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    async def query(
+        self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None
+    ) -> Any:
         """Run a public query on the server."""
         return await self._call("query", ref, args, None)
 
+    @overload
     async def mutation(
-        self, ref: Any, args: dict[str, Any] | None = None, *, idempotency_key: str | None = None
+        self,
+        ref: FunctionRef[Any, ReturnT],
+        args: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> ReturnT: ...
+    @overload
+    async def mutation(
+        self, ref: str, args: dict[str, Any] | None = None, *, idempotency_key: str | None = None
+    ) -> Any: ...
+    async def mutation(
+        self,
+        ref: FunctionRef[Any, Any] | str,
+        args: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Run a public mutation; with ``idempotency_key`` a retry returns the first result."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return await self._call("mutation", ref, args, headers)
 
-    async def action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    async def action(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    async def action(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    async def action(
+        self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None
+    ) -> Any:
         """Run a public action on the server."""
         return await self._call("action", ref, args, None)
 

@@ -9,82 +9,134 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from core.database.catalog import PendingFixes
 from core.database.engine import Database
-from core.execution import Clock, Executor, Resolver
+from core.errors import UserError
+from core.execution import Clock, Executor, Frame
 from core.files import FileService
-from core.schema import Schema
+from core.scheduler import Scheduler
+from core.services import Service, ServiceT, system_schema
 from core.storage.base import Storage
-from core.system_tables import SYSTEM_NAMESPACE, system_tables
+from core.system_tables import SYSTEM_NAMESPACE
+
+if TYPE_CHECKING:
+    from core.app import App
 
 logger = logging.getLogger("capsule.runtime")
 
-Service = Callable[["Runtime"], Coroutine[Any, Any, None]]
-"""A background loop: runs until cancelled."""
-
-
-def _with_system_tables(schemas: Mapping[str, Schema]) -> dict[str, Schema]:
-    """``schemas`` with every registered system table in the ``_system`` table space.
-
-    Tables registered after the app was built (file storage, the server's idempotency keys)
-    are added here, when a runtime is made.
-    """
-    out = dict(schemas)
-    system = Schema(strict=True)
-    existing = out.get(SYSTEM_NAMESPACE)
-    system.tables = {**system_tables(), **(existing.tables if existing is not None else {})}
-    out[SYSTEM_NAMESPACE] = system
-    return out
-
 
 class Runtime:
-    """An opened app: its database, executor, and what runs in the background."""
+    """An opened app: its database, executor, and its services (scheduler, crons, files ...).
+
+    Args:
+        app: the app (it resolves function references and lists the services).
+        storage: where the database lives.
+        clock: where ``ctx.now`` comes from.
+        env: what ``ctx.env`` shows actions.
+    """
 
     def __init__(
         self,
         *,
+        app: App,
         storage: Storage,
-        schemas: Mapping[str, Schema],
-        resolver: Resolver,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
-        services: list[Service] | None = None,
-        setup: list[Callable[[Runtime], None]] | None = None,
     ):
+        self.app = app
         self.storage = storage
         self.db = Database(storage)
-        self._schemas = _with_system_tables(schemas)
-        self.executor = Executor(self.db, resolver, clock=clock, env=env)
-        self.files = FileService(self.db, self.executor)
-        """File storage (``ctx.files``, and the server's signed file URLs)."""
-        self.executor.hooks.files = self.files.for_frame  # type: ignore[method-assign]
-        self._services = list(services or [])
-        self._setup = list(setup or [])
+        self._service_types: list[type[Service]] = list(app.services)
+        schemas = dict(app.schemas())
+        schemas[SYSTEM_NAMESPACE] = system_schema(self._service_types)
+        self._schemas = schemas
+        self.executor = Executor(self.db, app, clock=clock, env=env, services=self)
+        self._services: dict[type[Service], Service] = {}
+        self.pending: PendingFixes | None = None
+        """Reads the pending migrations of each table (named when a table does not fit)."""
         self._portal_cm: Any = None
         self._portal: BlockingPortal | None = None
         self._services_future: Any = None
         self._services_users = 0
         self._lock = threading.Lock()
-        self.state: dict[str, Any] = {}
-        """Per-runtime state of plugged-in services (scheduler, subscriptions, ...)."""
+        self._service_lock = threading.RLock()
         self.on_close: list[Callable[[], None]] = []
         """Called (last added first) when the runtime closes, before storage is closed."""
+
+    # -- services ---------------------------------------------------------------------------
+
+    def service(self, cls: type[ServiceT]) -> ServiceT:
+        """The runtime's instance of a service class (``runtime.service(Scheduler)``).
+
+        A service the app lists is made as the runtime opens. One without system tables
+        that the app does not list (the subscription hub) is made on first use.
+
+        Raises:
+            UserError: the app does not list the service and it keeps system tables, or the
+                runtime is not open.
+        """
+        found = self._services.get(cls)
+        if found is None:
+            with self._service_lock:
+                found = self._services.get(cls)
+                if found is None:
+                    found = self._start_late(cls)
+        if not isinstance(found, cls):  # pragma: no cover - the dict is keyed by class
+            raise UserError(f"Service {cls.__name__} is not a {cls.__name__}.")
+        return found
+
+    def _start_late(self, cls: type[Service]) -> Service:
+        if cls in self._service_types:
+            raise UserError(f"Service {cls.__name__} is not running: the runtime is not open.")
+        if cls.tables:
+            raise UserError(
+                f"This app does not run service {cls.__name__}; it keeps system tables, so add "
+                "it with app.add_service(...) before the first client opens."
+            )
+        instance = cls(self)
+        instance.open()
+        self._services[cls] = instance
+        self.on_close.append(instance.close)
+        return instance
+
+    def scheduler(self, frame: Frame) -> Any:
+        """``ctx.scheduler`` for a function invocation."""
+        return self.service(Scheduler).for_frame(frame)
+
+    def files_for(self, frame: Frame) -> Any:
+        """``ctx.files`` for a function invocation."""
+        return self.files.for_frame(frame)
+
+    @property
+    def files(self) -> FileService:
+        """File storage (``ctx.files``, and the server's signed file URLs)."""
+        return self.service(FileService)
 
     @property
     def clock(self) -> Clock:
         """The clock ``ctx.now`` reads."""
         return self.executor.clock
 
-    def open(self) -> None:
-        """Open storage and the catalog, then let services attach (hooks, listeners)."""
-        self.db.open(self._schemas)
-        for fn in self._setup:
-            fn(self)
+    def open(self, *, defer: bool = False, backfill: bool = True) -> None:
+        """Open storage and the catalog, then make and open the services, in order.
+
+        ``defer`` opens tables whose documents do not fit their shape yet (to migrate them);
+        ``backfill=False`` leaves stored defaults unwritten (to report, changing nothing).
+        """
+        self.db.open(self._schemas, pending=self.pending, defer=defer, backfill=backfill)
+        self.executor.load_handle_key()
+        with self._service_lock:
+            for cls in self._service_types:
+                instance = cls(self)
+                self._services[cls] = instance
+                self.on_close.append(instance.close)
+                instance.open()
 
     def close(self) -> None:
         """Stop the loop thread (if any) and close storage."""
@@ -112,7 +164,7 @@ class Runtime:
         """Start the background services (refcounted: the first caller starts them)."""
         with self._lock:
             self._services_users += 1
-            if self._services_users > 1 or not self._services:
+            if self._services_users > 1 or not self._service_types:
                 return
         portal = self.portal
         self._services_future, _ = portal.start_task(self.run_services)
@@ -132,7 +184,7 @@ class Runtime:
     async def run_services(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every background service until cancelled."""
         async with anyio.create_task_group() as tg:
-            for service in self._services:
-                tg.start_soon(service, self)
+            for cls in self._service_types:
+                tg.start_soon(self._services[cls].run)
             task_status.started()
             await anyio.sleep_forever()

@@ -54,6 +54,7 @@ from core.database.query import Query
 from core.errors import ConflictError, InvalidArgumentError, InvalidIdError, UserError
 from core.execution import Abandoned
 from core.ids import Id
+from core.services import Service
 from core.system_tables import (
     CANCELED,
     FAILED,
@@ -61,9 +62,9 @@ from core.system_tables import (
     IN_PROGRESS,
     PENDING,
     SCHEDULED_FUNCTIONS,
+    SCHEDULED_FUNCTIONS_TABLE,
     SUCCESS,
     SYSTEM_NAMESPACE,
-    system_schema,
 )
 from core.values import check_value
 
@@ -136,13 +137,6 @@ def runner_is_dead(runner: str) -> bool:
     return False
 
 
-def _transient(exc: BaseException) -> bool:
-    """Errors that say nothing about the function (retry the job later, do not fail it)."""
-    if isinstance(exc, ConflictError | TimeoutError):
-        return True
-    return type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg")
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -177,19 +171,22 @@ def _check_time(timestamp: Any) -> float:
     return float(timestamp)
 
 
-class Scheduler:
+class Scheduler(Service):
     """The scheduler of one runtime: schedules, cancels and runs jobs.
 
     Args:
         runtime: the open runtime whose database holds the jobs.
-        config: retention, lease, parallelism and polling settings.
+        config: retention, lease, parallelism and polling settings (default: the app's
+            ``scheduler_config``).
     """
 
+    tables = {SCHEDULED_FUNCTIONS: SCHEDULED_FUNCTIONS_TABLE}
+
     def __init__(self, runtime: Runtime, config: SchedulerConfig | None = None):
-        self.runtime = runtime
+        super().__init__(runtime)
         self.db = runtime.db
         self.executor = runtime.executor
-        self.config = config or SchedulerConfig()
+        self.config = config or runtime.app.scheduler_config
         self.runner_id = new_runner_id()
         """This runner's id, recorded on the action jobs it claims."""
         self.lease_clock: Callable[[], float] = time.time
@@ -276,7 +273,7 @@ class Scheduler:
             UserError: ``ref`` is a query (only mutations and actions can be scheduled).
             InvalidArgumentError: ``args`` do not fit the function.
         """
-        target = self.executor.resolver.resolve(ref, caller=namespace)
+        target = self.executor.resolve(ref, caller=namespace)
         args = self.check_args(target, args, namespace)
         return self.insert_job(
             txn,
@@ -339,7 +336,7 @@ class Scheduler:
             SCHEDULED_FUNCTIONS,
             {
                 "name": target.ref.path,
-                "handle": target.handle,
+                "handle": self.executor.handle(target),
                 "namespace": namespace,
                 "kind": target.ref.kind.value,
                 "args": args,
@@ -548,13 +545,20 @@ class Scheduler:
         except _AlreadyHandled:
             self._retry_at.pop(job_id, None)
         except Exception as exc:
-            if _transient(exc):
+            if self._transient(exc):
                 self._back_off(job_id, exc)
             else:
                 self._retry_at.pop(job_id, None)
                 self._fail_pending(job_id, _describe(exc))
         finally:
             _current_job.reset(token)
+
+    def _transient(self, exc: BaseException) -> bool:
+        """Errors that say nothing about the function (retry the job later, do not fail it).
+
+        Whether a storage error is transient is the storage backend's call.
+        """
+        return isinstance(exc, ConflictError) or self.db.storage.is_transient(exc)
 
     def _back_off(self, job_id: str, exc: BaseException) -> None:
         _, n = self._retry_at.get(job_id, (0.0, 0))
@@ -766,6 +770,10 @@ class Scheduler:
             )
         return total
 
+    async def run(self) -> None:
+        """The runtime's background loop: ``serve``."""
+        await self.serve()
+
     async def serve(self) -> None:
         """The runner: a pass on each wake-up, due time and ``poll_interval``, until cancelled."""
         try:
@@ -866,41 +874,10 @@ class ActionScheduler:
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def install_scheduler(app: Any) -> None:
-    """Give an app its scheduler: the ``_system`` tables, ``ctx.scheduler`` and the runner.
-
-    ``app`` provides ``extra_schemas``, ``setup``, ``services`` and (optionally)
-    ``scheduler_config``.
-    """
-    schema = system_schema()
-    existing = app.extra_schemas.get(SYSTEM_NAMESPACE)
-    if existing is not None:
-        schema.tables = {**existing.tables, **schema.tables}
-    app.extra_schemas[SYSTEM_NAMESPACE] = schema
-
-    def setup(runtime: Runtime) -> None:
-        config = getattr(app, "scheduler_config", None)
-        scheduler = Scheduler(runtime, config)
-        runtime.state["scheduler"] = scheduler
-        runtime.executor.hooks.scheduler = scheduler.for_frame  # type: ignore[method-assign]
-        runtime.on_close.append(scheduler.close)
-
-    app.setup.append(setup)
-    app.services.append(run_scheduler)
-
-
 def scheduler_of(runtime: Runtime) -> Scheduler:
-    """The scheduler of an open runtime.
+    """The scheduler of an open runtime (``runtime.service(Scheduler)``).
 
     Raises:
-        UserError: the app has no scheduler (it was not built by ``App``).
+        UserError: the app runs no scheduler.
     """
-    scheduler = runtime.state.get("scheduler")
-    if not isinstance(scheduler, Scheduler):
-        raise UserError("This runtime has no scheduler.")
-    return scheduler
-
-
-async def run_scheduler(runtime: Runtime) -> None:
-    """The runtime service that runs due jobs until cancelled."""
-    await scheduler_of(runtime).serve()
+    return runtime.service(Scheduler)

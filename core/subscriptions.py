@@ -41,6 +41,7 @@ import anyio.to_thread
 
 from core.auth import UserIdentity
 from core.errors import UserError
+from core.services import Service
 
 if TYPE_CHECKING:
     from core.database.readsets import KeyRange, ReadSet, WriteSet
@@ -57,7 +58,6 @@ HISTORY_KEYS = 500_000
 """At most this many written ids and index keys are kept in that history (big commits)."""
 
 _NOTHING = object()
-_HUBS_LOCK = threading.Lock()
 
 
 class _Subscription:
@@ -73,11 +73,11 @@ class _Subscription:
         """``(loop token, anyio.Event)`` or ``(None, threading.Event)`` while waiting."""
 
 
-class SubscriptionHub:
+class SubscriptionHub(Service):
     """The subscriptions of one runtime: matches commits to read sets and wakes subscribers."""
 
     def __init__(self, runtime: Runtime, *, poll_interval: float = POLL_INTERVAL):
-        self.runtime = runtime
+        super().__init__(runtime)
         self.db = runtime.db
         self.poll_interval = poll_interval
         self.query_runs = 0
@@ -199,8 +199,19 @@ class SubscriptionHub:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, sub: _Subscription, ref: Any, args: Any, identity: UserIdentity | None) -> Any:
-        """Run the query for ``sub`` (blocking) and register what it read."""
+    def execute(
+        self,
+        sub: _Subscription,
+        ref: Any,
+        args: Any,
+        identity: UserIdentity | None,
+        caller: str | None = None,
+    ) -> Any:
+        """Run the query for ``sub`` (blocking) and register what it read.
+
+        ``caller`` is as for ``Executor.query``: ``None`` for clients (public functions only),
+        ``""`` for the app's own server-side code, which may reach internal queries.
+        """
         seen: dict[str, Any] = {}
 
         def observe(txn: Transaction) -> None:
@@ -209,7 +220,7 @@ class SubscriptionHub:
 
         with self._cond:
             self.query_runs += 1
-        result = self.runtime.executor.query(ref, args, identity, observe=observe)
+        result = self.runtime.executor.query(ref, args, identity, caller=caller, observe=observe)
         ts = seen.get("ts")
         self._register(sub, seen["reads"], self.db.latest_ts if ts is None else ts)
         return result
@@ -376,14 +387,8 @@ def _fire(wakers: list[tuple[Any, Any]]) -> None:
 
 
 def subscription_hub(runtime: Runtime) -> SubscriptionHub:
-    """The runtime's hub (created on first use, closed with the runtime)."""
-    with _HUBS_LOCK:
-        hub = runtime.state.get("subscriptions")
-        if not isinstance(hub, SubscriptionHub) or hub.closed:
-            hub = SubscriptionHub(runtime)
-            runtime.state["subscriptions"] = hub
-            runtime.on_close.append(hub.close)
-        return hub
+    """The runtime's hub (a service without tables: made on first use, closed with it)."""
+    return runtime.service(SubscriptionHub)
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -406,18 +411,21 @@ async def subscribe(
     ref: Any,
     args: dict[str, Any] | None = None,
     identity: UserIdentity | None = None,
+    *,
+    caller: str | None = None,
 ) -> AsyncGenerator[Any, None]:
     """Yield a public query's result now and again whenever a commit changes it.
 
     The iterator ends when the runtime closes; an error raised by the query ends it with that
     error. Close it (``aclosing``, or breaking out of ``async for``) to unsubscribe.
+    ``caller=""`` lets the server's own code follow an internal query.
     """
     hub = subscription_hub(runtime)
     sub = hub.add()
     try:
         last: Any = _NOTHING
         while True:
-            result = await anyio.to_thread.run_sync(hub.run, sub, ref, args, identity)
+            result = await anyio.to_thread.run_sync(hub.execute, sub, ref, args, identity, caller)
             if last is _NOTHING or not same_value(result, last):
                 last = result
                 yield result
@@ -440,7 +448,7 @@ def subscribe_sync(
     try:
         last: Any = _NOTHING
         while True:
-            result = hub.run(sub, ref, args, identity)
+            result = hub.execute(sub, ref, args, identity)
             if last is _NOTHING or not same_value(result, last):
                 last = result
                 yield result

@@ -1,20 +1,20 @@
 """Owns the definitions of the system tables (the ``_system`` table space) and their indexes.
 
-System tables hold the core's own durable state: scheduled jobs (``_scheduled_functions``) and
-cron state (``_crons``). Functions read them through ``ctx.db.system``; only the core writes
-them, through the same transactions as everything else, so a job scheduled by a mutation exists
-exactly when that mutation committed.
+System tables hold the core's own durable state: scheduled jobs (``_scheduled_functions``),
+cron state (``_crons``), the handle key (``_function_keys``), the server's idempotency keys.
+Functions read them through ``ctx.db.system``; only the core writes them, through the same
+transactions as everything else, so a job scheduled by a mutation exists exactly when that
+mutation committed.
 
-Other services add their tables with ``register_system_table`` (a table name starts with
-``_``); ``system_schema()`` is what the app registers as its ``"_system"`` table space.
+Services declare the tables they keep (``Service.tables``); ``core.services.system_schema``
+assembles the ``"_system"`` table space from those and ``core_tables()``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.errors import UserError
-from core.schema import Schema, Table
+from core.schema import Table
 
 SYSTEM_NAMESPACE = "_system"
 """The table space holding the system tables."""
@@ -24,6 +24,9 @@ SCHEDULED_FUNCTIONS = "_scheduled_functions"
 
 CRONS = "_crons"
 """One document per declared cron: its schedule, next due time and latest job."""
+
+FUNCTION_KEYS = "_function_keys"
+"""The database's secret for signing function handles (one document, made at first open)."""
 
 PENDING = "pending"
 """A job that has not started (or a mutation job whose transaction has not committed)."""
@@ -41,8 +44,8 @@ JOB_STATES = (PENDING, IN_PROGRESS, SUCCESS, FAILED, CANCELED)
 FINISHED_STATES = (SUCCESS, FAILED, CANCELED)
 """States a job never leaves (their records are deleted after the retention period)."""
 
-_TABLES: dict[str, Table] = {
-    SCHEDULED_FUNCTIONS: Table(
+SCHEDULED_FUNCTIONS_TABLE = (
+    Table(
         {
             "name": str,
             "handle": str,
@@ -62,8 +65,12 @@ _TABLES: dict[str, Table] = {
     )
     .index("by_state_time", ["state", "scheduled_time"])
     .index("by_completed_time", ["completed_time"])
-    .index("by_parent", ["parent"]),
-    CRONS: Table(
+    .index("by_parent", ["parent"])
+)
+"""The scheduler's table (declared by the ``Scheduler`` service)."""
+
+CRONS_TABLE = (
+    Table(
         {
             "namespace": str,
             "name": str,
@@ -78,32 +85,41 @@ _TABLES: dict[str, Table] = {
         }
     )
     .index("by_name", ["namespace", "name"])
-    .index("by_next_time", ["next_time"]),
+    .index("by_next_time", ["next_time"])
+)
+"""The crons' table (declared by the ``CronService``)."""
+
+IDEMPOTENCY_KEYS = "_idempotency_keys"
+"""The server's kept mutation results, by ``Idempotency-Key`` (see ``core.server``)."""
+
+MIGRATIONS = "_migrations"
+"""One document per migration that has started: its state, cursor and counts."""
+
+_CORE_TABLES: dict[str, Table] = {
+    MIGRATIONS: Table(
+        {
+            "namespace": str,
+            "name": str,
+            "table": str,
+            "state": str,
+            "cursor": str | None,
+            "processed": int,
+            "changed": int,
+            "started_time": float,
+            "completed_time": float | None,
+        }
+    ).index("by_name", ["namespace", "name"]),
+    FUNCTION_KEYS: Table({"secret": bytes}),
+    # Every runtime has it (not only served ones), so a runtime opened before its server
+    # (``create_asgi_app(app, runtime=...)``) still has the table.
+    IDEMPOTENCY_KEYS: Table(
+        {"key": str, "request": str, "result": str | None, "size": int, "created": float}
+    )
+    .index("by_key", ["key"])
+    .index("by_created", ["created"]),
 }
 
 
-def register_system_table(name: str, table: Table) -> None:
-    """Add a table to the ``_system`` table space of every app opened from now on.
-
-    Raises:
-        UserError: the name does not start with ``_`` or is taken by another table.
-    """
-    if not isinstance(name, str) or not name.startswith("_") or len(name) < 2:
-        raise UserError(f"System table names start with '_': {name!r}.")
-    existing = _TABLES.get(name)
-    if existing is not None and existing is not table:
-        raise UserError(f'System table "{name}" is already defined.')
-    _TABLES[name] = table
-
-
-def system_schema() -> Schema:
-    """The schema of the ``_system`` table space (built fresh: callers may extend it)."""
-    schema = Schema(strict=True)
-    # Schema(**tables) refuses names starting with "_", which only system tables may use.
-    schema.tables = dict(_TABLES)
-    return schema
-
-
-def system_tables() -> dict[str, Table]:
-    """Every system table by name."""
-    return dict(_TABLES)
+def core_tables() -> dict[str, Table]:
+    """The system tables every runtime has, whatever its services (handle keys, idempotency)."""
+    return dict(_CORE_TABLES)

@@ -3,7 +3,10 @@
 - L4: ``core.__all__`` and each ``components.<name>.__all__`` are sorted and complete.
 - L6: ``core`` never imports ``components`` or AI libraries; ``components`` reach ``core``
   only through its public top-level API.
-- A2: frozen dataclasses (records) have keyword-only constructors.
+- L6: core's internal layers import only downward (``CORE_LAYERS``).
+- A2: frozen dataclasses (records) have keyword-only constructors; every dataclass is slotted.
+- E1 / N5: exception classes live in ``errors.py`` modules.
+- T7: outbound network is blocked in tests (``tests/conftest.py``); loopback is allowed.
 """
 
 from __future__ import annotations
@@ -331,3 +334,173 @@ def test_frozen_dataclasses_are_keyword_only(module_name: str) -> None:
         f"frozen dataclasses in {module_name} must be declared with kw_only=True "
         f"(STYLE.md A2): {offenders}"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# A2: records are slotted.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module_name", _all_module_names())
+def test_dataclasses_are_slotted(module_name: str) -> None:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        dependency = _missing_optional_dependency(error)
+        if dependency is None:
+            raise
+        pytest.skip(f"{module_name} needs the optional dependency {dependency!r}")
+    offenders = [
+        value.__qualname__
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and dataclasses.is_dataclass(value)
+        and value.__module__ == module_name
+        and "__slots__" not in value.__dict__
+    ]
+    assert not offenders, (
+        f"dataclasses in {module_name} must be declared with slots=True (STYLE.md A2): {offenders}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# E1 / N5: exception classes live in errors.py modules.
+# --------------------------------------------------------------------------------------------
+
+_EXCEPTION_BASES = {"Exception", "BaseException"}
+
+
+def _exception_classes(path: Path, known: set[str]) -> Iterator[tuple[int, str]]:
+    """Classes in a file deriving (by name, transitively within the file) from an exception."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    local = set(known)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+        if bases & local or any(name.endswith(("Error", "Exception")) for name in bases):
+            local.add(node.name)
+            yield node.lineno, node.name
+
+
+def test_exception_classes_live_in_errors_modules() -> None:
+    # Private control-flow signals (a leading underscore: ``_AlreadyHandled``) never leave
+    # the module that raises and catches them, so they stay beside that code.
+    known = set(_EXCEPTION_BASES)
+    violations = [
+        f"{_relative(path)}:{line} defines {name}"
+        for path in [*_python_files(CORE_DIR), *_python_files(COMPONENTS_DIR)]
+        if path.name != "errors.py"
+        for line, name in _exception_classes(path, known)
+        if not name.startswith("_")
+    ]
+    assert not violations, (
+        "exception classes belong in an errors.py module (STYLE.md E1, N5):\n"
+        + "\n".join(violations)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# L6: core's internal layers import only downward.
+# --------------------------------------------------------------------------------------------
+
+# Lowest first. A module may import its own layer and those below, never one above. The
+# services (files, scheduler, crons, subscriptions) sit below the runtime, which makes them,
+# and the app sits above both, since it lists its services and opens runtimes.
+CORE_LAYERS: list[tuple[str, ...]] = [
+    ("core.errors",),
+    ("core.values", "core.encoding", "core.ids", "core.config", "core.handles"),
+    ("core.schema", "core.system_tables", "core.functions", "core.auth"),
+    ("core.storage",),
+    ("core.indexes",),
+    ("core.database",),
+    ("core.context", "core.execution", "core.services"),
+    ("core.files", "core.scheduler", "core.crons", "core.subscriptions", "core.migrations"),
+    ("core.runtime", "core.components"),
+    ("core.client", "core.http_client"),
+    ("core.app",),
+    ("core.server",),
+    ("core.cli",),
+    ("core.testing",),
+    ("core",),
+]
+
+
+def _layer(module: str) -> int:
+    best, rank = -1, -1
+    for index, prefixes in enumerate(CORE_LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, rank = len(prefix), index
+    return rank
+
+
+def _runtime_imports(path: Path) -> Iterator[tuple[int, str]]:
+    """Absolute ``core`` imports of a file, lazy ones included, ``TYPE_CHECKING`` ones not."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+    def walk(nodes: list[ast.stmt]) -> Iterator[tuple[int, str]]:
+        for node in nodes:
+            if isinstance(node, ast.If) and _is_type_checking_guard(node):
+                yield from walk(node.orelse)
+                continue
+            if isinstance(node, ast.Import):
+                yield from ((node.lineno, alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                for alias in node.names:
+                    # ``from core import config`` imports the submodule core.config.
+                    sub = f"{node.module}.{alias.name}"
+                    is_module = (ROOT / Path(*sub.split("."))).with_suffix(".py").is_file() or (
+                        ROOT / Path(*sub.split("."))
+                    ).is_dir()
+                    yield node.lineno, sub if is_module else node.module
+            yield from walk([c for c in ast.iter_child_nodes(node) if isinstance(c, ast.stmt)])
+
+    for line, module in walk(tree.body):
+        if module == "core" or module.startswith("core."):
+            yield line, module
+
+
+def test_every_core_module_has_a_layer() -> None:
+    missing = [
+        _module_name(path) for path in _python_files(CORE_DIR) if _layer(_module_name(path)) < 0
+    ]
+    assert not missing, f"add these modules to CORE_LAYERS: {missing}"
+
+
+def test_core_layers_import_only_downward() -> None:
+    violations = []
+    for path in _python_files(CORE_DIR):
+        module = _module_name(path)
+        own = _layer(module)
+        for line, target in _runtime_imports(path):
+            if _layer(target) > own:
+                violations.append(
+                    f"{_relative(path)}:{line} ({module}, layer {own}) imports {target} "
+                    f"(layer {_layer(target)})"
+                )
+    assert not violations, (
+        "core modules may import only their own layer and those below (STYLE.md L6):\n"
+        + "\n".join(violations)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# T7: outbound network is blocked in tests (loopback allowed).
+# --------------------------------------------------------------------------------------------
+
+
+def test_outbound_network_is_blocked_and_loopback_is_not() -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        with pytest.raises(ConnectionRefusedError, match="Outbound network is blocked"):
+            sock.connect(("93.184.216.34", 80))
+        assert sock.connect_ex(("10.255.255.1", 80)) != 0
+    with pytest.raises(ConnectionRefusedError, match="Outbound network is blocked"):
+        socket.create_connection(("example.com", 443), timeout=1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        with socket.create_connection(server.getsockname(), timeout=5):
+            pass

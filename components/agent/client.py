@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic
 
@@ -24,7 +24,11 @@ from components.agent.search import search_messages
 from components.agent.tools import Tool, make_tool, tool_map
 from components.agent.usage import PriceTable, UsageHandler, UsageTotals
 from components.models import ChatModel, Embedder
-from core import Page, UserError, call
+from core import FunctionRef, Page, UserError, call
+
+if TYPE_CHECKING:
+    from components.serving import ExposedAgent
+    from core import App
 
 ResultT = TypeVar("ResultT")
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
@@ -561,14 +565,32 @@ class Agent:
         return then()
 
     @property
-    def text_step(self) -> str:
-        """The handle of ``generate_text`` as an action, for workflow steps and schedulers.
+    def text_step(self) -> FunctionRef[Any, Any]:
+        """``generate_text`` as an action, granted: for workflow steps and schedulers.
 
         Its arguments: ``agent_name`` (this agent's name), ``thread_id``, ``prompt`` or
         ``prompt_message_id``, ``max_steps``; it returns ``{"text", "message_id",
         "prompt_message_id", "order", "finish_reason", "total_tokens"}``.
         """
-        return str(self.handle.function("generate_text_step"))
+        granted: FunctionRef[Any, Any] = self.handle.function("generate_text_step")
+        return granted
+
+    def expose(
+        self,
+        *,
+        prefix: str | None = None,
+        protocols: Sequence[str] = ("capsule", "vercel", "openai"),
+        app: App | None = None,
+    ) -> ExposedAgent:
+        """Serve this agent over HTTP from ``capsule serve`` (see ``components.serving.expose``).
+
+        ``/agents/<name>/...`` (SSE replies, live streams resumable with ``Last-Event-ID``,
+        stop, the Vercel AI SDK UI message stream) and ``/v1/chat/completions`` with
+        ``/v1/models``, for the protocols named.
+        """
+        from components.serving import expose
+
+        return expose(self, prefix=prefix, protocols=protocols, app=app)
 
     def pending_approvals(self, ctx: Any, *, thread_id: str) -> Any:
         """The thread's tool calls waiting for approval."""

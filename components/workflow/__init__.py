@@ -21,6 +21,7 @@ from components.workflow.errors import (
     EventTimeoutError,
     JournalMismatchError,
     NonRetryableError,
+    ParallelismError,
     StepFailedError,
     WorkflowStateError,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "JournalMismatchError",
     "MAX_STEP_VALUE_BYTES",
     "NonRetryableError",
+    "ParallelismError",
     "RetryPolicy",
     "Step",
     "StepFailedError",

@@ -21,7 +21,7 @@ Handler = Callable[..., Awaitable[Any]]
 """A workflow handler: ``async def handler(step, **args)``."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     """How a failed action is retried: ``initial_backoff * base**(attempt-1)``, jittered ±50 %."""
 
@@ -73,7 +73,7 @@ def _handle(ctx: Any, ref: Any) -> str | None:
     return None if ref is None else function_handle(ctx, ref)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkStatus:
     """Where a work-pool job is."""
 
@@ -189,7 +189,7 @@ class WorkPool:
         return call(ctx, self.handle.set_max_parallelism, {"max_parallelism": max_parallelism})
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepStatus:
     """One journal entry."""
 
@@ -205,7 +205,7 @@ class StepStatus:
     completed_at: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowStatus:
     """A workflow's state, result, error and steps."""
 
@@ -218,7 +218,7 @@ class WorkflowStatus:
     name: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowPage:
     """A page of ``list``."""
 
@@ -227,7 +227,7 @@ class WorkflowPage:
     is_done: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Workflow:
     """A workflow defined with ``@manager.define``: pass it to ``start``."""
 

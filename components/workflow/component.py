@@ -24,7 +24,7 @@ from components.workflow import pool as pool_module
 from components.workflow.errors import WorkflowStateError
 from components.workflow.pool import CANCELED, error_text, failed, success
 from components.workflow.steps import Engine, check_size, handler_of, load_journal
-from core import Component, Crons, MutationCtx, QueryCtx, Schema, Table
+from core import Component, Crons, InvalidIdError, MutationCtx, QueryCtx, Schema, Table
 
 logger = logging.getLogger("capsule.workflow")
 
@@ -348,7 +348,7 @@ def _find(ctx: QueryCtx, workflow_id: str) -> dict[str, Any] | None:
         return found
     try:
         return ctx.db.get(workflow_id)
-    except Exception:
+    except InvalidIdError:
         return None
 
 

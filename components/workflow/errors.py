@@ -7,12 +7,16 @@ The tree::
     ├── EventTimeoutError       an awaited event did not come in time, 422
     ├── StepFailedError         a journaled step failed; raised into the workflow handler, 422
     ├── JournalMismatchError    replayed code no longer matches the journal, 500
+    ├── InvalidArgumentError    (core)
+    │   └── ParallelismError    a max_parallelism outside 0..200, 400
     └── WorkflowStateError      an operation the workflow's state does not allow, 409
 """
 
 from __future__ import annotations
 
-from core import CapsuleError
+from typing import Any
+
+from core import CapsuleError, InvalidArgumentError
 
 
 class NonRetryableError(CapsuleError):
@@ -66,3 +70,20 @@ class WorkflowStateError(CapsuleError):
 
     code = "workflow_state"
     http_status = 409
+
+
+class ParallelismError(InvalidArgumentError):
+    """Raised when ``max_parallelism`` is not an int from 0 (paused) to the limit."""
+
+    code = "invalid_parallelism"
+
+    def __init__(self, value: Any, limit: int):
+        super().__init__(
+            f"max_parallelism is {value!r}; it must be an int from 0 (paused) to {limit}.",
+            argument="max_parallelism",
+        )
+        self.value = value
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.value, self.limit))

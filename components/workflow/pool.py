@@ -40,8 +40,18 @@ import logging
 from contextvars import ContextVar
 from typing import Any
 
-from components.workflow.errors import NonRetryableError, WorkflowStateError
-from core import ActionCtx, Component, Crons, MutationCtx, QueryCtx, Schema, Table
+from components.workflow.errors import NonRetryableError, ParallelismError, WorkflowStateError
+from core import (
+    ActionCtx,
+    Component,
+    Crons,
+    InvalidArgumentError,
+    InvalidIdError,
+    MutationCtx,
+    QueryCtx,
+    Schema,
+    Table,
+)
 
 logger = logging.getLogger("capsule.workflow.pool")
 
@@ -85,9 +95,7 @@ def error_text(exc: BaseException) -> str:
 def check_parallelism(value: int) -> int:
     """Refuse a ``max_parallelism`` outside 0..200."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PARALLELISM:
-        raise ValueError(
-            f"max_parallelism is {value!r}; it must be an int from 0 (paused) to {MAX_PARALLELISM}."
-        )
+        raise ParallelismError(value, MAX_PARALLELISM)
     return value
 
 
@@ -194,7 +202,10 @@ def enqueue(
     """Add a job; it starts as soon as a slot is free (and ``run_after`` has passed)."""
     check_parallelism(max_parallelism)
     if fn_type not in ("action", "mutation", "query"):
-        raise ValueError(f'fn_type is "{fn_type}"; expected "action", "mutation" or "query".')
+        raise InvalidArgumentError(
+            f'fn_type is "{fn_type}"; expected "action", "mutation" or "query".',
+            argument="fn_type",
+        )
     _set_parallelism(ctx, max_parallelism)
     # Before the insert: the new job must not count as an older job waiting for a slot.
     inherited = _inherit(ctx, max_parallelism) if run_after <= 0 else None
@@ -237,7 +248,7 @@ def _inherit(ctx: MutationCtx, limit: int) -> Any:
     slot_id = handoff["slot"]
     try:
         slot = ctx.db.get(slot_id)
-    except Exception:  # a slot of another pool instance: not ours to take
+    except InvalidIdError:  # a slot of another pool instance: not ours to take
         return None
     if slot is None or slot["number"] >= limit or _ready(ctx, 1):
         return None
@@ -358,14 +369,14 @@ def _scheduled(ctx: QueryCtx, job_id: str | None) -> dict[str, Any] | None:
         return None
     try:
         return ctx.db.system.get(job_id)
-    except Exception:
+    except InvalidIdError:
         return None
 
 
 def _get(ctx: QueryCtx, work_id: str) -> dict[str, Any] | None:
     try:
         return ctx.db.get(work_id)
-    except Exception:
+    except InvalidIdError:
         return None
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import functools
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from typing import Any, Generic, TypeVar, overload
 
 import msgpack
 
@@ -33,6 +33,7 @@ from components.workflow.errors import (
     StepFailedError,
 )
 from core import (
+    FunctionRef,
     InvalidValueError,
     LimitExceededError,
     MutationCtx,
@@ -41,6 +42,8 @@ from core import (
     function_handle,
     handle_path,
 )
+
+ReturnT = TypeVar("ReturnT")
 
 MAX_STEP_VALUE_BYTES = 800 * 1024
 """The largest journaled step argument or result (a bigger result fails the step)."""
@@ -91,16 +94,20 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=repr)
 
 
-class StepCall:
-    """One step of a workflow: ``await`` it for its result (or use it in ``step.all``)."""
+class StepCall(Generic[ReturnT]):
+    """One step of a workflow: ``await`` it for its result (or use it in ``step.all``).
+
+    Typed by the function the step runs: ``await step.run_query(ref)`` is ``ref``'s result.
+    """
 
     def __init__(self, entry: dict[str, Any]):
         self.entry = entry
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, ReturnT]:
         if self.entry["in_progress"]:
             yield _BLOCK
-        return unwrap(self.entry)
+        value: ReturnT = unwrap(self.entry)
+        return value
 
 
 def unwrap(entry: dict[str, Any]) -> Any:
@@ -141,37 +148,93 @@ class Step:
         """A generator seeded by the workflow id: the same sequence on every replay."""
         return self._random
 
+    @overload
     def run_query(
         self,
-        ref: Any,
+        ref: FunctionRef[Any, ReturnT],
         args: dict[str, Any] | None = None,
         *,
         name: str | None = None,
         unstable: bool = False,
-    ) -> StepCall:
+    ) -> StepCall[ReturnT]: ...
+    @overload
+    def run_query(
+        self,
+        ref: str,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        unstable: bool = False,
+    ) -> StepCall[Any]: ...
+    def run_query(
+        self,
+        ref: FunctionRef[Any, Any] | str,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        unstable: bool = False,
+    ) -> StepCall[Any]:
         """A query step (it may re-run after a crash: queries have no effects)."""
         return self._engine.function_step("query", ref, args, name, None, unstable)
 
+    @overload
     def run_mutation(
         self,
-        ref: Any,
+        ref: FunctionRef[Any, ReturnT],
         args: dict[str, Any] | None = None,
         *,
         name: str | None = None,
         unstable: bool = False,
-    ) -> StepCall:
+    ) -> StepCall[ReturnT]: ...
+    @overload
+    def run_mutation(
+        self,
+        ref: str,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        unstable: bool = False,
+    ) -> StepCall[Any]: ...
+    def run_mutation(
+        self,
+        ref: FunctionRef[Any, Any] | str,
+        args: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        unstable: bool = False,
+    ) -> StepCall[Any]:
         """A mutation step: it runs exactly once (its writes commit with its journal entry)."""
         return self._engine.function_step("mutation", ref, args, name, None, unstable)
 
+    @overload
     def run_action(
         self,
-        ref: Any,
+        ref: FunctionRef[Any, ReturnT],
         args: dict[str, Any] | None = None,
         *,
         retry: Any = None,
         name: str | None = None,
         unstable: bool = False,
-    ) -> StepCall:
+    ) -> StepCall[ReturnT]: ...
+    @overload
+    def run_action(
+        self,
+        ref: str,
+        args: dict[str, Any] | None = None,
+        *,
+        retry: Any = None,
+        name: str | None = None,
+        unstable: bool = False,
+    ) -> StepCall[Any]: ...
+    def run_action(
+        self,
+        ref: FunctionRef[Any, Any] | str,
+        args: dict[str, Any] | None = None,
+        *,
+        retry: Any = None,
+        name: str | None = None,
+        unstable: bool = False,
+    ) -> StepCall[Any]:
         """An action step: at most once, or at least once when ``retry`` is on.
 
         ``retry`` is ``True`` (the manager's policy, else the default), ``False``, a
@@ -179,11 +242,11 @@ class Step:
         """
         return self._engine.function_step("action", ref, args, name, retry, unstable)
 
-    def sleep(self, seconds: float, *, name: str | None = None) -> StepCall:
+    def sleep(self, seconds: float, *, name: str | None = None) -> StepCall[Any]:
         """A step that finishes ``seconds`` from now (durably: it survives restarts)."""
         return self._engine.sleep_step(float(seconds), name or "sleep")
 
-    def await_event(self, name: str, *, timeout: float | None = None) -> StepCall:
+    def await_event(self, name: str, *, timeout: float | None = None) -> StepCall[Any]:
         """Wait for ``send_event(ctx, workflow_id, name, value)``; returns the value.
 
         An event sent before the workflow gets here is kept and consumed here.
@@ -195,7 +258,7 @@ class Step:
 
     def run_workflow(
         self, workflow: Any, args: dict[str, Any] | None = None, *, name: str | None = None
-    ) -> StepCall:
+    ) -> StepCall[Any]:
         """A child workflow as a step: its result (a failure raises here; cancel cascades)."""
         return self._engine.workflow_step(workflow, args or {}, name)
 
@@ -306,7 +369,7 @@ class Engine:
         name: str | None,
         retry: Any,
         unstable: bool,
-    ) -> StepCall:
+    ) -> StepCall[Any]:
         """A query, mutation or action step."""
         handle = function_handle(self.ctx, ref)
         label = name or handle_path(handle)
@@ -321,7 +384,7 @@ class Engine:
             self.dispatch.action(self.ctx, self.workflow, entry, retry)
         return StepCall(entry)
 
-    def sleep_step(self, seconds: float, name: str) -> StepCall:
+    def sleep_step(self, seconds: float, name: str) -> StepCall[Any]:
         """A sleep step."""
         entry = self._next("sleep", name, {"seconds": seconds}, False)
         if entry is None:
@@ -329,7 +392,7 @@ class Engine:
             self.dispatch.sleep(self.ctx, entry, seconds)
         return StepCall(entry)
 
-    def event_step(self, name: str, timeout: float | None) -> StepCall:
+    def event_step(self, name: str, timeout: float | None) -> StepCall[Any]:
         """An event wait."""
         args = {"timeout": timeout}
         entry = self._next("event", name, args, False)
@@ -338,7 +401,7 @@ class Engine:
             self.dispatch.event(self.ctx, self.workflow, entry, timeout)
         return StepCall(entry)
 
-    def workflow_step(self, workflow: Any, args: dict[str, Any], name: str | None) -> StepCall:
+    def workflow_step(self, workflow: Any, args: dict[str, Any], name: str | None) -> StepCall[Any]:
         """A child workflow step."""
         wf_name = getattr(workflow, "name", workflow)
         if not isinstance(wf_name, str) or handler_of(self.ctx, wf_name) is None:

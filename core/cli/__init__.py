@@ -1,7 +1,7 @@
 """Owns the ``capsule`` command: ``main`` and the dispatch to each subcommand.
 
-``capsule serve | dev | worker | run | data | check | import | export``; ``capsule <command>
---help`` describes each. The database is ``--db URL`` or ``CAPSULE_DB_URL``.
+``capsule serve | dev | worker | run | data | check | import | export | migrate``;
+``capsule <command> --help`` describes each. The database is ``--db URL`` or ``CAPSULE_DB_URL``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from core.cli import check, data, run, serve, transfer
+from core.cli import check, data, migrate, run, serve, transfer
 from core.cli.output import print_error
 from core.errors import CapsuleError
 
@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     data.add_parser(commands)
     check.add_parser(commands)
     transfer.add_parsers(commands)
+    migrate.add_parser(commands)
     return p
 
 
@@ -33,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``capsule`` with ``argv`` (default: the command line); return the exit status."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("capsule.database", "capsule.migrations"):
+        # Their info lines are the progress of backfills and migrations, worth seeing.
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return int(args.handler(args))
     except CapsuleError as exc:

@@ -35,10 +35,12 @@ def add_parsers(commands: Any) -> None:
         p.add_argument("--port", type=int, default=8000)
         p.add_argument("--log-level", default="info")
         p.add_argument("--db", help="database URL (default: CAPSULE_DB_URL)")
+        p.add_argument("--migrate", action="store_true", help="run pending migrations first")
         p.set_defaults(handler=serve if name == "serve" else dev)
     p = commands.add_parser("worker", help="run the scheduler and crons without an HTTP server")
     p.add_argument("target", help="the app, as module:attr")
     p.add_argument("--db", help="database URL (default: CAPSULE_DB_URL)")
+    p.add_argument("--migrate", action="store_true", help="run pending migrations first")
     p.set_defaults(handler=worker)
 
 
@@ -52,13 +54,28 @@ def dev_app() -> Any:
     return create_asgi_app(load_app(target))
 
 
+def migrate_first(args: argparse.Namespace, app: Any) -> None:
+    """With ``--migrate``: run the app's pending migrations before it starts."""
+    if not getattr(args, "migrate", False):
+        return
+    from core.migrations import migrate
+
+    statuses, unsettled = migrate(app)
+    for s in statuses:
+        print(f"capsule: migration {s.describe()}", flush=True)
+    if unsettled:
+        raise unsettled[0].error()
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run uvicorn with the app's ASGI server until interrupted."""
     from core.server import create_asgi_app
 
     choose_database(args.db)
     settings = ServerSettings.from_env()
-    asgi = create_asgi_app(load_app(args.target), settings=settings)
+    app = load_app(args.target)
+    migrate_first(args, app)
+    asgi = create_asgi_app(app, settings=settings)
     uvicorn.run(
         asgi,
         host=args.host,
@@ -72,7 +89,8 @@ def serve(args: argparse.Namespace) -> int:
 def dev(args: argparse.Namespace) -> int:
     """Like ``serve``, restarting when code under the working directory changes."""
     choose_database(args.db)
-    load_app(args.target)  # fail here, with a clear message, rather than in the reloader
+    # Fail here, with a clear message, rather than in the reloader.
+    migrate_first(args, load_app(args.target))
     set_setting(APP_SETTING, args.target)
     uvicorn.run(
         "core.cli.serve:dev_app",
@@ -90,6 +108,7 @@ def worker(args: argparse.Namespace) -> int:
     """Open the app's runtime, run its services until SIGINT / SIGTERM, then close."""
     choose_database(args.db)
     app = load_app(args.target)
+    migrate_first(args, app)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

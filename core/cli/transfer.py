@@ -9,7 +9,10 @@ one ``_storage/<id>`` blob per file. Documents are in the JSON wire format, with
 Imports are all or nothing: every batch of documents is its own transaction, but all of them
 commit in one storage transaction (``Database.run_exclusive_batches``), so a bad line leaves
 the database as it was, and the error names the file and the line. Documents are validated
-against the app's schema; ``_id`` and ``_creation_time`` are kept when present. Importing a
+against the app's schema; ``_id`` and ``_creation_time`` are kept when present. ``--replace``
+is the way out of a schema change the stored documents do not fit: the app opens anyway,
+the incoming documents are validated against its (new) schema, and the import commits only if
+every table fits it afterwards. Importing a
 snapshot into an empty database gives every table the number it had, so every id (references
 between documents included) stays valid.
 """
@@ -224,6 +227,25 @@ class Batches:
             pending.append(nxt)
             yield body
 
+    def check_fit(self) -> Iterator[Callable[[Transaction], None]]:
+        """Last: refuse the import while a table holds documents that do not fit its schema.
+
+        Opened with ``--replace``, tables whose stored documents did not fit were let open;
+        after the import's batches (which this body sees) every document must fit, or none of
+        the import commits.
+        """
+        catalog = self.runtime.db.catalog
+
+        def body(txn: Transaction) -> None:
+            for report in list(catalog.unsettled.values()):
+                found = catalog.survey(txn.snapshot, report.info, report.row)
+                if found.misfits:
+                    found.migrations = report.migrations
+                    raise found.error()
+
+        if catalog.unsettled:
+            yield body
+
     def clear_files(self) -> Iterator[Callable[[Transaction], None]]:
         """Delete every stored file (``--replace`` of an export that has files)."""
         left = [True]
@@ -270,8 +292,14 @@ def _take(pending: list[Record], it: Iterator[Record], txn: Transaction) -> Iter
 # -- import ---------------------------------------------------------------------------------------
 
 
-def _runtime(app: App, url: str, numbers: list[CatalogTable] | None) -> Runtime:
-    """Open ``app`` on ``url``; an empty database first gets the snapshot's table numbers."""
+def _runtime(
+    app: App, url: str, numbers: list[CatalogTable] | None, mode: str = "create"
+) -> Runtime:
+    """Open ``app`` on ``url``; an empty database first gets the snapshot's table numbers.
+
+    With ``--replace`` the app opens even while stored documents do not fit its schema (they
+    are about to be replaced); the import then refuses to commit unless every table fits.
+    """
     storage = open_storage(url)
     if numbers:
         storage.open()
@@ -291,7 +319,7 @@ def _runtime(app: App, url: str, numbers: list[CatalogTable] | None) -> Runtime:
             with storage.begin_write() as w:
                 w.put_catalog(wanted, [], [])
     runtime = app.make_runtime(storage)
-    runtime.open()
+    runtime.open(defer=mode == "replace")
     return runtime
 
 
@@ -299,13 +327,16 @@ def _commit(
     runtime: Runtime, batches: Batches, bodies: Iterable[Callable[[Transaction], None]]
 ) -> int:
     try:
-        runtime.db.run_exclusive_batches(bodies, now=runtime.clock.time(), timeout=LOCK_TIMEOUT)
+        runtime.db.run_exclusive_batches(
+            _chain(bodies, batches.check_fit()), now=runtime.clock.time(), timeout=LOCK_TIMEOUT
+        )
     except BaseException:
         for undo in batches.undo:
             undo()
         raise
     else:
         runtime.files.drop_blobs(batches.dropped)
+        runtime.db.settle()  # every table fits now: store their new shapes
     finally:
         # Close the readers now, while their files are open, not whenever they are collected.
         close = getattr(bodies, "close", None)
@@ -322,7 +353,7 @@ def import_table(
     reader = READERS.get(ext)
     if reader is None:
         raise UserError(f'Cannot import "{path}": use a .jsonl, .csv or .json file.')
-    runtime = _runtime(app, url, None)
+    runtime = _runtime(app, url, None, mode)
     try:
         runtime.db.space(namespace).table(table)  # refuses unknown tables up front
         batches = Batches(runtime)
@@ -399,7 +430,7 @@ def import_snapshot(app: App, url: str, path: str, *, mode: str = "create") -> i
                 for row in map(json.loads, f.read().decode().splitlines())
                 if row
             ]
-        runtime = _runtime(app, url, numbers)
+        runtime = _runtime(app, url, numbers, mode)
         try:
             return _import_tables(runtime, snap, numbers, mode)
         finally:

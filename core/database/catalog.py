@@ -6,12 +6,20 @@ id names exactly one table of one space.
 
 At open, new tables and indexes are created (indexes are backfilled from the stored documents),
 removed indexes are dropped, and a table whose shape changed is checked document by document:
-if one violates the new shape the database refuses to open, naming the table, the document and
-the field.
+if one violates the new shape the database refuses to open, naming the table, how many
+documents do not fit, the first one and its field, and the pending migrations of the table.
+
+Defaults are part of the stored data: a document that fits the new shape only once its defaults
+are filled in is rewritten with them (``Database.settle``, in batches of ``BACKFILL_BATCH``
+documents, each its own storage transaction), index entries included, so reads and indexes
+agree with the schema. The table's stored fingerprint changes only once every document fits, so
+a crash in the middle leaves the table unsettled and the next open resumes; a document already
+rewritten fits as it is and is not written again.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +42,13 @@ from core.storage.base import (
 from core.values import check_table_name
 
 SYSTEM_NAMESPACE = "_system"
+BACKFILL_BATCH = 500
+"""Documents checked (and rewritten with their defaults) per storage transaction."""
+
+logger = logging.getLogger("capsule.database")
+
+PendingFixes = Callable[[Snapshot], dict[tuple[str, str], list[str]]]
+"""Reads, at a snapshot, the pending migrations of each ``(namespace, table)``."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -64,6 +79,47 @@ class TableInfo:
             for index in self.indexes.values()
             for key, value in index.entries(doc)
         ]
+
+
+@dataclass(slots=True, kw_only=True)
+class ShapeReport:
+    """How the stored documents of a table whose shape changed fit the declared shape."""
+
+    info: TableInfo
+    row: CatalogTable
+    """The catalog row with the declared fingerprint, stored once every document fits."""
+    total: int = 0
+    to_fill: int = 0
+    """Documents that fit once their defaults are stored (the backfill rewrites them)."""
+    misfits: int = 0
+    """Documents that do not fit at all (a migration, or an import, must change them)."""
+    first: tuple[str, str, str] | None = None
+    """The first misfit: (document id, field, what is wrong)."""
+    migrations: list[str] = field(default_factory=list)
+    """Pending migrations of the table, which may fix the misfits."""
+
+    def error(self) -> SchemaMismatchError:
+        """The refusal to open: how many documents do not fit, and what would fix them."""
+        doc_id, where, detail = self.first or ("?", "?", "?")
+        return SchemaMismatchError(
+            table=self.info.name,
+            document_id=doc_id,
+            field=where,
+            detail=detail,
+            count=self.misfits,
+            migrations=self.migrations,
+        )
+
+    def describe(self) -> str:
+        """One line for logs and ``capsule migrate --status``."""
+        where = f"{self.info.namespace}/" if self.info.namespace else ""
+        parts = []
+        if self.to_fill:
+            parts.append(f"{self.to_fill:,} of {self.total:,} documents lack stored defaults")
+        if self.misfits:
+            fix = ", ".join(self.migrations) or "no pending migration"
+            parts.append(f"{self.misfits:,} do not fit the schema ({fix})")
+        return f"table {where}{self.info.name}: " + ("; ".join(parts) or "fits")
 
 
 class TableSpace:
@@ -129,7 +185,7 @@ class _OpenPlan:
         self.put_indexes: list[CatalogIndex] = []
         self.drop: list[int] = []
         self.backfill: list[tuple[TableInfo, list[Index]]] = []
-        self.check_shape: list[TableInfo] = []
+        self.check_shape: list[tuple[TableInfo, CatalogTable]] = []
 
     def table(self, namespace: str, name: str, decl: Table | None) -> TableInfo:
         """The table as the schema declares it; records what must change for it."""
@@ -143,13 +199,14 @@ class _OpenPlan:
             self.put_tables.append(row)
         info = TableInfo(number=row.number, namespace=namespace, name=name, decl=decl)
         if row.fingerprint != fingerprint:  # an existing table whose shape changed
-            self.put_tables.append(
-                CatalogTable(
-                    number=row.number, namespace=namespace, name=name, fingerprint=fingerprint
-                )
+            new = CatalogTable(
+                number=row.number, namespace=namespace, name=name, fingerprint=fingerprint
             )
-            if decl is not None:
-                self.check_shape.append(info)
+            if decl is None:
+                self.put_tables.append(new)
+            else:
+                # Stored only once every document fits (now, or after a backfill).
+                self.check_shape.append((info, new))
         self._indexes(info, decl)
         return info
 
@@ -184,12 +241,15 @@ class _OpenPlan:
 class Catalog:
     """All table spaces of one database, with the persisted numbering."""
 
-    def __init__(self, storage: Any):
+    def __init__(
+        self, storage: Any, *, ensure: Callable[[TableSpace, str], TableInfo] | None = None
+    ):
         self.storage = storage
         self.spaces: dict[str, TableSpace] = {}
         self.by_number: dict[int, TableInfo] = {}
         self.index_by_id: dict[int, tuple[TableInfo, Index]] = {}
-        self._ensure: Callable[[TableSpace, str], TableInfo] | None = None
+        self._ensure = ensure
+        """Creates a schemaless table on first use (the database's commit step provides it)."""
         self.version = 0
         """The stored catalog version these tables and indexes reflect."""
         self._reload_lock = threading.Lock()
@@ -197,6 +257,8 @@ class Catalog:
         """Bumped each time the maintained indexes change after open (``reload_indexes``):
         a transaction that started under an older generation computed its index entries for
         the old set, so it must not commit."""
+        self.unsettled: dict[int, ShapeReport] = {}
+        """Tables whose stored documents do not all fit the declared shape yet, by number."""
 
     def space(self, namespace: str) -> TableSpace:
         """The table space of a namespace."""
@@ -207,8 +269,25 @@ class Catalog:
 
     # -- open -------------------------------------------------------------------------------
 
-    def open(self, w: WriteSession, schemas: dict[str, Schema], next_ts: Callable[[], int]) -> None:
-        """Create, check and backfill tables and indexes for ``schemas`` (one write session)."""
+    def open(
+        self,
+        w: WriteSession,
+        schemas: dict[str, Schema],
+        next_ts: Callable[[], int],
+        *,
+        pending: PendingFixes | None = None,
+        defer: bool = False,
+    ) -> None:
+        """Create, check and backfill tables and indexes for ``schemas`` (one write session).
+
+        Tables whose stored documents need defaults are left in ``unsettled`` for
+        ``Database.settle``. ``pending`` names the migrations that may fix documents that do
+        not fit; with ``defer`` such tables are left unsettled too instead of refused (to run
+        migrations, or replace the documents by an import).
+
+        Raises:
+            SchemaMismatchError: stored documents do not fit a changed shape (not ``defer``).
+        """
         tables, indexes = self.storage.load_catalog()
         plan = _OpenPlan(tables, indexes)
         for namespace, schema in schemas.items():
@@ -235,8 +314,7 @@ class Catalog:
             w.put_catalog([], [], plan.drop)
         w.put_catalog(plan.put_tables, plan.put_indexes, [])
         snap = w.snapshot()
-        for info in plan.check_shape:
-            self._check_documents(snap, info)
+        self._check_shapes(w, snap, plan.check_shape, pending, defer)
         items = []
         for info, new in plan.backfill:
             writes = self._backfill(snap, info, new)
@@ -252,6 +330,29 @@ class Catalog:
         if items:
             w.apply(items)
         self.version = w.snapshot().catalog_version
+
+    def _check_shapes(
+        self,
+        w: WriteSession,
+        snap: Snapshot,
+        changed: list[tuple[TableInfo, CatalogTable]],
+        pending: PendingFixes | None,
+        defer: bool,
+    ) -> None:
+        """Survey each table whose shape changed; store the new shape of those that fit."""
+        fixes: dict[tuple[str, str], list[str]] | None = None
+        for info, row in changed:
+            report = self.survey(snap, info, row)
+            if report.misfits:
+                if fixes is None:
+                    fixes = pending(snap) if pending is not None else {}
+                report.migrations = fixes.get((info.namespace, info.name), [])
+                if not defer:
+                    raise report.error()
+            if report.misfits or report.to_fill:
+                self.unsettled[info.number] = report
+            else:
+                w.put_catalog([row], [], [])
 
     def reload_indexes(self, version: int) -> None:
         """Maintain exactly the indexes the stored catalog has (another process changed it).
@@ -315,20 +416,74 @@ class Catalog:
                 return
             lo = rows[-1].key + b"\x00"
 
-    def _check_documents(self, snap: Snapshot, info: TableInfo) -> None:
+    def fit(self, info: TableInfo, doc: dict[str, Any]) -> dict[str, Any] | InvalidValueError:
+        """The document as the declared shape stores it (defaults filled), or why it fails."""
         space = self.spaces[info.namespace]
-        context = space.validation_context()
+        body = {k: v for k, v in doc.items() if not k.startswith("_")}
+        try:
+            valid = info.validate(body, space.validation_context())
+        except InvalidValueError as exc:
+            return exc
+        if valid == body:
+            return doc
+        return {k: v for k, v in doc.items() if k.startswith("_")} | valid
+
+    def survey(self, snap: Snapshot, info: TableInfo, row: CatalogTable) -> ShapeReport:
+        """Check every stored document of a table against its declared shape."""
+        report = ShapeReport(info=info, row=row)
         for doc_id, doc in self._stored(snap, info):
-            body = {k: v for k, v in doc.items() if not k.startswith("_")}
-            try:
-                info.validate(body, context)
-            except InvalidValueError as exc:
-                raise SchemaMismatchError(
-                    table=info.name,
-                    document_id=doc_id,
-                    field=exc.field or "?",
-                    detail=str(exc).split(": ", 2)[-1].rstrip("."),
-                ) from None
+            report.total += 1
+            fitted = self.fit(info, doc)
+            if isinstance(fitted, InvalidValueError):
+                report.misfits += 1
+                if report.first is None:
+                    detail = str(fitted).split(": ", 2)[-1].rstrip(".")
+                    report.first = (doc_id, fitted.field or "?", detail)
+            elif fitted is not doc:
+                report.to_fill += 1
+        return report
+
+    def settle_step(
+        self, snap: Snapshot, report: ShapeReport, after: bytes, limit: int
+    ) -> tuple[list[DocumentWrite], WriteSet, int, int, bytes | None]:
+        """Rewrite, with their defaults, the next ``limit`` documents after key ``after``.
+
+        Returns the writes, their write set, how many documents were read and how many did
+        not fit, and the key to continue after (``None``: the table is done).
+        """
+        info = report.info
+        rows = snap.scan(info.creation_index.id, after, None, reverse=False, limit=limit)
+        writes: list[DocumentWrite] = []
+        ws = WriteSet()
+        misfits = 0
+        for row in rows:
+            doc = load_document(row.doc.data)
+            fitted = self.fit(info, doc)
+            if isinstance(fitted, InvalidValueError):
+                misfits += 1
+                continue
+            if fitted is doc:
+                continue
+            old = info.entries(doc)
+            new = info.entries(fitted)
+            writes.append(
+                DocumentWrite(
+                    id=row.doc.id,
+                    table=info.number,
+                    creation_time=row.doc.creation_time,
+                    data=dump_document(fitted),
+                    removed_entries=[(i, k) for i, k, _ in old],
+                    added_entries=new,
+                )
+            )
+            ws.add(
+                row.doc.id,
+                info.number,
+                info.name,
+                [(i, k) for i, k, _ in old] + [(i, k) for i, k, _ in new],
+            )
+        nxt = rows[-1].key + b"\x00" if len(rows) == limit else None
+        return writes, ws, len(rows), misfits, nxt
 
     def _backfill(
         self, snap: Snapshot, info: TableInfo, indexes: list[Index]

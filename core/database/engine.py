@@ -27,9 +27,11 @@ from contextlib import ExitStack
 from typing import Any
 
 from core import config
-from core.database.catalog import Catalog, TableSpace
+from core.database import catalog as catalog_module
+from core.database.catalog import Catalog, PendingFixes, ShapeReport, TableSpace
 from core.database.readsets import WriteSet
 from core.database.transaction import Transaction
+from core.errors import Conflict as Conflict  # re-exported: the engine raises it
 from core.errors import ConflictError, UserError
 from core.schema import Schema
 from core.storage.base import (
@@ -46,14 +48,6 @@ PRUNE_EVERY = 512
 """The log is pruned once every this many commit batches."""
 
 CommitListener = Callable[[int, WriteSet], None]
-
-
-class Conflict(Exception):
-    """Internal: a transaction's read set was touched by a newer commit (it will be retried)."""
-
-    def __init__(self, tables: set[str]):
-        super().__init__(tables)
-        self.tables = tables
 
 
 class _Request:
@@ -93,8 +87,7 @@ class Database:
             raise UserError(f"log_retention={log_retention!r} is negative; use seconds >= 0.")
         self.log_retention = log_retention
         """Seconds a commit-log record is kept (in memory only while a snapshot needs it)."""
-        self.catalog = Catalog(storage)
-        self.catalog._ensure = self._ensure_table
+        self.catalog = Catalog(storage, ensure=self._ensure_table)
         self._commit_lock = threading.RLock()
         self._exclusive: WriteSession | None = None
         self._queue: list[_Request] = []
@@ -120,14 +113,29 @@ class Database:
         self.conflict_count = 0
         self._catalog_stale = False
         """Another process changed the catalog's indexes: reload them in the next commit step."""
+        self.backfilled = 0
+        """Documents this process rewrote with the defaults of a changed shape (``settle``)."""
         self.log_gaps = 0
         """Times catching up found other processes' commits already pruned from the storage
         log: listeners never saw those commits, so caches derived from commits must reset."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def open(self, schemas: dict[str, Schema]) -> None:
+    def open(
+        self,
+        schemas: dict[str, Schema],
+        *,
+        pending: PendingFixes | None = None,
+        defer: bool = False,
+        backfill: bool = True,
+    ) -> None:
         """Open storage and bring the catalog in line with ``schemas``.
+
+        Stored documents that lack defaults of a changed shape get them (``settle``) before
+        this returns, unless ``backfill`` is false (to report, changing no document).
+        ``pending`` names the migrations that would fix documents that do not fit; with
+        ``defer`` their tables stay unsettled instead of refusing to open (to migrate them, or
+        replace their documents by an import).
 
         Raises:
             SchemaMismatchError: stored documents violate a changed table shape (storage is
@@ -137,13 +145,73 @@ class Database:
         try:
             with self.storage.begin_write() as w:
                 self.latest_ts = self._floor = w.latest_ts()
-                self.catalog.open(w, schemas, self._next_ts)
+                self.catalog.open(w, schemas, self._next_ts, pending=pending, defer=defer)
                 # The records opening wrote (backfills, a catalog change) are this process's
                 # own: the catalog it just loaded already reflects them.
                 self._floor = self.latest_ts
+            if self.catalog.unsettled and backfill:
+                self.settle()
         except BaseException:
             self.storage.close()
             raise
+
+    def settle(self, *, batch: int | None = None) -> list[ShapeReport]:
+        """Store the defaults of changed shapes into old documents; return what still misfits.
+
+        Each unsettled table is read in creation order, ``batch`` documents per storage
+        transaction (taken like a commit, so other processes and this one's subscribers see
+        the rewrites); a document that lacks defaults is rewritten with them, its index
+        entries too. When a pass finds every document fitting, the table's new fingerprint
+        is stored and it is settled. Safe to run in several processes at once: each batch
+        reads inside the exclusive commit step, so a document rewritten by one is seen as
+        fitting by the others. A crash loses at most the batch in progress.
+        """
+        batch = batch or catalog_module.BACKFILL_BATCH
+        left: list[ShapeReport] = []
+        for number, report in sorted(self.catalog.unsettled.items()):
+            info = report.info
+            after: bytes | None = b""
+            misfits = filled = checked = 0
+            while after is not None:
+                with self._commit_lock, self.storage.begin_write() as w:
+                    self._catch_up(w)
+                    snap = w.snapshot()
+                    writes, ws, read, bad, after = self.catalog.settle_step(
+                        snap, report, after, batch
+                    )
+                    misfits += bad
+                    checked += read
+                    commit: list[tuple[int, WriteSet]] = []
+                    if writes:
+                        ts = self._next_ts()
+                        w.apply([CommitBatchItem(ts=ts, writes=writes, log_record=ws.dump())])
+                        commit.append((ts, ws))
+                        filled += len(writes)
+                    if after is None and not misfits:
+                        # Invariant: a table's stored fingerprint is the declared one only
+                        # once a whole pass found every document fitting; until then every
+                        # open re-checks it, so a crash mid-pass resumes at the next open.
+                        w.put_catalog([report.row], [], [])
+                self._publish(commit)
+                if writes:
+                    logger.info(
+                        'storing defaults in table "%s": %d of %d documents checked, %d rewritten',
+                        info.name,
+                        checked,
+                        max(checked, report.total),
+                        filled,
+                    )
+            self.backfilled += filled
+            if misfits:
+                report.misfits = misfits
+                left.append(report)
+            else:
+                del self.catalog.unsettled[number]
+                if filled:
+                    logger.info(
+                        'table "%s" settled: defaults stored in %d documents', info.name, filled
+                    )
+        return left
 
     def close(self) -> None:
         """Close the indexes' in-memory state, then storage."""

@@ -10,6 +10,9 @@ Endpoints (all JSON in DESIGN.md's wire format):
 * ``GET /api/storage/<id>?exp=...&sig=...`` serves a file through a signed URL;
   ``POST /api/storage/upload?...`` takes one file through a signed upload URL.
 * ``/http/<path>``: the app's ``@app.http_route`` handlers.
+* Routes from ``app.server_routes`` factories (``agent.expose()`` serves agents this way);
+  their endpoints use ``CapsuleServer.run_query`` / ``run_mutation`` / ``follow`` /
+  ``error_response`` to run the app's functions, internal ones included, as the caller.
 
 The lifespan opens the app's runtime and starts its services (scheduler, crons); at shutdown
 new requests are refused with 503, in-flight ones get ``shutdown_seconds`` to finish, then the
@@ -35,15 +38,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core.auth import Auth, JwtVerifier, UserIdentity
+from core.auth import JwtVerifier, UserIdentity
 from core.config import ServerSettings
-from core.context import ActionCtx
 from core.errors import InvalidArgumentError, RequestTooLargeError, UnauthenticatedError, UserError
-from core.execution import Frame, Target
 from core.files import request_base_url
-from core.schema import Schema
 from core.server import idempotency
-from core.server.errors import EncodableJSONResponse, error_response, logger, plain_error
+from core.server.errors import (
+    EncodableJSONResponse,
+    error_body,
+    error_response,
+    logger,
+    plain_error,
+)
 from core.values import check_value, from_json, to_json
 
 if TYPE_CHECKING:
@@ -291,23 +297,45 @@ class CapsuleServer:
         except Exception as exc:
             return error_response(exc, where=f"{kind} {path}")
 
+    # -- server-side calls (for route factories) -------------------------------------------------
+
+    async def run_query(self, ref: Any, args: Any, identity: UserIdentity | None) -> Any:
+        """Run one of the app's queries, internal ones included, as ``identity``."""
+        ex = self.runtime.executor
+        return await anyio.to_thread.run_sync(lambda: ex.query(ref, args, identity, caller=""))
+
+    async def run_mutation(self, ref: Any, args: Any, identity: UserIdentity | None) -> Any:
+        """Run one of the app's mutations, internal ones included, as ``identity``."""
+        ex = self.runtime.executor
+        return await anyio.to_thread.run_sync(lambda: ex.mutation(ref, args, identity, caller=""))
+
+    def follow(self, ref: Any, args: Any, identity: UserIdentity | None) -> AsyncIterator[Any]:
+        """Subscribe to one of the app's queries (internal ones included) as ``identity``.
+
+        Close the iterator (``aclose``) to unsubscribe; it ends when the runtime closes.
+        """
+        from core.subscriptions import subscribe
+
+        return subscribe(self.runtime, ref, args, identity, caller="")
+
+    @staticmethod
+    def error_response(exc: BaseException, *, where: str) -> Response:
+        """The JSON error response for ``exc`` (logged when it is a bug), as everywhere else."""
+        return error_response(exc, where=where)
+
+    @staticmethod
+    def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
+        """The status and JSON body ``exc`` becomes (a generic 500 for bugs)."""
+        return error_body(exc)
+
     async def http_action(self, request: Request, ref: FunctionRef[Any, Any]) -> Response:
         """An ``@app.http_route`` handler, run like an action."""
         try:
             identity = self.identity(request)
-            ex = self.runtime.executor
-            frame = Frame(
-                ex,
-                Target(ref, ""),
-                auth=Auth(identity),
-                depth=0,
-                kind="action",
-                txn=None,
-                now=ex.clock.time(),
-            )
+            args = {**request.query_params, **request.path_params}
             token = request_base_url.set(str(request.base_url).rstrip("/"))
             try:
-                response = await ref.handler(ActionCtx(frame), request)
+                response = await self.runtime.executor.http(ref, request, args, identity)
             finally:
                 request_base_url.reset(token)
             if not isinstance(response, Response):
@@ -355,14 +383,6 @@ class CapsuleServer:
         return EncodableJSONResponse({"storageId": file_id})
 
 
-def _system_schema_with(app: App, tables: dict[str, Any]) -> None:
-    """Add system tables to the app's ``_system`` table space (keeping what is there)."""
-    existing = app.extra_schemas.get("_system")
-    merged = Schema(strict=True)
-    merged.tables = {**(existing.tables if existing is not None else {}), **tables}
-    app.extra_schemas["_system"] = merged
-
-
 def create_asgi_app(
     app: App, *, settings: ServerSettings | None = None, runtime: Runtime | None = None
 ) -> Starlette:
@@ -381,12 +401,6 @@ def create_asgi_app(
     from core.server.sse import subscribe_endpoint
 
     settings = settings or ServerSettings.from_env()
-    _system_schema_with(app, idempotency.TABLES)
-    if runtime is not None and idempotency.TABLE not in runtime.db.space("_system").tables:
-        raise UserError(
-            "create_asgi_app(app, runtime=...) was given a runtime opened before the server "
-            "was created; create the ASGI app first, then open the runtime."
-        )
     server = CapsuleServer(app, settings=settings, runtime=runtime)
 
     def call_endpoint(kind: str) -> Callable[[Request], Awaitable[Response]]:
@@ -414,6 +428,8 @@ def create_asgi_app(
         Route(f"/http{path}", http_endpoint(ref), methods=[method])
         for path, method, ref in app.http_routes
     ]
+    for factory in app.server_routes:
+        routes += factory(server)
     middleware = []
     if settings.cors_origins:
         middleware.append(
@@ -421,7 +437,14 @@ def create_asgi_app(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                allow_headers=["authorization", "content-type", "idempotency-key", "last-event-id"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "idempotency-key",
+                    "last-event-id",
+                    "x-capsule-thread-id",
+                ],
+                expose_headers=["x-capsule-thread-id"],
             )
         )
     asgi = Starlette(routes=routes, middleware=middleware, lifespan=server.lifespan)

@@ -19,36 +19,19 @@ from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
 from core.errors import InvalidArgumentError, LimitExceededError
 from core.execution import Abandoned
-from core.schema import Table
-from core.system_tables import register_system_table
+from core.system_tables import IDEMPOTENCY_KEYS
 from core.values import MAX_DOCUMENT_BYTES, from_json, to_json
 
 if TYPE_CHECKING:
     from core.database.transaction import Transaction
     from core.runtime import Runtime
 
-TABLE = "_idempotency_keys"
+TABLE = IDEMPOTENCY_KEYS
 SYSTEM = "_system"
 KEEP_SECONDS = 24 * 3600.0
 """How long a key's result is kept (retries come within minutes; a day leaves room)."""
 MAX_KEY_LENGTH = 255
 _MAX_KEPT_RESULT = MAX_DOCUMENT_BYTES - 4096
-
-
-def idempotency_tables() -> dict[str, Table]:
-    """The system table of kept results."""
-    return {
-        TABLE: Table(
-            {"key": str, "request": str, "result": str | None, "size": int, "created": float}
-        )
-        .index("by_key", ["key"])
-        .index("by_created", ["created"])
-    }
-
-
-TABLES = idempotency_tables()
-for _name, _table in TABLES.items():
-    register_system_table(_name, _table)
 
 
 def _digest(*parts: str) -> str:

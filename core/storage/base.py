@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import RetryableStorageError as RetryableStorageError  # re-exported
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DocumentRow:
@@ -83,14 +85,6 @@ class CatalogIndex:
     table: int
     name: str
     spec: str
-
-
-class RetryableStorageError(Exception):
-    """Internal: the commit step failed for a transient reason (e.g. a serialization failure).
-
-    Nothing of the batch was applied; the database retries its transactions as if they had
-    conflicted, so the caller never sees it while retries remain.
-    """
 
 
 class Snapshot(ABC):
@@ -207,6 +201,15 @@ class Storage(ABC):
     def files_dir(self) -> str | None:
         """A folder for file blobs beside the database, or ``None`` to keep them in it."""
         return None
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised by this storage, may pass if the work is tried again.
+
+        The scheduler retries a job that failed this way instead of failing it. The base
+        knows the backend-neutral cases (``RetryableStorageError``, a lock ``TimeoutError``);
+        each backend adds its driver's errors.
+        """
+        return isinstance(exc, RetryableStorageError | TimeoutError)
 
 
 class WriteSessionContext(ABC):

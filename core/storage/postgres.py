@@ -565,6 +565,14 @@ class PostgresStorage(Storage):
                 conn.execute(_DDL)
             self._opened = True
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """Serialization failures, deadlocks and lost connections may pass on a retry."""
+        return (
+            super().is_transient(exc)
+            or _retryable(exc)
+            or isinstance(exc, psycopg.OperationalError)
+        )
+
     def close(self) -> None:
         """Close the listener and the pools; ``open`` may be called again."""
         with self._listener_lock:

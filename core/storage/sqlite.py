@@ -475,6 +475,10 @@ class SQLiteStorage(Storage):
         finally:
             self._give_reader(conn)
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """A busy or locked database, or a failed I/O step, may pass on a retry."""
+        return super().is_transient(exc) or isinstance(exc, sqlite3.OperationalError)
+
     def files_dir(self) -> str | None:
         """``<database file>-files``."""
         return self.path + "-files"

@@ -10,17 +10,21 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from core.app import App
 from core.auth import UserIdentity, to_identity
+from core.errors import UserError
 from core.execution import Target
 from core.functions import FunctionKind, FunctionRef
+from core.migrations import MigrationStatus, Migrator
 from core.runtime import Runtime
 from core.scheduler import scheduler_of
 from core.storage.sqlite import SQLiteStorage
 from core.testing.clock import ManualClock
 from core.testing.faults import FaultyStorage
+
+ReturnT = TypeVar("ReturnT")
 
 
 class TestApp:
@@ -35,8 +39,11 @@ class TestApp:
         identity: Any = None,
         clock: ManualClock | None = None,
         storage: Any = None,
+        migrate: bool = False,
     ):
         self.app = app
+        self.migrate_at_open = migrate
+        """Run pending migrations as the app opens (``capsule serve --migrate``)."""
         self.identity: UserIdentity | None = to_identity(identity)
         self.clock = clock or ManualClock()
         self._storage = storage
@@ -54,7 +61,16 @@ class TestApp:
             self._tmp = tempfile.mkdtemp(prefix="capsule-test-")
             storage = SQLiteStorage(Path(self._tmp) / "test.db", synchronous="NORMAL")
         rt = self.app.make_runtime(storage, clock=self.clock)
-        rt.open()
+        rt.open(defer=self.migrate_at_open)
+        if self.migrate_at_open:
+            try:
+                Migrator(self.app, rt).run()
+                left = list(rt.db.catalog.unsettled.values())
+                if left:
+                    raise left[0].error()
+            except BaseException:
+                rt.close()
+                raise
         self._runtime = rt
         return self
 
@@ -72,7 +88,7 @@ class TestApp:
     def runtime(self) -> Runtime:
         """The open runtime."""
         if self._runtime is None:
-            raise RuntimeError("TestApp is not open: use it as `with TestApp(app) as t:`.")
+            raise UserError("TestApp is not open: use it as `with TestApp(app) as t:`.")
         return self._runtime
 
     def with_identity(self, identity: Any) -> TestApp:
@@ -84,15 +100,33 @@ class TestApp:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def query(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def query(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def query(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public query."""
         return self.runtime.executor.query(ref, args, self.identity)
 
-    def mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def mutation(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def mutation(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def mutation(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public mutation."""
         return self.runtime.executor.mutation(ref, args, self.identity)
 
-    def action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    @overload
+    def action(
+        self, ref: FunctionRef[Any, ReturnT], args: dict[str, Any] | None = None
+    ) -> ReturnT: ...
+    @overload
+    def action(self, ref: str, args: dict[str, Any] | None = None) -> Any: ...
+    def action(self, ref: FunctionRef[Any, Any] | str, args: dict[str, Any] | None = None) -> Any:
         """Run a public action (on the runtime's loop thread) and wait for it."""
         rt = self.runtime
         return rt.portal.call(rt.executor.action, ref, args, self.identity)
@@ -108,6 +142,11 @@ class TestApp:
             lambda: ex._run_mutation(Target(ref, ""), {}, ex_auth(self.identity)),
         )
 
+    def migrate(self, *names: str, dry_run: bool = False) -> list[MigrationStatus]:
+        """Run the pending migrations (all, or those named), as ``capsule migrate`` does."""
+        migrator = Migrator(self.app, self.runtime)
+        return migrator.dry_run(names) if dry_run else migrator.run(names)
+
     # -- time -------------------------------------------------------------------------------
 
     def advance_time(self, seconds: float) -> None:
@@ -117,9 +156,7 @@ class TestApp:
         every interval, advance one interval at a time.
         """
         self.clock.advance(seconds)
-        scheduler = self.runtime.state.get("scheduler")
-        if scheduler is not None:
-            scheduler.wake()  # a running runner (a client's services) looks again
+        scheduler_of(self.runtime).wake()  # a running runner (a client's services) looks again
 
     def finish_scheduled(self, *, max_jobs: int = 10_000) -> int:
         """Run every job due at the manual clock's time, and what those jobs schedule.

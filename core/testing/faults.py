@@ -135,6 +135,10 @@ class FaultyStorage(Storage):
         """The wrapped blob folder."""
         return self.inner.files_dir()
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """The wrapped backend's judgement."""
+        return self.inner.is_transient(exc)
+
 
 class _CountingSnapshot(Snapshot):
     def __init__(self, owner: FaultyStorage, inner: Snapshot):

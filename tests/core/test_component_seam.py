@@ -258,16 +258,23 @@ def test_handles_are_parsed_by_the_core(t: TestApp) -> None:
     assert is_handle(found["own"]) and is_handle(found["component"])
     assert found["own_path"] == app_bindings.path
     assert found["roundtrip"] is True
-    assert found["component"] == a.function(size) == a.function("size") == a.function(a.size)
-    assert handle_path(a.function("size")) == size.path
-    assert a.function("size") != b.function("size")
+
+    def from_the_app(ctx: MutationCtx) -> None:
+        by_ref = function_handle(ctx, a.function(size))
+        by_name = function_handle(ctx, a.function("size"))
+        assert found["component"] == by_ref == by_name == function_handle(ctx, a.function(a.size))
+        assert handle_path(by_name) == size.path
+        assert by_name != function_handle(ctx, b.function("size"))
+        assert ctx.run_query(a.function("size")) == 0  # a granted reference is callable
+        with pytest.raises(FunctionNotFoundError, match='not "a"'):
+            a.function(b.size)
+        with pytest.raises(FunctionNotFoundError, match="has no such function"):
+            a.function("nothing")
+
+    t.run(from_the_app)
     assert not is_handle("tests:fn") and not is_handle(None) and not is_handle(3)
     with pytest.raises(UserError, match="not a function handle"):
         handle_path("tests:fn")
-    with pytest.raises(FunctionNotFoundError, match='not "a"'):
-        a.function(b.size)
-    with pytest.raises(FunctionNotFoundError, match="has no such function"):
-        a.function("nothing")
 
 
 # -- bindings ---------------------------------------------------------------------------------

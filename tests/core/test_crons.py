@@ -20,7 +20,7 @@ from core import (
     Table,
     UserError,
 )
-from core.crons import Schedule
+from core.crons import CronService, Schedule
 from core.storage import SQLiteStorage, open_storage
 from core.storage.base import Storage
 from core.testing import ManualClock, TestApp
@@ -140,7 +140,9 @@ def test_a_run_dispatched_before_a_restart_is_not_dispatched_again(tmp_path: Pat
     path = tmp_path / "crons.db"
     with TestApp(app, storage=SQLiteStorage(path), clock=clock) as t:
         t.advance_time(10)
-        t.runtime.state["crons"].dispatch(clock.time())  # scheduled, then the process stops
+        runner = t.runtime.service(CronService).runner
+        assert runner is not None
+        runner.dispatch(clock.time())  # scheduled, then the process stops
     with TestApp(app, storage=SQLiteStorage(path), clock=clock) as t:
         assert t.finish_scheduled() == 1
         assert len(runs(t, "tick")) == 1

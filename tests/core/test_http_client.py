@@ -14,6 +14,7 @@ from core import (
     HttpClient,
     InvalidArgumentError,
     LimitExceededError,
+    UserError,
 )
 from core.http_client import error_from_body
 
@@ -136,5 +137,5 @@ async def test_subscribe_parses_server_sent_events() -> None:
 
 async def test_refs_or_paths_only() -> None:
     async with HttpClient("http://srv", transport=fake_server(lambda r: httpx.Response(500))) as c:
-        with pytest.raises(TypeError):
-            await c.query(3)
+        with pytest.raises(UserError):
+            await c.query(3)  # type: ignore[call-overload]

@@ -63,7 +63,7 @@ def test_with_identity_is_a_view_that_shares_the_database() -> None:
 
 def test_the_harness_must_be_open() -> None:
     t = TestApp(app)
-    with pytest.raises(RuntimeError, match="not open"):
+    with pytest.raises(UserError, match="not open"):
         t.query(texts)
 
 

@@ -1,4 +1,4 @@
-"""examples/multi_agent.py runs as written (offline, scripted models)."""
+"""examples/handoffs.py runs as written (offline, scripted models)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_multi_agent_example_runs(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "CAPSULE_DB_URL")}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "multi_agent.py")],
+        [sys.executable, str(ROOT / "examples" / "handoffs.py")],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,

@@ -57,7 +57,7 @@ def incr(ctx: MutationCtx, name: str) -> int:
 @app.action
 async def once_hangs(ctx: ActionCtx, name: str) -> int:
     """Counts its attempts; the first one hangs (until the process is killed)."""
-    attempt = int(await ctx.run_mutation(incr, {"name": name}))
+    attempt: int = await ctx.run_mutation(incr, {"name": name})
     if attempt == 1:
         emit({"hanging": name})
         await anyio.sleep(3600)

@@ -4,7 +4,13 @@ from typing import Any
 
 import pytest
 
-from components.workflow import NonRetryableError, RetryPolicy, WorkPool, pool_component
+from components.workflow import (
+    NonRetryableError,
+    ParallelismError,
+    RetryPolicy,
+    WorkPool,
+    pool_component,
+)
 from components.workflow.pool import RECOVERY_INTERVAL
 from core import ActionCtx, App, MutationCtx, QueryCtx
 from core.scheduler import scheduler_of
@@ -180,9 +186,9 @@ def test_zero_parallelism_pauses(t: Any) -> None:
 
 
 def test_parallelism_bounds() -> None:  # case 27
-    with pytest.raises(ValueError, match="200"):
+    with pytest.raises(ParallelismError, match="200"):
         WorkPool(handle, max_parallelism=201)
-    with pytest.raises(ValueError, match="200"):
+    with pytest.raises(ParallelismError, match="200"):
         WorkPool(handle, max_parallelism=-1)
 
 

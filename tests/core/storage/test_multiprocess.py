@@ -323,6 +323,10 @@ def test_another_process_commit_reaches_this_process_listeners(
     storage: Storage, worker_app: ModuleType, spawn: Any
 ) -> None:
     """The mechanism subscriptions use: wait_for_commit wakes, poll_other_processes delivers."""
+    # A runtime's first open writes the database's handle key; do it now, so the worker's
+    # open commits nothing and the only commit to wake this process is the worker's bump.
+    with TestApp(worker_app.app, storage=open_storage(storage.url)):
+        pass
     db = Database(storage)
     db.open(worker_app.app.schemas())
     try:
