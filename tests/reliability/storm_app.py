@@ -229,7 +229,7 @@ def run_live(url: str, worker: str, acklog: str, seed: int) -> None:
                 args = {"key": key}
             else:
                 args = {}
-            ref = {
+            ref: Any = {
                 "insert": insert,
                 "retext": retext,
                 "delete": delete,

@@ -80,7 +80,7 @@ def test_a_database_written_by_the_app_is_consistent(storage: Storage) -> None:
     _fill(storage)
     report = _check(storage)
     assert report.ok, list(format_report(report))
-    assert report.documents == 12
+    assert report.documents >= 12  # and the system tables' documents
     assert report.indexes >= 4  # creation time, by_owner, search, by_v (+ system tables)
     assert report.entries > 12 * 4
 

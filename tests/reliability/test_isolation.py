@@ -128,10 +128,6 @@ def counts(ctx: QueryCtx) -> dict[str, int]:
 APP_WRITE = app_internal_write.path
 APP_READ = app_internal_read.path
 B_SECRET = f"fn:b|{secret_write.path}"
-DEFECT_2 = pytest.mark.xfail(
-    reason="issue 11 defect 2 (component isolation): the fix lands with branch seam",
-    strict=False,
-)
 
 
 @pytest.fixture
@@ -144,10 +140,10 @@ def t(storage: Storage) -> Iterator[TestApp]:
 @pytest.mark.parametrize(
     ("kind", "target"),
     [
-        pytest.param("mutation", APP_WRITE, marks=DEFECT_2, id="app-internal-by-path"),
-        pytest.param("query", APP_READ, marks=DEFECT_2, id="app-internal-read-by-path"),
-        pytest.param("mutation", f"fn:|{APP_WRITE}", marks=DEFECT_2, id="forged-app-handle"),
-        pytest.param("mutation", B_SECRET, marks=DEFECT_2, id="forged-other-instance-handle"),
+        pytest.param("mutation", APP_WRITE, id="app-internal-by-path"),
+        pytest.param("query", APP_READ, id="app-internal-read-by-path"),
+        pytest.param("mutation", f"fn:|{APP_WRITE}", id="forged-app-handle"),
+        pytest.param("mutation", B_SECRET, id="forged-other-instance-handle"),
         pytest.param("mutation", "b:secret_write", id="other-instance-by-path"),
     ],
 )
@@ -158,7 +154,6 @@ def test_a_component_cannot_call_across_table_spaces(t: TestApp, kind: str, targ
     assert t.query(counts) == before
 
 
-@DEFECT_2
 def test_a_component_cannot_schedule_a_forged_handle(t: TestApp) -> None:
     before = t.query(counts)
     out = t.mutation(from_a, {"probe": "schedule", "args": {"target": f"fn:|{APP_WRITE}"}})

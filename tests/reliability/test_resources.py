@@ -47,7 +47,14 @@ def _burst(work: Callable[[int], Any], threads: int) -> None:
         th.join(timeout=120)
 
 
-def _flat(label: str, rounds: int, idle: float, burst: Callable[[], None]) -> dict[str, Any]:
+def _flat(
+    label: str, rounds: int, idle: float, burst: Callable[[], None], width: int
+) -> dict[str, Any]:
+    """Usage after ``rounds`` bursts of ``width`` threads stays within one burst of the start.
+
+    Pools may still grow by up to one burst's concurrency after the warm-up (worker threads
+    are started on demand); a leak grows with every burst and passes that bound.
+    """
     burst()
     burst()  # warm-up: pools fill, caches load
     fds0, threads0 = usage()
@@ -58,8 +65,10 @@ def _flat(label: str, rounds: int, idle: float, burst: Callable[[], None]) -> di
             time.sleep(idle)  # soak only: idle workers retire in between
         peak = max(peak, usage())
     fds, threads = usage()
-    assert fds <= fds0 + 8, f"{label}: descriptors grew from {fds0} to {fds} over {rounds} bursts"
-    assert threads <= threads0 + 4, f"{label}: threads grew from {threads0} to {threads}"
+    assert fds <= fds0 + width, (
+        f"{label}: descriptors grew from {fds0} to {fds} over {rounds} bursts"
+    )
+    assert threads <= threads0 + width, f"{label}: threads grew from {threads0} to {threads}"
     return {"fds": f"{fds0}->{fds}", "threads": f"{threads0}->{threads}", "peak_fds": peak[0]}
 
 
@@ -75,7 +84,7 @@ def test_short_lived_threads_and_reconnects_leave_usage_flat(storage: Storage, s
 
             _burst(work, 24)
 
-        local = _flat("in-process", rounds, 0.0, in_process)
+        local = _flat("in-process", rounds, 0.0, in_process, 24)
         asgi = create_asgi_app(app, runtime=t.runtime)
         with BackgroundServer(asgi) as bg:
 
@@ -90,5 +99,5 @@ def test_short_lived_threads_and_reconnects_leave_usage_flat(storage: Storage, s
 
                 _burst(work, 12)
 
-            served = _flat("server", rounds, idle, over_http)
+            served = _flat("server", rounds, idle, over_http, 12)
     soak.record(rounds=rounds, anomalies=0, in_process=local, server=served)
