@@ -119,16 +119,8 @@ def _assert_serializable(history: History) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_random_concurrent_run_is_serializable(
-    storage: Storage, monkeypatch: pytest.MonkeyPatch, soak: Any, seed: int, request: Any
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, soak: Any, seed: int
 ) -> None:
-    if "postgres" in request.node.name:
-        # Found by this test (about one run in four on PostgreSQL, never on SQLite, never
-        # without pruning): lost updates and rw-cycles between the runtime opened on the empty
-        # database and the others once the log is pruned every few commits. Reported; until
-        # the engine fix lands a PostgreSQL anomaly is an expected failure, not a pass.
-        request.applymarker(
-            pytest.mark.xfail(reason="PostgreSQL anomaly under aggressive pruning", strict=False)
-        )
     monkeypatch.setenv("CAPSULE_LOG_RETENTION", "0")
     monkeypatch.setattr(engine_module, "PRUNE_EVERY", 3)
     per_thread = soak.size(25, 400)
