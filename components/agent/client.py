@@ -34,6 +34,11 @@ ResultT = TypeVar("ResultT")
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
 
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not ``None`` (a patch's "leave it as it is")."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def _page(raw: Mapping[str, Any]) -> Page:
     return Page(page=raw["page"], continue_cursor=raw["continue_cursor"], is_done=raw["is_done"])
 
@@ -190,16 +195,7 @@ class Agent:
         user_id: str | None = None,
     ) -> Any:
         """Change a thread's title, summary, status or user (``None`` leaves one as it is)."""
-        patch = {
-            k: v
-            for k, v in {
-                "title": title,
-                "summary": summary,
-                "status": status,
-                "user_id": user_id,
-            }.items()
-            if v is not None
-        }
+        patch = _given(title=title, summary=summary, status=status, user_id=user_id)
         return self._call(
             ctx, "mutation", "update_thread", {"thread_id": thread_id, "patch": patch}
         )
@@ -278,11 +274,7 @@ class Agent:
         error: str | None = None,
     ) -> Any:
         """Change a message's text, status or error (``None`` leaves one as it is)."""
-        patch = {
-            k: v
-            for k, v in {"text": text, "status": status, "error": error}.items()
-            if v is not None
-        }
+        patch = _given(text=text, status=status, error=error)
         return self._call(
             ctx, "mutation", "update_message", {"message_id": message_id, "patch": patch}
         )
