@@ -3,13 +3,15 @@
 Threads, messages and approvals are the component's documents, returned as stored (plain
 dicts); ``stream_deltas`` and approval decisions are plain dicts built by the component. These
 ``TypedDict``s describe them for type checkers only: at run time they are ordinary dicts.
+They are ``typing_extensions.TypedDict``s because pydantic, which validates function
+arguments, refuses ``typing.TypedDict`` before Python 3.12: so they may annotate arguments too.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from components.agent.parts import Part
 from core import Id
