@@ -27,7 +27,7 @@ from components.agent.documents import (
 )
 from components.agent.loop import LoopAgent
 from components.agent.results import GenerateObjectResult, GenerateResult, ResultStream
-from components.agent.search import search_messages
+from components.agent.search import embed_messages, search_messages
 from components.agent.tools import Tool, make_tool, tool_map
 from components.agent.usage import PriceTable, UsageHandler, UsageTotals
 from components.models import ChatModel, Embedder
@@ -343,6 +343,8 @@ class Agent:
             "order": order,
             "prompt_message_id": prompt_message_id,
         }
+        if _is_action(ctx) and self.embedder is not None:
+            return self._save_and_embed(ctx, args, then=_first)
         return call(ctx, self.handle.save_messages, args, then=_first)
 
     @overload
@@ -378,7 +380,9 @@ class Agent:
 
         A user message starts a new turn; any other message takes the next step of the
         current turn. ``order="next"`` starts a new turn, an explicit ``order`` appends to
-        that turn, ``prompt_message_id`` appends to the prompt's turn.
+        that turn, ``prompt_message_id`` appends to the prompt's turn. From an action, an
+        agent with an embedder embeds the saved user and assistant messages for vector search
+        (from a mutation that waits for the next generation in the thread).
         """
         args = {
             "thread_id": thread_id,
@@ -386,7 +390,18 @@ class Agent:
             "order": order,
             "prompt_message_id": prompt_message_id,
         }
+        if _is_action(ctx) and self.embedder is not None:
+            return self._save_and_embed(ctx, args, then=list)
         return call(ctx, self.handle.save_messages, args)
+
+    async def _save_and_embed(
+        self, ctx: ActionCtx, args: dict[str, Any], then: Callable[[list[str]], ResultT]
+    ) -> ResultT:
+        """Save messages, then embed them (the save stands if the embedder fails)."""
+        ids: list[str] = await call(ctx, self.handle.save_messages, args)
+        docs = await call(ctx, self.handle.messages_by_ids, {"ids": ids})
+        await embed_messages(self, ctx, [d for d in docs if not d.get("embedding_id")])
+        return then(ids)
 
     @overload
     def update_message(
