@@ -31,7 +31,8 @@ BASE = "/agents/guide"
 
 
 def token(sub: str) -> dict[str, str]:
-    claims = {"sub": sub, "iss": ISSUER, "exp": int(time.time()) + 600}
+    # Made at import and used all run long: a day, so a slow run never outlives it.
+    claims = {"sub": sub, "iss": ISSUER, "exp": int(time.time()) + 86_400}
     return {"authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
 
 
