@@ -241,6 +241,38 @@ class Transaction:
         # Exhausted: the whole interval was observed.
         rng.lo, rng.hi = lo, hi
 
+    def lookup(
+        self, info: TableInfo, index: Index, lo: bytes, hi: bytes | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """The first ``limit`` documents of an index range: ``scan`` for point reads.
+
+        A point read (every field of an index given, ``unique()`` / ``first()``) wants one or
+        two rows: one storage statement, no generator, and the same read set a scan consumed
+        as far would record. With own writes in the table it is the scan itself.
+        """
+        for pw in self.writes.values():
+            if pw.table is info:
+                out: list[dict[str, Any]] = []
+                for _, doc in self.scan(info, index, lo, hi, reverse=False):
+                    out.append(doc)
+                    if len(out) >= limit:
+                        break
+                return out
+        self.reads.tables[index.id] = info.name
+        rows = self.snapshot.scan(index.id, lo, hi, reverse=False, limit=limit)
+        if len(rows) < limit:
+            # Exhausted: the whole interval was observed.
+            self.reads.add_range(KeyRange(index.id, lo, hi))
+        else:
+            self.reads.add_range(KeyRange(index.id, lo, rows[-1].key + b"\x00"))
+        docs = []
+        for row in rows:
+            data = row.doc.data
+            self._count_read(len(data))
+            self._seen[row.doc.id] = data
+            docs.append(_load(data))
+        return docs
+
     def search(self, info: TableInfo, index: TextIndex, query: SearchQuery) -> SearchResult:
         """Rank documents of a search index as this transaction sees them.
 
@@ -413,7 +445,46 @@ class Transaction:
                 body[key] = value
         indexed = info.plan.fields
         same = indexed is not None and indexed.isdisjoint(fields)
+        if self._patch_fields(space, info, current, stored, fields, same):
+            return
         self._rewrite(space, info, current, stored, body, same_entries=same)
+
+    def _patch_fields(
+        self,
+        space: TableSpace,
+        info: TableInfo,
+        current: dict[str, Any],
+        stored: dict[str, Any] | None,
+        fields: dict[str, Any],
+        same: bool,
+    ) -> bool:
+        """Stage a patch validating only the fields it changes; ``False`` if it cannot.
+
+        Invariant: the other fields of ``current`` fit the table's shape (stored documents of
+        a settled table fit it, and so does everything this transaction wrote), so checking
+        the changed fields alone accepts and refuses exactly what validating the whole
+        document would. Tables still being settled (documents that may not fit, or lack
+        stored defaults), removals and undeclared names take the whole-document path.
+        """
+        decl = info.decl
+        if decl is None or info.number in self.db.catalog.unsettled:
+            return False
+        changed = {k: v for k, v in fields.items() if k not in SYSTEM_FIELDS}
+        if any(v is UNSET for v in changed.values()):
+            return False
+        check_top_level_names(changed, table=info.name)
+        valid = decl.validate_fields(info.name, changed, space.validation_context())
+        if valid is None:
+            return False
+        # Every declared field is in a validated document, so updating in place keeps the
+        # field order (and the stored bytes) what a whole validation would produce.
+        doc = {**current, **valid}
+        size = check_document(doc, table=info.name, names_checked=True)
+        if not same:
+            for index in info.indexes.values():
+                index.check(doc, table=info.name)
+        self._stage(info, current["_id"], doc, size, stored, same_entries=same)
+        return True
 
     def replace(self, space: TableSpace, doc_id: str, value: Any) -> None:
         """Replace a document's body, keeping its id and creation time."""
