@@ -252,7 +252,7 @@ class Table:
                 info = declared.get(name)
                 if info is None:
                     return None
-                tp = info.annotation
+                tp: Any = info.annotation
                 if info.metadata:
                     tp = typing.Annotated[(tp, *info.metadata)]
                 adapter = self._fields[name] = pydantic.TypeAdapter(tp)

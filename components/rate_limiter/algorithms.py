@@ -26,7 +26,6 @@ TOKEN_BUCKET = "token bucket"
 FIXED_WINDOW = "fixed window"
 
 
-
 class RandomSource(Protocol):
     """The randomness a decision draws on (``random.Random`` is one)."""
 

@@ -25,8 +25,10 @@ from core import (
 )
 from core.database import transaction as transaction_module
 from core.database.engine import Conflict
+from core.database.query import Query
 from core.storage.base import Storage
 from core.testing import TestApp
+
 
 class _Ranked(pydantic.BaseModel):
     """A model shape: its fields are validated together (a patch validates them all)."""
@@ -436,7 +438,7 @@ def test_a_patch_making_a_field_invalid_is_refused_naming_it(
     entries = stored_entries(t, "items", "by_tag_rank")
     with pytest.raises((InvalidValueError, LimitExceededError)) as info:
         t.run(lambda ctx: ctx.db.patch(doc_id, fields))
-    assert info.value.field == field  # type: ignore[union-attr]
+    assert info.value.field == field
     assert f'"{field}"' in str(info.value) and '"items"' in str(info.value)
     assert t.run(lambda ctx: ctx.db.get(doc_id)) == before
     assert stored_entries(t, "items", "by_tag_rank") == entries
@@ -503,24 +505,27 @@ def test_a_unique_point_read_sees_the_transactions_own_writes(t: TestApp) -> Non
 def test_a_point_read_conflicts_with_a_commit_into_its_range(t: TestApp) -> None:
     db = t.runtime.db
     space = db.space("")
-    for rank, found in ((4, False), (6, True)):
-        if found:
-            t.run(lambda ctx: ctx.db.insert("items", {"name": "a", "rank": rank, "tag": "y"}))
-        reader = db.transaction()
-        info = space.table("items")
-        from core.database.query import Query
 
+    def insert(name: str, rank: int) -> None:
+        t.run(lambda ctx: ctx.db.insert("items", {"name": name, "rank": rank, "tag": "y"}))
+
+    def point_read_then_rival_insert(rank: int, found: bool) -> None:
+        reader = db.transaction()
         doc = (
-            Query(reader, space, info)
+            Query(reader, space, space.table("items"))
             .with_index("by_tag_rank", lambda q: q.eq("tag", "y").eq("rank", rank))
             .unique()
         )
         assert (doc is not None) == found
-        t.run(lambda ctx: ctx.db.insert("items", {"name": "b", "rank": rank, "tag": "y"}))
+        insert("b", rank)
         reader.insert(space, "blobs", {"data": b""})
         with pytest.raises(Conflict):
             db.commit(reader)
         reader.close()
+
+    point_read_then_rival_insert(4, False)
+    insert("a", 6)
+    point_read_then_rival_insert(6, True)
     # Outside the range: no conflict.
     reader = db.transaction()
     assert (
