@@ -168,7 +168,10 @@ class Transaction:
         self, space: TableSpace, doc_id: str, table: str | None = None
     ) -> dict[str, Any] | None:
         """The document with this id as this transaction sees it, or ``None``."""
-        doc_id = space.resolve_id(doc_id, table)
+        return self._get(space.resolve_id(doc_id, table))
+
+    def _get(self, doc_id: Id) -> dict[str, Any] | None:
+        """``get`` of an id already resolved in the caller's table space."""
         self.reads.add_doc(doc_id)
         pw = self.writes.get(doc_id)
         if pw is not None:
@@ -403,7 +406,7 @@ class Transaction:
         """The table, current version and stored version (None if new here) of a document."""
         doc_id = space.resolve_id(doc_id)
         info = self.db.catalog.table_of(doc_id)
-        current = self.get(space, doc_id)
+        current = self._get(doc_id)
         if current is None:
             raise InvalidValueError(
                 f'Cannot {op} document "{doc_id}" of table "{info.name}": it does not exist.',
@@ -429,24 +432,25 @@ class Transaction:
         if not isinstance(fields, dict):
             raise InvalidValueError(f"patch() takes a dict of fields, not {type(fields).__name__}.")
         info, current, stored = self._current(space, doc_id, "patch")
-        body = {k: v for k, v in current.items() if k not in SYSTEM_FIELDS}
-        for key, value in fields.items():
-            if key in SYSTEM_FIELDS:
-                if value == current[key]:
-                    continue
+        for key in SYSTEM_FIELDS:
+            if key in fields and fields[key] != current[key]:
                 raise InvalidValueError(
                     f'Field "{key}" of table "{info.name}" cannot be changed.',
                     table=info.name,
                     field=key,
                 )
-            if value is UNSET:
-                body.pop(key, None)
-            else:
-                body[key] = value
         indexed = info.plan.fields
         same = indexed is not None and indexed.isdisjoint(fields)
         if self._patch_fields(space, info, current, stored, fields, same):
             return
+        body = {k: v for k, v in current.items() if k not in SYSTEM_FIELDS}
+        for key, value in fields.items():
+            if key in SYSTEM_FIELDS:
+                continue
+            if value is UNSET:
+                body.pop(key, None)
+            else:
+                body[key] = value
         self._rewrite(space, info, current, stored, body, same_entries=same)
 
     def _patch_fields(
