@@ -168,7 +168,10 @@ class Transaction:
         self, space: TableSpace, doc_id: str, table: str | None = None
     ) -> dict[str, Any] | None:
         """The document with this id as this transaction sees it, or ``None``."""
-        doc_id = space.resolve_id(doc_id, table)
+        return self._get(space.resolve_id(doc_id, table))
+
+    def _get(self, doc_id: Id) -> dict[str, Any] | None:
+        """``get`` of an id already resolved in the caller's table space."""
         self.reads.add_doc(doc_id)
         pw = self.writes.get(doc_id)
         if pw is not None:
@@ -240,6 +243,38 @@ class Transaction:
             yield pkey, _load(pw.blob)  # type: ignore[arg-type]
         # Exhausted: the whole interval was observed.
         rng.lo, rng.hi = lo, hi
+
+    def lookup(
+        self, info: TableInfo, index: Index, lo: bytes, hi: bytes | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """The first ``limit`` documents of an index range: ``scan`` for point reads.
+
+        A point read (every field of an index given, ``unique()`` / ``first()``) wants one or
+        two rows: one storage statement, no generator, and the same read set a scan consumed
+        as far would record. With own writes in the table it is the scan itself.
+        """
+        for pw in self.writes.values():
+            if pw.table is info:
+                out: list[dict[str, Any]] = []
+                for _, doc in self.scan(info, index, lo, hi, reverse=False):
+                    out.append(doc)
+                    if len(out) >= limit:
+                        break
+                return out
+        self.reads.tables[index.id] = info.name
+        rows = self.snapshot.scan(index.id, lo, hi, reverse=False, limit=limit)
+        if len(rows) < limit:
+            # Exhausted: the whole interval was observed.
+            self.reads.add_range(KeyRange(index.id, lo, hi))
+        else:
+            self.reads.add_range(KeyRange(index.id, lo, rows[-1].key + b"\x00"))
+        docs = []
+        for row in rows:
+            data = row.doc.data
+            self._count_read(len(data))
+            self._seen[row.doc.id] = data
+            docs.append(_load(data))
+        return docs
 
     def search(self, info: TableInfo, index: TextIndex, query: SearchQuery) -> SearchResult:
         """Rank documents of a search index as this transaction sees them.
@@ -371,7 +406,7 @@ class Transaction:
         """The table, current version and stored version (None if new here) of a document."""
         doc_id = space.resolve_id(doc_id)
         info = self.db.catalog.table_of(doc_id)
-        current = self.get(space, doc_id)
+        current = self._get(doc_id)
         if current is None:
             raise InvalidValueError(
                 f'Cannot {op} document "{doc_id}" of table "{info.name}": it does not exist.',
@@ -397,23 +432,63 @@ class Transaction:
         if not isinstance(fields, dict):
             raise InvalidValueError(f"patch() takes a dict of fields, not {type(fields).__name__}.")
         info, current, stored = self._current(space, doc_id, "patch")
-        body = {k: v for k, v in current.items() if k not in SYSTEM_FIELDS}
-        for key, value in fields.items():
-            if key in SYSTEM_FIELDS:
-                if value == current[key]:
-                    continue
+        for key in SYSTEM_FIELDS:
+            if key in fields and fields[key] != current[key]:
                 raise InvalidValueError(
                     f'Field "{key}" of table "{info.name}" cannot be changed.',
                     table=info.name,
                     field=key,
                 )
+        indexed = info.plan.fields
+        same = indexed is not None and indexed.isdisjoint(fields)
+        if self._patch_fields(space, info, current, stored, fields, same):
+            return
+        body = {k: v for k, v in current.items() if k not in SYSTEM_FIELDS}
+        for key, value in fields.items():
+            if key in SYSTEM_FIELDS:
+                continue
             if value is UNSET:
                 body.pop(key, None)
             else:
                 body[key] = value
-        indexed = info.plan.fields
-        same = indexed is not None and indexed.isdisjoint(fields)
         self._rewrite(space, info, current, stored, body, same_entries=same)
+
+    def _patch_fields(
+        self,
+        space: TableSpace,
+        info: TableInfo,
+        current: dict[str, Any],
+        stored: dict[str, Any] | None,
+        fields: dict[str, Any],
+        same: bool,
+    ) -> bool:
+        """Stage a patch validating only the fields it changes; ``False`` if it cannot.
+
+        Invariant: the other fields of ``current`` fit the table's shape (stored documents of
+        a settled table fit it, and so does everything this transaction wrote), so checking
+        the changed fields alone accepts and refuses exactly what validating the whole
+        document would. Tables still being settled (documents that may not fit, or lack
+        stored defaults), removals and undeclared names take the whole-document path.
+        """
+        decl = info.decl
+        if decl is None or info.number in self.db.catalog.unsettled:
+            return False
+        changed = {k: v for k, v in fields.items() if k not in SYSTEM_FIELDS}
+        if any(v is UNSET for v in changed.values()):
+            return False
+        check_top_level_names(changed, table=info.name)
+        valid = decl.validate_fields(info.name, changed, space.validation_context())
+        if valid is None:
+            return False
+        # Every declared field is in a validated document, so updating in place keeps the
+        # field order (and the stored bytes) what a whole validation would produce.
+        doc = {**current, **valid}
+        size = check_document(doc, table=info.name, names_checked=True)
+        if not same:
+            for index in info.indexes.values():
+                index.check(doc, table=info.name)
+        self._stage(info, current["_id"], doc, size, stored, same_entries=same)
+        return True
 
     def replace(self, space: TableSpace, doc_id: str, value: Any) -> None:
         """Replace a document's body, keeping its id and creation time."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import RetryableStorageError as RetryableStorageError  # re-exported
+from core.errors import StaleLatest as StaleLatest  # re-exported
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +123,15 @@ class WriteSession(ABC):
     @abstractmethod
     def latest_ts(self) -> int:
         """The newest committed timestamp, including other processes' commits."""
+
+    def presume_latest(self, ts: int) -> bool:
+        """Take ``ts`` as the newest committed timestamp instead of reading it.
+
+        A backend that can verify the guess as part of ``apply`` (at no extra statement)
+        returns ``True``; ``apply`` then raises ``StaleLatest``, applying nothing, if another
+        process committed meanwhile. The default returns ``False``: call ``latest_ts``.
+        """
+        return False
 
     @abstractmethod
     def read_log(self, after_ts: int) -> list[tuple[int, bytes]]:
