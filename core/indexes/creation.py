@@ -1,0 +1,160 @@
+"""Owns the creation order: which of its entries are stored, and scans that read it by id.
+
+Every table has the built-in creation-order index (``by_creation_time``), whose key for a
+document is ``encode(_creation_time) + encode(_id)``. A document whose id carries its creation
+time (every id made by ``new_id`` for a positive creation time) needs no stored entry: its
+place in that order is its place in the documents table, which is keyed by id, and ids of one
+table sort exactly as those keys do. Only the other documents keep a stored entry: those of a
+database written before this layout (millisecond ids) and imported ones whose id does not
+carry their creation time.
+
+So a creation-order scan merges two sorted sources: the documents of the table in id order
+(those whose id carries their time, with the key computed from the row) and the stored entries
+of the index. The key space, the read sets and the cursors are the same as when every entry
+was stored: transactions, conflicts and pagination see one index either way.
+
+Invariant: a creation-order entry is stored exactly when ``stored_key(key)`` is true; every
+write path (commits, backfills, settling defaults) drops the others before storage.
+"""
+
+from __future__ import annotations
+
+from core.encoding import encode_value
+from core.ids import TIME_CHARS, carries_time, time_prefix
+from core.indexes.base import Index
+from core.indexes.btree import BTreeIndex
+from core.storage.base import DocumentRow, IndexRow, Snapshot
+
+_KEY_LENGTH = 46
+"""A creation-order key: number tag, 8 time bytes, 2 residual bytes, string tag, id, end."""
+_POSITIVE = 1 << 63
+"""Time bits of ``+0.0``: ids that can carry their time start here within their table."""
+_ALL_BITS = (1 << 64) - 1
+_ZEROS = "0" * (32 - TIME_CHARS)
+_ABOVE_IDS = "w"
+"""Above every id (ids use ``0-9a-v``)."""
+
+
+def stored_key(key: bytes) -> bool:
+    """Whether a creation-order entry with this key is stored (its id does not carry its time)."""
+    if len(key) != _KEY_LENGTH or key[9:12] != b"\x80\x00\x30":
+        return True
+    try:
+        return not carries_time(key[12:44].decode("ascii"), int.from_bytes(key[1:9], "big"))
+    except ValueError:
+        return True
+
+
+def stored_entries(
+    entries: list[tuple[int, bytes, bytes]], creation_id: int | None
+) -> list[tuple[int, bytes, bytes]]:
+    """``entries`` without the creation-order entry that is not stored (index ``creation_id``)."""
+    if creation_id is None:
+        return entries
+    return [e for e in entries if e[0] != creation_id or stored_key(e[1])]
+
+
+def stored_keys(keys: list[tuple[int, bytes]], creation_id: int | None) -> list[tuple[int, bytes]]:
+    """``keys`` (index id, key) without the creation-order key that is not stored."""
+    if creation_id is None:
+        return keys
+    return [k for k in keys if k[0] != creation_id or stored_key(k[1])]
+
+
+def _table_end(table: int) -> str:
+    return time_prefix(table + 1, 0) + _ZEROS if table < 0xFFFF else _ABOVE_IDS
+
+
+def id_bounds(table: int, lo: bytes, hi: bytes | None) -> tuple[str, str] | None:
+    """The ids ``[lo, hi)`` of a table whose documents may have a key in ``[lo, hi)``.
+
+    Conservative (a scan filters by key): documents whose ids carry their time have keys in
+    the same order as their ids, and a key's time bytes are the id's. ``None``: no id can.
+    """
+    if lo[:1] > b"\x10":
+        return None
+    bits = _POSITIVE
+    if lo[:1] == b"\x10":
+        bits = max(bits, int.from_bytes(lo[1:9].ljust(8, b"\x00"), "big"))
+    id_lo = time_prefix(table, bits) + _ZEROS
+    if hi is None or hi[:1] > b"\x10":
+        id_hi = _table_end(table)
+    elif hi[:1] < b"\x10" or len(hi) == 1:
+        return None
+    else:
+        top = int.from_bytes(hi[1:9].ljust(8, b"\xff"), "big")
+        id_hi = _table_end(table) if top == _ALL_BITS else time_prefix(table, top + 1) + _ZEROS
+    if id_lo >= id_hi:
+        return None
+    return id_lo, id_hi
+
+
+def key_of(row: DocumentRow) -> bytes:
+    """The creation-order key of a stored document."""
+    return encode_value(row.creation_time) + encode_value(row.id)
+
+
+def _by_id(
+    snap: Snapshot, table: int, lo: bytes, hi: bytes | None, reverse: bool, limit: int
+) -> list[IndexRow]:
+    """Up to ``limit`` documents whose ids carry their time with keys in ``[lo, hi)``."""
+    bounds = id_bounds(table, lo, hi)
+    if bounds is None:
+        return []
+    id_lo, id_hi = bounds
+    out: list[IndexRow] = []
+    while True:
+        rows = snap.scan_documents(id_lo, id_hi, reverse=reverse, limit=limit)
+        for row in rows:
+            key = key_of(row)
+            if key < lo or (hi is not None and key >= hi) or stored_key(key):
+                continue
+            out.append(IndexRow(key=key, value=b"", doc=row))
+        if len(out) >= limit or len(rows) < limit:
+            return out[:limit]
+        if reverse:
+            id_hi = rows[-1].id
+        else:
+            id_lo = rows[-1].id + "0"  # just above it: every other id is 32 characters
+
+
+def scan(
+    snap: Snapshot,
+    table: int,
+    index_id: int,
+    lo: bytes,
+    hi: bytes | None,
+    *,
+    reverse: bool,
+    limit: int,
+) -> list[IndexRow]:
+    """Up to ``limit`` rows of a table's creation order with ``lo <= key < hi``, in key order.
+
+    What ``Snapshot.scan`` gives for an index whose entries are all stored.
+    """
+    by_id = _by_id(snap, table, lo, hi, reverse, limit)
+    stored = snap.scan(index_id, lo, hi, reverse=reverse, limit=limit)
+    if not stored:
+        return by_id
+    if not by_id:
+        return stored
+    merged = sorted({row.key: row for row in (*by_id, *stored)}.values(), key=_key, reverse=reverse)
+    return merged[:limit]
+
+
+def _key(row: IndexRow) -> bytes:
+    return row.key
+
+
+def is_creation_order(index: Index) -> bool:
+    """Whether ``index`` is a table's built-in creation order (a b-tree over no fields)."""
+    return type(index) is BTreeIndex and not index.fields
+
+
+def scan_index(
+    snap: Snapshot, index: Index, lo: bytes, hi: bytes | None, *, reverse: bool, limit: int
+) -> list[IndexRow]:
+    """``Snapshot.scan`` of any b-tree index, the creation order included."""
+    if type(index) is BTreeIndex and not index.fields:
+        return scan(snap, index.table, index.id, lo, hi, reverse=reverse, limit=limit)
+    return snap.scan(index.id, lo, hi, reverse=reverse, limit=limit)
