@@ -8,16 +8,16 @@ per document) and imports whose ids do not carry their creation time keep workin
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from core import App, Schema, SQLiteStorage, Table
 from core.cli import main
 from core.cli.stored import StoredDatabase
+from core.encoding import encode_value
 from core.ids import carries_time, time_bits
 from core.integrity import check_storage
 from core.storage.base import Storage
@@ -273,3 +273,37 @@ def test_an_import_of_the_new_layout_stores_no_creation_entry(tmp_path: Path) ->
         docs = t.run(lambda ctx: ctx.db.query("tasks").collect())
         assert [d["_id"] for d in docs] == made
         assert creation_entries(t, "tasks") == 0
+
+
+# -- the integrity check -----------------------------------------------------------------------
+
+
+def checked(path: Path) -> list[tuple[str, str]]:
+    storage = SQLiteStorage(path)
+    storage.open()
+    try:
+        return [(p.kind, p.index) for p in check_storage(storage).problems]
+    finally:
+        storage.close()
+
+
+def test_the_integrity_check_knows_which_creation_entries_are_stored(tmp_path: Path) -> None:
+    path = open_legacy(tmp_path)
+    with TestApp(legacy, storage=SQLiteStorage(path), clock=ManualClock(LEGACY_START + 60)) as t:
+        new = insert_many(t, "tasks", ["u0"])[0]
+        info = t.runtime.db.space("").table("tasks")
+        creation = info.creation_index.id
+        old = {d["text"]: d for d in t.run(lambda ctx: ctx.db.query("tasks").collect())}
+    assert checked(path) == []
+    conn = sqlite3.connect(path)
+    with conn:  # an entry for an id that carries its time is one too many
+        key = encode_value(old["u0"]["_creation_time"]) + encode_value(new)
+        conn.execute("INSERT INTO index_entries VALUES (?, ?, ?, x'')", (creation, key, new))
+    assert checked(path) == [("stray_entry", "by_creation_time")]
+    with conn:  # and an old document without its entry is out of the creation order
+        conn.execute("DELETE FROM index_entries WHERE idx = ? AND doc = ?", (creation, new))
+        conn.execute(
+            "DELETE FROM index_entries WHERE idx = ? AND doc = ?", (creation, old["t09"]["_id"])
+        )
+    conn.close()
+    assert checked(path) == [("missing_entry", "by_creation_time")]
