@@ -20,7 +20,7 @@ write path (commits, backfills, settling defaults) drops the others before stora
 from __future__ import annotations
 
 from core.encoding import encode_value
-from core.ids import TIME_CHARS, carries_time, time_prefix
+from core.ids import TIME_CHARS, time_prefix
 from core.indexes.base import Index
 from core.indexes.btree import BTreeIndex
 from core.storage.base import DocumentRow, IndexRow, Snapshot
@@ -37,12 +37,10 @@ _ABOVE_IDS = "w"
 
 def stored_key(key: bytes) -> bool:
     """Whether a creation-order entry with this key is stored (its id does not carry its time)."""
-    if len(key) != _KEY_LENGTH or key[9:12] != b"\x80\x00\x30":
+    if len(key) != _KEY_LENGTH or key[1] < 0x80 or key[9:12] != b"\x80\x00\x30":
         return True
-    try:
-        return not carries_time(key[12:44].decode("ascii"), int.from_bytes(key[1:9], "big"))
-    except ValueError:
-        return True
+    # Ids in keys are valid ids (checked when written), so the time characters parse.
+    return int(key[12:28], 32) & _ALL_BITS != int.from_bytes(key[1:9], "big")
 
 
 def stored_entries(
@@ -69,7 +67,9 @@ def id_bounds(table: int, lo: bytes, hi: bytes | None) -> tuple[str, str] | None
     """The ids ``[lo, hi)`` of a table whose documents may have a key in ``[lo, hi)``.
 
     Conservative (a scan filters by key): documents whose ids carry their time have keys in
-    the same order as their ids, and a key's time bytes are the id's. ``None``: no id can.
+    the same order as their ids, and a key's time bytes are the id's. A bound that is a
+    document's key (a scan or a page continuing after it) bounds the ids exactly, so a scan
+    in batches reads no document twice. ``None``: no id can.
     """
     if lo[:1] > b"\x10":
         return None
@@ -77,6 +77,9 @@ def id_bounds(table: int, lo: bytes, hi: bytes | None) -> tuple[str, str] | None
     if lo[:1] == b"\x10":
         bits = max(bits, int.from_bytes(lo[1:9].ljust(8, b"\x00"), "big"))
     id_lo = time_prefix(table, bits) + _ZEROS
+    exact = _key_id(table, lo)
+    if exact is not None:  # ids from that document's (excluded if the key is below the bound)
+        id_lo = max(id_lo, exact if lo[44:] <= b"\x00\x00" else exact + "0")
     if hi is None or hi[:1] > b"\x10":
         id_hi = _table_end(table)
     elif hi[:1] < b"\x10" or len(hi) == 1:
@@ -84,9 +87,22 @@ def id_bounds(table: int, lo: bytes, hi: bytes | None) -> tuple[str, str] | None
     else:
         top = int.from_bytes(hi[1:9].ljust(8, b"\xff"), "big")
         id_hi = _table_end(table) if top == _ALL_BITS else time_prefix(table, top + 1) + _ZEROS
+        exact = _key_id(table, hi)
+        if exact is not None:
+            id_hi = min(id_hi, exact if hi[44:] <= b"\x00\x00" else exact + "0")
     if id_lo >= id_hi:
         return None
     return id_lo, id_hi
+
+
+def _key_id(table: int, bound: bytes) -> str | None:
+    """The id a bound names, if it is one that carries the bound's time in this table."""
+    if len(bound) < 44 or bound[0] != 0x10 or bound[1] < 0x80 or bound[9:12] != b"\x80\x00\x30":
+        return None
+    doc_id = bound[12:44].decode("latin-1")
+    if doc_id[:TIME_CHARS] != time_prefix(table, int.from_bytes(bound[1:9], "big")):
+        return None
+    return doc_id
 
 
 def key_of(row: DocumentRow) -> bytes:
@@ -104,14 +120,15 @@ def _by_id(
     id_lo, id_hi = bounds
     out: list[IndexRow] = []
     while True:
-        rows = snap.scan_documents(id_lo, id_hi, reverse=reverse, limit=limit)
+        want = limit - len(out)
+        rows = snap.scan_documents(id_lo, id_hi, reverse=reverse, limit=want)
         for row in rows:
             key = key_of(row)
             if key < lo or (hi is not None and key >= hi) or stored_key(key):
                 continue
             out.append(IndexRow(key=key, value=b"", doc=row))
-        if len(out) >= limit or len(rows) < limit:
-            return out[:limit]
+        if len(out) >= limit or len(rows) < want:
+            return out
         if reverse:
             id_hi = rows[-1].id
         else:
