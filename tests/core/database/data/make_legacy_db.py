@@ -19,9 +19,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 
-from core import App, Schema, Table  # noqa: E402
-from core.storage.sqlite import SQLiteStorage  # noqa: E402
-from core.testing import ManualClock, TestApp  # noqa: E402
+from core import App, Schema, Table
+from core.storage.sqlite import SQLiteStorage
+from core.testing import ManualClock, TestApp
 
 HERE = Path(__file__).resolve().parent
 APP = App(
