@@ -19,6 +19,8 @@ write path (commits, backfills, settling defaults) drops the others before stora
 
 from __future__ import annotations
 
+import struct
+
 from core.encoding import encode_value
 from core.ids import TIME_CHARS, time_prefix
 from core.indexes.base import Index
@@ -33,6 +35,7 @@ _ALL_BITS = (1 << 64) - 1
 _ZEROS = "0" * (32 - TIME_CHARS)
 _ABOVE_IDS = "w"
 """Above every id (ids use ``0-9a-v``)."""
+_pack_d = struct.Struct(">d").pack
 
 
 def stored_key(key: bytes) -> bool:
@@ -110,6 +113,28 @@ def key_of(row: DocumentRow) -> bytes:
     return encode_value(row.creation_time) + encode_value(row.id)
 
 
+def _carried_key(row: DocumentRow) -> bytes | None:
+    """``key_of(row)`` if the row's id carries its creation time (else ``None``), quickly.
+
+    Called for every row of a creation-order scan: the key is assembled from the id's own
+    time bits instead of going through ``encode_value`` twice.
+    """
+    created = row.creation_time
+    if created != created:  # NaN: the slow path canonicalizes it as keys do
+        key = key_of(row)
+        return None if stored_key(key) else key
+    n = int.from_bytes(_pack_d(created + 0.0), "big")
+    if n & _POSITIVE:
+        return None  # a negative time: such ids keep a stored entry
+    bits = n | _POSITIVE
+    doc_id = row.id
+    if int(doc_id[:TIME_CHARS], 32) & _ALL_BITS != bits:
+        return None
+    return (
+        b"\x10" + bits.to_bytes(8, "big") + b"\x80\x00\x30" + doc_id.encode("ascii") + b"\x00\x00"
+    )
+
+
 def _by_id(
     snap: Snapshot, table: int, lo: bytes, hi: bytes | None, reverse: bool, limit: int
 ) -> list[IndexRow]:
@@ -123,8 +148,8 @@ def _by_id(
         want = limit - len(out)
         rows = snap.scan_documents(id_lo, id_hi, reverse=reverse, limit=want)
         for row in rows:
-            key = key_of(row)
-            if key < lo or (hi is not None and key >= hi) or stored_key(key):
+            key = _carried_key(row)
+            if key is None or key < lo or (hi is not None and key >= hi):
                 continue
             out.append(IndexRow(key=key, value=b"", doc=row))
         if len(out) >= limit or len(rows) < want:
