@@ -28,7 +28,7 @@ from components.rag import RAG
 from components.rag import component as rag_component
 from components.workflow import WorkflowManager
 from components.workflow import component as workflow_component
-from core import ActionCtx, App, MutationCtx, QueryCtx
+from core import ActionCtx, App, AppError, MutationCtx, QueryCtx
 
 DOCS = Path(__file__).resolve().parent / "chatbot" / "docs"
 ONLINE = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
@@ -141,6 +141,8 @@ def build(topic: str) -> dict[str, Any]:
     @app.query
     def progress(ctx: QueryCtx, workflow_id: str) -> dict[str, Any]:
         status = manager.status(ctx, workflow_id)
+        if status is None:
+            raise AppError(f"No workflow {workflow_id}.")
         return {
             "state": status.state,
             "steps": [f"{s.name}: {s.state}" for s in status.steps],
