@@ -7,10 +7,12 @@ per document) and imports whose ids do not carry their creation time keep workin
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +309,47 @@ def test_the_integrity_check_knows_which_creation_entries_are_stored(tmp_path: P
         )
     conn.close()
     assert checked(path) == [("missing_entry", "by_creation_time")]
+
+
+def legacy_id(table: int, millis: int) -> str:
+    """An id of the previous layout: table, wall-clock milliseconds, 80 random bits."""
+    raw = table.to_bytes(2, "big") + millis.to_bytes(6, "big") + os.urandom(10)
+    n = int.from_bytes(raw + (zlib.crc32(raw) & 0xFFFF).to_bytes(2, "big"), "big")
+    alphabet = "0123456789abcdefghijklmnopqrstuv"
+    return "".join(alphabet[(n >> s) & 31] for s in range(155, -1, -5))
+
+
+def test_a_table_mixing_both_kinds_of_ids_reads_and_writes_in_creation_order(
+    storage: Storage,
+) -> None:
+    clock = ManualClock(10_000.0)
+    with TestApp(legacy, storage=storage, clock=clock) as t:
+        db = t.runtime.db
+        space = db.space("")
+        number = space.table("tasks").number
+        # Ids in an order unrelated to their creation times, as the previous layout made them.
+        old = [legacy_id(number, 1_700_000_000_000 + (7 * i) % 10) for i in range(12)]
+        txn = db.transaction(now=clock.time())
+        for i, doc_id in enumerate(old):
+            txn.insert_with_id(
+                space,
+                "tasks",
+                {"text": f"o{i:02d}", "rank": i},
+                doc_id=doc_id,
+                creation_time=9.0 + i,
+            )
+        db.commit(txn)
+        txn.close()
+        insert_many(t, "tasks", [f"n{i:02d}" for i in range(12)])
+        want = [f"o{i:02d}" for i in range(12)] + [f"n{i:02d}" for i in range(12)]
+        assert texts(t) == want and texts(t, order="desc") == want[::-1]
+        assert paged(t, 5) == want and paged(t, 7, "desc") == want[::-1]
+        assert creation_entries(t, "tasks") == 12  # the old ids' entries only
+
+        def change(ctx: Any) -> None:
+            ctx.db.delete(old[0])
+            ctx.db.patch(old[5], {"rank": 99})
+
+        t.run(change)
+        assert texts(t) == want[1:] and creation_entries(t, "tasks") == 11
+        assert check_storage(storage).ok
