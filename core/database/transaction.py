@@ -19,6 +19,7 @@ from core.database.readsets import KeyRange, ReadSet, WriteSet
 from core.encoding import dump_document, load_document
 from core.errors import InvalidValueError, LimitExceededError, UserError
 from core.ids import Id, new_id
+from core.indexes.creation import scan_index, stored_entries, stored_keys
 from core.storage.base import DocumentWrite, Snapshot
 from core.values import SYSTEM_FIELDS, UNSET, check_document, check_top_level_names
 
@@ -212,7 +213,7 @@ class Transaction:
         cur_lo, cur_hi = lo, hi
         batch = 32
         while True:
-            rows = snap.scan(index.id, cur_lo, cur_hi, reverse=reverse, limit=batch)
+            rows = scan_index(snap, index, cur_lo, cur_hi, reverse=reverse, limit=batch)
             for row in rows:
                 key = row.key
                 while pos < len(mine) and (
@@ -372,8 +373,9 @@ class Transaction:
     def insert(self, space: TableSpace, table: str, value: Any) -> Id:
         """Buffer a new document; return its id."""
         info = space.table(table)
-        doc_id = new_id(info.number)
-        doc, size = self._document(info, space, value, doc_id, self.db.creation_time(self.now))
+        creation_time = self.db.creation_time(self.now)
+        doc_id = new_id(info.number, creation_time)
+        doc, size = self._document(info, space, value, doc_id, creation_time)
         self._stage(info, doc_id, doc, size, None)
         return doc_id
 
@@ -525,10 +527,13 @@ class Transaction:
         writes: list[DocumentWrite] = []
         ws = WriteSet()
         for pw in self.writes.values():
+            # The creation-order entry stays in the write set (readers of that order conflict
+            # with it) but is stored only for an id that does not carry its creation time.
+            creation_id = pw.table.plan.creation_id
             if not pw.base_entries:  # an insert: nothing to remove, every entry is new
                 removed: list[tuple[int, bytes]] = []
-                added = pw.entries
-                touched: Any = [(i, k) for i, k, _ in added]
+                touched: Any = [(i, k) for i, k, _ in pw.entries]
+                added = stored_entries(pw.entries, creation_id)
             elif pw.entries is pw.base_entries:  # no indexed field changed
                 removed, added = [], []
                 # Readers of these keys saw the old version: the keys still count as written.
@@ -536,8 +541,10 @@ class Transaction:
             else:
                 old = {(i, k): v for i, k, v in pw.base_entries}
                 new = {(i, k): v for i, k, v in pw.entries}
-                removed = [ik for ik in old if ik not in new]
-                added = [(i, k, v) for (i, k), v in new.items() if old.get((i, k)) != v]
+                removed = stored_keys([ik for ik in old if ik not in new], creation_id)
+                added = stored_entries(
+                    [(i, k, v) for (i, k), v in new.items() if old.get((i, k)) != v], creation_id
+                )
                 touched = {*old, *new}
             writes.append(
                 DocumentWrite(

@@ -107,6 +107,14 @@ class Snapshot(ABC):
         """Up to ``limit`` entries of an index with ``lo <= key < hi``, in key order."""
 
     @abstractmethod
+    def scan_documents(self, lo: str, hi: str, *, reverse: bool, limit: int) -> list[DocumentRow]:
+        """Up to ``limit`` documents with ``lo <= id < hi``, in id order.
+
+        Ids begin with their table number, so a table's documents are one range of ids
+        (``core.indexes.creation`` reads the creation order this way).
+        """
+
+    @abstractmethod
     def scan_entries(
         self, index_id: int, lo: bytes, hi: bytes | None, *, limit: int
     ) -> list[tuple[bytes, bytes, str]]:

@@ -74,6 +74,9 @@ _SCAN_ASC = (
     "ORDER BY e.key {order} LIMIT ?"
 )
 
+_SCAN_IDS = "SELECT id, tbl, ct, data FROM documents WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+_SCAN_DESC_IDS = _SCAN_IDS.replace("ORDER BY id", "ORDER BY id DESC")
+
 
 class _SQLiteSnapshot(Snapshot):
     __slots__ = ("_conn", "_release", "_owned", "ts", "catalog_version")
@@ -110,6 +113,12 @@ class _SQLiteSnapshot(Snapshot):
                 doc=DocumentRow(id=r[2], table=r[3], creation_time=r[4], data=r[5]),
             )
             for r in self._conn.execute(sql, params)
+        ]
+
+    def scan_documents(self, lo: str, hi: str, *, reverse: bool, limit: int) -> list[DocumentRow]:
+        return [
+            DocumentRow(id=r[0], table=r[1], creation_time=r[2], data=r[3])
+            for r in self._conn.execute(_SCAN_DESC_IDS if reverse else _SCAN_IDS, (lo, hi, limit))
         ]
 
     def scan_entries(
