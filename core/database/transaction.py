@@ -252,16 +252,19 @@ class Transaction:
 
         A point read (every field of an index given, ``unique()`` / ``first()``) wants one or
         two rows: one storage statement, no generator, and the same read set a scan consumed
-        as far would record. With own writes in the table it is the scan itself.
+        as far would record. With own writes in the table, or in creation order, it is the
+        scan itself.
         """
-        for pw in self.writes.values():
-            if pw.table is info:
-                out: list[dict[str, Any]] = []
-                for _, doc in self.scan(info, index, lo, hi, reverse=False):
-                    out.append(doc)
-                    if len(out) >= limit:
-                        break
-                return out
+        own_writes = any(pw.table is info for pw in self.writes.values())
+        # The creation order is mostly not stored as entries (the documents' ids carry it):
+        # only ``scan`` merges the documents' key range with the stored entries.
+        if own_writes or index.id == info.creation_index.id:
+            out: list[dict[str, Any]] = []
+            for _, doc in self.scan(info, index, lo, hi, reverse=False):
+                out.append(doc)
+                if len(out) >= limit:
+                    break
+            return out
         self.reads.tables[index.id] = info.name
         rows = self.snapshot.scan(index.id, lo, hi, reverse=False, limit=limit)
         if len(rows) < limit:

@@ -171,6 +171,17 @@ def test_creation_order_ranges_pages_and_reverse_read_the_documents_table(storag
             )
         )
         assert [d["text"] for d in ranged] == names[10:20]
+        # Point reads in creation order (first() / unique()) read the documents too.
+        assert t.run(lambda ctx: ctx.db.query("tasks").first())["text"] == names[0]
+        at = docs[5]["_creation_time"]
+        point = t.run(
+            lambda ctx: (
+                ctx.db.query("tasks")
+                .with_index("by_creation_time", lambda q: q.eq("_creation_time", at))
+                .unique()
+            )
+        )
+        assert point is not None and point["text"] == names[5]
         assert creation_entries(t, "tasks") == 0
 
 
