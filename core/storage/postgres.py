@@ -182,8 +182,10 @@ def _lost(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError) and not _retryable(exc)
 
 
-def _translated(storage: PostgresStorage, exc: BaseException) -> BaseException:
+def _translated(storage: PostgresStorage | None, exc: BaseException) -> BaseException:
     """What a lost connection becomes: unavailable if no connection came, else retryable."""
+    if storage is None:
+        return RetryableStorageError(f"the connection to PostgreSQL was lost: {exc}")
     if isinstance(exc, PoolTimeout):
         return DatabaseUnavailableError(
             redact(storage._conninfo),
@@ -224,10 +226,17 @@ class _PostgresSnapshot(Snapshot):
         self.ts = int(row[0]) if row else 0
         self.catalog_version = int(row[1] or 0) if row else 0
 
+    def _failed(self, exc: psycopg.OperationalError) -> BaseException:
+        # Nothing was written through a snapshot: a lost connection is safe to retry.
+        return _translated(self._storage, exc) if _lost(exc) else exc
+
     def get(self, doc_id: str) -> DocumentRow | None:
-        row = self._conn.execute(
-            "SELECT tbl, ct, data FROM documents WHERE id = %s", (doc_id,), binary=True
-        ).fetchone()
+        try:
+            row = self._conn.execute(
+                "SELECT tbl, ct, data FROM documents WHERE id = %s", (doc_id,), binary=True
+            ).fetchone()
+        except psycopg.OperationalError as exc:
+            raise self._failed(exc) from exc
         if row is None:
             return None
         return DocumentRow(id=doc_id, table=row[0], creation_time=row[1], data=row[2])
@@ -238,9 +247,12 @@ class _PostgresSnapshot(Snapshot):
         query = _SCAN.format(
             hi="" if hi is None else _HI.format(p="e."), order="DESC" if reverse else "ASC"
         )
-        rows = self._conn.execute(
-            query, (index_id, *_range_params(lo, hi), limit), binary=True
-        ).fetchall()
+        try:
+            rows = self._conn.execute(
+                query, (index_id, *_range_params(lo, hi), limit), binary=True
+            ).fetchall()
+        except psycopg.OperationalError as exc:
+            raise self._failed(exc) from exc
         return [
             IndexRow(
                 key=r[0],
@@ -254,9 +266,12 @@ class _PostgresSnapshot(Snapshot):
         self, index_id: int, lo: bytes, hi: bytes | None, *, limit: int
     ) -> list[tuple[bytes, bytes, str]]:
         query = _SCAN_ENTRIES.format(hi="" if hi is None else _HI.format(p=""))
-        rows = self._conn.execute(
-            query, (index_id, *_range_params(lo, hi), limit), binary=True
-        ).fetchall()
+        try:
+            rows = self._conn.execute(
+                query, (index_id, *_range_params(lo, hi), limit), binary=True
+            ).fetchall()
+        except psycopg.OperationalError as exc:
+            raise self._failed(exc) from exc
         return [(r[0], r[1], r[2]) for r in rows]
 
     def close(self) -> None:
