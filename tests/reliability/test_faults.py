@@ -172,3 +172,33 @@ def test_postgres_connection_dropped_mid_commit(storage: Storage, point: str) ->
         assert faulty.faults == 1
         assert t.query(fa.state) == AFTER
     assert _reopened_state(storage.url) == AFTER
+
+
+def test_postgres_reply_to_commit_lost_after_it_committed(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The COMMIT happened but its reply never came: the storage asks, and it is not re-run."""
+    if isinstance(storage, SQLiteStorage):
+        pytest.skip("a PostgreSQL connection")
+    import psycopg
+
+    from core.storage.postgres import PostgresStorage
+
+    _setup(storage.url)
+    pg = open_storage(storage.url)
+    assert isinstance(pg, PostgresStorage)
+    end = pg._end
+    lost: list[bool] = []
+
+    def end_then_lose(conn: Any, *, commit: bool, wrote: bool = False) -> None:
+        end(conn, commit=commit, wrote=wrote)
+        if commit and wrote and not lost:
+            lost.append(True)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(pg, "_end", end_then_lose)
+    with TestApp(fa.app, storage=pg) as t:
+        t.mutation(fa.transfer, ONE)
+        assert lost == [True]
+        assert t.query(fa.state) == AFTER  # applied once, acknowledged
+    assert _reopened_state(storage.url) == AFTER
