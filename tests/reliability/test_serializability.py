@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,26 @@ def setup(ctx: MutationCtx) -> None:
         ctx.db.insert("registers", {"key": key, "version": INITIAL})
 
 
+HELD = threading.Event()
+"""Set by a held transaction once it has read (see ``txn``'s ``hold``)."""
+RELEASE = threading.Event()
+
+
 @app.mutation
-def txn(ctx: MutationCtx, reads: list[str], writes: list[str], pause: float) -> dict[str, Any]:
-    """Read some registers, pause (the work a real handler does), overwrite some."""
+def txn(
+    ctx: MutationCtx, reads: list[str], writes: list[str], pause: float, hold: bool = False
+) -> dict[str, Any]:
+    """Read some registers, pause (the work a real handler does), overwrite some.
+
+    ``hold``: after reading, wait until the test sets ``RELEASE`` (a retry passes through).
+    """
     me = uuid.uuid4().hex[:10]
     seen = {key: _register(ctx, key)["version"] for key in reads}
     if pause:
         time.sleep(pause)  # widens the window in which other runtimes commit and prune
+    if hold:
+        HELD.set()
+        RELEASE.wait(60)
     replaced = {}
     for key in writes:
         doc = _register(ctx, key)
@@ -201,6 +215,42 @@ def test_client_processes_are_serializable(
     assert len(history.txns) == (2 * 3 + 1) * per_thread
     _assert_serializable(history)
     soak.record(transactions=len(history.txns), anomalies=len(history.anomalies()))
+
+
+def test_a_runtime_that_missed_pruned_commits_loses_no_update(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11's defect 1 as a history, deterministic on both backends.
+
+    A (opened first, on the empty database) reads k0 and holds; B updates k0, then commits
+    enough elsewhere to prune those updates from the log before A looks at it. A must find
+    the gap, conflict and re-run, or the history shows the update A overwrote unseen.
+    """
+    monkeypatch.setenv("CAPSULE_LOG_RETENTION", "0")
+    monkeypatch.setattr(engine_module, "PRUNE_EVERY", 3)
+    HELD.clear()
+    RELEASE.clear()
+    history = History()
+
+    def record(out: dict[str, Any], where: str) -> None:
+        history.add(TxnRecord(id=out["id"], reads=out["reads"], writes=out["writes"], where=where))
+
+    with TestApp(app, storage=open_storage(storage.url)) as a:  # the database is empty
+        with TestApp(app, storage=open_storage(storage.url)) as b:
+            b.mutation(setup, {})
+            with ThreadPoolExecutor(1) as pool:
+                slow = pool.submit(
+                    a.mutation, txn, {"reads": ["k0"], "writes": ["k0"], "pause": 0, "hold": True}
+                )
+                assert HELD.wait(60)
+                for n, key in enumerate(["k0"] * 3 + ["k3"] * 9):
+                    args = {"reads": [key], "writes": [key], "pause": 0}
+                    record(b.mutation(txn, args), f"B #{n}")
+                with b.runtime.storage.begin_write() as w:
+                    assert len(w.read_log(0)) < 6  # B's updates of k0 are pruned
+                RELEASE.set()
+                record(slow.result(timeout=60), "A (held)")
+    _assert_serializable(history)
 
 
 def test_the_checker_finds_a_lost_update_and_a_write_skew() -> None:
