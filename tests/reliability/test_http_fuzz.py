@@ -258,3 +258,12 @@ def test_errors_quoting_unpaired_surrogates_are_clean_4xx(served: Served) -> Non
                 headers=[(b"idempotency-key", "\ud800".encode("utf-8", "surrogatepass"))],
             )
             assert r.status_code < 500, (path, "idempotency-key", r.text)
+
+
+@pytest.mark.parametrize("path", ["/api/storage//", "/api/nope", "/api/query/x"])
+def test_an_unknown_api_route_is_a_json_404(served: Served, path: str) -> None:
+    """Found by the soak (10,000 cases): ``GET /api/storage//`` answered a plain "Not Found"."""
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        r = http.get(path)
+    assert r.status_code == 404
+    assert r.json()["code"] == "route_not_found", r.text
