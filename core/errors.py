@@ -26,6 +26,7 @@ Internal signals, never seen by callers (not ``CapsuleError``s)::
 
     Conflict                          a transaction's reads were overwritten; it is re-run
     Abandoned                         a before_commit hook gave up an attempt (a lost race)
+    StaleLatest                       a commit step presumed no other process had committed
 
 The server maps errors to responses by the ``code`` and ``http_status`` attributes, never by an
 ``isinstance`` ladder.
@@ -53,6 +54,14 @@ class Abandoned(Exception):
 
     Internal: another runner or request got there first; nothing failed. The executor logs it
     at debug level, not as a failed call.
+    """
+
+
+class StaleLatest(Exception):
+    """Raised when a write session presumed the newest commit and another process had committed.
+
+    Internal: nothing was applied (the storage transaction rolls back); the database redoes
+    the commit step reading the newest timestamp (``WriteSession.presume_latest``).
     """
 
 

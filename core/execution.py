@@ -49,6 +49,7 @@ OPTIMISTIC_ATTEMPTS = 4
 EXCLUSIVE_TIMEOUT = 30.0
 _BACKOFF_BASE = 0.002
 _BACKOFF_MAX = 0.05
+_RESOLVED_MAX = 1024
 
 
 class Clock(Protocol):
@@ -248,6 +249,9 @@ class Executor:
         self.retries = 0
         self._key: HandleKey | None = None
         self._key_lock = threading.Lock()
+        self._resolved: dict[tuple[FunctionRef[Any, Any], str], Target] = {}
+        """Nested calls' resolutions by (reference, calling namespace): mounts are fixed once
+        a runtime opens, so a reference object always resolves the same way from a caller."""
 
     def system_space(self) -> Any:
         """The system table space, when the runtime has one."""
@@ -299,6 +303,21 @@ class Executor:
 
     def _resolve(self, ref: Any, kind: str | None, caller: str | None) -> Target:
         target = self.resolve(ref, caller=caller)
+        if kind is not None and target.ref.kind.value != kind:
+            raise FunctionKindError(target.ref.path, kind=target.ref.kind.value, called_as=kind)
+        return target
+
+    def _resolve_nested(self, ref: Any, kind: str | None, caller: str) -> Target:
+        """``_resolve`` for calls from functions, cached for reference objects."""
+        if not isinstance(ref, FunctionRef):
+            return self._resolve(ref, kind, caller)
+        key = (ref, caller)
+        target = self._resolved.get(key)
+        if target is None:
+            target = self.resolve(ref, caller=caller)
+            if len(self._resolved) >= _RESOLVED_MAX:
+                self._resolved.clear()  # references made per call: never grow without bound
+            self._resolved[key] = target
         if kind is not None and target.ref.kind.value != kind:
             raise FunctionKindError(target.ref.path, kind=target.ref.kind.value, called_as=kind)
         return target
@@ -517,7 +536,7 @@ class Executor:
             raise UserError(
                 f"ctx.run_mutation is not available in a {parent.kind}: queries are read-only."
             )
-        target = self._resolve(ref, kind, parent.namespace)
+        target = self._resolve_nested(ref, kind, parent.namespace)
         if kind is None:
             kind = target.ref.kind.value
             if kind not in ("query", "mutation") or (

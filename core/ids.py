@@ -1,18 +1,26 @@
 """Owns document ids: the ``Id`` type, ``Id["table"]`` annotations, and id encode/decode.
 
 An id is 32 lowercase base32hex characters (``0-9a-v``) encoding 20 bytes: the table number
-(2 bytes), the creation time in milliseconds (6 bytes), 10 random bytes and a 2-byte checksum.
+(2 bytes), the document's creation time (8 bytes), 8 random bytes and a 2-byte checksum.
 The table number is assigned per database and table space (the app's tables and each mounted
 component instance number their tables apart), so the database can tell from an id which
-table it belongs to and refuse it anywhere else. Ids sort as text in the order they were made
-(to the millisecond).
+table it belongs to and refuse it anywhere else.
+
+The creation time is the document's ``_creation_time`` itself, as the order-preserving bits
+of the float that index keys use (``core.encoding``), so ids of one table sort exactly as
+``(_creation_time, _id)`` does: the creation order. The database reads that order from the
+documents table in id order and stores no creation-order index entry for such a document
+(``carries_time``). Creation times are strictly increasing within a process, so its ids are
+too; across processes ids interleave by creation time. Ids written before this layout carried
+wall-clock milliseconds instead (their time bytes start below ``0x80``): they keep their
+creation-order entries, as does any imported id that does not carry its creation time.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
+import struct
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Generic
@@ -24,6 +32,8 @@ from core.errors import InvalidIdError
 
 ID_LENGTH = 32
 MAX_TABLE_NUMBER = 0xFFFF
+TIME_CHARS = 16
+"""The characters of an id that encode its table number and creation time (80 bits)."""
 
 
 TableT = TypeVar("TableT", default=Any)
@@ -135,17 +145,49 @@ def _encode(raw: bytes) -> str:
     return "".join([pairs[(n >> s) & 1023] for s in _SHIFTS])
 
 
-def new_id(table_number: int) -> Id:
-    """Make a fresh id for a table number: the table, the time in milliseconds, 80 random bits.
+_pack_d = struct.Struct(">d").pack
+_SIGN = 1 << 63
+_MASK64 = (1 << 64) - 1
+_TIME_SHIFTS = tuple(range(70, -1, -10))
 
-    The time comes first so that ids made close together share a prefix: new documents land
-    next to each other in storage (appends, not page splits all over the table), which makes
-    inserts about a third cheaper. The random part keeps ids unguessable and unique.
+
+def time_bits(seconds: float) -> int:
+    """The 64 bits that order creation times: a float's bits, made to sort as unsigned ints.
+
+    The same transform as ``core.encoding`` (index keys), so an id's time bytes equal the ones
+    in its creation-order key. Positive times have the top bit set.
     """
-    millis = time.time_ns() // 1_000_000
-    raw = table_number.to_bytes(2, "big") + (millis & 0xFFFFFFFFFFFF).to_bytes(6, "big")
-    raw += os.urandom(10)
+    n = int.from_bytes(_pack_d(float(seconds) + 0.0), "big")
+    return n ^ _MASK64 if n & _SIGN else n | _SIGN
+
+
+def time_prefix(table_number: int, bits: int) -> str:
+    """The first ``TIME_CHARS`` characters of every id of a table with these time bits."""
+    n = (table_number << 64) | bits
+    pairs = _PAIRS
+    return "".join([pairs[(n >> s) & 1023] for s in _TIME_SHIFTS])
+
+
+def new_id(table_number: int, creation_time: float) -> Id:
+    """Make the id of a document created at ``creation_time``: the table, that time, 64 random bits.
+
+    Ids of one table sort as their creation times do (ties broken by the random part), so the
+    creation order is the id order, and new documents land next to each other in storage
+    (appends, not page splits all over the table). The random part keeps ids unguessable.
+    """
+    raw = table_number.to_bytes(2, "big") + time_bits(creation_time).to_bytes(8, "big")
+    raw += os.urandom(8)
     return Id(_encode(raw + _checksum(raw)))
+
+
+def carries_time(doc_id: str, bits: int) -> bool:
+    """Whether an id carries the creation time with these time bits (it sorts by creation).
+
+    Only positive creation times count (bits with the top bit set): ids of the previous layout
+    (milliseconds, top bit clear) never do, and creation-order scans of the documents table
+    start at the first positive time.
+    """
+    return bits & _SIGN != 0 and int(doc_id[:TIME_CHARS], 32) & _MASK64 == bits
 
 
 def decode_table_number(value: str) -> int:

@@ -33,6 +33,7 @@ from core.encoding import load_document
 from core.errors import InvalidValueError, UserError
 from core.execution import Frame, Target
 from core.functions import FunctionKind, FunctionRef
+from core.indexes.creation import scan_index
 from core.storage.base import Snapshot
 from core.system_tables import MIGRATIONS, SYSTEM_NAMESPACE
 from core.values import check_table_name
@@ -157,9 +158,8 @@ def _records(catalog: Catalog, snap: Snapshot) -> dict[tuple[str, str], dict[str
     info = space.tables.get(MIGRATIONS) if space is not None else None
     if info is None:
         return {}
-    index = info.creation_index.id
     out = {}
-    for row in snap.scan(index, b"", None, reverse=False, limit=1_000_000):
+    for row in scan_index(snap, info.creation_index, b"", None, reverse=False, limit=1_000_000):
         doc = load_document(row.doc.data)
         out[doc["namespace"], doc["name"]] = doc
     return out

@@ -116,6 +116,8 @@ class Table:
         self._validator: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
         self._model: type[BaseModel] | None = None
         self._fingerprint: str | None = None
+        self._fields: dict[str, pydantic.TypeAdapter[Any]] = {}
+        """Per-field validators of a mapping shape (``validate_fields``), made on first use."""
 
     # -- declarations ------------------------------------------------------------------------
 
@@ -225,6 +227,54 @@ class Table:
         body: dict[str, Any] = obj.model_dump(mode="python")
         return body
 
+    def validate_fields(
+        self, table: str, fields: dict[str, Any], context: Any = None
+    ) -> dict[str, Any] | None:
+        """Validate only some fields of a document (a patch); ``None`` when that cannot be done.
+
+        A mapping shape's fields are independent, so a patch that changes some of them needs
+        only those validated (the rest were valid when stored). A pydantic model may validate
+        fields together (validators, computed defaults): it returns ``None``, as it does for a
+        name the shape does not declare (the whole document is then validated, which names
+        the problem).
+
+        Raises:
+            InvalidValueError: naming the table and the first offending field.
+        """
+        model = self.model(table)
+        if model is None or not isinstance(self.shape, Mapping):
+            return None
+        declared = model.model_fields
+        out: dict[str, Any] = {}
+        for name, value in fields.items():
+            adapter = self._fields.get(name)
+            if adapter is None:
+                info = declared.get(name)
+                if info is None:
+                    return None
+                tp: Any = info.annotation
+                if info.metadata:
+                    tp = typing.Annotated[(tp, *info.metadata)]
+                adapter = self._fields[name] = pydantic.TypeAdapter(tp)
+            try:
+                valid = adapter.validate_python(value, strict=True, context=context)
+            except pydantic.ValidationError as exc:
+                err = exc.errors()[0]
+                loc = ".".join(str(p) for p in (name, *err["loc"]))
+                raise InvalidValueError(
+                    f'Document for table "{table}" is not valid: field "{loc}": '
+                    f"{_msg(err['msg'])}.",
+                    table=table,
+                    field=loc,
+                ) from None
+            # Plain values come back as they went in; only models and the like need a dump.
+            out[name] = (
+                valid
+                if type(valid) in _PLAIN and valid is value
+                else adapter.dump_python(valid, mode="python")
+            )
+        return out
+
     def fingerprint(self, table: str) -> str:
         """A stable digest of the shape, stored to notice shape changes between opens."""
         if self._fingerprint is None:
@@ -235,6 +285,9 @@ class Table:
                 text = _describe_model(model, set())
             self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
         return self._fingerprint
+
+
+_PLAIN = (str, int, float, bool, type(None), bytes)
 
 
 def _describe_model(model: type[BaseModel], seen: set[type]) -> str:

@@ -26,9 +26,9 @@ from components.agent import component as agent_component
 from components.models import ChatModel, HashingEmbedder, ModelRequest, ScriptedChatModel, ToolCall
 from components.rag import RAG
 from components.rag import component as rag_component
-from components.workflow import WorkflowManager
+from components.workflow import WorkflowManager, WorkflowStatus
 from components.workflow import component as workflow_component
-from core import ActionCtx, App, MutationCtx, QueryCtx
+from core import ActionCtx, App, AppError, MutationCtx, QueryCtx
 
 DOCS = Path(__file__).resolve().parent / "chatbot" / "docs"
 ONLINE = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))
@@ -65,6 +65,18 @@ def scripted_writer() -> ScriptedChatModel:
         return f"Brief (scripted writer, no language model): {body}"
 
     return ScriptedChatModel([brief], chunk_size=32)
+
+
+def progress_view(status: WorkflowStatus | None, workflow_id: str) -> dict[str, Any]:
+    """A workflow's state, its steps and its result, for printing."""
+    if status is None:
+        raise AppError(f"No workflow {workflow_id}.")
+    return {
+        "state": status.state,
+        "steps": [f"{s.name}: {s.state}" for s in status.steps],
+        "result": status.result,
+        "error": status.error,
+    }
 
 
 def build(topic: str) -> dict[str, Any]:
@@ -140,13 +152,7 @@ def build(topic: str) -> dict[str, Any]:
 
     @app.query
     def progress(ctx: QueryCtx, workflow_id: str) -> dict[str, Any]:
-        status = manager.status(ctx, workflow_id)
-        return {
-            "state": status.state,
-            "steps": [f"{s.name}: {s.state}" for s in status.steps],
-            "result": status.result,
-            "error": status.error,
-        }
+        return progress_view(manager.status(ctx, workflow_id), workflow_id)
 
     @app.query
     def transcript(ctx: QueryCtx, thread_id: str) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -50,7 +50,7 @@ def complete(ctx: MutationCtx, id: Id[Literal["tasks"]]) -> None:
 
 
 @app.query
-def for_owner(ctx: QueryCtx, owner: str, min_priority: int = 0) -> list[dict]:
+def for_owner(ctx: QueryCtx, owner: str, min_priority: int = 0) -> list[dict[str, Any]]:
     """An owner's tasks with at least ``min_priority``, most important first."""
     return (
         ctx.db.query("tasks")
@@ -61,7 +61,7 @@ def for_owner(ctx: QueryCtx, owner: str, min_priority: int = 0) -> list[dict]:
 
 
 @app.query
-def open_tasks(ctx: QueryCtx, cursor: str | None = None, page_size: int = 3) -> dict:
+def open_tasks(ctx: QueryCtx, cursor: str | None = None, page_size: int = 3) -> dict[str, Any]:
     """One page of the tasks not done yet, oldest first."""
     page = (
         ctx.db.query("tasks")

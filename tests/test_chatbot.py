@@ -7,9 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from core.server.background import free_port
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "examples" / "chatbot" / "app.py"
 CHROMIUM = os.environ.get("CAPSULE_CHROMIUM", "/usr/bin/chromium")
+ADMIN_KEY = "dashboard-test-key"
 
 
 def artifacts_dir(tmp_path: Path) -> Path:
@@ -34,7 +37,11 @@ def chatbot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("chatbot")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CAPSULE_JWT_"))}
-    env.update(PYTHONPATH=str(ROOT), CAPSULE_DB_URL=f"sqlite:///{folder / 'chat.db'}")
+    env.update(
+        PYTHONPATH=str(ROOT),
+        CAPSULE_DB_URL=f"sqlite:///{folder / 'chat.db'}",
+        CAPSULE_ADMIN_KEY=ADMIN_KEY,  # serves /_dashboard to requests carrying the key
+    )
     log = folder / "chatbot.log"
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -101,12 +108,17 @@ def test_offline_reply_is_retrieval_only_and_says_so(chatbot: str) -> None:
     assert tools[0]["tool_name"] == "search_docs"
 
 
-def test_browser_streams_resumes_after_reload_and_shares_the_thread(
-    chatbot: str, tmp_path: Path
-) -> None:
+def _sync_api() -> Any:
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    return sync_api
+
+
+def test_browser_streams_resumes_after_reload_and_shares_the_thread(
+    chatbot: str, tmp_path: Path
+) -> None:
+    sync_api = _sync_api()
     streaming = ".assistant[data-status=streaming] .text"
     with sync_api.sync_playwright() as p:
         try:
@@ -141,5 +153,62 @@ def test_browser_streams_resumes_after_reload_and_shares_the_thread(
             other.wait_for_selector(".assistant[data-status=done]")
             assert other.locator(".assistant").last.inner_text() == final
             assert other.locator(".user").last.inner_text() == "How do rate limits work?"
+        finally:
+            browser.close()
+
+
+def test_dashboard_follows_a_thread_live(chatbot: str, tmp_path: Path) -> None:
+    sync_api = _sync_api()
+    with httpx.Client(base_url=chatbot, timeout=60) as c:
+        thread_id = c.post("/agents/docs/threads", json={}).json()["thread_id"]
+        assert c.get("/_dashboard/agents").status_code == 401  # the admin key is required
+    replies: list[str] = []
+
+    def ask() -> None:
+        with (
+            httpx.Client(base_url=chatbot, timeout=60) as c,
+            c.stream(
+                "POST",
+                f"/agents/docs/threads/{thread_id}/messages",
+                json={"text": "How do rate limits work?"},
+            ) as response,
+        ):
+            data = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        replies.append(json.loads(data[-1])["text"])
+
+    live = ".stream[data-status=streaming] .text"
+    with sync_api.sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        except Exception as exc:
+            pytest.skip(f"Chromium does not start: {exc}")
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 760})
+            page.goto(f"{chatbot}/_dashboard/agents?key={ADMIN_KEY}")
+            page.click(f"a.thread[href*='{thread_id}']")  # the thread is listed under its mount
+            page.wait_for_selector("#live", state="attached")
+            asker = threading.Thread(target=ask)
+            asker.start()
+            try:
+                page.wait_for_function(
+                    f"(document.querySelector('{live}')?.textContent.length ?? 0) > 20"
+                )
+                seen = page.inner_text(live)
+                page.wait_for_function(  # it grows while the reply is written
+                    f"(document.querySelector('{live}')?.textContent.length ?? 0) > {len(seen)}"
+                )
+                # Once every stream has ended the page shows the saved messages.
+                page.wait_for_selector("tr.message.assistant[data-status=success]", timeout=60_000)
+            finally:
+                asker.join(timeout=60)
+            final = page.locator("tr.message.assistant pre").last.inner_text()
+            assert replies and final == replies[0]
+            assert final.startswith(seen[:20])
+            assert page.locator("tr.message.user pre").last.inner_text() == (
+                "How do rate limits work?"
+            )
+            shot = artifacts_dir(tmp_path) / "dashboard-thread.png"
+            page.screenshot(path=str(shot), full_page=False)
+            print(f"screenshot: {shot}")
         finally:
             browser.close()

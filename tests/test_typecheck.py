@@ -61,6 +61,73 @@ WRONG = [
         "titles: list[str] = client.query(list_titles)",
         "titles: dict[str, str] = client.query(list_titles)",
     ),
+    # component clients: return types, and the contexts each method accepts
+    ("total: int | float = likes.count(ctx, post)", "total: str = likes.count(ctx, post)"),
+    (
+        "by_shard: dict[int, int | float] = likes.shard_values(ctx, post)",
+        "by_shard: dict[int, int | float] = likes.rebalance(ctx, post)",
+    ),
+    (
+        "estimate: float = await likes.estimate_count(",
+        "estimate: str = await likes.estimate_count(",
+    ),
+    (
+        "work_id: Id = pool.enqueue_action(",
+        "work_id: int = pool.enqueue_action(",
+    ),
+    (
+        "work: WorkStatus = pool.status(ctx, work_id)",
+        "work: WorkflowStatus = pool.status(ctx, work_id)",
+    ),
+    (
+        "work: WorkStatus = await pool.status(ctx, work_id)",
+        "work: WorkStatus = pool.status(ctx, work_id)",
+    ),
+    (
+        "workflow_id: Id = workflows.start(ctx, onboarding",
+        "workflow_id: int = workflows.start(ctx, onboarding",
+    ),
+    (
+        "removed: bool = workflows.cleanup(ctx, workflow_id)",
+        "removed: str = workflows.cleanup(ctx, workflow_id)",
+    ),
+    (
+        'status: WorkflowStatus | None = workflows.status(ctx, "a workflow id", steps=False)',
+        'status: WorkflowStatus | None = workflows.cancel(ctx, "a workflow id")',
+    ),
+    (
+        "page: WorkflowPage = await workflows.list(",
+        "page: Page = await workflows.list(",
+    ),
+    (
+        "thread_id: str = helper.create_thread(ctx, user_id=",
+        "thread_id: int = helper.create_thread(ctx, user_id=",
+    ),
+    (
+        "thread: ThreadDocument | None = helper.get_thread(ctx, thread_id)",
+        "thread: ThreadDocument | None = helper.update_thread(ctx, thread_id)",
+    ),
+    (
+        "messages: Page = helper.list_messages(ctx, thread_id=thread_id)",
+        "messages: list[str] = helper.list_messages(ctx, thread_id=thread_id)",
+    ),
+    (  # vector search needs an action
+        'helper.search_messages(ctx, query="hi", thread_id=',
+        'helper.search_messages(ctx, mode="vector", query="hi", thread_id=',
+    ),
+    (
+        "deltas: StreamDeltas = helper.stream_deltas(",
+        "deltas: list[str] = helper.stream_deltas(",
+    ),
+    (
+        "totals: UsageTotals = helper.usage(ctx, thread_id=thread_id)",
+        "totals: dict[str, int] = helper.usage(ctx, thread_id=thread_id)",
+    ),
+    (
+        "result: GenerateResult = await helper.generate_text(",
+        "result: str = await helper.generate_text(",
+    ),
+    ("swept: int = await helper.sweep(ctx)", "swept: int = helper.sweep(ctx)"),
 ]
 
 

@@ -20,6 +20,15 @@ from __future__ import annotations
 from components.agent.client import Agent, handoff_tool
 from components.agent.component import component
 from components.agent.context import ContextOptions, SearchMode
+from components.agent.documents import (
+    ApprovalDecision,
+    ApprovalDocument,
+    MessageDocument,
+    StreamDelta,
+    StreamDeltas,
+    StreamInfo,
+    ThreadDocument,
+)
 from components.agent.errors import (
     AgentError,
     ApprovalError,
@@ -40,6 +49,8 @@ from components.agent.usage import Price, PriceTable, StepUsage, UsageHandler, U
 __all__ = [
     "Agent",
     "AgentError",
+    "ApprovalDecision",
+    "ApprovalDocument",
     "ApprovalError",
     "ContextOptions",
     "GenerateObjectResult",
@@ -49,6 +60,7 @@ __all__ = [
     "LoopFinish",
     "LoopResult",
     "MAX_ORDER",
+    "MessageDocument",
     "MessageNotFoundError",
     "ObjectGenerationError",
     "OrderError",
@@ -62,7 +74,11 @@ __all__ = [
     "SearchMode",
     "StepResult",
     "StepUsage",
+    "StreamDelta",
+    "StreamDeltas",
+    "StreamInfo",
     "TextStream",
+    "ThreadDocument",
     "ThreadNotFoundError",
     "Tool",
     "ToolDefinitionError",

@@ -71,7 +71,8 @@ def decide(
     if row is None:
         raise ApprovalError(f'No tool call "{tool_call_id}" waits for approval.')
     if row["status"] != "pending":
-        raise ApprovalError(f'Tool call "{tool_call_id}" was already {row["status"]}.')
+        decided = row["status"].removesuffix("_done")  # "_done": its resume has run too
+        raise ApprovalError(f'Tool call "{tool_call_id}" was already {decided}.')
     ctx.db.patch(row["_id"], {"status": "approved" if approved else "denied", "reason": reason})
     return row, _of_message(ctx, row["message_id"])
 

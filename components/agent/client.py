@@ -11,20 +11,36 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar, cast, overload
 
 import pydantic
 
 from components.agent import generation
 from components.agent.context import ContextOptions, SearchMode
 from components.agent.directory import AgentDirectory
+from components.agent.documents import (
+    ApprovalDecision,
+    ApprovalDocument,
+    MessageDocument,
+    StreamDeltas,
+    ThreadDocument,
+)
 from components.agent.loop import LoopAgent
 from components.agent.results import GenerateObjectResult, GenerateResult, ResultStream
-from components.agent.search import search_messages
+from components.agent.search import embed_messages, search_messages
 from components.agent.tools import Tool, make_tool, tool_map
 from components.agent.usage import PriceTable, UsageHandler, UsageTotals
 from components.models import ChatModel, Embedder
-from core import FunctionRef, Page, UserError, call
+from core import (
+    ActionCtx,
+    ComponentHandle,
+    FunctionRef,
+    MutationCtx,
+    Page,
+    QueryCtx,
+    UserError,
+    call,
+)
 
 if TYPE_CHECKING:
     from components.serving import ExposedAgent
@@ -34,11 +50,20 @@ ResultT = TypeVar("ResultT")
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
 
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not ``None`` (a patch's "leave it as it is")."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _first(ids: list[str]) -> str:
+    return ids[0]
+
+
 def _page(raw: Mapping[str, Any]) -> Page:
     return Page(page=raw["page"], continue_cursor=raw["continue_cursor"], is_done=raw["is_done"])
 
 
-def _is_action(ctx: Any) -> bool:
+def _is_action(ctx: object) -> TypeGuard[ActionCtx]:
     return bool(getattr(getattr(ctx, "_frame", None), "kind", None) == "action")
 
 
@@ -67,7 +92,7 @@ class Agent:
 
     def __init__(
         self,
-        handle: Any,
+        handle: ComponentHandle,
         *,
         name: str,
         model: ChatModel,
@@ -141,80 +166,139 @@ class Agent:
 
     # -- threads ----------------------------------------------------------------------------
 
+    @overload
     def create_thread(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         user_id: str | None = None,
         title: str | None = None,
         summary: str | None = None,
-    ) -> Any:
+    ) -> Awaitable[str]: ...
+    @overload
+    def create_thread(
+        self,
+        ctx: MutationCtx,
+        *,
+        user_id: str | None = None,
+        title: str | None = None,
+        summary: str | None = None,
+    ) -> str: ...
+    def create_thread(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        *,
+        user_id: str | None = None,
+        title: str | None = None,
+        summary: str | None = None,
+    ) -> str | Awaitable[str]:
         """Create a thread; returns its id."""
-        return self._call(
-            ctx,
-            "mutation",
-            "create_thread",
-            {"user_id": user_id, "title": title, "summary": summary, "agent_name": self.name},
-        )
+        args = {"user_id": user_id, "title": title, "summary": summary, "agent_name": self.name}
+        return call(ctx, self.handle.create_thread, args)
 
-    def get_thread(self, ctx: Any, thread_id: str) -> Any:
+    @overload
+    def get_thread(self, ctx: ActionCtx, thread_id: str) -> Awaitable[ThreadDocument | None]: ...
+    @overload
+    def get_thread(self, ctx: QueryCtx, thread_id: str) -> ThreadDocument | None: ...
+    def get_thread(
+        self, ctx: QueryCtx | ActionCtx, thread_id: str
+    ) -> ThreadDocument | None | Awaitable[ThreadDocument | None]:
         """A thread document, or ``None``."""
-        return self._call(ctx, "query", "thread", {"thread_id": thread_id})
+        return call(ctx, self.handle.thread, {"thread_id": thread_id})
 
+    @overload
     def list_threads(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         user_id: str | None,
         cursor: str | None = None,
         num_items: int = 100,
         order: str = "desc",
-    ) -> Any:
+    ) -> Awaitable[Page]: ...
+    @overload
+    def list_threads(
+        self,
+        ctx: QueryCtx,
+        *,
+        user_id: str | None,
+        cursor: str | None = None,
+        num_items: int = 100,
+        order: str = "desc",
+    ) -> Page: ...
+    def list_threads(
+        self,
+        ctx: QueryCtx | ActionCtx,
+        *,
+        user_id: str | None,
+        cursor: str | None = None,
+        num_items: int = 100,
+        order: str = "desc",
+    ) -> Page | Awaitable[Page]:
         """A ``Page`` of a user's threads (newest first by default)."""
-        return self._call(
-            ctx,
-            "query",
-            "list_threads",
-            {"user_id": user_id, "cursor": cursor, "num_items": num_items, "order": order},
-            then=_page,
-        )
+        args = {"user_id": user_id, "cursor": cursor, "num_items": num_items, "order": order}
+        return call(ctx, self.handle.list_threads, args, then=_page)
 
+    @overload
     def update_thread(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         thread_id: str,
         *,
         title: str | None = None,
         summary: str | None = None,
         status: str | None = None,
         user_id: str | None = None,
-    ) -> Any:
-        """Change a thread's title, summary, status or user (``None`` leaves one as it is)."""
-        patch = {
-            k: v
-            for k, v in {
-                "title": title,
-                "summary": summary,
-                "status": status,
-                "user_id": user_id,
-            }.items()
-            if v is not None
-        }
-        return self._call(
-            ctx, "mutation", "update_thread", {"thread_id": thread_id, "patch": patch}
-        )
+    ) -> Awaitable[ThreadDocument]: ...
+    @overload
+    def update_thread(
+        self,
+        ctx: MutationCtx,
+        thread_id: str,
+        *,
+        title: str | None = None,
+        summary: str | None = None,
+        status: str | None = None,
+        user_id: str | None = None,
+    ) -> ThreadDocument: ...
+    def update_thread(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        thread_id: str,
+        *,
+        title: str | None = None,
+        summary: str | None = None,
+        status: str | None = None,
+        user_id: str | None = None,
+    ) -> ThreadDocument | Awaitable[ThreadDocument]:
+        """Change a thread's title, summary, status or user (``None`` leaves one as it is).
 
-    def delete_thread(self, ctx: Any, thread_id: str, *, batch: int = 200) -> Any:
-        """Delete a thread, its messages and streams (in batches, continued by the scheduler)."""
-        return self._call(
-            ctx, "mutation", "delete_thread", {"thread_id": thread_id, "batch": batch}
-        )
+        Returns the updated thread.
+        """
+        patch = _given(title=title, summary=summary, status=status, user_id=user_id)
+        return call(ctx, self.handle.update_thread, {"thread_id": thread_id, "patch": patch})
+
+    @overload
+    def delete_thread(
+        self, ctx: ActionCtx, thread_id: str, *, batch: int = 200
+    ) -> Awaitable[bool]: ...
+    @overload
+    def delete_thread(self, ctx: MutationCtx, thread_id: str, *, batch: int = 200) -> bool: ...
+    def delete_thread(
+        self, ctx: MutationCtx | ActionCtx, thread_id: str, *, batch: int = 200
+    ) -> bool | Awaitable[bool]:
+        """Delete a thread, its messages and streams (in batches, continued by the scheduler).
+
+        Returns whether everything is already gone (``False``: the scheduler continues).
+        """
+        return call(ctx, self.handle.delete_thread, {"thread_id": thread_id, "batch": batch})
 
     # -- messages ---------------------------------------------------------------------------
 
+    @overload
     def save_message(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         thread_id: str,
         role: str = "user",
@@ -223,113 +307,234 @@ class Agent:
         prompt_message_id: str | None = None,
         agent_name: str | None = None,
         **fields: Any,
-    ) -> Any:
+    ) -> Awaitable[str]: ...
+    @overload
+    def save_message(
+        self,
+        ctx: MutationCtx,
+        *,
+        thread_id: str,
+        role: str = "user",
+        text: str = "",
+        order: int | str | None = None,
+        prompt_message_id: str | None = None,
+        agent_name: str | None = None,
+        **fields: Any,
+    ) -> str: ...
+    def save_message(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        *,
+        thread_id: str,
+        role: str = "user",
+        text: str = "",
+        order: int | str | None = None,
+        prompt_message_id: str | None = None,
+        agent_name: str | None = None,
+        **fields: Any,
+    ) -> str | Awaitable[str]:
         """Save one message; returns its id (see the ordering rules of ``save_messages``)."""
         message = {"role": role, "text": text, "agent_name": agent_name, **fields}
         if role not in ("user", "system") and agent_name is None:
             message["agent_name"] = self.name
-        return self._call(
-            ctx,
-            "mutation",
-            "save_messages",
-            {
-                "thread_id": thread_id,
-                "messages": [message],
-                "order": order,
-                "prompt_message_id": prompt_message_id,
-            },
-            then=lambda ids: ids[0],
-        )
+        args = {
+            "thread_id": thread_id,
+            "messages": [message],
+            "order": order,
+            "prompt_message_id": prompt_message_id,
+        }
+        if _is_action(ctx) and self.embedder is not None:
+            return self._save_and_embed(ctx, args, then=_first)
+        return call(ctx, self.handle.save_messages, args, then=_first)
 
+    @overload
     def save_messages(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         thread_id: str,
         messages: Sequence[Mapping[str, Any]],
         order: int | str | None = None,
         prompt_message_id: str | None = None,
-    ) -> Any:
+    ) -> Awaitable[list[str]]: ...
+    @overload
+    def save_messages(
+        self,
+        ctx: MutationCtx,
+        *,
+        thread_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        order: int | str | None = None,
+        prompt_message_id: str | None = None,
+    ) -> list[str]: ...
+    def save_messages(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        *,
+        thread_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        order: int | str | None = None,
+        prompt_message_id: str | None = None,
+    ) -> list[str] | Awaitable[list[str]]:
         """Save messages in one transaction; returns their ids.
 
         A user message starts a new turn; any other message takes the next step of the
         current turn. ``order="next"`` starts a new turn, an explicit ``order`` appends to
-        that turn, ``prompt_message_id`` appends to the prompt's turn.
+        that turn, ``prompt_message_id`` appends to the prompt's turn. From an action, an
+        agent with an embedder embeds the saved user and assistant messages for vector search
+        (from a mutation that waits for the next generation in the thread).
         """
-        return self._call(
-            ctx,
-            "mutation",
-            "save_messages",
-            {
-                "thread_id": thread_id,
-                "messages": [dict(m) for m in messages],
-                "order": order,
-                "prompt_message_id": prompt_message_id,
-            },
-        )
+        args = {
+            "thread_id": thread_id,
+            "messages": [dict(m) for m in messages],
+            "order": order,
+            "prompt_message_id": prompt_message_id,
+        }
+        if _is_action(ctx) and self.embedder is not None:
+            return self._save_and_embed(ctx, args, then=list)
+        return call(ctx, self.handle.save_messages, args)
 
+    async def _save_and_embed(
+        self, ctx: ActionCtx, args: dict[str, Any], then: Callable[[list[str]], ResultT]
+    ) -> ResultT:
+        """Save messages, then embed them (the save stands if the embedder fails)."""
+        ids: list[str] = await call(ctx, self.handle.save_messages, args)
+        docs = await call(ctx, self.handle.messages_by_ids, {"ids": ids})
+        await embed_messages(self, ctx, [d for d in docs if not d.get("embedding_id")])
+        return then(ids)
+
+    @overload
     def update_message(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         message_id: str,
         *,
         text: str | None = None,
         status: str | None = None,
         error: str | None = None,
-    ) -> Any:
-        """Change a message's text, status or error (``None`` leaves one as it is)."""
-        patch = {
-            k: v
-            for k, v in {"text": text, "status": status, "error": error}.items()
-            if v is not None
-        }
-        return self._call(
-            ctx, "mutation", "update_message", {"message_id": message_id, "patch": patch}
-        )
+    ) -> Awaitable[MessageDocument]: ...
+    @overload
+    def update_message(
+        self,
+        ctx: MutationCtx,
+        message_id: str,
+        *,
+        text: str | None = None,
+        status: str | None = None,
+        error: str | None = None,
+    ) -> MessageDocument: ...
+    def update_message(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        message_id: str,
+        *,
+        text: str | None = None,
+        status: str | None = None,
+        error: str | None = None,
+    ) -> MessageDocument | Awaitable[MessageDocument]:
+        """Change a message's text, status or error (``None`` leaves one as it is).
 
-    def delete_messages(self, ctx: Any, message_ids: Sequence[str]) -> Any:
+        Returns the updated message.
+        """
+        patch = _given(text=text, status=status, error=error)
+        return call(ctx, self.handle.update_message, {"message_id": message_id, "patch": patch})
+
+    @overload
+    def delete_messages(
+        self, ctx: ActionCtx, message_ids: Sequence[str]
+    ) -> Awaitable[list[str]]: ...
+    @overload
+    def delete_messages(self, ctx: MutationCtx, message_ids: Sequence[str]) -> list[str]: ...
+    def delete_messages(
+        self, ctx: MutationCtx | ActionCtx, message_ids: Sequence[str]
+    ) -> list[str] | Awaitable[list[str]]:
         """Delete messages by id; returns the ids that existed."""
-        return self._call(ctx, "mutation", "delete_messages", {"message_ids": list(message_ids)})
+        return call(ctx, self.handle.delete_messages, {"message_ids": list(message_ids)})
 
-    def get_message(self, ctx: Any, message_id: str) -> Any:
+    @overload
+    def get_message(self, ctx: ActionCtx, message_id: str) -> Awaitable[MessageDocument | None]: ...
+    @overload
+    def get_message(self, ctx: QueryCtx, message_id: str) -> MessageDocument | None: ...
+    def get_message(
+        self, ctx: QueryCtx | ActionCtx, message_id: str
+    ) -> MessageDocument | None | Awaitable[MessageDocument | None]:
         """A message document, or ``None``."""
-        return self._call(ctx, "query", "message", {"message_id": message_id})
+        return call(ctx, self.handle.message, {"message_id": message_id})
 
+    @overload
     def list_messages(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         thread_id: str,
         cursor: str | None = None,
         num_items: int = 100,
         statuses: Sequence[str] | None = None,
         order: str = "asc",
-    ) -> Any:
+    ) -> Awaitable[Page]: ...
+    @overload
+    def list_messages(
+        self,
+        ctx: QueryCtx,
+        *,
+        thread_id: str,
+        cursor: str | None = None,
+        num_items: int = 100,
+        statuses: Sequence[str] | None = None,
+        order: str = "asc",
+    ) -> Page: ...
+    def list_messages(
+        self,
+        ctx: QueryCtx | ActionCtx,
+        *,
+        thread_id: str,
+        cursor: str | None = None,
+        num_items: int = 100,
+        statuses: Sequence[str] | None = None,
+        order: str = "asc",
+    ) -> Page | Awaitable[Page]:
         """A ``Page`` of a thread's messages, ascending by ``(order, step_order)``."""
-        return self._call(
-            ctx,
-            "query",
-            "list_messages",
-            {
-                "thread_id": thread_id,
-                "cursor": cursor,
-                "num_items": num_items,
-                "statuses": list(statuses) if statuses is not None else None,
-                "order": order,
-            },
-            then=_page,
-        )
+        args = {
+            "thread_id": thread_id,
+            "cursor": cursor,
+            "num_items": num_items,
+            "statuses": list(statuses) if statuses is not None else None,
+            "order": order,
+        }
+        return call(ctx, self.handle.list_messages, args, then=_page)
 
+    @overload
     def search_messages(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         query: str,
         thread_id: str | None = None,
         user_id: str | None = None,
         limit: int = 10,
         mode: SearchMode = "text",
-    ) -> Any:
+    ) -> Awaitable[list[MessageDocument]]: ...
+    @overload
+    def search_messages(
+        self,
+        ctx: QueryCtx,
+        *,
+        query: str,
+        thread_id: str | None = None,
+        user_id: str | None = None,
+        limit: int = 10,
+        mode: Literal["text"] = "text",
+    ) -> list[MessageDocument]: ...
+    def search_messages(
+        self,
+        ctx: QueryCtx | ActionCtx,
+        *,
+        query: str,
+        thread_id: str | None = None,
+        user_id: str | None = None,
+        limit: int = 10,
+        mode: SearchMode = "text",
+    ) -> list[MessageDocument] | Awaitable[list[MessageDocument]]:
         """Messages matching ``query`` in a thread or across a user's threads.
 
         ``mode="text"`` works from any context; ``"vector"`` and ``"hybrid"`` need the
@@ -338,35 +543,62 @@ class Agent:
         if thread_id is None and user_id is None:
             raise UserError("search_messages needs a thread_id or a user_id.")
         if mode == "text" and not _is_action(ctx):
-            return self._call(
-                ctx,
-                "query",
-                "search_text",
-                {"query": query, "thread_id": thread_id, "user_id": user_id, "limit": limit},
-            )
-        return search_messages(
+            args = {"query": query, "thread_id": thread_id, "user_id": user_id, "limit": limit}
+            return call(ctx, self.handle.search_text, args)
+        found = search_messages(
             self, ctx, query=query, thread_id=thread_id, user_id=user_id, limit=limit, mode=mode
         )
+        return cast("Awaitable[list[MessageDocument]]", found)
 
     # -- streams, aborts, sweeping ----------------------------------------------------------
 
-    def stream_deltas(self, ctx: Any, *, thread_id: str, cursor: str | None = None) -> Any:
+    @overload
+    def stream_deltas(
+        self, ctx: ActionCtx, *, thread_id: str, cursor: str | None = None
+    ) -> Awaitable[StreamDeltas]: ...
+    @overload
+    def stream_deltas(
+        self, ctx: QueryCtx, *, thread_id: str, cursor: str | None = None
+    ) -> StreamDeltas: ...
+    def stream_deltas(
+        self, ctx: QueryCtx | ActionCtx, *, thread_id: str, cursor: str | None = None
+    ) -> StreamDeltas | Awaitable[StreamDeltas]:
         """A thread's streams and the delta rows after ``cursor``.
 
         Returns ``{"streams", "deltas", "cursor", "done"}``. Usable from a query, so a
         subscription follows streams live.
         """
-        return self._call(ctx, "query", "stream_deltas", {"thread_id": thread_id, "cursor": cursor})
+        return call(ctx, self.handle.stream_deltas, {"thread_id": thread_id, "cursor": cursor})
 
+    @overload
     def abort_stream(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         thread_id: str | None = None,
         stream_id: str | None = None,
         order: int | None = None,
         reason: str = "aborted by a client",
-    ) -> Any:
+    ) -> Awaitable[int]: ...
+    @overload
+    def abort_stream(
+        self,
+        ctx: MutationCtx,
+        *,
+        thread_id: str | None = None,
+        stream_id: str | None = None,
+        order: int | None = None,
+        reason: str = "aborted by a client",
+    ) -> int: ...
+    def abort_stream(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        *,
+        thread_id: str | None = None,
+        stream_id: str | None = None,
+        order: int | None = None,
+        reason: str = "aborted by a client",
+    ) -> int | Awaitable[int]:
         """Stop a thread's generation (or one stream's) from any client.
 
         The generation stops at its next write; its message ends ``failed`` with the partial
@@ -374,42 +606,50 @@ class Agent:
         """
         if thread_id is None and stream_id is None:
             raise UserError("abort_stream needs a thread_id or a stream_id.")
-        return self._call(
-            ctx,
-            "mutation",
-            "abort",
-            {
-                "thread_id": thread_id,
-                "stream_id": stream_id,
-                "order": order,
-                "reason": reason,
-                "cleanup_delay": self.stream_cleanup_delay,
-            },
-        )
+        args = {
+            "thread_id": thread_id,
+            "stream_id": stream_id,
+            "order": order,
+            "reason": reason,
+            "cleanup_delay": self.stream_cleanup_delay,
+        }
+        return call(ctx, self.handle.abort, args)
 
-    def sweep(self, ctx: Any) -> Any:
-        """Fail pending messages and streams left by dead processes now (a cron does it too)."""
-        return self._call(ctx, "mutation", "sweep", {})
+    @overload
+    def sweep(self, ctx: ActionCtx) -> Awaitable[int]: ...
+    @overload
+    def sweep(self, ctx: MutationCtx) -> int: ...
+    def sweep(self, ctx: MutationCtx | ActionCtx) -> int | Awaitable[int]:
+        """Fail pending messages and streams left by dead processes now (a cron does it too).
+
+        Returns how many messages and streams it failed.
+        """
+        return call(ctx, self.handle.sweep, {})
 
     # -- usage -------------------------------------------------------------------------------
 
-    def usage(self, ctx: Any, *, thread_id: str | None = None, user_id: str | None = None) -> Any:
+    @overload
+    def usage(
+        self, ctx: ActionCtx, *, thread_id: str | None = None, user_id: str | None = None
+    ) -> Awaitable[UsageTotals]: ...
+    @overload
+    def usage(
+        self, ctx: QueryCtx, *, thread_id: str | None = None, user_id: str | None = None
+    ) -> UsageTotals: ...
+    def usage(
+        self, ctx: QueryCtx | ActionCtx, *, thread_id: str | None = None, user_id: str | None = None
+    ) -> UsageTotals | Awaitable[UsageTotals]:
         """``UsageTotals`` of a thread, or of a user across threads."""
         if thread_id is None and user_id is None:
             raise UserError("usage needs a thread_id or a user_id.")
-        return self._call(
-            ctx,
-            "query",
-            "usage_totals",
-            {"thread_id": thread_id, "user_id": user_id},
-            then=UsageTotals.from_dict,
-        )
+        args = {"thread_id": thread_id, "user_id": user_id}
+        return call(ctx, self.handle.usage_totals, args, then=UsageTotals.from_dict)
 
     # -- generation --------------------------------------------------------------------------
 
     async def generate_text(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         thread_id: str,
         prompt: str | None = None,
@@ -438,7 +678,7 @@ class Agent:
 
     def stream_text(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         thread_id: str,
         prompt: str | None = None,
@@ -472,7 +712,7 @@ class Agent:
 
     async def generate_object(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         thread_id: str,
         schema: type[ModelT],
@@ -497,7 +737,7 @@ class Agent:
 
     def stream_object(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         thread_id: str,
         schema: type[ModelT],
@@ -525,19 +765,42 @@ class Agent:
 
     # -- approvals ---------------------------------------------------------------------------
 
-    def approve_tool_call(self, ctx: Any, *, tool_call_id: str, reason: str | None = None) -> Any:
+    @overload
+    def approve_tool_call(
+        self, ctx: ActionCtx, *, tool_call_id: str, reason: str | None = None
+    ) -> Awaitable[GenerateResult | None]: ...
+    @overload
+    def approve_tool_call(
+        self, ctx: MutationCtx, *, tool_call_id: str, reason: str | None = None
+    ) -> ApprovalDecision: ...
+    def approve_tool_call(
+        self, ctx: MutationCtx | ActionCtx, *, tool_call_id: str, reason: str | None = None
+    ) -> ApprovalDecision | Awaitable[GenerateResult | None]:
         """Approve a call waiting for approval.
 
         Once every call of that step is decided, generation resumes: at once from an action
-        (returning its ``GenerateResult``), through the scheduler from a mutation.
+        (returning its ``GenerateResult``; ``None`` while calls are undecided), through the
+        scheduler from a mutation (returning the ``ApprovalDecision``).
         """
         return self._decide(ctx, tool_call_id, True, reason)
 
-    def deny_tool_call(self, ctx: Any, *, tool_call_id: str, reason: str | None = None) -> Any:
+    @overload
+    def deny_tool_call(
+        self, ctx: ActionCtx, *, tool_call_id: str, reason: str | None = None
+    ) -> Awaitable[GenerateResult | None]: ...
+    @overload
+    def deny_tool_call(
+        self, ctx: MutationCtx, *, tool_call_id: str, reason: str | None = None
+    ) -> ApprovalDecision: ...
+    def deny_tool_call(
+        self, ctx: MutationCtx | ActionCtx, *, tool_call_id: str, reason: str | None = None
+    ) -> ApprovalDecision | Awaitable[GenerateResult | None]:
         """Deny a call waiting for approval; the model reads the denial when generation resumes."""
         return self._decide(ctx, tool_call_id, False, reason)
 
-    def _decide(self, ctx: Any, tool_call_id: str, approved: bool, reason: str | None) -> Any:
+    def _decide(
+        self, ctx: MutationCtx | ActionCtx, tool_call_id: str, approved: bool, reason: str | None
+    ) -> ApprovalDecision | Awaitable[GenerateResult | None]:
         decided = self._call(
             ctx,
             "mutation",
@@ -552,9 +815,9 @@ class Agent:
             },
         )
         if not _is_action(ctx):
-            return decided
+            return cast(ApprovalDecision, decided)
 
-        async def then() -> Any:
+        async def then() -> GenerateResult | None:
             outcome = await decided
             if not outcome["ready"]:
                 return None
@@ -592,11 +855,21 @@ class Agent:
 
         return expose(self, prefix=prefix, protocols=protocols, app=app)
 
-    def pending_approvals(self, ctx: Any, *, thread_id: str) -> Any:
+    @overload
+    def pending_approvals(
+        self, ctx: ActionCtx, *, thread_id: str
+    ) -> Awaitable[list[ApprovalDocument]]: ...
+    @overload
+    def pending_approvals(self, ctx: QueryCtx, *, thread_id: str) -> list[ApprovalDocument]: ...
+    def pending_approvals(
+        self, ctx: QueryCtx | ActionCtx, *, thread_id: str
+    ) -> list[ApprovalDocument] | Awaitable[list[ApprovalDocument]]:
         """The thread's tool calls waiting for approval."""
-        return self._call(ctx, "query", "approvals", {"thread_id": thread_id})
+        return call(ctx, self.handle.approvals, {"thread_id": thread_id})
 
-    async def resume(self, ctx: Any, *, thread_id: str, message_id: str) -> GenerateResult | None:
+    async def resume(
+        self, ctx: ActionCtx, *, thread_id: str, message_id: str
+    ) -> GenerateResult | None:
         """Run a decided step's calls and continue the generation.
 
         Approved calls run; denied ones answer with the denial. Exactly one caller resumes a

@@ -239,6 +239,7 @@ async def _run(
             return _result(state, finish)
         outcomes = await _run_tools(agent, runnable, ctx)
         await store.emit(PartEncoder.outputs(outcomes))
+        await store.emit(PartEncoder.approval_requests(waiting))
         await store.emit(state.encoder.finish_step())
         handoff = next(
             (

@@ -102,6 +102,14 @@ class PartEncoder:
         ]
 
     @staticmethod
+    def approval_requests(calls: Iterable[ToolCall]) -> list[Part]:
+        """The parts that say a call waits for approval (its id is the approval's id)."""
+        return [
+            {"type": "tool-approval-request", "approval_id": c.id, "tool_call_id": c.id}
+            for c in calls
+        ]
+
+    @staticmethod
     def finish_step() -> list[Part]:
         """The part that closes a model call."""
         return [{"type": "finish-step"}]

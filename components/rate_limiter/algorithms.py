@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from random import Random
-from typing import Any
+from typing import Any, Protocol
 
 from components.rate_limiter.errors import RateLimitConfigError, RateLimitCountError
 
@@ -25,6 +24,19 @@ WEEK = 7 * DAY
 
 TOKEN_BUCKET = "token bucket"
 FIXED_WINDOW = "fixed window"
+
+
+class RandomSource(Protocol):
+    """The randomness a decision draws on (``random.Random`` is one)."""
+
+    def random(self) -> float:
+        """A float in ``[0, 1)``."""
+        ...
+
+    def randrange(self, stop: int, /) -> int:
+        """An int in ``[0, stop)``."""
+        ...
+
 
 MIN_CHOOSE_TWO = 3
 """With fewer shards, a second read would depend on (nearly) every shard anyway."""
@@ -221,7 +233,7 @@ class LimitState:
     """Token bucket: time of the last refill. Fixed window: start of the current window."""
 
 
-def initial_state(config: LimitConfig, now: float, rng: Random) -> LimitState:
+def initial_state(config: LimitConfig, now: float, rng: RandomSource) -> LimitState:
     """The state of a limit nobody has used yet: full, at ``now`` (or a window start)."""
     if isinstance(config, TokenBucket):
         return LimitState(value=config.capacity, ts=now)
@@ -306,7 +318,7 @@ def _probe(
     now: float,
     count: float,
     reserve: bool,
-    rng: Random,
+    rng: RandomSource,
 ) -> _Probe:
     start = stored if stored is not None else initial_state(config, now, rng)
     state, retry = calculate(start, config, now, count)
@@ -331,7 +343,7 @@ def decide(
     now: float,
     count: float,
     reserve: bool,
-    rng: Random,
+    rng: RandomSource,
 ) -> Decision:
     """Decide one request: pick shards (two random choices, combined if needed).
 
@@ -340,7 +352,8 @@ def decide(
     """
     shards = config.shards
     per_shard = shard_config(config)
-    first = rng.randrange(shards)
+    # One shard needs no draw (a decision that draws nothing never seeds a generator).
+    first = rng.randrange(shards) if shards > 1 else 0
     one = _probe(first, read(first), per_shard, now, count, reserve, rng)
     if not one.existed or shards < MIN_CHOOSE_TWO:
         return _single(one)

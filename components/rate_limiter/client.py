@@ -99,6 +99,9 @@ class RateLimiter:
         self.limits: dict[str, LimitConfig] = dict(limits)
         self.jitter = float(jitter)
         self._wire = configs
+        # Resolved once: a handle makes a new reference object at every attribute access.
+        self._limit = handle.limit
+        self._check = handle.check
 
     def _config(self, name: str) -> dict[str, Any]:
         try:
@@ -164,7 +167,7 @@ class RateLimiter:
             RateLimitCountError: ``count`` can never be granted.
         """
         args = self._request(name, key, count, reserve, throws)
-        return call(ctx, self.handle.limit, args, then=_status)
+        return call(ctx, self._limit, args, then=_status)
 
     @overload
     def check(
@@ -200,7 +203,7 @@ class RateLimiter:
     ) -> RateLimitStatus | Awaitable[RateLimitStatus]:
         """What ``limit`` would answer now; writes nothing (usable in queries)."""
         args = self._request(name, key, count, reserve, throws)
-        return call(ctx, self.handle.check, args, then=_status)
+        return call(ctx, self._check, args, then=_status)
 
     def reset(self, ctx: MutationCtx | ActionCtx, name: str, *, key: str | None = None) -> Any:
         """Make ``(name, key)`` full again (a fixed window gets a new random phase)."""

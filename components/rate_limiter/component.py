@@ -7,12 +7,14 @@ number of requests. Configurations travel as arguments (the wire form of ``Token
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from random import Random
 from typing import Any
 
 from components.rate_limiter.algorithms import (
     LimitConfig,
     LimitState,
+    RandomSource,
     calculate,
     check_count,
     config_from_dict,
@@ -33,6 +35,51 @@ component = Component(
 )
 
 
+_CONFIGS: dict[tuple[tuple[str, Any], ...], LimitConfig] = {}
+"""Validated configurations by their wire form: a limiter sends the same few on every call.
+
+Keyed by the whole wire form and holding immutable configs, so it is shared safely between
+instances (two mounts, or two limiters of one mount, each get the config they sent)."""
+_CONFIGS_MAX = 256
+
+
+def _config(config: dict[str, Any]) -> LimitConfig:
+    """``config_from_dict``, validated once per distinct wire form."""
+    try:
+        key = tuple(config.items())
+        found = _CONFIGS.get(key)
+    except TypeError:  # an unhashable value: not a valid config anyway, let it be refused
+        return config_from_dict(config)
+    if found is None:
+        found = config_from_dict(config)
+        if len(_CONFIGS) >= _CONFIGS_MAX:
+            _CONFIGS.clear()
+        _CONFIGS[key] = found
+    return found
+
+
+class _LazyRandom:
+    """A generator made on first use: most decisions (one shard, admitted) draw nothing."""
+
+    __slots__ = ("_make", "_rng")
+
+    def __init__(self, make: Callable[[], Random]):
+        self._make = make
+        self._rng: Random | None = None
+
+    def _get(self) -> Random:
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = self._make()
+        return rng
+
+    def random(self) -> float:
+        return self._get().random()
+
+    def randrange(self, stop: int, /) -> int:
+        return self._get().randrange(stop)
+
+
 def _shard_doc(ctx: QueryCtx, name: str, key: str | None, shard: int) -> dict[str, Any] | None:
     found: dict[str, Any] | None = (
         ctx.db.query("rate_limits")
@@ -44,7 +91,7 @@ def _shard_doc(ctx: QueryCtx, name: str, key: str | None, shard: int) -> dict[st
 
 def _evaluate(
     ctx: QueryCtx,
-    rng: Random,
+    rng: RandomSource,
     *,
     name: str,
     key: str | None,
@@ -53,7 +100,7 @@ def _evaluate(
     reserve: bool,
     jitter: float,
 ) -> tuple[dict[str, Any], list[tuple[dict[str, Any] | None, int, LimitState]]]:
-    limit_config = config_from_dict(config)
+    limit_config = _config(config)
     check_count(name, limit_config, count, reserve)
     docs: dict[int, dict[str, Any] | None] = {}
 
@@ -73,9 +120,9 @@ def _evaluate(
     return status, writes
 
 
-def _query_rng(name: str, key: str | None, now: float) -> Random:
+def _query_rng(name: str, key: str | None, now: float) -> RandomSource:
     # Queries have no ctx.random; a seed from the arguments keeps them deterministic.
-    return Random(f"{name}|{key}|{now!r}")
+    return _LazyRandom(lambda: Random(f"{name}|{key}|{now!r}"))
 
 
 @component.mutation
@@ -92,7 +139,7 @@ def limit(
     """Take ``count`` tokens if the limit allows it; refusals write nothing."""
     status, writes = _evaluate(
         ctx,
-        ctx.random,
+        _LazyRandom(lambda: ctx.random),
         name=name,
         key=key,
         config=config,

@@ -159,7 +159,11 @@ def _register_reads(app: App, agent: Any, exposed: ExposedAgent, port: AgentPort
         return [message_view(m) for m in reversed(newest)]
 
     def follow(
-        ctx: QueryCtx, thread_id: str, cursor: str | None = None, order: int | None = None
+        ctx: QueryCtx,
+        thread_id: str,
+        cursor: str | None = None,
+        order: int | None = None,
+        reply_job: str | None = None,
     ) -> dict[str, Any]:
         port.thread(ctx, thread_id)
         found = dict(agent.stream_deltas(ctx, thread_id=thread_id, cursor=cursor))
@@ -169,12 +173,34 @@ def _register_reads(app: App, agent: Any, exposed: ExposedAgent, port: AgentPort
         # row is not marked ended.
         found["busy_orders"] = sorted({m["order"] for m in recent if m["status"] == "pending"})
         if order is not None:
-            found["outcome"] = turn_outcome(m for m in recent if m["order"] == order)
+            outcome = turn_outcome(m for m in recent if m["order"] == order)
+            if reply_job is not None and not outcome["done"] and outcome["message_id"] is None:
+                outcome = _unstarted(ctx, reply_job, outcome)
+            found["outcome"] = outcome
         return found
 
     for fn in (thread, threads, messages, follow):
         name = f"agent_{exposed.name}.{fn.__name__}"
         exposed.refs[fn.__name__] = app.internal_query(name=name)(fn)
+
+
+REPLY_OVER = ("success", "failed", "canceled")
+"""States of the reply's scheduled job once it has stopped running (it never leaves them)."""
+
+REPLY_NOT_STARTED = "The reply could not start (the server's log says why)."
+
+
+def _unstarted(ctx: QueryCtx, reply_job: str, outcome: dict[str, Any]) -> dict[str, Any]:
+    """A turn whose reply action ended without an assistant message: over, and failed.
+
+    The action saves its placeholder before anything else, so when its job has stopped
+    (returned, raised, or its runner died and the scheduler failed it) and no assistant
+    message exists, none will come: without this a follower would wait for good.
+    """
+    job = ctx.db.system.get(reply_job)
+    if job is None or job["state"] not in REPLY_OVER:
+        return outcome
+    return {**outcome, "done": True, "status": "failed", "error": REPLY_NOT_STARTED}
 
 
 def _register_writes(app: App, agent: Any, exposed: ExposedAgent, port: AgentPort) -> None:
@@ -188,9 +214,10 @@ def _register_writes(app: App, agent: Any, exposed: ExposedAgent, port: AgentPor
                 async for _ in stream:
                     pass
         except Exception:
-            # The agent has already marked the reply failed (no message is left pending);
-            # followers see that. Log it here, where the traceback is.
+            # The agent has already marked the reply failed (no message is left pending), or
+            # it failed before saving its placeholder: the job's state tells followers then.
             logger.exception("agent %s: the reply in thread %s failed", exposed.name, thread_id)
+            raise
 
     reply_ref = app.internal_action(name=f"agent_{exposed.name}.reply")(reply)
 
@@ -216,8 +243,13 @@ def _register_writes(app: App, agent: Any, exposed: ExposedAgent, port: AgentPor
         message_id = str(agent.save_message(ctx, thread_id=thread_id, role="user", text=text))
         order = port.message(ctx, message_id)["order"]
         args = {"thread_id": thread_id, "prompt_message_id": message_id}
-        ctx.scheduler.run_after(0, reply_ref, args)
-        return {"thread_id": thread_id, "message_id": message_id, "order": order}
+        job = ctx.scheduler.run_after(0, reply_ref, args)
+        return {
+            "thread_id": thread_id,
+            "message_id": message_id,
+            "order": order,
+            "reply_job": str(job),
+        }
 
     def stop(ctx: MutationCtx, thread_id: str) -> Any:
         port.thread(ctx, thread_id)

@@ -103,19 +103,23 @@ async def follow(
     *,
     cursor: str | None = None,
     order: int | None = None,
+    reply_job: str | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Follow a thread's persisted streams: yield each new result of the ``follow`` query.
 
     Each yielded result holds only deltas not yielded before (``deltas``), every stream's
     status (``streams``), the cursor after them (``cursor``), ``done`` (every stream ended),
     ``busy_orders`` (turns with a pending message) and, with ``order``, that turn's
-    ``outcome``. Ends when the runtime closes.
+    ``outcome`` (failed at once if ``reply_job``, the reply's scheduled action, ended
+    without starting it). Ends when the runtime closes.
     """
     ref = exposed.refs["follow"]
     emitted: dict[str, int] = {}
     while True:
         updates = server.follow(
-            ref, {"thread_id": thread_id, "cursor": cursor, "order": order}, identity
+            ref,
+            {"thread_id": thread_id, "cursor": cursor, "order": order, "reply_job": reply_job},
+            identity,
         )
         try:
             async for result in updates:
@@ -282,16 +286,21 @@ class AgentEndpoints:
         sent = await self._send(request, thread_id, prompt_of(await read_json(request)))
         headers = {"x-capsule-thread-id": sent["thread_id"]}
         if protocol == "vercel":
-            events = self.ui_reply(identity, sent["thread_id"], sent["order"])
+            events = self.ui_reply(identity, sent["thread_id"], sent["order"], sent["reply_job"])
             return sse(events, self.server, {**UI_MESSAGE_STREAM_HEADERS, **headers})
         return sse(self.capsule_reply(identity, sent), self.server, headers)
 
     async def capsule_reply(self, identity: Any, sent: dict[str, Any]) -> AsyncIterator[str]:
         """Capsule events for one turn: ``start``, ``delta``/``stream`` events, ``done``."""
-        yield json_frame(sent, event="start")
+        yield json_frame({k: v for k, v in sent.items() if k != "reply_job"}, event="start")
         statuses: dict[str, str] = {}
         async for result in follow(
-            self.server, self.exposed, identity, sent["thread_id"], order=sent["order"]
+            self.server,
+            self.exposed,
+            identity,
+            sent["thread_id"],
+            order=sent["order"],
+            reply_job=sent["reply_job"],
         ):
             turn = {s["stream_id"] for s in result["streams"] if s["order"] == sent["order"]}
             for event in self._capsule_events(result, statuses, turn):
@@ -369,7 +378,7 @@ class AgentEndpoints:
         thread_id = body.get("id") if isinstance(body.get("id"), str) else None
         identity = self.identity(request)
         sent = await self._send(request, thread_id, text)
-        events = self.ui_reply(identity, sent["thread_id"], sent["order"])
+        events = self.ui_reply(identity, sent["thread_id"], sent["order"], sent["reply_job"])
         headers = {**UI_MESSAGE_STREAM_HEADERS, "x-capsule-thread-id": sent["thread_id"]}
         return sse(events, self.server, headers)
 
@@ -387,12 +396,17 @@ class AgentEndpoints:
         events = self.ui_reply(identity, thread_id, live[-1]["order"])
         return sse(events, self.server, dict(UI_MESSAGE_STREAM_HEADERS))
 
-    async def ui_reply(self, identity: Any, thread_id: str, order: int) -> AsyncIterator[str]:
+    async def ui_reply(
+        self, identity: Any, thread_id: str, order: int, reply_job: str | None = None
+    ) -> AsyncIterator[str]:
         """One turn as a UI message stream: ``start``, its parts, ``finish``, ``[DONE]``."""
         ui = UIMessageStream()
         yield ui.start()
         statuses: dict[str, str] = {}
-        async for result in follow(self.server, self.exposed, identity, thread_id, order=order):
+        updates = follow(
+            self.server, self.exposed, identity, thread_id, order=order, reply_job=reply_job
+        )
+        async for result in updates:
             turn = {s["stream_id"] for s in result["streams"] if s["order"] == order}
             for stream in result["streams"]:
                 if stream["stream_id"] in turn:

@@ -148,7 +148,14 @@ class OpenAIEndpoints:
         """Follow one turn: ``(outcome, new parts, over)`` per update."""
         order = sent["order"]
         statuses: dict[str, str] = {}
-        updates = follow(self.server, exposed, identity, sent["thread_id"], order=order)
+        updates = follow(
+            self.server,
+            exposed,
+            identity,
+            sent["thread_id"],
+            order=order,
+            reply_job=sent["reply_job"],
+        )
         try:
             async for result in updates:
                 turn = {s["stream_id"] for s in result["streams"] if s["order"] == order}

@@ -6,8 +6,8 @@ transaction; from an action each call is its own transaction and returns an awai
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, overload
 
 from components.sharded_counter.errors import CounterConfigError
 from core import ActionCtx, ComponentHandle, MutationCtx, QueryCtx, call
@@ -65,6 +65,14 @@ class ShardedCounter:
         """How many shards ``name`` is spread over."""
         return self.shards.get(name, self.default_shards)
 
+    @overload
+    def add(
+        self, ctx: ActionCtx, name: str, count: Number = 1, *, shard: int | None = None
+    ) -> Awaitable[int]: ...
+    @overload
+    def add(
+        self, ctx: MutationCtx, name: str, count: Number = 1, *, shard: int | None = None
+    ) -> int: ...
     def add(
         self,
         ctx: MutationCtx | ActionCtx,
@@ -72,8 +80,11 @@ class ShardedCounter:
         count: Number = 1,
         *,
         shard: int | None = None,
-    ) -> Any:
-        """Add ``count`` (may be negative) to one random shard (or the given ``shard``)."""
+    ) -> int | Awaitable[int]:
+        """Add ``count`` (may be negative) to one random shard (or the given ``shard``).
+
+        Returns the shard that was written.
+        """
         if shard is not None and not 0 <= shard < self.shards_of(name):
             raise CounterConfigError(
                 f'Shard {shard} of "{name}" is out of range 0..{self.shards_of(name) - 1}.'
@@ -81,32 +92,66 @@ class ShardedCounter:
         args = {"name": name, "count": count, "shards": self.shards_of(name), "shard": shard}
         return call(ctx, self.handle.add, args)
 
-    def inc(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
+    @overload
+    def inc(self, ctx: ActionCtx, name: str) -> Awaitable[int]: ...
+    @overload
+    def inc(self, ctx: MutationCtx, name: str) -> int: ...
+    def inc(self, ctx: MutationCtx | ActionCtx, name: str) -> int | Awaitable[int]:
         """Add one."""
         return self.add(ctx, name, 1)
 
-    def dec(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
+    @overload
+    def dec(self, ctx: ActionCtx, name: str) -> Awaitable[int]: ...
+    @overload
+    def dec(self, ctx: MutationCtx, name: str) -> int: ...
+    def dec(self, ctx: MutationCtx | ActionCtx, name: str) -> int | Awaitable[int]:
         """Subtract one."""
         return self.add(ctx, name, -1)
 
-    def count(self, ctx: QueryCtx | ActionCtx, name: str) -> Any:
+    @overload
+    def count(self, ctx: ActionCtx, name: str) -> Awaitable[Number]: ...
+    @overload
+    def count(self, ctx: QueryCtx, name: str) -> Number: ...
+    def count(self, ctx: QueryCtx | ActionCtx, name: str) -> Number | Awaitable[Number]:
         """The exact count: the sum of every shard (reads them all)."""
         return call(ctx, self.handle.count, {"name": name})
 
-    def estimate_count(self, ctx: QueryCtx | ActionCtx, name: str, *, read_shards: int = 1) -> Any:
+    @overload
+    def estimate_count(
+        self, ctx: ActionCtx, name: str, *, read_shards: int = 1
+    ) -> Awaitable[float]: ...
+    @overload
+    def estimate_count(self, ctx: QueryCtx, name: str, *, read_shards: int = 1) -> float: ...
+    def estimate_count(
+        self, ctx: QueryCtx | ActionCtx, name: str, *, read_shards: int = 1
+    ) -> float | Awaitable[float]:
         """An estimate from ``read_shards`` random shards (exact after ``rebalance``)."""
         args = {"name": name, "read_shards": read_shards, "shards": self.shards_of(name)}
         return call(ctx, self.handle.estimate_count, args)
 
-    def shard_values(self, ctx: QueryCtx | ActionCtx, name: str) -> Any:
+    @overload
+    def shard_values(self, ctx: ActionCtx, name: str) -> Awaitable[dict[int, Number]]: ...
+    @overload
+    def shard_values(self, ctx: QueryCtx, name: str) -> dict[int, Number]: ...
+    def shard_values(
+        self, ctx: QueryCtx | ActionCtx, name: str
+    ) -> dict[int, Number] | Awaitable[dict[int, Number]]:
         """Each existing shard's value by shard number (for inspection)."""
         return call(ctx, self.handle.shard_values, {"name": name}, then=_by_shard)
 
-    def rebalance(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
+    @overload
+    def rebalance(self, ctx: ActionCtx, name: str) -> Awaitable[None]: ...
+    @overload
+    def rebalance(self, ctx: MutationCtx, name: str) -> None: ...
+    def rebalance(self, ctx: MutationCtx | ActionCtx, name: str) -> Awaitable[None] | None:
         """Spread the total evenly over the shards (and drop shards beyond the count)."""
         args = {"name": name, "shards": self.shards_of(name)}
         return call(ctx, self.handle.rebalance, args)
 
-    def reset(self, ctx: MutationCtx | ActionCtx, name: str) -> Any:
+    @overload
+    def reset(self, ctx: ActionCtx, name: str) -> Awaitable[None]: ...
+    @overload
+    def reset(self, ctx: MutationCtx, name: str) -> None: ...
+    def reset(self, ctx: MutationCtx | ActionCtx, name: str) -> Awaitable[None] | None:
         """Set the count back to 0."""
         return call(ctx, self.handle.reset, {"name": name})

@@ -9,16 +9,30 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, overload
 
 from components.workflow.pool import check_parallelism
 from components.workflow.steps import binding_name
-from core import ComponentHandle, Id, UserError, call, function_handle
+from core import (
+    ActionCtx,
+    ComponentHandle,
+    FunctionRef,
+    Id,
+    MutationCtx,
+    QueryCtx,
+    UserError,
+    Value,
+    call,
+    function_handle,
+)
 
 Handler = Callable[..., Awaitable[Any]]
 """A workflow handler: ``async def handler(step, **args)``."""
+
+Target = FunctionRef[Any, Any] | str
+"""A function to run or call back: a reference, a path or a handle string."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,7 +83,7 @@ def _module_name(handler: Callable[..., Any]) -> str:
     return str(module)
 
 
-def _handle(ctx: Any, ref: Any) -> str | None:
+def _handle(ctx: QueryCtx | ActionCtx, ref: Target | None) -> str | None:
     return None if ref is None else function_handle(ctx, ref)
 
 
@@ -105,15 +119,15 @@ class WorkPool:
 
     def _enqueue(
         self,
-        ctx: Any,
+        ctx: MutationCtx | ActionCtx,
         fn_type: str,
-        ref: Any,
-        args: dict[str, Any] | None,
-        on_complete: Any,
-        context: Any,
-        retry: Any,
+        ref: Target,
+        args: Mapping[str, Any] | None,
+        on_complete: Target | None,
+        context: Value,
+        retry: RetryPolicy | bool | None,
         run_after: float,
-    ) -> Any:
+    ) -> Id | Awaitable[Id]:
         return call(
             ctx,
             self.handle.enqueue,
@@ -127,19 +141,44 @@ class WorkPool:
                 "max_parallelism": self.max_parallelism,
                 "run_after": run_after,
             },
+            then=Id,
         )
 
+    @overload
     def enqueue_action(
         self,
-        ctx: Any,
-        ref: Any,
-        args: dict[str, Any] | None = None,
+        ctx: ActionCtx,
+        ref: Target,
+        args: Mapping[str, Any] | None = None,
         *,
-        on_complete: Any = None,
-        context: Any = None,
+        on_complete: Target | None = None,
+        context: Value = None,
         retry: RetryPolicy | bool | None = None,
         run_after: float = 0.0,
-    ) -> Any:
+    ) -> Awaitable[Id]: ...
+    @overload
+    def enqueue_action(
+        self,
+        ctx: MutationCtx,
+        ref: Target,
+        args: Mapping[str, Any] | None = None,
+        *,
+        on_complete: Target | None = None,
+        context: Value = None,
+        retry: RetryPolicy | bool | None = None,
+        run_after: float = 0.0,
+    ) -> Id: ...
+    def enqueue_action(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        ref: Target,
+        args: Mapping[str, Any] | None = None,
+        *,
+        on_complete: Target | None = None,
+        context: Value = None,
+        retry: RetryPolicy | bool | None = None,
+        run_after: float = 0.0,
+    ) -> Id | Awaitable[Id]:
         """Queue an action; returns its work id.
 
         ``on_complete`` (a mutation taking ``work_id, context, result``) runs exactly once
@@ -148,42 +187,102 @@ class WorkPool:
         """
         return self._enqueue(ctx, "action", ref, args, on_complete, context, retry, run_after)
 
+    @overload
     def enqueue_mutation(
         self,
-        ctx: Any,
-        ref: Any,
-        args: dict[str, Any] | None = None,
+        ctx: ActionCtx,
+        ref: Target,
+        args: Mapping[str, Any] | None = None,
         *,
-        on_complete: Any = None,
-        context: Any = None,
-        retry: Any = None,
+        on_complete: Target | None = None,
+        context: Value = None,
+        retry: RetryPolicy | bool | None = None,
         run_after: float = 0.0,
-    ) -> Any:
-        """Queue a mutation (it runs exactly once; mutations are not retried)."""
+    ) -> Awaitable[Id]: ...
+    @overload
+    def enqueue_mutation(
+        self,
+        ctx: MutationCtx,
+        ref: Target,
+        args: Mapping[str, Any] | None = None,
+        *,
+        on_complete: Target | None = None,
+        context: Value = None,
+        retry: RetryPolicy | bool | None = None,
+        run_after: float = 0.0,
+    ) -> Id: ...
+    def enqueue_mutation(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        ref: Target,
+        args: Mapping[str, Any] | None = None,
+        *,
+        on_complete: Target | None = None,
+        context: Value = None,
+        retry: RetryPolicy | bool | None = None,
+        run_after: float = 0.0,
+    ) -> Id | Awaitable[Id]:
+        """Queue a mutation: it runs exactly once (``retry`` is ignored)."""
         return self._enqueue(ctx, "mutation", ref, args, on_complete, context, None, run_after)
 
+    @overload
     def enqueue_query(
         self,
-        ctx: Any,
-        ref: Any,
-        args: dict[str, Any] | None = None,
+        ctx: ActionCtx,
+        ref: Target,
+        args: Mapping[str, Any] | None = None,
         *,
-        on_complete: Any = None,
-        context: Any = None,
+        on_complete: Target | None = None,
+        context: Value = None,
         run_after: float = 0.0,
-    ) -> Any:
+    ) -> Awaitable[Id]: ...
+    @overload
+    def enqueue_query(
+        self,
+        ctx: MutationCtx,
+        ref: Target,
+        args: Mapping[str, Any] | None = None,
+        *,
+        on_complete: Target | None = None,
+        context: Value = None,
+        run_after: float = 0.0,
+    ) -> Id: ...
+    def enqueue_query(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        ref: Target,
+        args: Mapping[str, Any] | None = None,
+        *,
+        on_complete: Target | None = None,
+        context: Value = None,
+        run_after: float = 0.0,
+    ) -> Id | Awaitable[Id]:
         """Queue a query."""
         return self._enqueue(ctx, "query", ref, args, on_complete, context, None, run_after)
 
-    def status(self, ctx: Any, work_id: str) -> Any:
+    @overload
+    def status(self, ctx: ActionCtx, work_id: str) -> Awaitable[WorkStatus]: ...
+    @overload
+    def status(self, ctx: QueryCtx, work_id: str) -> WorkStatus: ...
+    def status(self, ctx: QueryCtx | ActionCtx, work_id: str) -> WorkStatus | Awaitable[WorkStatus]:
         """A job's ``WorkStatus``."""
         return call(ctx, self.handle.status, {"work_id": work_id}, then=_work_status)
 
-    def cancel(self, ctx: Any, work_id: str) -> Any:
+    @overload
+    def cancel(self, ctx: ActionCtx, work_id: str) -> Awaitable[None]: ...
+    @overload
+    def cancel(self, ctx: MutationCtx, work_id: str) -> None: ...
+    def cancel(self, ctx: MutationCtx | ActionCtx, work_id: str) -> Awaitable[None] | None:
         """Cancel a job (prevents its start or its next retry)."""
         return call(ctx, self.handle.cancel, {"work_id": work_id})
 
-    def set_max_parallelism(self, ctx: Any, max_parallelism: int) -> Any:
+    @overload
+    def set_max_parallelism(self, ctx: ActionCtx, max_parallelism: int) -> Awaitable[None]: ...
+    @overload
+    def set_max_parallelism(self, ctx: MutationCtx, max_parallelism: int) -> None: ...
+    def set_max_parallelism(
+        self, ctx: MutationCtx | ActionCtx, max_parallelism: int
+    ) -> Awaitable[None] | None:
         """Change the limit at run time (0 pauses)."""
         self.max_parallelism = check_parallelism(max_parallelism)
         return call(ctx, self.handle.set_max_parallelism, {"max_parallelism": max_parallelism})
@@ -243,21 +342,23 @@ def _work_status(s: dict[str, Any]) -> WorkStatus:
     return WorkStatus(**s)
 
 
-def _result(s: dict[str, Any] | None) -> Any:
+def _result(s: dict[str, Any] | None) -> Value:
     return None if s is None else s["result"]
 
 
 def _page(p: dict[str, Any]) -> WorkflowPage:
     return WorkflowPage(
-        page=[_status(s) for s in p["page"]],  # type: ignore[misc]
+        page=[_status_of(s) for s in p["page"]],
         continue_cursor=p["continue_cursor"],
         is_done=p["is_done"],
     )
 
 
 def _status(s: dict[str, Any] | None) -> WorkflowStatus | None:
-    if s is None:
-        return None
+    return None if s is None else _status_of(s)
+
+
+def _status_of(s: dict[str, Any]) -> WorkflowStatus:
     return WorkflowStatus(
         state=s["state"],
         result=s["result"],
@@ -323,16 +424,38 @@ class WorkflowManager:
 
         return wrap if fn is None else wrap(fn)
 
+    @overload
     def start(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         workflow: Workflow | str,
-        args: dict[str, Any] | None = None,
+        args: Mapping[str, Any] | None = None,
         *,
-        on_complete: Any = None,
-        context: Any = None,
+        on_complete: Target | None = None,
+        context: Value = None,
         id: str | None = None,
-    ) -> Any:
+    ) -> Awaitable[Id]: ...
+    @overload
+    def start(
+        self,
+        ctx: MutationCtx,
+        workflow: Workflow | str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        on_complete: Target | None = None,
+        context: Value = None,
+        id: str | None = None,
+    ) -> Id: ...
+    def start(
+        self,
+        ctx: MutationCtx | ActionCtx,
+        workflow: Workflow | str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        on_complete: Target | None = None,
+        context: Value = None,
+        id: str | None = None,
+    ) -> Id | Awaitable[Id]:
         """Start a workflow and return its id; with ``id``, an existing run is returned as is.
 
         ``on_complete`` (a mutation taking ``workflow_id, result, context``) runs in the
@@ -362,7 +485,17 @@ class WorkflowManager:
             then=Id,
         )
 
-    def status(self, ctx: Any, workflow_id: str, *, steps: bool = True) -> Any:
+    @overload
+    def status(
+        self, ctx: ActionCtx, workflow_id: str, *, steps: bool = True
+    ) -> Awaitable[WorkflowStatus | None]: ...
+    @overload
+    def status(
+        self, ctx: QueryCtx, workflow_id: str, *, steps: bool = True
+    ) -> WorkflowStatus | None: ...
+    def status(
+        self, ctx: QueryCtx | ActionCtx, workflow_id: str, *, steps: bool = True
+    ) -> WorkflowStatus | None | Awaitable[WorkflowStatus | None]:
         """The ``WorkflowStatus`` (``None`` for an unknown id).
 
         ``steps=False`` leaves the journal out (``steps == []``): cheaper, and a subscription
@@ -371,16 +504,34 @@ class WorkflowManager:
         args = {"workflow_id": workflow_id, "steps": steps}
         return call(ctx, self.handle.status, args, then=_status)
 
-    def result(self, ctx: Any, workflow_id: str) -> Any:
+    @overload
+    def result(self, ctx: ActionCtx, workflow_id: str) -> Awaitable[Value]: ...
+    @overload
+    def result(self, ctx: QueryCtx, workflow_id: str) -> Value: ...
+    def result(self, ctx: QueryCtx | ActionCtx, workflow_id: str) -> Value:
         """The recorded result of a finished workflow (``None`` while running)."""
         args = {"workflow_id": workflow_id, "steps": False}
         return call(ctx, self.handle.status, args, then=_result)
 
-    def cancel(self, ctx: Any, workflow_id: str) -> Any:
+    @overload
+    def cancel(self, ctx: ActionCtx, workflow_id: str) -> Awaitable[None]: ...
+    @overload
+    def cancel(self, ctx: MutationCtx, workflow_id: str) -> None: ...
+    def cancel(self, ctx: MutationCtx | ActionCtx, workflow_id: str) -> Awaitable[None] | None:
         """Cancel a running workflow and its children."""
         return call(ctx, self.handle.cancel, {"workflow_id": workflow_id})
 
-    def send_event(self, ctx: Any, workflow_id: str, name: str, value: Any = None) -> Any:
+    @overload
+    def send_event(
+        self, ctx: ActionCtx, workflow_id: str, name: str, value: Value = None
+    ) -> Awaitable[None]: ...
+    @overload
+    def send_event(
+        self, ctx: MutationCtx, workflow_id: str, name: str, value: Value = None
+    ) -> None: ...
+    def send_event(
+        self, ctx: MutationCtx | ActionCtx, workflow_id: str, name: str, value: Value = None
+    ) -> Awaitable[None] | None:
         """Deliver an event to ``step.await_event(name)`` (kept if not yet awaited)."""
         return call(
             ctx,
@@ -388,19 +539,47 @@ class WorkflowManager:
             {"workflow_id": workflow_id, "name": name, "value": value},
         )
 
+    @overload
     def list(
         self,
-        ctx: Any,
+        ctx: ActionCtx,
         *,
         state: str | None = None,
         cursor: str | None = None,
         num_items: int = 100,
-    ) -> Any:
+    ) -> Awaitable[WorkflowPage]: ...
+    @overload
+    def list(
+        self,
+        ctx: QueryCtx,
+        *,
+        state: str | None = None,
+        cursor: str | None = None,
+        num_items: int = 100,
+    ) -> WorkflowPage: ...
+    def list(
+        self,
+        ctx: QueryCtx | ActionCtx,
+        *,
+        state: str | None = None,
+        cursor: str | None = None,
+        num_items: int = 100,
+    ) -> WorkflowPage | Awaitable[WorkflowPage]:
         """A page of workflows, optionally only those in ``state``."""
         args = {"state": state, "cursor": cursor, "num_items": num_items}
         return call(ctx, self.handle.list_workflows, args, then=_page)
 
-    def restart(self, ctx: Any, workflow_id: str, from_step: int | str | None = None) -> Any:
+    @overload
+    def restart(
+        self, ctx: ActionCtx, workflow_id: str, from_step: int | str | None = None
+    ) -> Awaitable[None]: ...
+    @overload
+    def restart(
+        self, ctx: MutationCtx, workflow_id: str, from_step: int | str | None = None
+    ) -> None: ...
+    def restart(
+        self, ctx: MutationCtx | ActionCtx, workflow_id: str, from_step: int | str | None = None
+    ) -> Awaitable[None] | None:
         """Re-run a finished workflow from a step number or the last step with a name."""
         return call(
             ctx,
@@ -408,6 +587,14 @@ class WorkflowManager:
             {"workflow_id": workflow_id, "from_step": from_step},
         )
 
-    def cleanup(self, ctx: Any, workflow_id: str, *, force: bool = False) -> Any:
+    @overload
+    def cleanup(
+        self, ctx: ActionCtx, workflow_id: str, *, force: bool = False
+    ) -> Awaitable[bool]: ...
+    @overload
+    def cleanup(self, ctx: MutationCtx, workflow_id: str, *, force: bool = False) -> bool: ...
+    def cleanup(
+        self, ctx: MutationCtx | ActionCtx, workflow_id: str, *, force: bool = False
+    ) -> bool | Awaitable[bool]:
         """Delete a finished workflow and its journal; ``False`` if it is still running."""
         return call(ctx, self.handle.cleanup, {"workflow_id": workflow_id, "force": force})

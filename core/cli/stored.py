@@ -15,7 +15,7 @@ from typing import Any
 from core.encoding import load_document
 from core.errors import UserError
 from core.files import CHUNKS_TABLE, FILES_TABLE
-from core.indexes import CREATION_TIME_INDEX, IndexRange
+from core.indexes import CREATION_TIME_INDEX, IndexRange, creation
 from core.storage import SQLiteStorage, open_storage
 from core.storage.base import CatalogTable, Snapshot, Storage
 from core.system_tables import SYSTEM_NAMESPACE
@@ -107,7 +107,12 @@ class StoredDatabase:
         left = limit
         while left is None or left > 0:
             want = _BATCH if left is None else min(_BATCH, left)
-            rows = self.snapshot.scan(index, lo, hi, reverse=reverse, limit=want)
+            if index_name == CREATION_TIME_INDEX:
+                rows = creation.scan(
+                    self.snapshot, table.number, index, lo, hi, reverse=reverse, limit=want
+                )
+            else:
+                rows = self.snapshot.scan(index, lo, hi, reverse=reverse, limit=want)
             for row in rows:
                 yield load_document(row.doc.data)
             if left is not None:

@@ -161,17 +161,16 @@ def _insert(txn: Transaction, runtime: Runtime, namespace: str, table: str, rec:
         if doc_id is None and created is None:
             txn.insert(space, table, doc)
             return
+        if created is None:
+            created = runtime.db.creation_time()
         if doc_id is None:
-            doc_id = new_id(space.table(table).number)
+            if isinstance(created, int | float) and not isinstance(created, bool):
+                doc_id = new_id(space.table(table).number, created)
+            else:  # refused by insert_with_id, which names the field
+                doc_id = new_id(space.table(table).number, 0.0)
         elif not isinstance(doc_id, str):
             raise InvalidValueError(f'"_id" must be an id string, not {doc_id!r}.')
-        txn.insert_with_id(
-            space,
-            table,
-            doc,
-            doc_id=doc_id,
-            creation_time=runtime.db.creation_time() if created is None else created,
-        )
+        txn.insert_with_id(space, table, doc, doc_id=doc_id, creation_time=created)
     except CapsuleError as exc:
         raise InvalidValueError(f"{rec.where}: {exc}", table=table) from None
 

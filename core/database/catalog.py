@@ -31,6 +31,13 @@ from core.errors import InvalidIdError, InvalidValueError, SchemaMismatchError, 
 from core.ids import Id, decode_table_number
 from core.indexes import CREATION_TIME_INDEX, Index, build_index
 from core.indexes.btree import BTreeIndex
+from core.indexes.creation import (
+    is_creation_order,
+    scan_index,
+    stored_entries,
+    stored_key,
+    stored_keys,
+)
 from core.schema import Schema, Table, index_spec_from_text
 from core.storage.base import (
     CatalogIndex,
@@ -97,14 +104,20 @@ class _WritePlan:
     read any field).
     """
 
-    __slots__ = ("indexes", "_btrees", "_others", "fields")
+    __slots__ = ("indexes", "_btrees", "_others", "fields", "creation_id")
 
     def __init__(self, indexes: dict[str, Index]):
         self.indexes = indexes
         self._btrees: list[tuple[int, list[Callable[[dict[str, Any]], Any]]]] = []
         self._others: list[Index] = []
+        self.creation_id: int | None = None
+        """The creation order's index id: its entries are stored only for some documents
+        (``core.indexes.creation``); ``entries`` still lists every document's, for read and
+        write sets."""
         fields: set[str] | None = set()
         for index in indexes.values():
+            if is_creation_order(index):
+                self.creation_id = index.id
             if type(index) is BTreeIndex:
                 self._btrees.append((index.id, index.getters))
                 if fields is not None:
@@ -451,15 +464,15 @@ class Catalog:
         }
 
     def _stored(self, snap: Snapshot, info: TableInfo) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Every stored document of a table, read through its creation-time index in batches.
+        """Every stored document of a table, read in creation order in batches.
 
         The creation-time index is only ever new together with its (empty) table, so it is
         complete for every table that has documents.
         """
-        index = info.creation_index.id
+        index = info.creation_index
         lo = b""
         while True:
-            rows = snap.scan(index, lo, None, reverse=False, limit=512)
+            rows = scan_index(snap, index, lo, None, reverse=False, limit=512)
             for row in rows:
                 yield row.doc.id, load_document(row.doc.data)
             if len(rows) < 512:
@@ -502,7 +515,7 @@ class Catalog:
         not fit, and the key to continue after (``None``: the table is done).
         """
         info = report.info
-        rows = snap.scan(info.creation_index.id, after, None, reverse=False, limit=limit)
+        rows = scan_index(snap, info.creation_index, after, None, reverse=False, limit=limit)
         writes: list[DocumentWrite] = []
         ws = WriteSet()
         misfits = 0
@@ -516,14 +529,15 @@ class Catalog:
                 continue
             old = info.entries(doc)
             new = info.entries(fitted)
+            creation_id = info.plan.creation_id
             writes.append(
                 DocumentWrite(
                     id=row.doc.id,
                     table=info.number,
                     creation_time=row.doc.creation_time,
                     data=dump_document(fitted),
-                    removed_entries=[(i, k) for i, k, _ in old],
-                    added_entries=new,
+                    removed_entries=stored_keys([(i, k) for i, k, _ in old], creation_id),
+                    added_entries=stored_entries(new, creation_id),
                 )
             )
             ws.add(
@@ -540,7 +554,12 @@ class Catalog:
     ) -> list[DocumentWrite]:
         writes = []
         for doc_id, doc in self._stored(snap, info):
-            added = [(ix.id, k, v) for ix in indexes for k, v in ix.entries(doc)]
+            added = [
+                (ix.id, k, v)
+                for ix in indexes
+                for k, v in ix.entries(doc)
+                if not is_creation_order(ix) or stored_key(k)
+            ]
             writes.append(
                 DocumentWrite(
                     id=doc_id,

@@ -38,6 +38,7 @@ from core.storage.base import (
     CommitBatchItem,
     RetryableStorageError,
     Snapshot,
+    StaleLatest,
     Storage,
     WriteSession,
 )
@@ -46,6 +47,9 @@ logger = logging.getLogger("capsule.database")
 
 PRUNE_EVERY = 512
 """The log is pruned once every this many commit batches."""
+
+PRESUME_PAUSE = 256
+"""Commit batches that read the newest timestamp after another process was seen committing."""
 
 LOG_SLACK = 4096
 """In-memory records beyond which the log is pruned at the next batch, whatever the count."""
@@ -116,6 +120,9 @@ class Database:
         self.conflict_count = 0
         self._catalog_stale = False
         """Another process changed the catalog's indexes: reload them in the next commit step."""
+        self._read_latest = 0
+        """Commit batches left that read the newest timestamp instead of presuming it (set
+        when another process is seen committing, so a busy neighbour costs no redone steps)."""
         self.backfilled = 0
         """Documents this process rewrote with the defaults of a changed shape (``settle``)."""
         self.log_gaps = 0
@@ -362,7 +369,7 @@ class Database:
     def _commit_batch(self, batch: list[_Request]) -> None:
         try:
             with self.storage.begin_write() as w:
-                self._catch_up(w)
+                self._catch_up(w, presume=True)
                 items: list[CommitBatchItem] = []
                 accepted: list[_Request] = []
                 for req in batch:
@@ -385,6 +392,14 @@ class Database:
                     w.apply(items)
                     self.batch_count += 1
                 self._maybe_prune(w)
+        except StaleLatest:
+            # Another process committed since this one last looked: nothing was applied.
+            # Redo the step reading what it missed (its commits may conflict with the batch).
+            self._read_latest = PRESUME_PAUSE
+            for req in batch:
+                req.error = None
+            self._commit_batch(batch)
+            return
         except BaseException as exc:
             for req in batch:
                 if req.error is None:
@@ -423,11 +438,24 @@ class Database:
         """
         return self._log_ts[-1] if self._log_ts else self._floor
 
-    def _catch_up(self, w: WriteSession) -> None:
-        """Take in commits other processes made since this process last looked."""
-        latest = w.latest_ts()
+    def _catch_up(self, w: WriteSession, *, presume: bool = False) -> None:
+        """Take in commits other processes made since this process last looked.
+
+        ``presume``: a commit batch may skip reading the newest timestamp and presume it is
+        the newest one known here (the storage verifies that as it applies the batch, and
+        raises ``StaleLatest`` otherwise); not while another process is seen committing.
+        """
         known = self._known_ts()
+        if presume and not self._catalog_stale:
+            if self._read_latest:
+                self._read_latest -= 1
+            elif w.presume_latest(known):
+                self.latest_ts = max(self.latest_ts, known)
+                return
+        latest = w.latest_ts()
         if latest > known:
+            if presume:
+                self._read_latest = PRESUME_PAUSE
             self._take_in(known, w.read_log(known - 1 if known else 0))
         self.latest_ts = max(self.latest_ts, latest)
         if self._catalog_stale:

@@ -159,15 +159,29 @@ class Query:
                 break
         return out
 
+    def _point(self, n: int) -> list[Document] | None:
+        """The first ``n`` documents of a plain ascending index range (no filters, no search)."""
+        if self._source is not None or self._filters or self._order != "asc":
+            return None
+        if self._bounds is None:
+            return []
+        lo, hi = self._bounds
+        return self._txn.lookup(self._info, self._index, lo, hi, n)
+
     def first(self) -> Document | None:
         """The first matching document, or ``None``."""
+        found = self._point(1)
+        if found is not None:
+            return found[0] if found else None
         for _, doc in self._rows():
             return doc
         return None
 
     def unique(self) -> Document | None:
         """The only matching document, or ``None``; more than one is an error."""
-        found = self.take(2)
+        found = self._point(2)
+        if found is None:
+            found = self.take(2)
         if len(found) > 1:
             raise UserError(
                 f'unique() found more than one document in table "{self._info.name}" '

@@ -19,6 +19,7 @@ from core.database.readsets import KeyRange, ReadSet, WriteSet
 from core.encoding import dump_document, load_document
 from core.errors import InvalidValueError, LimitExceededError, UserError
 from core.ids import Id, new_id
+from core.indexes.creation import scan_index, stored_entries, stored_keys
 from core.storage.base import DocumentWrite, Snapshot
 from core.values import SYSTEM_FIELDS, UNSET, check_document, check_top_level_names
 
@@ -168,7 +169,10 @@ class Transaction:
         self, space: TableSpace, doc_id: str, table: str | None = None
     ) -> dict[str, Any] | None:
         """The document with this id as this transaction sees it, or ``None``."""
-        doc_id = space.resolve_id(doc_id, table)
+        return self._get(space.resolve_id(doc_id, table))
+
+    def _get(self, doc_id: Id) -> dict[str, Any] | None:
+        """``get`` of an id already resolved in the caller's table space."""
         self.reads.add_doc(doc_id)
         pw = self.writes.get(doc_id)
         if pw is not None:
@@ -209,7 +213,7 @@ class Transaction:
         cur_lo, cur_hi = lo, hi
         batch = 32
         while True:
-            rows = snap.scan(index.id, cur_lo, cur_hi, reverse=reverse, limit=batch)
+            rows = scan_index(snap, index, cur_lo, cur_hi, reverse=reverse, limit=batch)
             for row in rows:
                 key = row.key
                 while pos < len(mine) and (
@@ -240,6 +244,41 @@ class Transaction:
             yield pkey, _load(pw.blob)  # type: ignore[arg-type]
         # Exhausted: the whole interval was observed.
         rng.lo, rng.hi = lo, hi
+
+    def lookup(
+        self, info: TableInfo, index: Index, lo: bytes, hi: bytes | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """The first ``limit`` documents of an index range: ``scan`` for point reads.
+
+        A point read (every field of an index given, ``unique()`` / ``first()``) wants one or
+        two rows: one storage statement, no generator, and the same read set a scan consumed
+        as far would record. With own writes in the table, or in creation order, it is the
+        scan itself.
+        """
+        own_writes = any(pw.table is info for pw in self.writes.values())
+        # The creation order is mostly not stored as entries (the documents' ids carry it):
+        # only ``scan`` merges the documents' key range with the stored entries.
+        if own_writes or index.id == info.creation_index.id:
+            out: list[dict[str, Any]] = []
+            for _, doc in self.scan(info, index, lo, hi, reverse=False):
+                out.append(doc)
+                if len(out) >= limit:
+                    break
+            return out
+        self.reads.tables[index.id] = info.name
+        rows = self.snapshot.scan(index.id, lo, hi, reverse=False, limit=limit)
+        if len(rows) < limit:
+            # Exhausted: the whole interval was observed.
+            self.reads.add_range(KeyRange(index.id, lo, hi))
+        else:
+            self.reads.add_range(KeyRange(index.id, lo, rows[-1].key + b"\x00"))
+        docs = []
+        for row in rows:
+            data = row.doc.data
+            self._count_read(len(data))
+            self._seen[row.doc.id] = data
+            docs.append(_load(data))
+        return docs
 
     def search(self, info: TableInfo, index: TextIndex, query: SearchQuery) -> SearchResult:
         """Rank documents of a search index as this transaction sees them.
@@ -337,8 +376,9 @@ class Transaction:
     def insert(self, space: TableSpace, table: str, value: Any) -> Id:
         """Buffer a new document; return its id."""
         info = space.table(table)
-        doc_id = new_id(info.number)
-        doc, size = self._document(info, space, value, doc_id, self.db.creation_time(self.now))
+        creation_time = self.db.creation_time(self.now)
+        doc_id = new_id(info.number, creation_time)
+        doc, size = self._document(info, space, value, doc_id, creation_time)
         self._stage(info, doc_id, doc, size, None)
         return doc_id
 
@@ -371,7 +411,7 @@ class Transaction:
         """The table, current version and stored version (None if new here) of a document."""
         doc_id = space.resolve_id(doc_id)
         info = self.db.catalog.table_of(doc_id)
-        current = self.get(space, doc_id)
+        current = self._get(doc_id)
         if current is None:
             raise InvalidValueError(
                 f'Cannot {op} document "{doc_id}" of table "{info.name}": it does not exist.',
@@ -397,23 +437,63 @@ class Transaction:
         if not isinstance(fields, dict):
             raise InvalidValueError(f"patch() takes a dict of fields, not {type(fields).__name__}.")
         info, current, stored = self._current(space, doc_id, "patch")
-        body = {k: v for k, v in current.items() if k not in SYSTEM_FIELDS}
-        for key, value in fields.items():
-            if key in SYSTEM_FIELDS:
-                if value == current[key]:
-                    continue
+        for key in SYSTEM_FIELDS:
+            if key in fields and fields[key] != current[key]:
                 raise InvalidValueError(
                     f'Field "{key}" of table "{info.name}" cannot be changed.',
                     table=info.name,
                     field=key,
                 )
+        indexed = info.plan.fields
+        same = indexed is not None and indexed.isdisjoint(fields)
+        if self._patch_fields(space, info, current, stored, fields, same):
+            return
+        body = {k: v for k, v in current.items() if k not in SYSTEM_FIELDS}
+        for key, value in fields.items():
+            if key in SYSTEM_FIELDS:
+                continue
             if value is UNSET:
                 body.pop(key, None)
             else:
                 body[key] = value
-        indexed = info.plan.fields
-        same = indexed is not None and indexed.isdisjoint(fields)
         self._rewrite(space, info, current, stored, body, same_entries=same)
+
+    def _patch_fields(
+        self,
+        space: TableSpace,
+        info: TableInfo,
+        current: dict[str, Any],
+        stored: dict[str, Any] | None,
+        fields: dict[str, Any],
+        same: bool,
+    ) -> bool:
+        """Stage a patch validating only the fields it changes; ``False`` if it cannot.
+
+        Invariant: the other fields of ``current`` fit the table's shape (stored documents of
+        a settled table fit it, and so does everything this transaction wrote), so checking
+        the changed fields alone accepts and refuses exactly what validating the whole
+        document would. Tables still being settled (documents that may not fit, or lack
+        stored defaults), removals and undeclared names take the whole-document path.
+        """
+        decl = info.decl
+        if decl is None or info.number in self.db.catalog.unsettled:
+            return False
+        changed = {k: v for k, v in fields.items() if k not in SYSTEM_FIELDS}
+        if any(v is UNSET for v in changed.values()):
+            return False
+        check_top_level_names(changed, table=info.name)
+        valid = decl.validate_fields(info.name, changed, space.validation_context())
+        if valid is None:
+            return False
+        # Every declared field is in a validated document, so updating in place keeps the
+        # field order (and the stored bytes) what a whole validation would produce.
+        doc = {**current, **valid}
+        size = check_document(doc, table=info.name, names_checked=True)
+        if not same:
+            for index in info.indexes.values():
+                index.check(doc, table=info.name)
+        self._stage(info, current["_id"], doc, size, stored, same_entries=same)
+        return True
 
     def replace(self, space: TableSpace, doc_id: str, value: Any) -> None:
         """Replace a document's body, keeping its id and creation time."""
@@ -450,10 +530,13 @@ class Transaction:
         writes: list[DocumentWrite] = []
         ws = WriteSet()
         for pw in self.writes.values():
+            # The creation-order entry stays in the write set (readers of that order conflict
+            # with it) but is stored only for an id that does not carry its creation time.
+            creation_id = pw.table.plan.creation_id
             if not pw.base_entries:  # an insert: nothing to remove, every entry is new
                 removed: list[tuple[int, bytes]] = []
-                added = pw.entries
-                touched: Any = [(i, k) for i, k, _ in added]
+                touched: Any = [(i, k) for i, k, _ in pw.entries]
+                added = stored_entries(pw.entries, creation_id)
             elif pw.entries is pw.base_entries:  # no indexed field changed
                 removed, added = [], []
                 # Readers of these keys saw the old version: the keys still count as written.
@@ -461,8 +544,10 @@ class Transaction:
             else:
                 old = {(i, k): v for i, k, v in pw.base_entries}
                 new = {(i, k): v for i, k, v in pw.entries}
-                removed = [ik for ik in old if ik not in new]
-                added = [(i, k, v) for (i, k), v in new.items() if old.get((i, k)) != v]
+                removed = stored_keys([ik for ik in old if ik not in new], creation_id)
+                added = stored_entries(
+                    [(i, k, v) for (i, k), v in new.items() if old.get((i, k)) != v], creation_id
+                )
                 touched = {*old, *new}
             writes.append(
                 DocumentWrite(

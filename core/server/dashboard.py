@@ -6,7 +6,8 @@ ones too: the dashboard is an admin); live function logs; scheduled jobs, crons 
 (cancel, restart). ``capsule dashboard module:app`` serves it locally with no key; ``capsule
 serve`` serves it only when ``CAPSULE_ADMIN_KEY`` is set, to requests carrying that key
 (``?key=`` once, kept in a cookie, or an ``X-Capsule-Admin-Key`` header). More pages plug in
-through ``extra_pages`` (``(path, title, endpoint)``; the agent component's threads page).
+through ``extra_pages``: ``(path, nav title or None, page)``, ``page(dashboard, request)``.
+The agent pages (threads, one followed live) are in ``core/server/dashboard_threads.py``.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ PAGE_SIZE = 20
 ADMIN_HEADER = "x-capsule-admin-key"
 COOKIE = "capsule_admin"
 Endpoint = Callable[[Request], Awaitable[Response]]
-extra_pages: list[tuple[str, str, Endpoint]] = []
-"""More pages: ``(path under /_dashboard, nav title, endpoint)``."""
+ExtraPage = Callable[["Dashboard", Request], Awaitable[Response]]
+extra_pages: list[tuple[str, str | None, ExtraPage]] = []
+"""More pages: ``(path under /_dashboard, nav title or None for no link, page)``."""
 
 _CSS = """
 body{font:14px system-ui,sans-serif;margin:0;color:#222}
@@ -54,13 +56,19 @@ pre,textarea{font:12px ui-monospace,monospace}textarea{width:100%;height:12em}
 """
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
+    """``value`` as text safe inside HTML (and attribute values)."""
     return html.escape(str(value), quote=True)
 
 
-def _page(title: str, body: str) -> HTMLResponse:
+_e = escape
+
+
+def page(title: str, body: str) -> HTMLResponse:
+    """A dashboard page: the navigation, ``title`` and ``body`` (HTML)."""
     links = [("", "Tables"), ("/functions", "Functions"), ("/logs", "Logs"), ("/jobs", "Jobs")]
-    links += [(path, name) for path, name, _ in extra_pages]
+    links += [("/agents", "Agents")]  # core/server/dashboard_threads.py
+    links += [(path, name) for path, name, _ in extra_pages if name is not None]
     nav = "".join(f'<a href="{PREFIX}{p}">{_e(n)}</a>' for p, n in links)
     return HTMLResponse(
         f"<!doctype html><html><head><meta charset=utf-8><title>{_e(title)} · Capsule</title>"
@@ -108,7 +116,8 @@ class Dashboard:
         """The server runtime's executor."""
         return self.server.runtime.executor
 
-    def _read(self, body: Callable[[Any], Any]) -> Any:
+    def read(self, body: Callable[[Any], Any]) -> Any:
+        """``body(txn)`` in a read transaction (call it off the event loop)."""
         ex = self.executor
         txn = ex.db.transaction(now=ex.clock.time())
         try:
@@ -145,8 +154,8 @@ class Dashboard:
                     )
             return "".join(out)
 
-        body = await anyio.to_thread.run_sync(self._read, rows)
-        return _page(
+        body = await anyio.to_thread.run_sync(self.read, rows)
+        return page(
             "Tables",
             f"<table><tr><th>component</th><th>table</th><th>documents</th></tr>{body}</table>",
         )
@@ -166,20 +175,20 @@ class Dashboard:
             return query.paginate(cursor, PAGE_SIZE)
 
         try:
-            page = await anyio.to_thread.run_sync(self._read, read)
+            found = await anyio.to_thread.run_sync(self.read, read)
         except CapsuleError as exc:
-            return _page(name, f'<p class="error">{_e(exc)}</p>')
+            return page(name, f'<p class="error">{_e(exc)}</p>')
         rows = "".join(
             f'<tr><td><a href="{PREFIX}/doc?{_e(urlencode({"space": ns, "id": d["_id"]}))}">'
             f"{_e(d['_id'])}</a></td><td><pre>{_e(_json(_fields(d)))}</pre></td></tr>"
-            for d in page.page
+            for d in found.page
         )
         base = {"space": ns, "table": name, "filter": text}
         more = (
             ""
-            if page.is_done
+            if found.is_done
             else f'<a id="next" href="{PREFIX}/table?'
-            f'{_e(urlencode({**base, "cursor": page.continue_cursor}))}">Next page</a>'
+            f'{_e(urlencode({**base, "cursor": found.continue_cursor}))}">Next page</a>'
         )
         form = (
             f'<form method=get action="{PREFIX}/table"><input type=hidden name=space '
@@ -188,7 +197,7 @@ class Dashboard:
             "<button>Filter</button></form>"
         )
         where = f"{ns}/" if ns else ""
-        return _page(
+        return page(
             f"{where}{name}",
             f"{form}<table id=documents><tr><th>_id</th><th>document</th></tr>{rows}</table>"
             f"<p>{more}</p>",
@@ -213,11 +222,11 @@ class Dashboard:
         def read(txn: Any) -> Any:
             return txn.get(self.executor.db.catalog.space(ns), doc_id)
 
-        doc = await anyio.to_thread.run_sync(self._read, read)
+        doc = await anyio.to_thread.run_sync(self.read, read)
         if doc is None:
-            return _page("Document", '<p class="error">No such document.</p>')
+            return page("Document", '<p class="error">No such document.</p>')
         shown = text if text is not None else _json(_fields(doc), indent=2)
-        return _page(
+        return page(
             f"Document {doc_id}",
             f"{message}<p class=muted>created {_e(doc['_creation_time'])}</p>"
             f'<form method=post><textarea name=document id="document">{_e(shown)}</textarea>'
@@ -267,7 +276,7 @@ document.getElementById('run').onclick = async () => {{
   out.textContent = r.ok ? JSON.stringify(body.value, null, 2) : body.message;
 }};
 </script>"""
-        return _page(
+        return page(
             "Functions",
             f"<p><select id=path>{options}</select></p>"
             '<textarea id=args style="height:5em">{}</textarea>'
@@ -326,7 +335,7 @@ async function poll() {{
 }}
 poll(); setInterval(poll, 500);
 </script>"""
-        return _page("Logs", f'<ul id=logs style="white-space:pre-wrap"></ul>{script}')
+        return page("Logs", f'<ul id=logs style="white-space:pre-wrap"></ul>{script}')
 
     async def api_logs(self, request: Request) -> Response:
         """Call records as JSON (``?since=<ts>``: the batches written since then)."""
@@ -349,7 +358,7 @@ poll(); setInterval(poll, 500);
             crons = Query(txn, space, space.table(CRONS)).collect()
             return jobs, crons
 
-        jobs, crons = await anyio.to_thread.run_sync(self._read, read)
+        jobs, crons = await anyio.to_thread.run_sync(self.read, read)
         job_rows = "".join(
             f"<tr><td>{_e(j['name'])}</td><td>{_e(j['state'])}</td>"
             f"<td>{_e(j['scheduled_time'])}</td></tr>"
@@ -360,7 +369,7 @@ poll(); setInterval(poll, 500);
             f"<td>{_e(c['schedule'])}</td></tr>"
             for c in crons
         )
-        return _page(
+        return page(
             "Jobs",
             "<h2>Scheduled jobs (latest 100)</h2><table><tr><th>function</th><th>state</th>"
             f"<th>scheduled</th></tr>{job_rows}</table><h2>Crons</h2><table><tr><th>name</th>"
@@ -379,10 +388,10 @@ poll(); setInterval(poll, 500);
         ex = self.executor
         for mount in mounts:
             ref = getattr(app.components, mount).list_workflows
-            page = await anyio.to_thread.run_sync(
+            listed = await anyio.to_thread.run_sync(
                 partial(ex.query, ref, {"num_items": 100}, None, caller="")
             )
-            for wf in page["page"]:
+            for wf in listed["page"]:
                 actions = "".join(
                     f'<form method=post action="{PREFIX}/workflows/{verb}" style="display:inline">'
                     f'<input type=hidden name=mount value="{_e(mount)}"><input type=hidden '
@@ -415,7 +424,7 @@ poll(); setInterval(poll, 500);
                 lambda: ex.mutation(ref, {"workflow_id": wf_id}, None, caller="")
             )
         except CapsuleError as exc:
-            return _page("Jobs", f'<p class="error">{_e(exc)}</p>')
+            return page("Jobs", f'<p class="error">{_e(exc)}</p>')
         return RedirectResponse(f"{PREFIX}/jobs", 303)
 
     # -- routes ------------------------------------------------------------------------------
@@ -435,7 +444,10 @@ poll(); setInterval(poll, 500);
             ("/jobs", self.jobs, ["GET"]),
             ("/workflows/{verb}", self.workflow_action, ["POST"]),
         ]
-        pages += [(path, endpoint, ["GET"]) for path, _, endpoint in extra_pages]
+        from core.server.dashboard_threads import PAGES as AGENT_PAGES
+
+        extra = [*AGENT_PAGES, *extra_pages]
+        pages += [(path, partial(fn, self), ["GET"]) for path, _, fn in extra]
         return [Route(f"{PREFIX}{path}", g(fn), methods=methods) for path, fn, methods in pages]
 
 
@@ -462,4 +474,13 @@ def dashboard_url(base: str, path: str = "") -> str:
     return f"{base.rstrip('/')}{PREFIX}{quote(path)}"
 
 
-__all__ = ["PREFIX", "Dashboard", "dashboard_routes", "dashboard_url", "extra_pages"]
+__all__ = [
+    "PREFIX",
+    "Dashboard",
+    "ExtraPage",
+    "dashboard_routes",
+    "dashboard_url",
+    "escape",
+    "extra_pages",
+    "page",
+]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import RetryableStorageError as RetryableStorageError  # re-exported
+from core.errors import StaleLatest as StaleLatest  # re-exported
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +107,14 @@ class Snapshot(ABC):
         """Up to ``limit`` entries of an index with ``lo <= key < hi``, in key order."""
 
     @abstractmethod
+    def scan_documents(self, lo: str, hi: str, *, reverse: bool, limit: int) -> list[DocumentRow]:
+        """Up to ``limit`` documents with ``lo <= id < hi``, in id order.
+
+        Ids begin with their table number, so a table's documents are one range of ids
+        (``core.indexes.creation`` reads the creation order this way).
+        """
+
+    @abstractmethod
     def scan_entries(
         self, index_id: int, lo: bytes, hi: bytes | None, *, limit: int
     ) -> list[tuple[bytes, bytes, str]]:
@@ -122,6 +131,15 @@ class WriteSession(ABC):
     @abstractmethod
     def latest_ts(self) -> int:
         """The newest committed timestamp, including other processes' commits."""
+
+    def presume_latest(self, ts: int) -> bool:
+        """Take ``ts`` as the newest committed timestamp instead of reading it.
+
+        A backend that can verify the guess as part of ``apply`` (at no extra statement)
+        returns ``True``; ``apply`` then raises ``StaleLatest``, applying nothing, if another
+        process committed meanwhile. The default returns ``False``: call ``latest_ts``.
+        """
+        return False
 
     @abstractmethod
     def read_log(self, after_ts: int) -> list[tuple[int, bytes]]:

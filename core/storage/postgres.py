@@ -128,6 +128,10 @@ _SCAN_ENTRIES = (
     "ORDER BY kp, key LIMIT %s"
 )
 _HI = " AND {p}kp <= %s AND {p}key < %s"
+_SCAN_IDS = (
+    "SELECT id, tbl, ct, data FROM documents WHERE id >= %s AND id < %s ORDER BY id LIMIT %s"
+)
+_SCAN_DESC_IDS = _SCAN_IDS.replace("ORDER BY id", "ORDER BY id DESC")
 
 
 # One statement (one round trip) applies a whole batch. Its data-modifying parts all run, and
@@ -261,6 +265,12 @@ class _PostgresSnapshot(Snapshot):
             )
             for r in rows
         ]
+
+    def scan_documents(self, lo: str, hi: str, *, reverse: bool, limit: int) -> list[DocumentRow]:
+        rows = self._conn.execute(
+            _SCAN_DESC_IDS if reverse else _SCAN_IDS, (lo, hi, limit), binary=True
+        ).fetchall()
+        return [DocumentRow(id=r[0], table=r[1], creation_time=r[2], data=r[3]) for r in rows]
 
     def scan_entries(
         self, index_id: int, lo: bytes, hi: bytes | None, *, limit: int

@@ -24,6 +24,7 @@ from core.storage.base import (
     DocumentRow,
     IndexRow,
     Snapshot,
+    StaleLatest,
     Storage,
     WriteSession,
     WriteSessionContext,
@@ -73,6 +74,9 @@ _SCAN_ASC = (
     "ORDER BY e.key {order} LIMIT ?"
 )
 
+_SCAN_IDS = "SELECT id, tbl, ct, data FROM documents WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+_SCAN_DESC_IDS = _SCAN_IDS.replace("ORDER BY id", "ORDER BY id DESC")
+
 
 class _SQLiteSnapshot(Snapshot):
     __slots__ = ("_conn", "_release", "_owned", "ts", "catalog_version")
@@ -109,6 +113,12 @@ class _SQLiteSnapshot(Snapshot):
                 doc=DocumentRow(id=r[2], table=r[3], creation_time=r[4], data=r[5]),
             )
             for r in self._conn.execute(sql, params)
+        ]
+
+    def scan_documents(self, lo: str, hi: str, *, reverse: bool, limit: int) -> list[DocumentRow]:
+        return [
+            DocumentRow(id=r[0], table=r[1], creation_time=r[2], data=r[3])
+            for r in self._conn.execute(_SCAN_DESC_IDS if reverse else _SCAN_IDS, (lo, hi, limit))
         ]
 
     def scan_entries(
@@ -152,9 +162,15 @@ def _catalog(conn: sqlite3.Connection) -> tuple[list[CatalogTable], list[Catalog
 class _SQLiteWriteSession(WriteSession):
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
+        self._presumed: int | None = None
 
     def latest_ts(self) -> int:
         return int(self._conn.execute("SELECT coalesce(max(ts), 0) FROM commits").fetchone()[0])
+
+    def presume_latest(self, ts: int) -> bool:
+        # Verified by the commit-log insert itself (``apply``): one statement fewer a commit.
+        self._presumed = ts
+        return True
 
     def read_log(self, after_ts: int) -> list[tuple[int, bytes]]:
         return self._conn.execute(
@@ -192,7 +208,25 @@ class _SQLiteWriteSession(WriteSession):
             # many keys per document (a search index) inserts about 1.5x faster.
             added.sort()
         _each(conn, _UPSERT_ENTRIES, added)
-        _each(conn, _INSERT_COMMITS, [(item.ts, item.log_record) for item in items])
+        records = [(item.ts, item.log_record) for item in items]
+        presumed, self._presumed = self._presumed, None
+        if presumed is not None and len(records) > _GUARDED_MAX:
+            if self.latest_ts() != presumed:
+                raise StaleLatest(presumed)
+            presumed = None
+        if presumed is None:
+            _each(conn, _INSERT_COMMITS, records)
+            return
+        # Invariant: the log records are inserted only if the newest one is still the one
+        # presumed, checked inside this write transaction (which holds SQLite's write lock):
+        # had another process committed since, nothing is inserted, and raising rolls back
+        # every write above, so the commit step can be redone after reading what it missed.
+        cur = conn.execute(
+            _GUARDED_COMMITS.sql(len(records)),
+            [value for row in records for value in row] + [presumed],
+        )
+        if cur.rowcount != len(records):
+            raise StaleLatest(presumed)
 
     def put_catalog(
         self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
@@ -253,6 +287,15 @@ _UPSERT_ENTRIES = _Many(
     "INSERT OR REPLACE INTO index_entries(idx, key, doc, value) VALUES ", "(?, ?, ?, ?)", ", "
 )
 _INSERT_COMMITS = _Many("INSERT INTO commits(ts, data) VALUES ", "(?, ?)", ", ")
+_GUARDED_COMMITS = _Many(
+    "INSERT INTO commits(ts, data) SELECT column1, column2 FROM (VALUES ",
+    "(?, ?)",
+    ", ",
+    ") WHERE (SELECT coalesce(max(ts), 0) FROM commits) = ?",
+    max_rows=1 << 30,
+)
+_GUARDED_MAX = 500
+"""The log records of a batch, inserted only if the newest record is the presumed one."""
 
 
 def _each(conn: sqlite3.Connection, many: _Many, rows: list[Any]) -> None:

@@ -23,6 +23,7 @@ from core.storage.base import (
     CatalogIndex,
     CatalogTable,
     CommitBatchItem,
+    DocumentRow,
     DocumentWrite,
     IndexRow,
     Snapshot,
@@ -154,6 +155,11 @@ class _CountingSnapshot(Snapshot):
         self, index_id: int, lo: bytes, hi: bytes | None, *, reverse: bool, limit: int
     ) -> list[IndexRow]:
         rows = self._inner.scan(index_id, lo, hi, reverse=reverse, limit=limit)
+        self._owner.rows_scanned += len(rows)
+        return rows
+
+    def scan_documents(self, lo: str, hi: str, *, reverse: bool, limit: int) -> list[DocumentRow]:
+        rows = self._inner.scan_documents(lo, hi, reverse=reverse, limit=limit)
         self._owner.rows_scanned += len(rows)
         return rows
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +115,12 @@ def create_app(capsule: App) -> Starlette:
     async def index(request: Any) -> FileResponse:
         return FileResponse(HERE / "index.html", headers={"cache-control": "no-store"})
 
-    return Starlette(
-        routes=[Route("/", index), Mount("/", app=api)],
-        lifespan=lambda _app: api.router.lifespan_context(api),
-    )
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with api.router.lifespan_context(api):  # Capsule's runtime opens and closes
+            yield
+
+    return Starlette(routes=[Route("/", index), Mount("/", app=api)], lifespan=lifespan)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -84,7 +84,9 @@ class RetrievalResponder:
 def quote(found: str) -> str:
     """The search result as readable passages: one per section, hard-wrapped lines joined."""
     passages: list[str] = []
-    section, paragraphs, lines = "", [], []
+    section = ""
+    paragraphs: list[str] = []
+    lines: list[str] = []
 
     def flush_paragraph() -> None:
         if lines:

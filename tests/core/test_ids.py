@@ -9,33 +9,53 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.encoding import encode_value
 from core.errors import InvalidIdError
-from core.ids import ID_LENGTH, Id, IdTable, decode_table_number, new_id
+from core.ids import (
+    ID_LENGTH,
+    TIME_CHARS,
+    Id,
+    IdTable,
+    carries_time,
+    decode_table_number,
+    new_id,
+    time_bits,
+    time_prefix,
+)
 
 
-@given(st.integers(0, 0xFFFF))
-def test_ids_carry_their_table_number(number: int) -> None:
-    doc_id = new_id(number)
+@given(st.integers(0, 0xFFFF), st.floats(allow_nan=False, allow_infinity=False))
+def test_ids_carry_their_table_number_and_creation_time(number: int, created: float) -> None:
+    doc_id = new_id(number, created)
     assert isinstance(doc_id, Id) and isinstance(doc_id, str)
     assert len(doc_id) == ID_LENGTH and doc_id == doc_id.lower()
     assert decode_table_number(doc_id) == number == doc_id.table_number
+    assert carries_time(doc_id, time_bits(created)) == (time_bits(created) >= 1 << 63)
+    assert doc_id[:TIME_CHARS] == time_prefix(number, time_bits(created))
 
 
-def test_ids_are_rfc4648_base32hex_and_sort_by_creation() -> None:
-    doc_id = new_id(7)
+def test_ids_are_rfc4648_base32hex_and_sort_by_creation_time() -> None:
+    doc_id = new_id(7, 1_700_000_000.25)
     raw = base64.b32hexdecode(doc_id.upper())
     assert len(raw) == 20 and int.from_bytes(raw[:2], "big") == 7
-    assert len({new_id(7) for _ in range(100)}) == 100
-    before = new_id(7)
-    later = new_id(7)
-    while millis(later) == millis(before):  # the id's clock moves in milliseconds
-        later = new_id(7)
-    assert before < later < new_id(8)
-    assert abs(millis(later) - time.time() * 1000) < 60_000
+    assert raw[2:10] == encode_value(1_700_000_000.25)[1:9]  # the index key's time bytes
+    assert len({new_id(7, 1.0) for _ in range(100)}) == 100  # 64 random bits apart
+    now = time.time()
+    made = [new_id(7, now + i * 1e-6) for i in range(1000)]
+    assert made == sorted(made) and made[-1] < new_id(8, 0.0)
 
 
-def millis(doc_id: str) -> int:
-    return int.from_bytes(base64.b32hexdecode(doc_id.upper())[2:8], "big")
+@given(
+    st.lists(
+        st.tuples(st.floats(min_value=0.0, max_value=1e12), st.integers(0, 3)),
+        min_size=2,
+        max_size=20,
+    )
+)
+def test_id_order_is_creation_time_order(docs: list[tuple[float, int]]) -> None:
+    made = [(new_id(table, created), table, created) for created, table in docs]
+    by_id = sorted(made)
+    assert by_id == sorted(made, key=lambda m: (m[1], encode_value(m[2]), m[0]))
 
 
 @pytest.mark.parametrize(
@@ -50,7 +70,7 @@ def test_non_ids_are_refused(bad: Any) -> None:
 def test_a_damaged_id_fails_its_checksum() -> None:
     with pytest.raises(InvalidIdError, match="checksum"):
         decode_table_number("1" * 32)
-    doc_id = new_id(3)
+    doc_id = new_id(3, 1.0)
     damaged = ("b" if doc_id[5] != "b" else "c").join([doc_id[:5], doc_id[6:]])
     with pytest.raises(InvalidIdError, match="checksum"):
         decode_table_number(damaged)
@@ -85,7 +105,7 @@ def resolver(tables: dict[str, str]) -> Any:
 
 
 def test_id_fields_check_the_table_through_the_context_even_when_nested() -> None:
-    user, task = new_id(1), new_id(2)
+    user, task = new_id(1, 1.0), new_id(2, 1.0)
     ctx = {"resolve_id": resolver({user: "users", task: "tasks"})}
     ok = Nested.model_validate(
         {"owners": [{"owner": user}], "by_name": {"a": user}}, context=ctx, strict=True
@@ -99,7 +119,7 @@ def test_id_fields_check_the_table_through_the_context_even_when_nested() -> Non
 
 
 def test_id_fields_without_a_context_check_the_format_only() -> None:
-    assert Owner.model_validate({"owner": new_id(9)}).owner.table_number == 9
+    assert Owner.model_validate({"owner": new_id(9, 1.0)}).owner.table_number == 9
     with pytest.raises(pydantic.ValidationError, match="is not a document id"):
         Owner.model_validate({"owner": "nope"})
     with pytest.raises(pydantic.ValidationError, match="expected an id string"):
@@ -107,7 +127,7 @@ def test_id_fields_without_a_context_check_the_format_only() -> None:
 
 
 def test_ids_serialize_as_plain_strings() -> None:
-    user = new_id(1)
+    user = new_id(1, 1.0)
     dumped = Owner(owner=user).model_dump()
     assert dumped == {"owner": user} and type(dumped["owner"]) is str
     assert Owner(owner=user).model_dump_json() == f'{{"owner":"{user}"}}'

@@ -24,6 +24,7 @@ from core import UNSET, App, Component, MutationCtx, Schema, SchemaMismatchError
 from core.cli import main, parser
 from core.cli.serve import migrate_first
 from core.encoding import load_document
+from core.indexes import creation
 from core.migrations import DONE, PENDING, Migrator, migrate, migration_status
 from core.storage import open_storage
 from core.storage.base import Storage
@@ -80,7 +81,7 @@ def stored(url: str, table: str = "users") -> list[dict[str, Any]]:
         index = next(i.id for i in indexes if i.table == number and i.name == "by_creation_time")
         snap = storage.begin_read()
         try:
-            rows = snap.scan(index, b"", None, reverse=False, limit=1_000_000)
+            rows = creation.scan(snap, number, index, b"", None, reverse=False, limit=1_000_000)
             return [load_document(r.doc.data) for r in rows]
         finally:
             snap.close()

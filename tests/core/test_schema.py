@@ -150,7 +150,7 @@ def test_id_fields_validate_through_the_context() -> None:
     table = Table({"owner": Id[Literal["users"]], "refs": list[Id[Literal["docs"]]]})
     from core.ids import new_id
 
-    a, b = new_id(1), new_id(2)
+    a, b = new_id(1, 1.0), new_id(2, 1.0)
     table.validate("t", {"owner": a, "refs": [b]}, {"resolve_id": resolve})
     assert seen == [(a, "users"), (b, "docs")]
 

@@ -94,7 +94,8 @@ def test_approval_survives_a_restart(storage: Storage, approve: bool) -> None:
         else:
             assert PAID == [] and "denied: too much" in tool_text
         assert model.requests[0].messages[-1].text == tool_text
-        with pytest.raises(ApprovalError, match="already"):
+        decided = "approved" if approve else "denied"
+        with pytest.raises(ApprovalError, match=f'"p1" was already {decided}.$'):
             t.action(r["decide"], {"call_id": "p1", "approve": True})
 
 
@@ -124,3 +125,42 @@ def test_approval_from_a_mutation_resumes_through_the_scheduler(storage: Storage
         t.finish_scheduled()
         assert t.query(texts, {"thread_id": out["thread_id"]})[-2:] == ["paid 7", "Paid 7."]
     assert PAID == [7]
+
+
+def test_a_streamed_call_waiting_for_approval_is_a_stream_part(storage: Storage) -> None:
+    PAID.clear()
+    model = ScriptedChatModel([ToolCall(id="s1", name="pay", arguments={"amount": 3})])
+    app = App(storage=storage)
+    agent = Agent(
+        app.use(component, name="agent"),
+        name="payer",
+        model=model,
+        tools=[pay],
+        stream_throttle=0.0,
+    )
+
+    @app.action
+    async def ask(ctx: ActionCtx) -> dict[str, Any]:
+        thread_id = await agent.create_thread(ctx)
+        async with agent.stream_text(ctx, thread_id=thread_id, prompt="Pay 3") as stream:
+            async for _ in stream:
+                pass
+        return {"thread_id": thread_id, "finish": stream.result.finish_reason}
+
+    @app.query
+    def parts(ctx: QueryCtx, thread_id: str) -> list[dict[str, Any]]:
+        found = agent.stream_deltas(ctx, thread_id=thread_id)
+        return [p for d in found["deltas"] for p in d["parts"]]
+
+    with TestApp(app, storage=storage) as t:
+        out = t.action(ask)
+        assert out["finish"] == "tool_approval"
+        found = t.query(parts, {"thread_id": out["thread_id"]})
+    kinds = [p["type"] for p in found]
+    request = next(p for p in found if p["type"] == "tool-approval-request")
+    assert request == {"type": "tool-approval-request", "approval_id": "s1", "tool_call_id": "s1"}
+    # After the call's input, before the step ends; no output, since the tool has not run.
+    assert kinds.index("tool-input-available") < kinds.index("tool-approval-request")
+    assert kinds.index("tool-approval-request") < kinds.index("finish-step")
+    assert "tool-output-available" not in kinds
+    assert PAID == []

@@ -174,7 +174,7 @@ def test_threads_list_update_delete(make_test_app: Any) -> None:
         return [t["title"] for t in agent.list_threads(ctx, user_id=user_id).page]
 
     @app.mutation
-    def rename(ctx: MutationCtx, thread_id: str) -> str:
+    def rename(ctx: MutationCtx, thread_id: str) -> str | None:
         return agent.update_thread(ctx, thread_id, title="renamed")["title"]
 
     @app.mutation

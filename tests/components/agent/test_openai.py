@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from components.agent import Agent, component, tool
+from components.agent import Agent, StreamDeltas, component, tool
 from components.agent.parts import parts_text
 from components.models import OpenAIChatModel, ToolCall
 from components.models.testing import OpenAITestServer
@@ -74,7 +74,7 @@ def test_tool_loop_through_openai(
         return agent.list_messages(ctx, thread_id=thread_id).page
 
     @app.query
-    def follow(ctx: QueryCtx, thread_id: str) -> dict[str, Any]:
+    def follow(ctx: QueryCtx, thread_id: str) -> StreamDeltas:
         return agent.stream_deltas(ctx, thread_id=thread_id)
 
     t = make_test_app(app)

@@ -59,13 +59,28 @@ def make_app(model: ScriptedChatModel) -> tuple[App, Agent, dict[str, Any]]:
         return [h["text"] for h in agent.search_messages(ctx, query=query, user_id=user_id)]
 
     @app.action
+    async def remember(ctx: ActionCtx, thread_id: str, texts: list[str]) -> list[str]:
+        first = await agent.save_message(ctx, thread_id=thread_id, text=texts[0])
+        rest = await agent.save_messages(
+            ctx, thread_id=thread_id, messages=[{"role": "user", "text": t} for t in texts[1:]]
+        )
+        return [first, *rest]
+
+    @app.action
     async def ask(ctx: ActionCtx, thread_id: str, text: str) -> str:
         return (await agent.generate_text(ctx, thread_id=thread_id, prompt=text)).text
 
     return (
         app,
         agent,
-        {"seed": seed, "embed_all": embed_all, "find": find, "find_text": find_text, "ask": ask},
+        {
+            "seed": seed,
+            "embed_all": embed_all,
+            "remember": remember,
+            "find": find,
+            "find_text": find_text,
+            "ask": ask,
+        },
     )
 
 
@@ -97,3 +112,16 @@ def test_context_includes_search_hits_from_other_threads(make_test_app: Any) -> 
     assert "my cat is called Miso" in texts
     assert "bob has a cat called Rex" not in texts
     assert texts[-1] == "what is my cat called?"
+
+
+def test_messages_saved_from_an_action_are_embedded_at_once(make_test_app: Any) -> None:
+    app, _, r = make_app(ScriptedChatModel([]))
+    t = make_test_app(app)
+    _, second, _ = t.mutation(r["seed"])  # saved from a mutation: not embedded yet
+    assert t.action(r["find"], {"query": "cat", "mode": "vector", "thread_id": second}) == []
+    texts = ["my dog is called Pip", "the dog likes the sea"]
+    ids = t.action(r["remember"], {"thread_id": second, "texts": texts})
+    assert len(ids) == 2
+    # No generation ran and nothing else embedded them: the save did.
+    hits = t.action(r["find"], {"query": "dog called", "mode": "vector", "thread_id": second})
+    assert hits[0] == "my dog is called Pip" and set(hits) == set(texts)

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
-from components.agent import Agent, component, tool
+from components.agent import Agent, StreamDeltas, component, tool
 from components.agent.parts import parts_text
 from components.agent.streams import format_cursor, parse_cursor
 from components.models import (
@@ -69,7 +69,7 @@ def make_app(storage: Storage, model: Any, **kw: Any) -> tuple[App, Agent, dict[
         }
 
     @app.query
-    def follow(ctx: QueryCtx, thread_id: str, cursor: str | None = None) -> dict[str, Any]:
+    def follow(ctx: QueryCtx, thread_id: str, cursor: str | None = None) -> StreamDeltas:
         return agent.stream_deltas(ctx, thread_id=thread_id, cursor=cursor)
 
     @app.query
@@ -198,7 +198,7 @@ def test_tool_parts_and_cleanup(make_test_app: Any, storage: Storage) -> None:
         return thread_id
 
     @app.query
-    def follow(ctx: QueryCtx, thread_id: str) -> dict[str, Any]:
+    def follow(ctx: QueryCtx, thread_id: str) -> StreamDeltas:
         return agent.stream_deltas(ctx, thread_id=thread_id)
 
     t = make_test_app(app)
@@ -260,7 +260,7 @@ def test_throttled_stream_still_persists_everything(make_test_app: Any, throttle
         return thread_id
 
     @app.query
-    def follow(ctx: QueryCtx, thread_id: str) -> dict[str, Any]:
+    def follow(ctx: QueryCtx, thread_id: str) -> StreamDeltas:
         return agent.stream_deltas(ctx, thread_id=thread_id)
 
     t = make_test_app(app)

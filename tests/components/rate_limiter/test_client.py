@@ -399,3 +399,27 @@ def test_clients_in_several_processes_get_exactly_the_capacity(t: TestApp, stora
     outputs = [child.communicate(timeout=120)[0] for child in children]
     assert all(child.returncode == 0 for child in children), outputs
     assert sum(int(out.strip().splitlines()[-1]) for out in outputs) == 100
+
+
+def test_interleaved_calls_keep_each_instance_and_config_apart(t: TestApp) -> None:
+    # Nested calls cache their resolution and the validated config: interleaving two mounts
+    # (one limit name, two configs) must still reach each mount with its own config.
+    def take_as(which: str) -> bool:
+        return bool(t.mutation(take, {"name": "send", "key": "k", "which": which})["ok"])
+
+    decisions = [take_as(w) for w in ("narrow", "wide", "narrow", "wide", "wide", "wide")]
+    assert decisions == [True, True, False, True, True, False]
+    assert t.query(value, {"name": "send", "which": "narrow"})["capacity"] == 1
+    assert t.query(value, {"name": "send", "which": "wide"})["capacity"] == 3
+    # A limiter made later on the same mount with another config is obeyed at once: after
+    # 7 s the narrow bucket (1/min) holds 0.12 tokens, a 10/min one over the same state 1.17.
+    t.advance_time(7)
+    assert not take_as("narrow")
+    limiters["roomy"] = RateLimiter(limits, {"send": TokenBucket(10, MINUTE)})
+    try:
+        assert take_as("roomy")
+        assert not take_as("narrow")
+    finally:
+        del limiters["roomy"]
+    namespaces = {target.namespace for target in t.runtime.executor._resolved.values()}
+    assert {"limits", "other"} <= namespaces

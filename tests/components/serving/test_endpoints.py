@@ -13,11 +13,14 @@ import httpx
 import jwt
 import pytest
 
+from components.agent import Agent
+from components.agent import component as agent_component
+from core import App
 from core.config import AuthSettings, ServerSettings
 from core.server import BackgroundServer, create_asgi_app
 from core.storage import Storage
 
-from .chat_app import ANSWER, ChatApp, build
+from .chat_app import ANSWER, ChatApp, GuideModel, build
 from .conftest import NodeAI
 from .sse_client import Event, events
 
@@ -28,7 +31,8 @@ BASE = "/agents/guide"
 
 
 def token(sub: str) -> dict[str, str]:
-    claims = {"sub": sub, "iss": ISSUER, "exp": int(time.time()) + 600}
+    # Made at import and used all run long: a day, so a slow run never outlives it.
+    claims = {"sub": sub, "iss": ISSUER, "exp": int(time.time()) + 86_400}
     return {"authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
 
 
@@ -336,3 +340,38 @@ def test_a_second_server_process_resumes_from_the_persisted_cursor(tmp_path: Any
             assert d["start"] == ends.get(d["stream_id"], 0), (d, ends)
             ends[d["stream_id"]] = d["end"]
         assert text_of(first) + text_of(rest) == ANSWER.format(topic="two servers")
+
+
+class UnstartableAgent(Agent):
+    """An agent whose replies fail before they save anything (no placeholder, no stream)."""
+
+    def stream_text(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("this agent cannot start a reply")
+
+
+@pytest.mark.timeout(60)  # without the job check the reply is awaited for good (pings flow)
+def test_a_reply_that_dies_before_its_placeholder_ends_the_wait(storage: Storage) -> None:
+    app = App(storage=storage)
+    agent = UnstartableAgent(
+        app.use(agent_component, name="agent"), name="guide", model=GuideModel()
+    )
+    agent.expose()
+    with BackgroundServer(create_asgi_app(app, settings=SETTINGS)) as server:
+        with httpx.Client(base_url=server.url, headers=ADA, timeout=30) as c:
+            thread_id = c.post(f"{BASE}/threads", json={}).json()["thread_id"]
+            with c.stream(
+                "POST", f"{BASE}/threads/{thread_id}/messages", json={"text": "hello"}
+            ) as response:
+                seen = list(events(response))
+            with c.stream(
+                "POST", f"{BASE}/threads/{thread_id}/messages?protocol=vercel", json={"text": "hi"}
+            ) as response:
+                chunks = [e.data for e in events(response)]
+    assert seen[0].event == "start" and set(seen[0].json) == {"thread_id", "message_id", "order"}
+    assert seen[-1].event == "done"
+    assert seen[-1].json["status"] == "failed"
+    assert "could not start" in seen[-1].json["error"]
+    assert chunks[-1] == "[DONE]"
+    assert {"type": "error", "errorText": seen[-1].json["error"]} in [
+        json.loads(d) for d in chunks[:-1]
+    ]

@@ -67,6 +67,11 @@ def test_keys_become_camel_case_and_unknown_fields_are_dropped() -> None:
         "errorText": "boom",
     }
     assert ui_chunk({"type": "no-such-part"}) is None
+    # Version 5 of the SDK refuses a chunk type it does not know, so the approval request
+    # (our own SSE stream carries it) stays out of the UI stream.
+    assert (
+        ui_chunk({"type": "tool-approval-request", "approval_id": "a", "tool_call_id": "a"}) is None
+    )
 
 
 def test_a_tool_turn_is_wrapped_in_start_finish_and_done() -> None:

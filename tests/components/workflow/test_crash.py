@@ -7,82 +7,21 @@ and finally restarts the app in a process that runs whatever is due and reports.
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import random
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from core.storage.base import Storage
 
 APP = Path(__file__).with_name("crash_app.py")
-ROOT = Path(__file__).parents[3]
-TIMEOUT = 60.0
 
 
-class Child:
-    """A ``crash_app.py`` process whose JSON lines are read by a thread (bounded waits)."""
-
-    def __init__(self, tmp_path: Path, phase: str, url: str, scenario: str):
-        self.log = tmp_path / f"{phase}-{scenario}-{random.random():.6f}.log"
-        with self.log.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(APP), phase, url, scenario],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_for(self, pred: Callable[[Any], bool], timeout: float = TIMEOUT) -> Any:
-        """The first printed value for which ``pred`` holds."""
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                self.stop()
-                pytest.fail(f"the child never got there in {timeout} s: {self.log.read_text()}")
-            if line is None:
-                self.stop()
-                pytest.fail(f"the child ended early: {self.log.read_text()}")
-            value = json.loads(line)
-            if pred(value):
-                return value
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup of any kind runs in the child."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.stop()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=TIMEOUT)
-        self.reader.join(timeout=TIMEOUT)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+Start = Callable[..., Any]  # the ``child_process`` fixture (tests/components/conftest.py)
 
 
-def _finish(tmp_path: Path, url: str, scenario: str) -> dict[str, Any]:
-    child = Child(tmp_path, "finish", url, scenario)
+def _finish(child_process: Start, url: str, scenario: str) -> dict[str, Any]:
+    child = child_process(APP, "finish", url, scenario)
     try:
         return child.wait_for(lambda v: True, timeout=120)
     finally:
@@ -93,36 +32,36 @@ def _done(report: dict[str, Any]) -> int:
     return sum(w is not None and w["state"] == "success" for w in report["workflows"].values())
 
 
-def test_five_steps_survive_kill_after_step_three(tmp_path: Path, storage: Storage) -> None:
-    child = Child(tmp_path, "live", storage.url, "five")
+def test_five_steps_survive_kill_after_step_three(child_process: Start, storage: Storage) -> None:
+    child = child_process(APP, "live", storage.url, "five")
     seen = child.wait_for(lambda v: v["workflows"]["five"]["steps"].count("success") >= 3)
     child.kill()
     # Killed while sleeping after step 3: steps 1-3 ran once each, 4 and 5 not at all.
     assert seen["workflows"]["five"]["steps"] == ["success"] * 3 + ["running"]
     assert seen["counters"] == {"s0": 1, "s1": 1, "s2": 1, "s3": 0, "s4": 0}
-    report = _finish(tmp_path, storage.url, "five")
+    report = _finish(child_process, storage.url, "five")
     assert report["workflows"]["five"]["state"] == "success"
     assert report["counters"] == {f"s{i}": 1 for i in range(5)}
 
 
-def test_hundred_workflows_with_random_kills(tmp_path: Path, storage: Storage) -> None:
+def test_hundred_workflows_with_random_kills(child_process: Start, storage: Storage) -> None:
     rng = random.Random(7)
     done = 0
     for _ in range(3):  # kill each run part-way, at a random count of finished workflows
-        child = Child(tmp_path, "live", storage.url, "many")
+        child = child_process(APP, "live", storage.url, "many")
         target = min(done + rng.randint(5, 30), 99)
-        report = child.wait_for(lambda v, n=target: _done(v) >= n)  # type: ignore[misc]
+        report = child.wait_for(lambda v, n=target: _done(v) >= n)
         child.kill()
         done = _done(report)
         # One snapshot: a finished workflow's increment is there, an unfinished one's is not.
         assert report["counters"]["total"] == done
-    report = _finish(tmp_path, storage.url, "many")
+    report = _finish(child_process, storage.url, "many")
     assert _done(report) == 100
     assert report["counters"]["total"] == 100
 
 
-def test_action_step_whose_runner_died(tmp_path: Path, storage: Storage) -> None:
-    child = Child(tmp_path, "live", storage.url, "action")
+def test_action_step_whose_runner_died(child_process: Start, storage: Storage) -> None:
+    child = child_process(APP, "live", storage.url, "action")
     hanging: set[str] = set()
 
     def both_hang(value: Any) -> bool:
@@ -132,7 +71,7 @@ def test_action_step_whose_runner_died(tmp_path: Path, storage: Storage) -> None
 
     child.wait_for(both_hang)
     child.kill()
-    report = _finish(tmp_path, storage.url, "action")
+    report = _finish(child_process, storage.url, "action")
     retried, once = report["workflows"]["retried"], report["workflows"]["once"]
     # With retries the step is at least once: the lost attempt counts, the second succeeds.
     assert retried["state"] == "success" and retried["result"] == 2

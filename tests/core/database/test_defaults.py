@@ -23,6 +23,7 @@ import pytest
 from core import App, Schema, Table
 from core.cli import main
 from core.encoding import load_document
+from core.indexes import creation
 from core.storage import open_storage
 from core.storage.base import Storage
 from core.testing import TestApp
@@ -77,7 +78,7 @@ def stored(url: str) -> list[dict[str, Any]]:
         index = next(i.id for i in indexes if i.table == number and i.name == "by_creation_time")
         snap = storage.begin_read()
         try:
-            rows = snap.scan(index, b"", None, reverse=False, limit=1_000_000)
+            rows = creation.scan(snap, number, index, b"", None, reverse=False, limit=1_000_000)
             return [load_document(r.doc.data) for r in rows]
         finally:
             snap.close()

@@ -158,6 +158,45 @@ def test_another_database_on_the_same_storage_sees_commits_when_it_polls(tmp_pat
         assert two.run(lambda ctx: ctx.db.get(a)["n"]) == 2
 
 
+def test_a_commit_presuming_no_other_process_committed_is_redone_when_one_did(
+    tmp_path: Any,
+) -> None:
+    # A commit step skips reading the newest timestamp while no other process is seen
+    # committing; the storage verifies the guess as it appends the log record.
+    with (
+        TestApp(app, storage=SQLiteStorage(tmp_path / "shared.db")) as one,
+        TestApp(app, storage=SQLiteStorage(tmp_path / "shared.db")) as two,
+    ):
+        db1, db2 = one.runtime.db, two.runtime.db
+        a = one.run(lambda ctx: ctx.db.insert("items", {"n": 1}))
+        for _ in range(3):  # alternating writers: every presumption is stale once
+            db1._read_latest = db2._read_latest = 0
+            bump(two, a)
+            assert db2._read_latest == engine_module.PRESUME_PAUSE
+            db1._read_latest = 0
+            bump(one, a)
+            assert db1._read_latest == engine_module.PRESUME_PAUSE
+        assert one.run(lambda ctx: ctx.db.get(a)["n"]) == 7
+        # A stale read is still refused: the redone step takes in the other's commit first.
+        txn = db1.transaction()
+        txn.get(db1.space(""), a)
+        bump(two, a)
+        db1._read_latest = 0
+        txn.patch(db1.space(""), a, {"n": 50})
+        with pytest.raises(Conflict):
+            db1.commit(txn)
+        txn.close()
+        assert two.run(lambda ctx: ctx.db.get(a)["n"]) == 8
+        # Alone again: the next commits presume (no statement reads the newest timestamp).
+        db1._read_latest = 0
+        statements: list[str] = []
+        db1.storage._writer_conn.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        bump(one, a)
+        db1.storage._writer_conn.set_trace_callback(None)  # type: ignore[attr-defined]
+        assert not [s for s in statements if s.startswith("SELECT coalesce(max(ts), 0) FROM")]
+        assert one.run(lambda ctx: ctx.db.get(a)["n"]) == 9
+
+
 counter_app = App(Schema(counters=Table({"value": int}), churn=Table({"n": int})))
 slow_started = threading.Event()
 slow_release = threading.Event()

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import pydantic
 import pytest
 
 from core import (
@@ -23,8 +24,24 @@ from core import (
     UserError,
 )
 from core.database import transaction as transaction_module
+from core.database.engine import Conflict
+from core.database.query import Query
 from core.storage.base import Storage
 from core.testing import TestApp
+
+
+class _Ranked(pydantic.BaseModel):
+    """A model shape: its fields are validated together (a patch validates them all)."""
+
+    low: int
+    high: int
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> _Ranked:
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
 
 app = App(
     Schema(
@@ -33,6 +50,7 @@ app = App(
         .index("by_tag_rank", ["tag", "rank"]),
         blobs=Table({"data": bytes}),
         loose=Table(),
+        modelled=Table(_Ranked).index("by_rank", ["rank"]),
     )
 )
 
@@ -118,7 +136,7 @@ def count(t: TestApp, table: str) -> int:
 def test_a_failed_mutation_leaves_no_document_and_no_index_entry(t: TestApp) -> None:
     t.run(lambda ctx: ctx.db.insert("items", {"name": "keep", "rank": 9}))
     before = all_index_entries(t, "items")
-    assert before == 3  # creation order, by_rank, by_tag_rank
+    assert before == 2  # by_rank, by_tag_rank (the creation order needs no stored entry)
     with pytest.raises(RuntimeError, match="boom"):
         t.mutation(insert_three_then_fail)
     assert count(t, "items") == 1
@@ -364,3 +382,158 @@ def test_documents_scanned_limit_counts_filtered_out_documents(t: TestApp) -> No
         t.run(lambda ctx: ctx.db.query("loose").filter(lambda d: False).first())
     assert info.value.limit == "documents_scanned"
     assert len(t.run(lambda ctx: ctx.db.query("loose").take(5))) == 5
+
+
+# -- point operations (the short paths) -------------------------------------------------------
+
+
+def stored_entries(t: TestApp, table: str, index: str) -> list[bytes]:
+    db = t.runtime.db
+    info = db.space("").table(table)
+    snap = db.storage.begin_read()
+    try:
+        return [k for k, _, _ in snap.scan_entries(info.indexes[index].id, b"", None, limit=100)]
+    finally:
+        snap.close()
+
+
+def by_tag(ctx: Any, tag: str, rank: int) -> Any:
+    return (
+        ctx.db.query("items")
+        .with_index("by_tag_rank", lambda q: q.eq("tag", tag).eq("rank", rank))
+        .unique()
+    )
+
+
+def test_a_patch_of_a_field_no_index_reads_keeps_the_index_entries(t: TestApp) -> None:
+    doc_id = t.run(lambda ctx: ctx.db.insert("items", {"name": "a", "rank": 1, "tag": "x"}))
+    before = stored_entries(t, "items", "by_tag_rank"), stored_entries(t, "items", "by_rank")
+    t.run(lambda ctx: ctx.db.patch(doc_id, {"name": "b"}))
+    assert (stored_entries(t, "items", "by_tag_rank"), stored_entries(t, "items", "by_rank")) == (
+        before
+    )
+    assert t.run(lambda ctx: by_tag(ctx, "x", 1))["name"] == "b"
+
+
+def test_a_patch_of_an_indexed_field_moves_its_index_entries(t: TestApp) -> None:
+    doc_id = t.run(lambda ctx: ctx.db.insert("items", {"name": "a", "rank": 1, "tag": "x"}))
+    before = stored_entries(t, "items", "by_tag_rank")
+    t.run(lambda ctx: ctx.db.patch(doc_id, {"rank": 5}))
+    after = stored_entries(t, "items", "by_tag_rank")
+    assert len(after) == 1 and after != before
+    assert t.run(lambda ctx: by_tag(ctx, "x", 1)) is None
+    assert t.run(lambda ctx: by_tag(ctx, "x", 5))["_id"] == doc_id
+    assert t.run(lambda ctx: ranks(ctx)) == [5]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"rank": "high"}, "rank"), ({"name": "ok", "tag": 7}, "tag"), ({"rank": 2**70}, "rank")],
+)
+def test_a_patch_making_a_field_invalid_is_refused_naming_it(
+    t: TestApp, fields: dict[str, Any], field: str
+) -> None:
+    doc_id = t.run(lambda ctx: ctx.db.insert("items", {"name": "a", "rank": 1, "tag": "x"}))
+    before = t.run(lambda ctx: ctx.db.get(doc_id))
+    entries = stored_entries(t, "items", "by_tag_rank")
+    with pytest.raises((InvalidValueError, LimitExceededError)) as info:
+        t.run(lambda ctx: ctx.db.patch(doc_id, fields))
+    assert info.value.field == field
+    assert f'"{field}"' in str(info.value) and '"items"' in str(info.value)
+    assert t.run(lambda ctx: ctx.db.get(doc_id)) == before
+    assert stored_entries(t, "items", "by_tag_rank") == entries
+
+
+def test_a_patch_naming_an_undeclared_field_is_refused_as_before(t: TestApp) -> None:
+    doc_id = t.run(lambda ctx: ctx.db.insert("items", {"name": "a", "rank": 1}))
+    with pytest.raises(InvalidValueError, match='field "colour"') as info:
+        t.run(lambda ctx: ctx.db.patch(doc_id, {"colour": "red"}))
+    assert info.value.field == "colour"
+
+
+def test_a_patch_of_a_model_shape_still_validates_the_whole_document(t: TestApp) -> None:
+    doc_id = t.run(lambda ctx: ctx.db.insert("modelled", {"low": 1, "high": 3}))
+    with pytest.raises(InvalidValueError, match="low must not exceed high"):
+        t.run(lambda ctx: ctx.db.patch(doc_id, {"low": 5}))
+    t.run(lambda ctx: ctx.db.patch(doc_id, {"low": 2}))
+    assert t.run(lambda ctx: ctx.db.get(doc_id))["low"] == 2
+
+
+def test_a_patched_document_is_stored_as_a_whole_validation_would_store_it(t: TestApp) -> None:
+    a = t.run(lambda ctx: ctx.db.insert("items", {"name": "a", "rank": 1, "tag": "x"}))
+    t.run(lambda ctx: ctx.db.patch(a, {"rank": 2, "tag": None}))
+    db = t.runtime.db
+    snap = db.storage.begin_read()
+    try:
+        row = snap.get(a)
+    finally:
+        snap.close()
+    assert row is not None
+    whole = t.run(lambda ctx: ctx.db.get(a))
+    from core.encoding import dump_document
+
+    assert row.data == dump_document(whole)
+    assert list(whole) == ["_id", "_creation_time", "name", "rank", "tag"]
+
+
+def test_a_unique_point_read_sees_the_transactions_own_writes(t: TestApp) -> None:
+    kept = t.run(lambda ctx: ctx.db.insert("items", {"name": "kept", "rank": 1, "tag": "x"}))
+
+    def body(ctx: MutationCtx) -> list[Any]:
+        seen = [by_tag(ctx, "x", 1)["_id"]]
+        new = ctx.db.insert("items", {"name": "new", "rank": 2, "tag": "x"})
+        seen.append(by_tag(ctx, "x", 2)["_id"] == new)
+        ctx.db.patch(kept, {"rank": 3})
+        seen.append(by_tag(ctx, "x", 1))
+        seen.append(by_tag(ctx, "x", 3)["name"])
+        ctx.db.delete(new)
+        seen.append(by_tag(ctx, "x", 2))
+        first = ctx.db.query("items").with_index("by_rank").first()
+        seen.append(first["name"])
+        return seen
+
+    assert t.run(body) == [kept, True, None, "kept", None, "kept"]
+    with pytest.raises(UserError, match="more than one"):
+        t.run(
+            lambda ctx: [
+                ctx.db.insert("items", {"name": "twin", "rank": 3, "tag": "x"}),
+                by_tag(ctx, "x", 3),
+            ]
+        )
+
+
+def test_a_point_read_conflicts_with_a_commit_into_its_range(t: TestApp) -> None:
+    db = t.runtime.db
+    space = db.space("")
+
+    def insert(name: str, rank: int) -> None:
+        t.run(lambda ctx: ctx.db.insert("items", {"name": name, "rank": rank, "tag": "y"}))
+
+    def point_read_then_rival_insert(rank: int, found: bool) -> None:
+        reader = db.transaction()
+        doc = (
+            Query(reader, space, space.table("items"))
+            .with_index("by_tag_rank", lambda q: q.eq("tag", "y").eq("rank", rank))
+            .unique()
+        )
+        assert (doc is not None) == found
+        insert("b", rank)
+        reader.insert(space, "blobs", {"data": b""})
+        with pytest.raises(Conflict):
+            db.commit(reader)
+        reader.close()
+
+    point_read_then_rival_insert(4, False)
+    insert("a", 6)
+    point_read_then_rival_insert(6, True)
+    # Outside the range: no conflict.
+    reader = db.transaction()
+    assert (
+        Query(reader, space, space.table("items"))
+        .with_index("by_tag_rank", lambda q: q.eq("tag", "z").eq("rank", 4))
+        .first()
+    ) is None
+    t.run(lambda ctx: ctx.db.insert("items", {"name": "c", "rank": 4, "tag": "y"}))
+    reader.insert(space, "blobs", {"data": b""})
+    db.commit(reader)
+    reader.close()

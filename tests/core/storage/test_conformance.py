@@ -132,6 +132,26 @@ def test_documents_and_index_entries_are_written_and_read_back(opened: Storage) 
         snap.close()
 
 
+def test_documents_are_scanned_by_id_range_in_both_directions(opened: Storage) -> None:
+    ids = ["0a" + "x" * 30, "0b" + "0" * 30, "0b" + "v" * 30, "0c" + "1" * 30, "1" + "0" * 31]
+    commit(opened, 1, *[write(doc_id, doc_id.encode()[:3]) for doc_id in reversed(ids)])
+    snap = opened.begin_read()
+    try:
+        found = snap.scan_documents("0b", "0d", reverse=False, limit=10)
+        assert [r.id for r in found] == ids[1:4]
+        assert (found[0].table, found[0].creation_time, found[0].data) == (1, 1.5, b"0b0")
+        assert [r.id for r in snap.scan_documents("0b", "0d", reverse=True, limit=2)] == [
+            ids[3],
+            ids[2],
+        ]
+        after = ids[1] + "0"  # just above an id (the creation-order scan continues so)
+        assert [r.id for r in snap.scan_documents(after, "w", reverse=False, limit=2)] == ids[2:4]
+        assert [r.id for r in snap.scan_documents("", "w", reverse=False, limit=10)] == ids
+        assert snap.scan_documents("2", "w", reverse=False, limit=10) == []
+    finally:
+        snap.close()
+
+
 def test_updates_and_deletes_replace_documents_and_entries(opened: Storage) -> None:
     commit(
         opened,
