@@ -267,9 +267,12 @@ class _PostgresSnapshot(Snapshot):
         ]
 
     def scan_documents(self, lo: str, hi: str, *, reverse: bool, limit: int) -> list[DocumentRow]:
-        rows = self._conn.execute(
-            _SCAN_DESC_IDS if reverse else _SCAN_IDS, (lo, hi, limit), binary=True
-        ).fetchall()
+        try:
+            rows = self._conn.execute(
+                _SCAN_DESC_IDS if reverse else _SCAN_IDS, (lo, hi, limit), binary=True
+            ).fetchall()
+        except psycopg.OperationalError as exc:
+            raise self._failed(exc) from exc
         return [DocumentRow(id=r[0], table=r[1], creation_time=r[2], data=r[3]) for r in rows]
 
     def scan_entries(
