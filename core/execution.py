@@ -27,7 +27,13 @@ from core.database.engine import Conflict, Database
 from core.database.reader import DatabaseReader
 from core.database.writer import DatabaseWriter
 from core.errors import Abandoned as Abandoned  # re-exported: hooks raise it
-from core.errors import AppError, FunctionKindError, FunctionNotFoundError, UserError
+from core.errors import (
+    AppError,
+    FunctionKindError,
+    FunctionNotFoundError,
+    RetryableStorageError,
+    UserError,
+)
 from core.functions import FunctionKind, FunctionRef
 from core.handles import HandleKey, is_handle
 from core.indexes.vector import vector_search
@@ -420,11 +426,14 @@ class Executor:
                 result = attempt(txn)
                 self.db.commit(txn)
                 return result
-            except Conflict as exc:
-                tables |= exc.tables
+            except (Conflict, RetryableStorageError) as exc:
+                # A read the storage failed transiently (a lost connection) wrote nothing:
+                # re-run it like a conflict.
+                if isinstance(exc, Conflict):
+                    tables |= exc.tables
                 self.retries += 1
                 self.db.conflict_count += 1
-                logger.debug("%s conflicted on %s (attempt %d)", label, exc.tables, n + 1)
+                logger.debug("%s conflicted on %s (attempt %d)", label, exc, n + 1)
                 time.sleep(random.uniform(0, min(_BACKOFF_BASE * 2**n, _BACKOFF_MAX)))
             finally:
                 txn.close()

@@ -36,7 +36,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from core.auth import JwtVerifier, UserIdentity
@@ -384,6 +384,14 @@ class CapsuleServer:
         return EncodableJSONResponse({"storageId": file_id})
 
 
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """No route matched: under ``/api/`` a JSON error like every other API error."""
+    if request.url.path.startswith("/api/"):
+        return plain_error(404, "route_not_found", f"No API route {request.url.path}.")
+    detail = getattr(exc, "detail", None) or "Not Found"
+    return PlainTextResponse(str(detail), status_code=404, headers=getattr(exc, "headers", None))
+
+
 def create_asgi_app(
     app: App, *, settings: ServerSettings | None = None, runtime: Runtime | None = None
 ) -> Starlette:
@@ -450,6 +458,11 @@ def create_asgi_app(
                 expose_headers=["x-capsule-thread-id"],
             )
         )
-    asgi = Starlette(routes=routes, middleware=middleware, lifespan=server.lifespan)
+    asgi = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=server.lifespan,
+        exception_handlers={404: _not_found},
+    )
     asgi.state.capsule = server
     return asgi

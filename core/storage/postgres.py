@@ -59,7 +59,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from core.errors import DatabaseUnavailableError, UserError
 from core.storage.base import (
@@ -178,6 +178,40 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error) and getattr(exc, "sqlstate", None) in _RETRYABLE
 
 
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a lost, refused or terminated connection (a restart, a pool timeout).
+
+    The statement on it did not run, and its transaction is gone.
+    """
+    return isinstance(exc, psycopg.OperationalError) and not _retryable(exc)
+
+
+def _translated(storage: PostgresStorage | None, exc: BaseException) -> BaseException:
+    """What a lost connection becomes: unavailable if no connection came, else retryable."""
+    if storage is None:
+        return RetryableStorageError(f"the connection to PostgreSQL was lost: {exc}")
+    if isinstance(exc, PoolTimeout):
+        return DatabaseUnavailableError(
+            redact(storage._conninfo),
+            reason=f"no connection to the server could be made ({exc})",
+            fix="Is PostgreSQL running? The runtime reconnects by itself once it is back.",
+        )
+    # Idle connections of the pools died with this one: replace them now, not one per call.
+    storage._check_pools()
+    return RetryableStorageError(f"the connection to PostgreSQL was lost: {exc}")
+
+
+def _reset(conn: psycopg.Connection[Any], *, commit: bool = False) -> None:
+    """End ``conn``'s transaction, if any; a dead connection has none left to end."""
+    if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
+        conn.execute("COMMIT" if commit else "ROLLBACK")
+    except psycopg.OperationalError:
+        if commit or not conn.closed and not conn.broken:
+            raise
+
+
 class _PostgresSnapshot(Snapshot):
     """Reads on one connection: its own REPEATABLE READ transaction, or a write session's."""
 
@@ -196,10 +230,17 @@ class _PostgresSnapshot(Snapshot):
         self.ts = int(row[0]) if row else 0
         self.catalog_version = int(row[1] or 0) if row else 0
 
+    def _failed(self, exc: psycopg.OperationalError) -> BaseException:
+        # Nothing was written through a snapshot: a lost connection is safe to retry.
+        return _translated(self._storage, exc) if _lost(exc) else exc
+
     def get(self, doc_id: str) -> DocumentRow | None:
-        row = self._conn.execute(
-            "SELECT tbl, ct, data FROM documents WHERE id = %s", (doc_id,), binary=True
-        ).fetchone()
+        try:
+            row = self._conn.execute(
+                "SELECT tbl, ct, data FROM documents WHERE id = %s", (doc_id,), binary=True
+            ).fetchone()
+        except psycopg.OperationalError as exc:
+            raise self._failed(exc) from exc
         if row is None:
             return None
         return DocumentRow(id=doc_id, table=row[0], creation_time=row[1], data=row[2])
@@ -210,9 +251,12 @@ class _PostgresSnapshot(Snapshot):
         query = _SCAN.format(
             hi="" if hi is None else _HI.format(p="e."), order="DESC" if reverse else "ASC"
         )
-        rows = self._conn.execute(
-            query, (index_id, *_range_params(lo, hi), limit), binary=True
-        ).fetchall()
+        try:
+            rows = self._conn.execute(
+                query, (index_id, *_range_params(lo, hi), limit), binary=True
+            ).fetchall()
+        except psycopg.OperationalError as exc:
+            raise self._failed(exc) from exc
         return [
             IndexRow(
                 key=r[0],
@@ -223,18 +267,24 @@ class _PostgresSnapshot(Snapshot):
         ]
 
     def scan_documents(self, lo: str, hi: str, *, reverse: bool, limit: int) -> list[DocumentRow]:
-        rows = self._conn.execute(
-            _SCAN_DESC_IDS if reverse else _SCAN_IDS, (lo, hi, limit), binary=True
-        ).fetchall()
+        try:
+            rows = self._conn.execute(
+                _SCAN_DESC_IDS if reverse else _SCAN_IDS, (lo, hi, limit), binary=True
+            ).fetchall()
+        except psycopg.OperationalError as exc:
+            raise self._failed(exc) from exc
         return [DocumentRow(id=r[0], table=r[1], creation_time=r[2], data=r[3]) for r in rows]
 
     def scan_entries(
         self, index_id: int, lo: bytes, hi: bytes | None, *, limit: int
     ) -> list[tuple[bytes, bytes, str]]:
         query = _SCAN_ENTRIES.format(hi="" if hi is None else _HI.format(p=""))
-        rows = self._conn.execute(
-            query, (index_id, *_range_params(lo, hi), limit), binary=True
-        ).fetchall()
+        try:
+            rows = self._conn.execute(
+                query, (index_id, *_range_params(lo, hi), limit), binary=True
+            ).fetchall()
+        except psycopg.OperationalError as exc:
+            raise self._failed(exc) from exc
         return [(r[0], r[1], r[2]) for r in rows]
 
     def close(self) -> None:
@@ -242,7 +292,9 @@ class _PostgresSnapshot(Snapshot):
         if storage is None:
             return
         try:
-            self._conn.execute("COMMIT")
+            _reset(self._conn, commit=True)
+        except psycopg.OperationalError:
+            pass  # read only: what was read stands, and the pool drops a dead connection
         finally:
             storage._readers.putconn(self._conn)
 
@@ -252,6 +304,8 @@ class _PostgresWriteSession(WriteSession):
         self._conn = conn
         self._latest = latest
         self.wrote = False
+        self.newest = 0
+        """The newest commit timestamp this session logged."""
 
     def latest_ts(self) -> int:
         return self._latest
@@ -307,6 +361,7 @@ class _PostgresWriteSession(WriteSession):
             },
         )
         self._latest = max(self._latest, newest)
+        self.newest = max(self.newest, newest)
         self.wrote = True
 
     def put_catalog(
@@ -356,7 +411,10 @@ class _WriteContext(WriteSessionContext):
 
     def __enter__(self) -> WriteSession:
         storage = self._storage
-        conn = storage._writers.getconn()
+        try:
+            conn = storage._writers.getconn()
+        except PoolTimeout as exc:
+            raise _translated(storage, exc) from exc
         timeout_ms = 0 if self._timeout is None else max(1, int(self._timeout * 1000))
         try:
             # One round trip. In READ COMMITTED each statement takes a fresh snapshot, so the
@@ -376,6 +434,8 @@ class _WriteContext(WriteSessionContext):
                 ) from None
             if _retryable(exc):
                 raise RetryableStorageError(str(exc)) from exc
+            if _lost(exc):
+                raise _translated(storage, exc) from exc
             raise
         self._conn = conn
         storage._local.session = conn
@@ -386,16 +446,31 @@ class _WriteContext(WriteSessionContext):
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        self._storage._local.session = None
+        storage = self._storage
+        storage._local.session = None
         commit = exc_type is None
         try:
-            self._storage._end(conn, commit=commit, wrote=commit and self._session.wrote)
+            storage._end(conn, commit=commit, wrote=commit and self._session.wrote)
         except psycopg.Error as err:
             if _retryable(err):
                 raise RetryableStorageError(str(err)) from err
-            raise
-        if exc is not None and _retryable(exc):
-            raise RetryableStorageError(str(exc)) from exc
+            if not _lost(err):
+                raise
+            if commit and self._session.wrote:
+                # Lost at COMMIT: it may have happened. Ask the server once it answers.
+                committed = storage._committed(self._session.newest)
+                if committed:
+                    return
+                if committed is None:
+                    raise DatabaseUnavailableError(
+                        redact(storage._conninfo),
+                        reason=f"the connection was lost while committing ({err}), and "
+                        "whether the commit happened is unknown",
+                        fix="Check whether the change is there before repeating it.",
+                    ) from err
+            raise _translated(storage, err) from err
+        if exc is not None and (_retryable(exc) or _lost(exc)):
+            raise _translated(storage, exc) from exc
 
 
 class _Listener:
@@ -541,8 +616,7 @@ class PostgresStorage(Storage):
     def _end(self, conn: psycopg.Connection[Any], *, commit: bool, wrote: bool = False) -> None:
         """Finish a write transaction and give the connection back."""
         try:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.execute("COMMIT" if commit else "ROLLBACK")
+            _reset(conn, commit=commit)
             if wrote and self.flush == "after_step":
                 # The step committed without waiting for its WAL flush. A transaction that
                 # writes WAL commits synchronously, flushing up to its own commit record, which
@@ -599,15 +673,67 @@ class PostgresStorage(Storage):
         self._writers = self._pool("writers", self.max_writers)
 
     def begin_read(self) -> Snapshot:
-        """A REPEATABLE READ snapshot at the newest commit."""
-        conn = self._readers.getconn()
-        try:
-            return _PostgresSnapshot(conn, self)
-        except BaseException:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.execute("ROLLBACK")
-            self._readers.putconn(conn)
-            raise
+        """A REPEATABLE READ snapshot at the newest commit.
+
+        A dead pooled connection (the server restarted) is replaced and the snapshot taken
+        on a fresh one: nothing was read yet, so that is transparent.
+
+        Raises:
+            DatabaseUnavailableError: no connection could be made within the pool's timeout.
+            RetryableStorageError: connections kept failing.
+        """
+        for _ in range(3):
+            try:
+                conn = self._readers.getconn()
+            except PoolTimeout as exc:
+                raise _translated(self, exc) from exc
+            try:
+                return _PostgresSnapshot(conn, self)
+            except BaseException as exc:
+                try:
+                    _reset(conn)
+                finally:
+                    self._readers.putconn(conn)  # a dead connection is discarded here
+                if not _lost(exc):
+                    raise
+                failure = exc
+                self._check_pools()
+        raise _translated(self, failure) from failure
+
+    def _check_pools(self) -> None:
+        """Replace the pools' dead idle connections (after a restart all of them are)."""
+        for pool in (self._readers, self._writers):
+            try:
+                pool.check()
+            except psycopg.Error:  # pragma: no cover - check() logs and replaces on its own
+                pass
+
+    def _committed(self, ts: int) -> bool | None:
+        """Whether the step that logged ``ts`` committed; ``None`` if the server cannot say.
+
+        Asked when the step's connection was lost at COMMIT; the server has a few seconds to
+        answer (it may be restarting).
+
+        The commit lock is held until that step's transaction ended either way, so taking it
+        waits for the outcome. (A log pruned to fewer than the retention's seconds could
+        drop the record meanwhile: retention is 60 s by default, far beyond this check.)
+        """
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                with (
+                    psycopg.connect(
+                        self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                    ) as conn,
+                    conn.transaction(),
+                ):
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (COMMIT_LOCK,))
+                    row = conn.execute("SELECT 1 FROM commits WHERE ts = %s", (ts,)).fetchone()
+                    return row is not None
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.2)  # the server is restarting: ask again
 
     def begin_write(self, *, timeout: float | None = None) -> WriteSessionContext:
         """The commit step: a transaction holding the cluster-wide commit lock."""

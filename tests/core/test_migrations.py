@@ -161,8 +161,9 @@ def test_a_split_runs_in_batches_beside_concurrent_mutations_and_loses_nothing(
 
 
 def test_the_final_shape_refuses_to_open_until_the_migration_has_run(
-    storage: Storage, capsys: pytest.CaptureFixture[str]
+    storage: Storage, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CAPSULE_DB_URL", storage.url)  # `--db` sets it: undo that after
     n = size(storage) // 5
     fill(storage, n)
     with pytest.raises(SchemaMismatchError) as info:

@@ -1,7 +1,8 @@
 """Shared by the reliability suite: CI-sized or soak-sized runs, and the soak summary.
 
 ``scripts/soak`` sets ``CAPSULE_SOAK=1`` (long runs) and ``CAPSULE_SOAK_REPORT`` (a file each
-test appends one JSON line to: its name and what it counted), then prints the table.
+test appends one JSON line to: its name and what it counted, or that it failed), then prints
+the table.
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ class Soak:
         if path:
             with open(path, "a") as f:
                 f.write(json.dumps({"test": self.name, **numbers}) + "\n")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Any:
+    """Under ``scripts/soak``, a failed test is a row of the table too (whatever it recorded)."""
+    outcome = yield
+    report = outcome.get_result()
+    path = os.environ.get("CAPSULE_SOAK_REPORT")
+    if path and report.failed:
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": item.name, "failed": report.when}) + "\n")
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@
 this process or killing a child process with SIGKILL there; then the database is reopened and
 must read exactly as before the transaction or exactly as after it, through every index, and
 the integrity checker must agree. Then: SQLite's disk full (the real ``SQLITE_FULL``, from a
-page limit) and a PostgreSQL connection terminated mid-commit, after which the same runtime
-goes on working.
+page limit) and a PostgreSQL connection terminated mid-commit, which the same runtime retries
+on a fresh connection (``test_pg_restart.py`` restarts a whole server).
 """
 
 from __future__ import annotations
@@ -166,9 +166,39 @@ def test_postgres_connection_dropped_mid_commit(storage: Storage, point: str) ->
 
     with TestApp(fa.app, storage=faulty) as t:
         faulty.fail_at(point, hook=drop)
-        with pytest.raises(psycopg.OperationalError):
-            t.mutation(fa.transfer, ONE)
-        assert t.query(fa.state) == BEFORE
-        t.mutation(fa.transfer, ONE)  # the pool replaced the dead connection
+        # Lost before COMMIT (at "commit" the storage asks the server whether the COMMIT
+        # happened, and it did not): retried transparently on a fresh connection, once.
+        t.mutation(fa.transfer, ONE)
+        assert faulty.faults == 1
         assert t.query(fa.state) == AFTER
+    assert _reopened_state(storage.url) == AFTER
+
+
+def test_postgres_reply_to_commit_lost_after_it_committed(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The COMMIT happened but its reply never came: the storage asks, and it is not re-run."""
+    if isinstance(storage, SQLiteStorage):
+        pytest.skip("a PostgreSQL connection")
+    import psycopg
+
+    from core.storage.postgres import PostgresStorage
+
+    _setup(storage.url)
+    pg = open_storage(storage.url)
+    assert isinstance(pg, PostgresStorage)
+    end = pg._end
+    lost: list[bool] = []
+
+    def end_then_lose(conn: Any, *, commit: bool, wrote: bool = False) -> None:
+        end(conn, commit=commit, wrote=wrote)
+        if commit and wrote and not lost:
+            lost.append(True)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(pg, "_end", end_then_lose)
+    with TestApp(fa.app, storage=pg) as t:
+        t.mutation(fa.transfer, ONE)
+        assert lost == [True]
+        assert t.query(fa.state) == AFTER  # applied once, acknowledged
     assert _reopened_state(storage.url) == AFTER

@@ -128,6 +128,8 @@ def counts(ctx: QueryCtx) -> dict[str, int]:
 APP_WRITE = app_internal_write.path
 APP_READ = app_internal_read.path
 B_SECRET = f"fn:b|{secret_write.path}"
+FORGED = "A" * 24
+"""A well-formed signature this database's key never made (a handle's is 24 characters)."""
 
 
 @pytest.fixture
@@ -144,6 +146,8 @@ def t(storage: Storage) -> Iterator[TestApp]:
         pytest.param("query", APP_READ, id="app-internal-read-by-path"),
         pytest.param("mutation", f"fn:|{APP_WRITE}", id="forged-app-handle"),
         pytest.param("mutation", B_SECRET, id="forged-other-instance-handle"),
+        pytest.param("mutation", f"fn:|{APP_WRITE}|{FORGED}", id="forged-signed-app-handle"),
+        pytest.param("mutation", f"{B_SECRET}|{FORGED}", id="forged-signed-other-handle"),
         pytest.param("mutation", "b:secret_write", id="other-instance-by-path"),
     ],
 )
@@ -154,9 +158,10 @@ def test_a_component_cannot_call_across_table_spaces(t: TestApp, kind: str, targ
     assert t.query(counts) == before
 
 
-def test_a_component_cannot_schedule_a_forged_handle(t: TestApp) -> None:
+@pytest.mark.parametrize("forged", [f"fn:|{APP_WRITE}", f"fn:|{APP_WRITE}|{FORGED}"])
+def test_a_component_cannot_schedule_a_forged_handle(t: TestApp, forged: str) -> None:
     before = t.query(counts)
-    out = t.mutation(from_a, {"probe": "schedule", "args": {"target": f"fn:|{APP_WRITE}"}})
+    out = t.mutation(from_a, {"probe": "schedule", "args": {"target": forged}})
     t.finish_scheduled()
     assert out.startswith("refused"), out
     assert t.query(counts) == before

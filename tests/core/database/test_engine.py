@@ -260,6 +260,52 @@ def test_no_update_is_lost_after_another_runtime_pruned_the_log(
         assert a.run(lambda ctx: ctx.db.get(doc_id)["value"]) == 101
 
 
+def test_the_floor_never_goes_down_when_memory_is_pruned_after_a_gap(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gap raises the floor; pruning memory up to an older snapshot must not lower it again.
+
+    A keeps its record at ``t2`` in memory for a snapshot taken there. B updates ``x`` and
+    prunes that update from the storage log before A looks, so A's catch-up finds a gap and
+    raises its floor above ``t2``. When A then prunes its memory up to ``t2`` (the oldest
+    snapshot left), the floor must stay where the gap put it: were it lowered to ``t2``, the
+    snapshot at ``t2`` would be validated against a log missing B's update, and A's write of
+    ``x`` from that snapshot would silently undo it (the PostgreSQL anomaly of the
+    serializability run).
+    """
+    monkeypatch.setattr(engine_module, "PRUNE_EVERY", 1)
+    other = open_storage(storage.url)
+    with TestApp(app, storage=storage) as a, TestApp(app, storage=other) as b:
+        da, db = a.runtime.db, b.runtime.db
+        da.log_retention = db.log_retention = 0.0
+        space = da.space("")
+        x = a.run(lambda ctx: ctx.db.insert("items", {"n": 0}))
+        old = da.transaction()
+        old.get(space, x)  # pins the memory log below t2 for now
+        a.run(lambda ctx: ctx.db.insert("items", {"n": -1}))  # t2
+        victim = da.transaction()
+        victim.get(space, x)
+        t2 = victim.snapshot_ts
+        assert t2 is not None and t2 in da._log_ts
+        b.run(lambda ctx: ctx.db.patch(x, {"n": 1}))
+        b.run(lambda ctx: ctx.db.insert("items", {"n": -2}))  # B prunes its update away
+        with b.runtime.storage.begin_write() as w:
+            assert w.read_log(0)[0][0] > db.latest_ts - 1 > t2
+        a.run(lambda ctx: ctx.db.insert("items", {"n": -3}))  # catch-up finds the gap
+        assert da.log_gaps >= 1
+        gap_floor = da._floor
+        assert gap_floor > t2
+        old.close()
+        a.run(lambda ctx: ctx.db.insert("items", {"n": -4}))  # prunes memory up to t2
+        assert t2 not in da._log_ts
+        assert da._floor >= gap_floor, "pruning memory lowered the floor below the gap"
+        victim.patch(space, x, {"n": 100})
+        with pytest.raises(Conflict):
+            da.commit(victim)
+        victim.close()
+        assert a.run(lambda ctx: ctx.db.get(x)["n"]) == 1
+
+
 def test_log_retention_comes_from_the_setting_or_the_constructor(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
