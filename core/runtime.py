@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from core.app import App
 
 logger = logging.getLogger("capsule.runtime")
+SERVICES_STOP_SECONDS = 10.0
+"""How long ``stop_services`` waits for the services to wind down."""
 
 
 class Runtime:
@@ -70,7 +72,7 @@ class Runtime:
         """Reads the pending migrations of each table (named when a table does not fit)."""
         self._portal_cm: Any = None
         self._portal: BlockingPortal | None = None
-        self._services_future: Any = None
+        self._services_stop: tuple[BlockingPortal, anyio.CancelScope, threading.Event] | None = None
         self._services_users = 0
         self._lock = threading.Lock()
         self._service_lock = threading.RLock()
@@ -189,19 +191,42 @@ class Runtime:
             if self._services_users > 1 or not self._service_types:
                 return
         portal = self.portal
-        self._services_future, _ = portal.start_task(self.run_services)
+        stopped = threading.Event()
+        _, scope = portal.start_task(self._services_task, stopped)
+        self._services_stop = (portal, scope, stopped)
 
     def stop_services(self) -> None:
-        """Undo one ``start_services``; the last caller stops them."""
+        """Undo one ``start_services``; the last caller stops them, and waits until they have.
+
+        Waiting matters: a service's ``finally`` (the call log's last flush, removing its
+        stdout tee) must be over before the caller goes on to print or close the storage.
+        """
         with self._lock:
             self._services_users -= 1
-            future = self._services_future if self._services_users == 0 else None
-            if future is not None:
-                self._services_future = None
-        if future is not None:
-            future.cancel()
-            with contextlib.suppress(BaseException):
-                future.result(timeout=10)
+            stop = self._services_stop if self._services_users == 0 else None
+            if stop is not None:
+                self._services_stop = None
+        if stop is None:
+            return
+        portal, scope, stopped = stop
+        try:
+            portal.call(scope.cancel)
+        except RuntimeError:  # called on the portal's own thread
+            scope.cancel()
+        if not stopped.wait(timeout=SERVICES_STOP_SECONDS):
+            logger.warning("background services still stopping after %s s", SERVICES_STOP_SECONDS)
+
+    async def _services_task(
+        self, stopped: threading.Event, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """``run_services`` under a cancel scope handed to ``start_services``; ``stopped`` last."""
+        try:
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(self.run_services)
+                    task_status.started(scope)
+        finally:
+            stopped.set()
 
     async def run_services(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every background service until cancelled."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from core import App, QueryCtx, Schema, Table, UserError
 from core.crons import CronService
 from core.environment import EnvironmentService
 from core.files import FileService
-from core.logs import CallLogService
+from core.logs import CallLogService, _TeeStream
 from core.scheduler import Scheduler, scheduler_of
 from core.services import Service, system_schema
 from core.subscriptions import SubscriptionHub, subscription_hub
@@ -43,7 +44,12 @@ class Audit(Service):
 
     async def run(self) -> None:
         Audit.looping.set()
-        await anyio.sleep_forever()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.2)  # winding down takes a while (a last flush, say)
+            Audit.events.append("stopped")
 
     def close(self) -> None:
         Audit.events.append("close")
@@ -112,6 +118,17 @@ def test_service_loops_run_with_the_runtime_services(t: TestApp) -> None:
         assert Audit.looping.wait(10)
     finally:
         t.runtime.stop_services()
+
+
+def test_stop_services_returns_once_the_services_have_wound_down(t: TestApp) -> None:
+    Audit.looping.clear()
+    t.runtime.start_services()
+    assert Audit.looping.wait(10)
+    assert isinstance(sys.stdout, _TeeStream)  # the call log's tee, while services run
+    t.runtime.stop_services()
+    # Their ``finally`` blocks are over: nothing of theirs runs on beside the caller.
+    assert Audit.events[-1] == "stopped"
+    assert not isinstance(sys.stdout, _TeeStream)
 
 
 def test_service_mistakes_are_user_errors(t: TestApp) -> None:
