@@ -234,15 +234,18 @@ class _PostgresSnapshot(Snapshot):
         # Nothing was written through a snapshot: a lost connection is safe to retry.
         return _translated(self._storage, exc) if _lost(exc) else exc
 
-    def get(self, doc_id: str) -> DocumentRow | None:
+    def _rows(self, query: Any, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Every row of a read (binary); a lost connection is retryable."""
         try:
-            row = self._conn.execute(
-                "SELECT tbl, ct, data FROM documents WHERE id = %s", (doc_id,), binary=True
-            ).fetchone()
+            return self._conn.execute(query, params, binary=True).fetchall()
         except psycopg.OperationalError as exc:
             raise self._failed(exc) from exc
-        if row is None:
+
+    def get(self, doc_id: str) -> DocumentRow | None:
+        found = self._rows("SELECT tbl, ct, data FROM documents WHERE id = %s", (doc_id,))
+        if not found:
             return None
+        row = found[0]
         return DocumentRow(id=doc_id, table=row[0], creation_time=row[1], data=row[2])
 
     def scan(
@@ -251,12 +254,7 @@ class _PostgresSnapshot(Snapshot):
         query = _SCAN.format(
             hi="" if hi is None else _HI.format(p="e."), order="DESC" if reverse else "ASC"
         )
-        try:
-            rows = self._conn.execute(
-                query, (index_id, *_range_params(lo, hi), limit), binary=True
-            ).fetchall()
-        except psycopg.OperationalError as exc:
-            raise self._failed(exc) from exc
+        rows = self._rows(query, (index_id, *_range_params(lo, hi), limit))
         return [
             IndexRow(
                 key=r[0],
@@ -267,24 +265,14 @@ class _PostgresSnapshot(Snapshot):
         ]
 
     def scan_documents(self, lo: str, hi: str, *, reverse: bool, limit: int) -> list[DocumentRow]:
-        try:
-            rows = self._conn.execute(
-                _SCAN_DESC_IDS if reverse else _SCAN_IDS, (lo, hi, limit), binary=True
-            ).fetchall()
-        except psycopg.OperationalError as exc:
-            raise self._failed(exc) from exc
+        rows = self._rows(_SCAN_DESC_IDS if reverse else _SCAN_IDS, (lo, hi, limit))
         return [DocumentRow(id=r[0], table=r[1], creation_time=r[2], data=r[3]) for r in rows]
 
     def scan_entries(
         self, index_id: int, lo: bytes, hi: bytes | None, *, limit: int
     ) -> list[tuple[bytes, bytes, str]]:
         query = _SCAN_ENTRIES.format(hi="" if hi is None else _HI.format(p=""))
-        try:
-            rows = self._conn.execute(
-                query, (index_id, *_range_params(lo, hi), limit), binary=True
-            ).fetchall()
-        except psycopg.OperationalError as exc:
-            raise self._failed(exc) from exc
+        rows = self._rows(query, (index_id, *_range_params(lo, hi), limit))
         return [(r[0], r[1], r[2]) for r in rows]
 
     def close(self) -> None:
