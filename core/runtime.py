@@ -211,8 +211,9 @@ class Runtime:
         portal, scope, stopped = stop
         try:
             portal.call(scope.cancel)
-        except RuntimeError:  # called on the portal's own thread
+        except RuntimeError:  # on the portal's own thread, which cannot wait for itself
             scope.cancel()
+            return
         if not stopped.wait(timeout=SERVICES_STOP_SECONDS):
             logger.warning("background services still stopping after %s s", SERVICES_STOP_SECONDS)
 
