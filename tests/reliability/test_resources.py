@@ -4,6 +4,8 @@ Bursts of short-lived threads each run a query and a mutation (in process), then
 fresh HTTP connections hit a served app (reconnects). After a warm-up burst, the process's
 open file descriptors and threads must not grow with the number of bursts. ``scripts/soak``
 runs many more bursts, with idle gaps long enough for the server's worker threads to retire.
+On PostgreSQL, a server whose reader pool is exhausted by slow queries must still answer a
+trivial request at once (nothing waits for a pooled connection on the event loop).
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 
-from core import App, MutationCtx, QueryCtx, Schema, Table
+from core import ActionCtx, App, MutationCtx, QueryCtx, Schema, Table
+from core.config import ServerSettings
 from core.server import BackgroundServer, create_asgi_app
 from core.storage.base import Storage
 from core.testing import TestApp
@@ -104,3 +109,87 @@ def test_short_lived_threads_and_reconnects_leave_usage_flat(storage: Storage, s
 
             served = _flat("server", served_rounds, idle, over_http, 12)
     soak.record(rounds=rounds + served_rounds, anomalies=0, in_process=local, server=served)
+
+
+pool_app = App(
+    Schema(vecs=Table({"v": list[float]}).vector_index("by_vec", vector_field="v", dimensions=2))
+)
+hold_gate = threading.Event()
+held: set[int] = set()
+
+
+@pool_app.query
+def hold(ctx: QueryCtx, n: int) -> int:
+    """Read (taking a pooled connection), then wait for the test to let go."""
+    ctx.db.query("vecs").first()
+    held.add(n)
+    hold_gate.wait(60)
+    return n
+
+
+@pool_app.action
+async def ping(ctx: ActionCtx) -> str:
+    return "pong"
+
+
+POOL_MOD = hold.path.partition(":")[0]
+
+
+@pool_app.action
+async def nearest(ctx: ActionCtx) -> int:
+    return len(await ctx.vector_search("vecs", "by_vec", vector=[1.0, 0.0], limit=1))
+
+
+def test_a_trivial_request_answers_while_slow_queries_wait_on_the_pool(
+    storage: Any, monkeypatch: pytest.MonkeyPatch, wait_for: Any
+) -> None:
+    """Issue 11, defect 6: on PostgreSQL nothing blocks the event loop on the reader pool.
+
+    The one timing check of this suite: a trivial request's median stays under 100 ms while
+    20 queries and a vector search wait for 4 pooled connections.
+    """
+    if storage.inline_reads:
+        pytest.skip("SQLite reads never wait: quick queries run on the event loop by design")
+    import core.server.asgi
+    from core.storage.postgres import PostgresStorage
+
+    # Every timed query counts as quick: the server would run them all inline if it could.
+    monkeypatch.setattr(core.server.asgi, "INLINE_QUERY_SECONDS", 10.0)
+    small = PostgresStorage(storage.url, max_readers=4)
+    hold_gate.set()
+    held.clear()
+    with TestApp(pool_app, storage=small) as t:
+        t.run(lambda ctx: ctx.db.insert("vecs", {"v": [1.0, 0.5]}))
+        asgi = create_asgi_app(pool_app, settings=ServerSettings(), runtime=t.runtime)
+        with (
+            BackgroundServer(asgi) as server,
+            httpx.Client(base_url=server.url, timeout=30) as http,
+            ThreadPoolExecutor(24) as pool,
+        ):
+
+            def call(kind: str, path: str, args: dict[str, Any]) -> Any:
+                body = {"path": f"{POOL_MOD}:{path}", "args": args}
+                r = http.post(f"/api/{kind}", json=body)
+                assert r.status_code == 200, r.text
+                return r.json()["value"]
+
+            assert [call("query", "hold", {"n": -n}) for n in (1, 2)] == [-1, -2]  # timed
+            hold_gate.clear()
+            held.clear()
+            try:
+                slow = [pool.submit(call, "query", "hold", {"n": n}) for n in range(20)]
+                searching = pool.submit(call, "action", "nearest", {})
+                # 4 queries hold the 4 pooled connections; 16 and the search wait for one.
+                wait_for(
+                    lambda: len(held) == 4 and small._readers.get_stats()["requests_waiting"] >= 17
+                )
+                took = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    assert call("action", "ping", {}) == "pong"
+                    took.append(time.perf_counter() - start)
+            finally:
+                hold_gate.set()
+            assert sorted(f.result(timeout=60) for f in slow) == list(range(20))
+            assert searching.result(timeout=60) == 1
+    assert sorted(took)[2] < 0.1, took

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,17 +49,3 @@ def serve() -> Iterator[Callable[..., BackgroundServer]]:
     yield start
     for server in reversed(started):
         server.stop()
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
-
-
-@pytest.fixture
-def wait_for() -> Callable[..., None]:
-    """Poll a condition until it holds (bounded): waiting on state, not on time."""
-    return _wait_for
