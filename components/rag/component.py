@@ -252,32 +252,50 @@ def add_entry(
 
     Same key and same content as the ready version: nothing is written (``created`` false).
     """
-    ns = _namespace_for(ctx, namespace)
-    versions = [] if key is None else _versions(ctx, ns["_id"], key)
-    for entry in versions:
-        if entry["status"] == "ready" and entry["content_hash"] == content_hash:
-            return _result(entry, False)
-    fields = {
-        "namespace_id": ns["_id"],
-        "key": key,
-        "version": versions[-1]["version"] + 1 if versions else 0,
-        "title": title,
-        "metadata": metadata,
-        "filter_values": filter_values,
-        "importance": importance,
-        "status": "pending",
-        "content_hash": content_hash,
-        "chunk_count": chunk_count,
-        "on_complete": on_complete,
-        "replaced_at": None,
-        "error": None,
-    }
-    entry = {**fields, "_id": ctx.db.insert("entries", fields)}
-    if chunks is None:
-        return _result(entry, True)
+    entry, ns, created = new_version(
+        ctx,
+        namespace,
+        key,
+        {
+            "title": title,
+            "metadata": metadata,
+            "filter_values": filter_values,
+            "importance": importance,
+            "content_hash": content_hash,
+            "chunk_count": chunk_count,
+            "on_complete": on_complete,
+        },
+    )
+    if not created or chunks is None:
+        return _result(entry, created)
     # A new version: nothing newer exists and it has no chunks yet, so they go in live.
     _insert_chunks(ctx, entry, ns, 0, chunks, live=True)
     return _promote(ctx, entry, ns, staged=False)
+
+
+def new_version(
+    ctx: MutationCtx, namespace: dict[str, Any], key: str | None, fields: Doc
+) -> tuple[Doc, Doc, bool]:
+    """Insert the next pending version of ``key`` with ``fields``: ``(entry, namespace, True)``.
+
+    When a ready version has the same ``content_hash``, nothing is written: that version,
+    with ``False``.
+    """
+    ns = _namespace_for(ctx, namespace)
+    versions = [] if key is None else _versions(ctx, ns["_id"], key)
+    for entry in versions:
+        if entry["status"] == "ready" and entry["content_hash"] == fields["content_hash"]:
+            return entry, ns, False
+    row = {
+        "namespace_id": ns["_id"],
+        "key": key,
+        "version": versions[-1]["version"] + 1 if versions else 0,
+        **fields,
+        "status": "pending",
+        "replaced_at": None,
+        "error": None,
+    }
+    return {**row, "_id": ctx.db.insert("entries", row)}, ns, True
 
 
 def _insert_chunks(

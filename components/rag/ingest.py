@@ -17,11 +17,10 @@ from typing import Any
 
 from components.rag.component import (
     _insert_chunks,
-    _namespace_for,
     _result,
-    _versions,
     component,
     finish_entry,
+    new_version,
     pool,
     public_entry,
     stage_vectors,
@@ -53,27 +52,22 @@ def add_async(
     on_complete: str | None = None,
 ) -> dict[str, Any]:
     """Add a pending version whose chunks a work-pool job embeds, then swaps in."""
-    ns = _namespace_for(ctx, namespace)
-    versions = [] if key is None else _versions(ctx, ns["_id"], key)
-    for entry in versions:
-        if entry["status"] == "ready" and entry["content_hash"] == content_hash:
-            return _result(entry, False)
-    fields = {
-        "namespace_id": ns["_id"],
-        "key": key,
-        "version": versions[-1]["version"] + 1 if versions else 0,
-        "title": title,
-        "metadata": metadata,
-        "filter_values": filter_values,
-        "importance": importance,
-        "status": "pending",
-        "content_hash": content_hash,
-        "chunk_count": len(chunks),
-        "on_complete": on_complete,
-        "replaced_at": None,
-        "error": None,
-    }
-    entry = {**fields, "_id": ctx.db.insert("entries", fields)}
+    entry, ns, created = new_version(
+        ctx,
+        namespace,
+        key,
+        {
+            "title": title,
+            "metadata": metadata,
+            "filter_values": filter_values,
+            "importance": importance,
+            "content_hash": content_hash,
+            "chunk_count": len(chunks),
+            "on_complete": on_complete,
+        },
+    )
+    if not created:
+        return _result(entry, False)
     _insert_chunks(ctx, entry, ns, 0, [{"text": text} for text in chunks])
     ctx.run_mutation(
         pool.enqueue,
