@@ -116,11 +116,11 @@ class Table:
         self._validator: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
         self._model: type[BaseModel] | None = None
         self._fingerprint: str | None = None
-        self._fields: dict[str, pydantic.TypeAdapter[Any]] = {}
-        """Per-field validators of a mapping shape (``validate_fields``), made on first use."""
         self._exact: dict[str, type] = {}
         """Fields declared as exactly ``str``, ``int``, ``float`` or ``bool``: a value of that
         very type is what strict validation returns unchanged, so it needs no validator call."""
+        self._fields: dict[str, pydantic.TypeAdapter[Any]] = {}
+        """Per-field validators of a mapping shape (``validate_fields``), made on first use."""
 
     # -- declarations ------------------------------------------------------------------------
 
