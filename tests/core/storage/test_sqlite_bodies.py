@@ -86,8 +86,8 @@ def test_a_long_body_written_inline_by_the_previous_layout_reads_and_moves_out(
     conn = sqlite3.connect(path)
     with conn:
         conn.execute(
-            "UPDATE documents SET data = (SELECT b.data FROM bodies b WHERE b.rid = documents.data) "
-            "WHERE id = ?",
+            "UPDATE documents SET data = "
+            "(SELECT b.data FROM bodies b WHERE b.rid = documents.data) WHERE id = ?",
             (doc,),
         )
     conn.close()
