@@ -71,10 +71,16 @@ def _escape(raw: bytes) -> bytes:
     return raw.replace(b"\x00", b"\x00\xff") + _STR_END
 
 
+_SMALL_INTS = tuple(_number(i) for i in range(-128, 1024))
+"""Encodings of the small ints that fill index keys (shards, counts, flags as numbers)."""
+
+
 def encode_value(v: Any) -> bytes:
     """Encode one value so that byte order equals value order."""
     t = type(v)
-    if t is int or t is float:
+    if t is int:
+        return _SMALL_INTS[v + 128] if -128 <= v < 1024 else _number(v)
+    if t is float:
         return _number(v)
     if t is str or isinstance(v, str):  # ids are a str subclass
         raw: bytes = v.encode("utf-8", "surrogatepass")

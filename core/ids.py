@@ -190,14 +190,30 @@ def carries_time(doc_id: str, bits: int) -> bool:
     return bits & _SIGN != 0 and int(doc_id[:TIME_CHARS], 32) & _MASK64 == bits
 
 
+_NUMBERS: dict[str, int] = {}
+"""Table numbers of ids decoded lately: a patch resolves its id twice (the caller's table space,
+then the table), and ids read back from storage come again. A number is a pure function of the
+id's text, so sharing the memo between databases is safe; only valid ids enter it."""
+_NUMBERS_MAX = 4096
+
+
 def decode_table_number(value: str) -> int:
     """Return the table number of an id string, or raise ``InvalidIdError``."""
+    if type(value) is str or type(value) is Id:
+        number = _NUMBERS.get(value)
+        if number is not None:
+            return number
     if not isinstance(value, str) or _ID.match(value) is None:
         raise InvalidIdError(f"{_shown(value)} is not a document id.")
     raw = int(value, 32).to_bytes(20, "big")
     if _checksum(raw[:18]) != raw[18:]:
         raise InvalidIdError(f"{_shown(value)} is not a document id (bad checksum).")
-    return int.from_bytes(raw[:2], "big")
+    number = int.from_bytes(raw[:2], "big")
+    if type(value) is str or type(value) is Id:
+        if len(_NUMBERS) >= _NUMBERS_MAX:
+            _NUMBERS.clear()  # bounded: ids seen once must not pile up
+        _NUMBERS[value] = number
+    return number
 
 
 def _shown(value: Any) -> str:

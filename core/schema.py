@@ -116,6 +116,9 @@ class Table:
         self._validator: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
         self._model: type[BaseModel] | None = None
         self._fingerprint: str | None = None
+        self._exact: dict[str, type] = {}
+        """Fields declared as exactly ``str``, ``int``, ``float`` or ``bool``: a value of that
+        very type is what strict validation returns unchanged, so it needs no validator call."""
         self._fields: dict[str, pydantic.TypeAdapter[Any]] = {}
         """Per-field validators of a mapping shape (``validate_fields``), made on first use."""
 
@@ -246,7 +249,11 @@ class Table:
             return None
         declared = model.model_fields
         out: dict[str, Any] = {}
+        exact = self._exact
         for name, value in fields.items():
+            if type(value) is exact.get(name):
+                out[name] = value
+                continue
             adapter = self._fields.get(name)
             if adapter is None:
                 info = declared.get(name)
@@ -255,6 +262,8 @@ class Table:
                 tp: Any = info.annotation
                 if info.metadata:
                     tp = typing.Annotated[(tp, *info.metadata)]
+                elif tp in (str, int, float, bool):
+                    exact[name] = tp
                 adapter = self._fields[name] = pydantic.TypeAdapter(tp)
             try:
                 valid = adapter.validate_python(value, strict=True, context=context)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from components.rate_limiter.errors import RateLimitConfigError, RateLimitCountError
 
@@ -283,8 +283,9 @@ class Decision:
     """What to write when ``ok`` (nothing is written on a refusal)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Probe:
+class _Probe(NamedTuple):
+    """One shard evaluated for a request (internal; a tuple: made on every decision)."""
+
     shard: int
     existed: bool
     ok: bool
@@ -328,7 +329,7 @@ def _probe(
             not reserve or (config.max_reserved is not None and -state.value > config.max_reserved)
         )
     )
-    return _Probe(shard=shard, existed=stored is not None, ok=ok, retry_after=retry, state=state)
+    return _Probe(shard, stored is not None, ok, retry, state)
 
 
 def _single(probe: _Probe) -> Decision:

@@ -86,8 +86,13 @@ class IndexRange:
 
     def eq(self, field: str, value: Any) -> IndexRange:
         """Match documents whose ``field`` equals ``value``."""
-        self._next_field(field, "eq")
-        self._eqs.append(value)
+        eqs = self._eqs
+        pos = len(eqs)
+        # The common case inline (the next field, no range yet); anything else is refused by
+        # ``_next_field``, which names the problem.
+        if self._range_field is not None or pos >= len(self._fields) or self._fields[pos] != field:
+            self._next_field(field, "eq")
+        eqs.append(value)
         return self
 
     def _bound(self, field: str, op: str, value: Any, lower: bool, inclusive: bool) -> IndexRange:
@@ -119,9 +124,11 @@ class IndexRange:
 
     def bounds(self) -> tuple[bytes, bytes | None] | None:
         """The key interval ``[lo, hi)`` (``hi`` None: unbounded); ``None`` if empty."""
-        prefix = b"".join(encode_value(v) for v in self._eqs)
+        prefix = b"".join([encode_value(v) for v in self._eqs])
         lo: bytes | None = prefix
         hi = prefix_end(prefix) if prefix else None
+        if self._lower is None and self._upper is None:
+            return prefix, hi  # equalities only: a point or prefix read
         if self._lower is not None:
             inclusive, value = self._lower
             key = prefix + encode_value(value)

@@ -119,6 +119,15 @@ def test_ints_and_floats_compare_numerically() -> None:
     assert encode_value(2**63 - 1) > encode_value(2**63 - 2)
 
 
+def test_small_ints_from_the_table_encode_as_every_other_int() -> None:
+    from core.encoding import _number
+
+    for n in range(-300, 1300):
+        assert encode_value(n) == _number(n) == encode_value(float(n))
+    assert encode_value(-129) < encode_value(-128) < encode_value(1023) < encode_value(1023.5)
+    assert encode_value(True) != encode_value(1)  # bools keep their own type tag
+
+
 def test_strings_with_nul_bytes_keep_their_order() -> None:
     assert encode_value("a") < encode_value("a\x00") < encode_value("a\x00b") < encode_value("ab")
     assert decode_key(encode_value("a\x00b")) == ("a\x00b",)

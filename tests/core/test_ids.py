@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core import ids as ids_module
 from core.encoding import encode_value
 from core.errors import InvalidIdError
 from core.ids import (
@@ -76,6 +77,18 @@ def test_a_damaged_id_fails_its_checksum() -> None:
         decode_table_number(damaged)
     with pytest.raises(InvalidIdError):
         decode_table_number(doc_id.upper())
+
+
+def test_remembered_table_numbers_never_let_a_damaged_id_through() -> None:
+    doc_id = new_id(9, 1.0)
+    assert decode_table_number(doc_id) == decode_table_number(str(doc_id)) == 9
+    damaged = doc_id[:-1] + ("a" if doc_id[-1] != "a" else "b")
+    with pytest.raises(InvalidIdError, match="checksum"):
+        decode_table_number(damaged)
+    for n in range(ids_module._NUMBERS_MAX + 10):
+        decode_table_number(new_id(1, float(n)))
+    assert len(ids_module._NUMBERS) <= ids_module._NUMBERS_MAX
+    assert decode_table_number(doc_id) == 9
 
 
 def test_id_annotation_accepts_a_literal_too() -> None:

@@ -428,7 +428,15 @@ def test_a_patch_of_an_indexed_field_moves_its_index_entries(t: TestApp) -> None
 
 @pytest.mark.parametrize(
     ("fields", "field"),
-    [({"rank": "high"}, "rank"), ({"name": "ok", "tag": 7}, "tag"), ({"rank": 2**70}, "rank")],
+    [
+        ({"rank": "high"}, "rank"),
+        ({"name": "ok", "tag": 7}, "tag"),
+        ({"rank": 2**70}, "rank"),
+        # A value of another plain type than the declared one still meets strict validation.
+        ({"rank": True}, "rank"),
+        ({"rank": 1.5}, "rank"),
+        ({"name": 1.0}, "name"),
+    ],
 )
 def test_a_patch_making_a_field_invalid_is_refused_naming_it(
     t: TestApp, fields: dict[str, Any], field: str
