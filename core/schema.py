@@ -18,8 +18,16 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import InvalidValueError, UserError
-from core.values import check_table_name
+from core.errors import InvalidIdError, InvalidValueError, UserError
+from core.ids import Id, IdTable, decode_table_number
+from core.values import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_ARRAY_ELEMENTS,
+    MAX_FIELDS,
+    check_table_name,
+    str_size,
+)
 
 MAX_INDEX_FIELDS = 15
 MAX_INDEXES_PER_TABLE = 32
@@ -118,6 +126,9 @@ class Table:
         self._fingerprint: str | None = None
         self._fields: dict[str, pydantic.TypeAdapter[Any]] = {}
         """Per-field validators of a mapping shape (``validate_fields``), made on first use."""
+        self._plain: PlainValidator | None | bool = False
+        """``plain_validator``'s compiled form (``None``: the shape has none; ``False``: not
+        compiled yet)."""
 
     # -- declarations ------------------------------------------------------------------------
 
@@ -227,6 +238,17 @@ class Table:
         body: dict[str, Any] = obj.model_dump(mode="python")
         return body
 
+    def plain_validator(self, table: str) -> PlainValidator | None:
+        """A one-pass validator of a mapping shape of plain field types, or ``None``.
+
+        See ``PlainValidator``: the fast path of ``validate`` plus ``check_document`` for the
+        common shapes (scalars, ids, optional scalars, lists of scalars).
+        """
+        plain = self._plain
+        if plain is False:
+            plain = self._plain = _plain_validator(self.shape, self.model(table))
+        return plain  # type: ignore[return-value]
+
     def validate_fields(
         self, table: str, fields: dict[str, Any], context: Any = None
     ) -> dict[str, Any] | None:
@@ -288,6 +310,185 @@ class Table:
 
 
 _PLAIN = (str, int, float, bool, type(None), bytes)
+
+PlainValidator = Callable[[dict[str, Any], Any], "tuple[dict[str, Any], int] | None"]
+"""``(body, context) -> (validated body, size)`` or ``None``: one pass over a document body.
+
+The validated body is what ``Table.validate`` returns (declared fields in declaration order,
+omitted optional fields ``None``), and the size is what ``check_document`` counts for those
+fields (names and values, without the enclosing object's own 2 bytes). ``None`` means "not
+this way": the body has a field this pass does not settle (an undeclared or unusual name, a
+value of another type, an int to convert, a string to check further, a bad id...), and the
+caller takes the full path, which accepts it or raises the usual error. So the pass never
+raises for a bad value, and it accepts only what the full path accepts, as the full path
+would store it.
+"""
+
+_KIND_ID = 6
+_KIND_LIST = 7
+_SCALAR_KINDS = {type(None): 0, bool: 1, int: 2, float: 3, str: 4, bytes: 5}
+
+
+def _plain_kind(tp: Any) -> tuple[int, bool, Any] | None:
+    """``(kind, optional, detail)`` of a field type the one-pass validator settles, or ``None``.
+
+    ``detail`` is an id field's table (``None``: any table) or a list's item kind.
+    """
+    optional = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1 or len(args) != 2:
+            return None
+        optional, tp = True, rest[0]
+    if tp is None:
+        tp = type(None)
+    if isinstance(tp, type) and tp in _SCALAR_KINDS:
+        kind = _SCALAR_KINDS[tp]
+        return kind, optional or kind == 0, None
+    if tp is Id:
+        return _KIND_ID, optional, None
+    if typing.get_origin(tp) is typing.Annotated:
+        base, *meta = typing.get_args(tp)
+        if base is Id and len(meta) == 1 and type(meta[0]) is IdTable:
+            return _KIND_ID, optional, meta[0].table
+        return None
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp) or (None,)
+        if isinstance(item, type) and item in _SCALAR_KINDS and item is not type(None):
+            return _KIND_LIST, optional, _SCALAR_KINDS[item]
+    return None
+
+
+def _plain_validator(
+    shape: Mapping[str, Any] | type[BaseModel] | None, model: type[BaseModel] | None
+) -> PlainValidator | None:
+    """Compile the one-pass validator of a mapping shape whose every field type it settles."""
+    if model is None or not isinstance(shape, Mapping) or len(shape) + 2 > MAX_FIELDS:
+        return None
+    if list(model.model_fields) != list(shape):
+        return None
+    # (name, name size, kind, optional, detail), in declaration order.
+    fields: list[tuple[str, int, int, bool, Any]] = []
+    for name, tp in shape.items():
+        plain = _plain_kind(tp)
+        if plain is None or not name.isascii() or len(name) > 64:
+            return None
+        fields.append((name, len(name) + 1, *plain))
+    specs = {f[0]: f for f in fields}
+    names = [f[0] for f in fields]
+
+    def validate(body: dict[str, Any], context: Any) -> tuple[dict[str, Any], int] | None:
+        got: dict[str, Any] = {}
+        size = 0
+        for key, v in body.items():
+            spec = specs.get(key)
+            if spec is None or type(key) is not str:
+                return None
+            _, key_size, kind, optional, detail = spec
+            t = type(v)
+            if v is None:
+                if not optional:
+                    return None
+                size += key_size + 1
+            elif kind == 4 and t is str or kind == _KIND_ID and (t is str or t is Id):
+                if kind == _KIND_ID:
+                    v = _plain_id(v, detail, context)
+                    if v is None:
+                        return None
+                n = len(v) if v.isascii() else str_size(v)
+                if n is None:
+                    return None
+                size += key_size + n + 2
+            elif kind == 2:
+                if t is not int or not INT64_MIN <= v <= INT64_MAX:
+                    return None
+                size += key_size + 9
+            elif kind == 3:
+                if t is not float:
+                    return None
+                size += key_size + 9
+            elif kind == 1:
+                if t is not bool:
+                    return None
+                size += key_size + 1
+            elif kind == 5:
+                if t is not bytes:
+                    return None
+                size += key_size + len(v) + 2
+            elif kind == _KIND_LIST:
+                n = _plain_list(v, detail)
+                if n is None:
+                    return None
+                v = list(v)
+                size += key_size + n
+            else:
+                return None
+            got[key] = v
+        if len(got) == len(names):
+            return {name: got[name] for name in names}, size
+        out: dict[str, Any] = {}
+        for name in names:
+            if name in got:
+                out[name] = got[name]
+            elif specs[name][3]:
+                out[name] = None
+                size += specs[name][1] + 1
+            else:
+                return None
+        return out, size
+
+    return validate
+
+
+def _plain_id(value: str, table: str | None, context: Any) -> str | None:
+    """An id field's value as the full path stores it, or ``None`` if it is not valid."""
+    resolver = context.get("resolve_id") if isinstance(context, dict) else None
+    try:
+        if resolver is not None:
+            resolver(value, table)
+        else:
+            decode_table_number(value)
+    except InvalidIdError:
+        return None
+    # The full path stores what an ``Id`` serializes to: a plain ``str``.
+    return value if type(value) is str else str(value)
+
+
+def _plain_list(value: Any, kind: int) -> int | None:
+    """The size of a list of one scalar kind as ``check_document`` counts it, or ``None``."""
+    if type(value) is not list or len(value) > MAX_ARRAY_ELEMENTS:
+        return None
+    size = 2
+    if kind == 3:
+        for x in value:
+            if type(x) is not float:
+                return None
+        return size + 9 * len(value)
+    if kind == 2:
+        for x in value:
+            if type(x) is not int or not INT64_MIN <= x <= INT64_MAX:
+                return None
+        return size + 9 * len(value)
+    if kind == 1:
+        for x in value:
+            if type(x) is not bool:
+                return None
+        return size + len(value)
+    if kind == 4:
+        for x in value:
+            if type(x) is not str:
+                return None
+            n = len(x) if x.isascii() else str_size(x)
+            if n is None:
+                return None
+            size += n + 2
+        return size
+    for x in value:
+        if type(x) is not bytes:
+            return None
+        size += len(x) + 2
+    return size
 
 
 def _describe_model(model: type[BaseModel], seen: set[type]) -> str:

@@ -38,7 +38,7 @@ from core.indexes.creation import (
     stored_key,
     stored_keys,
 )
-from core.schema import Schema, Table, index_spec_from_text
+from core.schema import PlainValidator, Schema, Table, index_spec_from_text
 from core.storage.base import (
     CatalogIndex,
     CatalogTable,
@@ -83,6 +83,12 @@ class TableInfo:
         return self.decl.validate(self.name, body, context)
 
     @property
+    def plain(self) -> PlainValidator | None:
+        """The declared shape's one-pass validator (``Table.plain_validator``), if it has one."""
+        decl = self.decl
+        return None if decl is None else decl.plain_validator(self.name)
+
+    @property
     def plan(self) -> _WritePlan:
         """How this table's index entries are built (compiled once per index set)."""
         plan = self._plan
@@ -104,7 +110,7 @@ class _WritePlan:
     read any field).
     """
 
-    __slots__ = ("indexes", "_btrees", "_others", "fields", "creation_id")
+    __slots__ = ("indexes", "_btrees", "_others", "fields", "creation_id", "checks")
 
     def __init__(self, indexes: dict[str, Index]):
         self.indexes = indexes
@@ -114,6 +120,8 @@ class _WritePlan:
         """The creation order's index id: its entries are stored only for some documents
         (``core.indexes.creation``); ``entries`` still lists every document's, for read and
         write sets."""
+        self.checks = [i for i in indexes.values() if type(i).check is not Index.check]
+        """The indexes that refuse some documents (``Index.check``)."""
         fields: set[str] | None = set()
         for index in indexes.values():
             if is_creation_order(index):
