@@ -99,6 +99,17 @@ def encode_value(v: Any) -> bytes:
     raise InvalidValueError(f"Value of type {type(v).__name__} cannot be used in an index key.")
 
 
+def encode_suffix(creation_time: Any, doc_id: str) -> bytes:
+    """``encode_value(creation_time) + encode_value(doc_id)``: how every b-tree key ends."""
+    if type(creation_time) is float and creation_time == creation_time and doc_id.isascii():
+        n = int.from_bytes(_pack_d(creation_time + 0.0), "big")
+        bits = (n ^ _MASK if n & _SIGN else n | _SIGN).to_bytes(8, "big")
+        raw = doc_id.encode("ascii")
+        if b"\x00" not in raw:
+            return b"\x10" + bits + b"\x80\x00\x30" + raw + b"\x00\x00"
+    return encode_value(creation_time) + encode_value(doc_id)
+
+
 def encode_key(values: tuple[Any, ...] | list[Any]) -> bytes:
     """Encode a tuple of values; a prefix of the tuple encodes to a prefix of the bytes."""
     return b"".join([encode_value(v) for v in values])

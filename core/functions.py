@@ -19,7 +19,9 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, over
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import InvalidArgumentError, InvalidValueError, UserError
+from core.errors import InvalidArgumentError, InvalidIdError, InvalidValueError, UserError
+from core.ids import Id, decode_table_number
+from core.schema import KIND_ID, KIND_LIST, plain_kind, plain_list
 from core.values import check_value
 
 ArgsT = ParamSpec("ArgsT")
@@ -82,6 +84,8 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
         functools.update_wrapper(self, handler)
         self._model: type[BaseModel] | None = None
         self._params: list[str] = []
+        self._plain: PlainArgs | None | bool = False
+        """``_plain_args``'s compiled form (``None``: none; ``False``: not compiled yet)."""
 
     def __repr__(self) -> str:
         internal = "internal " if self.internal else ""
@@ -122,6 +126,13 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
                 f'Arguments to "{self.path}" must be a dict, not {type(args).__name__}.',
                 function=self.path,
             )
+        plain = self._plain
+        if plain is False:
+            plain = self._plain = _plain_args(self)
+        if plain is not None:
+            kwargs = plain(args, context)
+            if kwargs is not None:
+                return kwargs
         model = self.args_model
         try:
             obj = model.__pydantic_validator__.validate_python(
@@ -153,6 +164,99 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
         except InvalidValueError as exc:
             raise UserError(str(exc)) from None
         return result
+
+
+PlainArgs = Callable[[dict[str, Any], Any], "dict[str, Any] | None"]
+"""``(args, context) -> kwargs`` or ``None``: ``validate_args`` in one pass, for plain types.
+
+It accepts only what the argument model accepts, returning what the model returns; ``None``
+sends the call through the model (which accepts it or words the error).
+"""
+
+
+def _plain_args(ref: FunctionRef[Any, Any]) -> PlainArgs | None:
+    """Compile the one-pass argument check of a function whose parameters all have plain types.
+
+    Plain types are those of ``schema.plain_kind``. A parameter left out takes its default
+    only when that is an immutable scalar (the model hands out the default object itself).
+    """
+    if ref.kind is FunctionKind.HTTP:
+        return None  # lax validation: "5" is an int there
+    params: list[tuple[str, int, bool, Any, bool, Any]] = []
+    for name, info in ref.args_model.model_fields.items():
+        tp: Any = info.annotation
+        if info.metadata:
+            tp = typing.Annotated[(tp, *info.metadata)]
+        plain = plain_kind(tp)
+        if plain is None:
+            return None
+        kind, optional, detail = plain
+        if info.is_required():
+            params.append((name, kind, optional, detail, False, None))
+        else:
+            default = info.get_default(call_default_factory=False)
+            if type(default) not in _IMMUTABLE or info.default_factory is not None:
+                return None
+            params.append((name, kind, optional, detail, True, default))
+    specs = {p[0]: p for p in params}
+
+    def check(args: dict[str, Any], context: Any) -> dict[str, Any] | None:
+        for key in args:
+            if type(key) is not str or key not in specs:
+                return None
+        out: dict[str, Any] = {}
+        for name, kind, optional, detail, has_default, default in params:
+            if name not in args:
+                if not has_default:
+                    return None
+                out[name] = default
+                continue
+            v = args[name]
+            t = type(v)
+            if v is None:
+                if not optional:
+                    return None
+            elif kind == 4:
+                if t is not str:
+                    return None
+            elif kind == 2:
+                if t is not int:
+                    return None
+            elif kind == 1 or kind == 3 or kind == 5:
+                if t is not _SCALAR_TYPES[kind]:
+                    return None
+            elif kind == KIND_ID:
+                if t is not str and t is not Id:
+                    return None
+                v = _plain_id(v, detail, context)
+                if v is None:
+                    return None
+            elif kind == KIND_LIST:
+                if plain_list(v, detail) is None:
+                    return None
+                v = list(v)
+            else:
+                return None
+            out[name] = v
+        return out
+
+    return check
+
+
+_IMMUTABLE = (str, int, float, bool, type(None), bytes)
+_SCALAR_TYPES = {1: bool, 2: int, 3: float, 4: str, 5: bytes}
+
+
+def _plain_id(value: str, table: str | None, context: Any) -> Id | None:
+    """What an ``Id`` argument validates to (as ``core.ids`` does), or ``None`` if not valid."""
+    resolver = context.get("resolve_id") if isinstance(context, dict) else None
+    try:
+        if resolver is not None:
+            return resolver(value, table)  # type: ignore[no-any-return]
+        decode_table_number(value)
+    except InvalidIdError:
+        return None
+    return value if type(value) is Id else Id(value)
 
 
 def _args_model(handler: Callable[..., Any], path: str, skip: int = 1) -> type[BaseModel]:

@@ -324,12 +324,12 @@ raises for a bad value, and it accepts only what the full path accepts, as the f
 would store it.
 """
 
-_KIND_ID = 6
-_KIND_LIST = 7
+KIND_ID = 6
+KIND_LIST = 7
 _SCALAR_KINDS = {type(None): 0, bool: 1, int: 2, float: 3, str: 4, bytes: 5}
 
 
-def _plain_kind(tp: Any) -> tuple[int, bool, Any] | None:
+def plain_kind(tp: Any) -> tuple[int, bool, Any] | None:
     """``(kind, optional, detail)`` of a field type the one-pass validator settles, or ``None``.
 
     ``detail`` is an id field's table (``None``: any table) or a list's item kind.
@@ -347,16 +347,16 @@ def _plain_kind(tp: Any) -> tuple[int, bool, Any] | None:
         kind = _SCALAR_KINDS[tp]
         return kind, optional or kind == 0, None
     if tp is Id:
-        return _KIND_ID, optional, None
+        return KIND_ID, optional, None
     if typing.get_origin(tp) is typing.Annotated:
         base, *meta = typing.get_args(tp)
         if base is Id and len(meta) == 1 and type(meta[0]) is IdTable:
-            return _KIND_ID, optional, meta[0].table
+            return KIND_ID, optional, meta[0].table
         return None
     if typing.get_origin(tp) is list:
         (item,) = typing.get_args(tp) or (None,)
         if isinstance(item, type) and item in _SCALAR_KINDS and item is not type(None):
-            return _KIND_LIST, optional, _SCALAR_KINDS[item]
+            return KIND_LIST, optional, _SCALAR_KINDS[item]
     return None
 
 
@@ -371,7 +371,7 @@ def _plain_validator(
     # (name, name size, kind, optional, detail), in declaration order.
     fields: list[tuple[str, int, int, bool, Any]] = []
     for name, tp in shape.items():
-        plain = _plain_kind(tp)
+        plain = plain_kind(tp)
         if plain is None or not name.isascii() or len(name) > 64:
             return None
         fields.append((name, len(name) + 1, *plain))
@@ -391,8 +391,8 @@ def _plain_validator(
                 if not optional:
                     return None
                 size += key_size + 1
-            elif kind == 4 and t is str or kind == _KIND_ID and (t is str or t is Id):
-                if kind == _KIND_ID:
+            elif kind == 4 and t is str or kind == KIND_ID and (t is str or t is Id):
+                if kind == KIND_ID:
                     v = _plain_id(v, detail, context)
                     if v is None:
                         return None
@@ -416,8 +416,8 @@ def _plain_validator(
                 if t is not bytes:
                     return None
                 size += key_size + len(v) + 2
-            elif kind == _KIND_LIST:
-                n = _plain_list(v, detail)
+            elif kind == KIND_LIST:
+                n = plain_list(v, detail)
                 if n is None:
                     return None
                 v = list(v)
@@ -455,7 +455,7 @@ def _plain_id(value: str, table: str | None, context: Any) -> str | None:
     return value if type(value) is str else str(value)
 
 
-def _plain_list(value: Any, kind: int) -> int | None:
+def plain_list(value: Any, kind: int) -> int | None:
     """The size of a list of one scalar kind as ``check_document`` counts it, or ``None``."""
     if type(value) is not list or len(value) > MAX_ARRAY_ELEMENTS:
         return None

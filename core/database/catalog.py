@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.database.readsets import WriteSet
-from core.encoding import dump_document, encode_value, load_document
+from core.encoding import dump_document, encode_suffix, encode_value, load_document
 from core.errors import InvalidIdError, InvalidValueError, SchemaMismatchError, UserError
 from core.ids import Id, decode_table_number
 from core.indexes import CREATION_TIME_INDEX, Index, build_index
@@ -139,12 +139,14 @@ class _WritePlan:
         """Every entry of ``doc`` (with its system fields), as (index id, key, value)."""
         out: list[tuple[int, bytes, bytes]] = []
         if self._btrees:
-            suffix = encode_value(doc["_creation_time"]) + encode_value(doc["_id"])
+            suffix = encode_suffix(doc["_creation_time"], doc["_id"])
             for index_id, getters in self._btrees:
-                if getters:
-                    key = b"".join([encode_value(g(doc)) for g in getters]) + suffix
-                else:
+                if not getters:
                     key = suffix
+                elif len(getters) == 1:
+                    key = encode_value(getters[0](doc)) + suffix
+                else:
+                    key = b"".join([encode_value(g(doc)) for g in getters]) + suffix
                 out.append((index_id, key, b""))
         for index in self._others:
             index_id = index.id

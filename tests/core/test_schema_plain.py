@@ -168,3 +168,46 @@ def test_shapes_it_does_not_settle_have_none() -> None:
     assert Table({"x": Any}).plain_validator("t") is None
     assert Table({"x": list[list[int]]}).plain_validator("t") is None
     assert Table(None).plain_validator("t") is None
+
+
+def _handler(
+    ctx: Any,
+    s: str,
+    i: int,
+    f: float,
+    ref: Id["things"],
+    vec: list[float],
+    opt: int | None,
+    b: bool = False,
+    n: str | None = None,
+    limit: int = 10,
+) -> None:
+    """A function whose arguments the one-pass check settles."""
+
+
+ARGS: dict[str, Any] = {"s": "x", "i": 1, "f": 1.5, "ref": THING, "vec": [1.0], "opt": None}
+
+
+def test_plain_arguments_agree_with_the_model() -> None:
+    from core.functions import FunctionKind, FunctionRef
+
+    fast_ref: FunctionRef[Any, Any] = FunctionRef(_handler, kind=FunctionKind.QUERY, internal=False)
+    full_ref: FunctionRef[Any, Any] = FunctionRef(_handler, kind=FunctionKind.QUERY, internal=False)
+    full_ref._plain = None
+    assert fast_ref.validate_args(ARGS, CONTEXT) is not None
+    assert fast_ref._plain
+    settled = 0
+    bodies = [ARGS, {**ARGS, "extra": 1}, {k: v for k, v in ARGS.items() if k != "opt"}]
+    bodies += [{**ARGS, name: value} for name in (*ARGS, "b", "n", "limit") for value in VALUES]
+    for body in bodies:
+        fast = fast_ref._plain(body, CONTEXT)  # type: ignore[operator]
+        try:
+            full: Any = full_ref.validate_args(body, CONTEXT)
+        except CapsuleError as exc:
+            assert fast is None, (body, exc)
+            continue
+        if fast is not None:
+            settled += 1
+            assert _same(fast, full), (body, fast, full)
+            assert [type(v) for v in fast.values()] == [type(v) for v in full.values()]
+    assert settled > 20
