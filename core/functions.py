@@ -19,9 +19,8 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, over
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import InvalidArgumentError, InvalidIdError, InvalidValueError, UserError
-from core.ids import Id, decode_table_number
-from core.schema import KIND_ID, KIND_LIST, plain_kind, plain_list
+from core.errors import InvalidArgumentError, InvalidValueError, UserError
+from core.schema import PlainField, plain_field, plain_id, plain_list
 from core.values import check_value
 
 ArgsT = ParamSpec("ArgsT")
@@ -129,7 +128,7 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
         plain = self._plain
         if plain is False:
             plain = self._plain = _plain_args(self)
-        if plain is not None:
+        if callable(plain):
             kwargs = plain(args, context)
             if kwargs is not None:
                 return kwargs
@@ -177,65 +176,40 @@ sends the call through the model (which accepts it or words the error).
 def _plain_args(ref: FunctionRef[Any, Any]) -> PlainArgs | None:
     """Compile the one-pass argument check of a function whose parameters all have plain types.
 
-    Plain types are those of ``schema.plain_kind``. A parameter left out takes its default
-    only when that is an immutable scalar (the model hands out the default object itself).
+    Plain types are those ``schema.plain_field`` settles. A parameter left out takes its
+    default only when that is an immutable scalar (the model hands out the default object).
     """
     if ref.kind is FunctionKind.HTTP:
         return None  # lax validation: "5" is an int there
-    params: list[tuple[str, int, bool, Any, bool, Any]] = []
+    params: list[tuple[str, PlainField, bool, Any]] = []
     for name, info in ref.args_model.model_fields.items():
         tp: Any = info.annotation
         if info.metadata:
             tp = typing.Annotated[(tp, *info.metadata)]
-        plain = plain_kind(tp)
-        if plain is None:
+        f = plain_field(tp)
+        if f is None:
             return None
-        kind, optional, detail = plain
-        if info.is_required():
-            params.append((name, kind, optional, detail, False, None))
-        else:
+        default = None
+        if not info.is_required():
             default = info.get_default(call_default_factory=False)
             if type(default) not in _IMMUTABLE or info.default_factory is not None:
                 return None
-            params.append((name, kind, optional, detail, True, default))
-    specs = {p[0]: p for p in params}
+        params.append((name, f, not info.is_required(), default))
+    declared = {p[0] for p in params}
 
     def check(args: dict[str, Any], context: Any) -> dict[str, Any] | None:
         for key in args:
-            if type(key) is not str or key not in specs:
+            if type(key) is not str or key not in declared:
                 return None
         out: dict[str, Any] = {}
-        for name, kind, optional, detail, has_default, default in params:
+        for name, f, has_default, default in params:
             if name not in args:
                 if not has_default:
                     return None
                 out[name] = default
                 continue
-            v = args[name]
-            t = type(v)
-            if v is None:
-                if not optional:
-                    return None
-            elif kind == 4:
-                if t is not str:
-                    return None
-            elif kind == 2:
-                if t is not int:
-                    return None
-            elif kind == 1 or kind == 3 or kind == 5:
-                if t is not _SCALAR_TYPES[kind]:
-                    return None
-            elif kind == KIND_ID:
-                if t is not str and t is not Id:
-                    return None
-                v = _plain_id(v, detail, context)
-                if v is None:
-                    return None
-            elif kind == KIND_LIST:
-                if plain_list(v, detail) is None:
-                    return None
-                v = list(v)
-            else:
+            v = _plain_arg(args[name], f, context)
+            if v is _REFUSED:
                 return None
             out[name] = v
         return out
@@ -244,19 +218,22 @@ def _plain_args(ref: FunctionRef[Any, Any]) -> PlainArgs | None:
 
 
 _IMMUTABLE = (str, int, float, bool, type(None), bytes)
-_SCALAR_TYPES = {1: bool, 2: int, 3: float, 4: str, 5: bytes}
+_REFUSED: Any = object()
 
 
-def _plain_id(value: str, table: str | None, context: Any) -> Id | None:
-    """What an ``Id`` argument validates to (as ``core.ids`` does), or ``None`` if not valid."""
-    resolver = context.get("resolve_id") if isinstance(context, dict) else None
-    try:
-        if resolver is not None:
-            return resolver(value, table)  # type: ignore[no-any-return]
-        decode_table_number(value)
-    except InvalidIdError:
-        return None
-    return value if type(value) is Id else Id(value)
+def _plain_arg(v: Any, f: PlainField, context: Any) -> Any:
+    """An argument as the model validates it, or ``_REFUSED``: the model must decide."""
+    if v is None:
+        return v if f.optional else _REFUSED
+    if type(v) not in f.types:
+        return _REFUSED
+    if f.is_id:
+        valid = plain_id(v, f.table, context)
+        return _REFUSED if valid is None else valid
+    if f.item is not None:
+        # Sizes do not matter here, only that the model takes the items as they are.
+        return _REFUSED if plain_list(v, f.item) is None else list(v)
+    return v
 
 
 def _args_model(handler: Callable[..., Any], path: str, skip: int = 1) -> type[BaseModel]:

@@ -324,15 +324,29 @@ raises for a bad value, and it accepts only what the full path accepts, as the f
 would store it.
 """
 
-KIND_ID = 6
-KIND_LIST = 7
-_SCALAR_KINDS = {type(None): 0, bool: 1, int: 2, float: 3, str: 4, bytes: 5}
+_SCALARS = (bool, int, float, str, bytes)
 
 
-def plain_kind(tp: Any) -> tuple[int, bool, Any] | None:
-    """``(kind, optional, detail)`` of a field type the one-pass validator settles, or ``None``.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlainField:
+    """A field (or argument) type the one-pass checks settle, as ``plain_field`` reads it."""
 
-    ``detail`` is an id field's table (``None``: any table) or a list's item kind.
+    types: tuple[type, ...]
+    """The exact types a value other than ``None`` may have."""
+    optional: bool
+    """``None`` is valid (and the default of an omitted mapping field)."""
+    is_id: bool = False
+    table: str | None = None
+    """An id field's table (``None``: any table)."""
+    item: type | None = None
+    """A list field's item type."""
+
+
+def plain_field(tp: Any) -> PlainField | None:
+    """How the one-pass checks settle a field type, or ``None`` if they do not.
+
+    They settle ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, ``Id`` and
+    ``Id["table"]``, lists of the scalars, and each of these ``| None``.
     """
     optional = False
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -341,23 +355,77 @@ def plain_kind(tp: Any) -> tuple[int, bool, Any] | None:
         if len(rest) != 1 or len(args) != 2:
             return None
         optional, tp = True, rest[0]
-    if tp is None:
-        tp = type(None)
-    if isinstance(tp, type) and tp in _SCALAR_KINDS:
-        kind = _SCALAR_KINDS[tp]
-        return kind, optional or kind == 0, None
+    if tp is None or tp is type(None):
+        return PlainField(types=(), optional=True)
+    if tp in _SCALARS:
+        return PlainField(types=(tp,), optional=optional)
     if tp is Id:
-        return KIND_ID, optional, None
-    if typing.get_origin(tp) is typing.Annotated:
+        return PlainField(types=(str, Id), optional=optional, is_id=True)
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
         base, *meta = typing.get_args(tp)
         if base is Id and len(meta) == 1 and type(meta[0]) is IdTable:
-            return KIND_ID, optional, meta[0].table
-        return None
-    if typing.get_origin(tp) is list:
+            return PlainField(types=(str, Id), optional=optional, is_id=True, table=meta[0].table)
+    elif origin is list:
         (item,) = typing.get_args(tp) or (None,)
-        if isinstance(item, type) and item in _SCALAR_KINDS and item is not type(None):
-            return KIND_LIST, optional, _SCALAR_KINDS[item]
+        if item in _SCALARS:
+            return PlainField(types=(list,), optional=optional, item=item)
     return None
+
+
+def scalar_size(v: Any, t: type) -> int | None:
+    """``check_document``'s size of a scalar of exact type ``t``; ``None`` if it refuses it."""
+    if t is float:
+        return 9
+    if t is int:
+        return 9 if INT64_MIN <= v <= INT64_MAX else None
+    if t is bool:
+        return 1
+    if t is str:
+        n = len(v) if v.isascii() else str_size(v)
+        return None if n is None else n + 2
+    return len(v) + 2  # bytes
+
+
+def plain_list(value: list[Any], item: type) -> int | None:
+    """``check_document``'s size of a list of ``item``s; ``None`` if it is not one it accepts."""
+    if len(value) > MAX_ARRAY_ELEMENTS:
+        return None
+    size = 2
+    for x in value:
+        t = type(x)
+        if t is not item:
+            return None
+        n = 9 if t is float else scalar_size(x, t)
+        if n is None:
+            return None
+        size += n
+    return size
+
+
+def plain_id(value: str, table: str | None, context: Any) -> Id | None:
+    """What an id field validates to (as ``core.ids`` validates it), or ``None`` if not valid."""
+    resolver = context.get("resolve_id") if isinstance(context, dict) else None
+    try:
+        if resolver is not None:
+            return resolver(value, table)  # type: ignore[no-any-return]
+        decode_table_number(value)
+    except InvalidIdError:
+        return None
+    return value if type(value) is Id else Id(value)
+
+
+def _converted(v: Any, f: PlainField, context: Any) -> tuple[Any, int] | None:
+    """An id or list field's stored value and size, or ``None``."""
+    if f.is_id:
+        valid = plain_id(v, f.table, context)
+        if valid is None:
+            return None
+        # The full path stores what an ``Id`` serializes to: a plain ``str`` (of 32 ASCII
+        # characters, as every valid id).
+        return str(valid), len(valid) + 2
+    size = plain_list(v, f.item)  # type: ignore[arg-type]
+    return None if size is None else (list(v), size)
 
 
 def _plain_validator(
@@ -368,15 +436,13 @@ def _plain_validator(
         return None
     if list(model.model_fields) != list(shape):
         return None
-    # (name, name size, kind, optional, detail), in declaration order.
-    fields: list[tuple[str, int, int, bool, Any]] = []
+    specs: dict[str, tuple[int, PlainField]] = {}
     for name, tp in shape.items():
-        plain = plain_kind(tp)
-        if plain is None or not name.isascii() or len(name) > 64:
+        f = plain_field(tp)
+        if f is None or not name.isascii() or len(name) > 64:
             return None
-        fields.append((name, len(name) + 1, *plain))
-    specs = {f[0]: f for f in fields}
-    names = [f[0] for f in fields]
+        specs[name] = (len(name) + 1, f)
+    names = list(specs)
 
     def validate(body: dict[str, Any], context: Any) -> tuple[dict[str, Any], int] | None:
         got: dict[str, Any] = {}
@@ -385,110 +451,47 @@ def _plain_validator(
             spec = specs.get(key)
             if spec is None or type(key) is not str:
                 return None
-            _, key_size, kind, optional, detail = spec
+            key_size, f = spec
             t = type(v)
             if v is None:
-                if not optional:
+                if not f.optional:
                     return None
-                size += key_size + 1
-            elif kind == 4 and t is str or kind == KIND_ID and (t is str or t is Id):
-                if kind == KIND_ID:
-                    v = _plain_id(v, detail, context)
-                    if v is None:
-                        return None
-                n = len(v) if v.isascii() else str_size(v)
-                if n is None:
-                    return None
-                size += key_size + n + 2
-            elif kind == 2:
-                if t is not int or not INT64_MIN <= v <= INT64_MAX:
-                    return None
-                size += key_size + 9
-            elif kind == 3:
-                if t is not float:
-                    return None
-                size += key_size + 9
-            elif kind == 1:
-                if t is not bool:
-                    return None
-                size += key_size + 1
-            elif kind == 5:
-                if t is not bytes:
-                    return None
-                size += key_size + len(v) + 2
-            elif kind == KIND_LIST:
-                n = plain_list(v, detail)
-                if n is None:
-                    return None
-                v = list(v)
-                size += key_size + n
-            else:
+                n = 1
+            elif t not in f.types:
                 return None
+            elif f.is_id or f.item is not None:
+                done = _converted(v, f, context)
+                if done is None:
+                    return None
+                v, n = done
+            else:
+                scalar = 9 if t is float else scalar_size(v, t)
+                if scalar is None:
+                    return None
+                n = scalar
             got[key] = v
+            size += key_size + n
         if len(got) == len(names):
             return {name: got[name] for name in names}, size
-        out: dict[str, Any] = {}
-        for name in names:
-            if name in got:
-                out[name] = got[name]
-            elif specs[name][3]:
-                out[name] = None
-                size += specs[name][1] + 1
-            else:
-                return None
-        return out, size
+        return _with_omitted(got, size, specs)
 
     return validate
 
 
-def _plain_id(value: str, table: str | None, context: Any) -> str | None:
-    """An id field's value as the full path stores it, or ``None`` if it is not valid."""
-    resolver = context.get("resolve_id") if isinstance(context, dict) else None
-    try:
-        if resolver is not None:
-            resolver(value, table)
+def _with_omitted(
+    got: dict[str, Any], size: int, specs: dict[str, tuple[int, PlainField]]
+) -> tuple[dict[str, Any], int] | None:
+    """A body some fields were left out of: ``None`` fills the optional ones."""
+    out: dict[str, Any] = {}
+    for name, (key_size, f) in specs.items():
+        if name in got:
+            out[name] = got[name]
+        elif f.optional:
+            out[name] = None
+            size += key_size + 1
         else:
-            decode_table_number(value)
-    except InvalidIdError:
-        return None
-    # The full path stores what an ``Id`` serializes to: a plain ``str``.
-    return value if type(value) is str else str(value)
-
-
-def plain_list(value: Any, kind: int) -> int | None:
-    """The size of a list of one scalar kind as ``check_document`` counts it, or ``None``."""
-    if type(value) is not list or len(value) > MAX_ARRAY_ELEMENTS:
-        return None
-    size = 2
-    if kind == 3:
-        for x in value:
-            if type(x) is not float:
-                return None
-        return size + 9 * len(value)
-    if kind == 2:
-        for x in value:
-            if type(x) is not int or not INT64_MIN <= x <= INT64_MAX:
-                return None
-        return size + 9 * len(value)
-    if kind == 1:
-        for x in value:
-            if type(x) is not bool:
-                return None
-        return size + len(value)
-    if kind == 4:
-        for x in value:
-            if type(x) is not str:
-                return None
-            n = len(x) if x.isascii() else str_size(x)
-            if n is None:
-                return None
-            size += n + 2
-        return size
-    for x in value:
-        if type(x) is not bytes:
             return None
-        size += len(x) + 2
-    return size
+    return out, size
 
 
 def _describe_model(model: type[BaseModel], seen: set[type]) -> str:
