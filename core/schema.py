@@ -464,8 +464,12 @@ def _plain_validator(
                 if done is None:
                     return None
                 v, n = done
+            elif t is str and v.isascii():
+                n = len(v) + 2
+            elif t is bool:
+                n = 1
             else:
-                scalar = 9 if t is float else scalar_size(v, t)
+                scalar = scalar_size(v, t)
                 if scalar is None:
                     return None
                 n = scalar

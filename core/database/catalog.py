@@ -70,6 +70,8 @@ class TableInfo:
     indexes: dict[str, Index] = field(default_factory=dict)
     _plan: _WritePlan | None = field(default=None, repr=False, compare=False)
     """The compiled write plan of ``indexes`` (rebuilt when the index map is replaced)."""
+    _plain: PlainValidator | None | bool = field(default=False, repr=False, compare=False)
+    """``plain``, once looked up (``False``: not yet)."""
 
     @property
     def creation_index(self) -> Index:
@@ -85,8 +87,11 @@ class TableInfo:
     @property
     def plain(self) -> PlainValidator | None:
         """The declared shape's one-pass validator (``Table.plain_validator``), if it has one."""
-        decl = self.decl
-        return None if decl is None else decl.plain_validator(self.name)
+        plain = self._plain
+        if plain is False:
+            decl = self.decl
+            plain = self._plain = None if decl is None else decl.plain_validator(self.name)
+        return plain  # type: ignore[return-value]
 
     @property
     def plan(self) -> _WritePlan:

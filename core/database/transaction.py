@@ -339,7 +339,7 @@ class Transaction:
         elif same_entries and (prev is not None or stored is not None):
             entries = current
         else:
-            entries = info.entries(doc)
+            entries = info.plan.entries(doc)
         self._count_write(size)
         self._undo.append((doc_id, prev, self.bytes_written, len(self.writes)))
         self.bytes_written += size
