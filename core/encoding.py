@@ -49,6 +49,8 @@ _SIGN = 1 << 63
 _MASK = (1 << 64) - 1
 _NAN = b"\x7f\xf8" + b"\x00" * 6
 _NAN_BITS = int.from_bytes(_NAN, "big")
+_EXACT = 1 << 53
+"""Every int of at most this magnitude is a float exactly."""
 
 
 def _float_bits(f: float) -> bytes:
@@ -74,7 +76,12 @@ def _escape(raw: bytes) -> bytes:
 def encode_value(v: Any) -> bytes:
     """Encode one value so that byte order equals value order."""
     t = type(v)
-    if t is int or t is float:
+    if t is float or t is int and -_EXACT <= v <= _EXACT:
+        # ``_number`` inlined for floats and the ints a float holds exactly (no residual).
+        f = v + 0.0
+        n = int.from_bytes(_pack_d(f), "big") if f == f else _NAN_BITS
+        return b"\x10" + (n ^ _MASK if n & _SIGN else n | _SIGN).to_bytes(8, "big") + b"\x80\x00"
+    if t is int:
         return _number(v)
     if t is str or isinstance(v, str):  # ids are a str subclass
         raw: bytes = v.encode("utf-8", "surrogatepass")

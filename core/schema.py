@@ -432,16 +432,9 @@ def _plain_validator(
     shape: Mapping[str, Any] | type[BaseModel] | None, model: type[BaseModel] | None
 ) -> PlainValidator | None:
     """Compile the one-pass validator of a mapping shape whose every field type it settles."""
-    if model is None or not isinstance(shape, Mapping) or len(shape) + 2 > MAX_FIELDS:
+    specs = _plain_specs(shape, model)
+    if specs is None:
         return None
-    if list(model.model_fields) != list(shape):
-        return None
-    specs: dict[str, tuple[int, PlainField]] = {}
-    for name, tp in shape.items():
-        f = plain_field(tp)
-        if f is None or not name.isascii() or len(name) > 64:
-            return None
-        specs[name] = (len(name) + 1, f)
     names = list(specs)
 
     def validate(body: dict[str, Any], context: Any) -> tuple[dict[str, Any], int] | None:
@@ -466,8 +459,6 @@ def _plain_validator(
                 v, n = done
             elif t is str and v.isascii():
                 n = len(v) + 2
-            elif t is bool:
-                n = 1
             else:
                 scalar = scalar_size(v, t)
                 if scalar is None:
@@ -480,6 +471,23 @@ def _plain_validator(
         return _with_omitted(got, size, specs)
 
     return validate
+
+
+def _plain_specs(
+    shape: Mapping[str, Any] | type[BaseModel] | None, model: type[BaseModel] | None
+) -> dict[str, tuple[int, PlainField]] | None:
+    """Each field's (name size, ``PlainField``) in declaration order, or ``None``."""
+    if model is None or not isinstance(shape, Mapping) or len(shape) + 2 > MAX_FIELDS:
+        return None
+    if list(model.model_fields) != list(shape):
+        return None
+    specs: dict[str, tuple[int, PlainField]] = {}
+    for name, tp in shape.items():
+        f = plain_field(tp)
+        if f is None or not name.isascii() or len(name) > 64:
+            return None
+        specs[name] = (len(name) + 1, f)
+    return specs
 
 
 def _with_omitted(
