@@ -49,6 +49,8 @@ _SIGN = 1 << 63
 _MASK = (1 << 64) - 1
 _NAN = b"\x7f\xf8" + b"\x00" * 6
 _NAN_BITS = int.from_bytes(_NAN, "big")
+_EXACT = 1 << 53
+"""Every int of at most this magnitude is a float exactly."""
 
 
 def _float_bits(f: float) -> bytes:
@@ -78,9 +80,14 @@ _SMALL_INTS = tuple(_number(i) for i in range(-128, 1024))
 def encode_value(v: Any) -> bytes:
     """Encode one value so that byte order equals value order."""
     t = type(v)
+    if t is int and -128 <= v < 1024:
+        return _SMALL_INTS[v + 128]
+    if t is float or t is int and -_EXACT <= v <= _EXACT:
+        # ``_number`` inlined for floats and the ints a float holds exactly (no residual).
+        f = v + 0.0
+        n = int.from_bytes(_pack_d(f), "big") if f == f else _NAN_BITS
+        return b"\x10" + (n ^ _MASK if n & _SIGN else n | _SIGN).to_bytes(8, "big") + b"\x80\x00"
     if t is int:
-        return _SMALL_INTS[v + 128] if -128 <= v < 1024 else _number(v)
-    if t is float:
         return _number(v)
     if t is str or isinstance(v, str):  # ids are a str subclass
         raw: bytes = v.encode("utf-8", "surrogatepass")
@@ -103,6 +110,17 @@ def encode_value(v: Any) -> bytes:
     if isinstance(v, int):
         return _number(int(v))
     raise InvalidValueError(f"Value of type {type(v).__name__} cannot be used in an index key.")
+
+
+def encode_suffix(creation_time: Any, doc_id: str) -> bytes:
+    """``encode_value(creation_time) + encode_value(doc_id)``: how every b-tree key ends."""
+    if type(creation_time) is float and creation_time == creation_time and doc_id.isascii():
+        n = int.from_bytes(_pack_d(creation_time + 0.0), "big")
+        bits = (n ^ _MASK if n & _SIGN else n | _SIGN).to_bytes(8, "big")
+        raw = doc_id.encode("ascii")
+        if b"\x00" not in raw:
+            return b"\x10" + bits + b"\x80\x00\x30" + raw + b"\x00\x00"
+    return encode_value(creation_time) + encode_value(doc_id)
 
 
 def encode_key(values: tuple[Any, ...] | list[Any]) -> bytes:

@@ -249,9 +249,10 @@ class Executor:
         self.retries = 0
         self._key: HandleKey | None = None
         self._key_lock = threading.Lock()
-        self._resolved: dict[tuple[FunctionRef[Any, Any], str], Target] = {}
-        """Nested calls' resolutions by (reference, calling namespace): mounts are fixed once
-        a runtime opens, so a reference object always resolves the same way from a caller."""
+        self._resolved: dict[tuple[FunctionRef[Any, Any], str | None], Target] = {}
+        """Resolutions of reference objects by (reference, calling namespace; ``None`` for
+        clients): mounts are fixed once a runtime opens, so a reference object always
+        resolves the same way from a caller."""
 
     def system_space(self) -> Any:
         """The system table space, when the runtime has one."""
@@ -302,7 +303,17 @@ class Executor:
     # -- top-level calls -------------------------------------------------------------------
 
     def _resolve(self, ref: Any, kind: str | None, caller: str | None) -> Target:
-        target = self.resolve(ref, caller=caller)
+        if isinstance(ref, FunctionRef):
+            # Cached as for nested calls (``_resolved``): clients call the same references.
+            key = (ref, caller)
+            target = self._resolved.get(key)
+            if target is None:
+                target = self.resolve(ref, caller=caller)
+                if len(self._resolved) >= _RESOLVED_MAX:
+                    self._resolved.clear()
+                self._resolved[key] = target
+        else:
+            target = self.resolve(ref, caller=caller)
         if kind is not None and target.ref.kind.value != kind:
             raise FunctionKindError(target.ref.path, kind=target.ref.kind.value, called_as=kind)
         return target

@@ -20,6 +20,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict
 
 from core.errors import InvalidArgumentError, InvalidValueError, UserError
+from core.schema import PlainField, plain_field, plain_id, plain_list
 from core.values import check_value
 
 ArgsT = ParamSpec("ArgsT")
@@ -82,6 +83,8 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
         functools.update_wrapper(self, handler)
         self._model: type[BaseModel] | None = None
         self._params: list[str] = []
+        self._plain: PlainArgs | None | bool = False
+        """``_plain_args``'s compiled form (``None``: none; ``False``: not compiled yet)."""
 
     def __repr__(self) -> str:
         internal = "internal " if self.internal else ""
@@ -122,6 +125,13 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
                 f'Arguments to "{self.path}" must be a dict, not {type(args).__name__}.',
                 function=self.path,
             )
+        plain = self._plain
+        if plain is False:
+            plain = self._plain = _plain_args(self)
+        if callable(plain):
+            kwargs = plain(args, context)
+            if kwargs is not None:
+                return kwargs
         model = self.args_model
         try:
             obj = model.__pydantic_validator__.validate_python(
@@ -153,6 +163,77 @@ class FunctionRef(Generic[ArgsT, ReturnT]):
         except InvalidValueError as exc:
             raise UserError(str(exc)) from None
         return result
+
+
+PlainArgs = Callable[[dict[str, Any], Any], "dict[str, Any] | None"]
+"""``(args, context) -> kwargs`` or ``None``: ``validate_args`` in one pass, for plain types.
+
+It accepts only what the argument model accepts, returning what the model returns; ``None``
+sends the call through the model (which accepts it or words the error).
+"""
+
+
+def _plain_args(ref: FunctionRef[Any, Any]) -> PlainArgs | None:
+    """Compile the one-pass argument check of a function whose parameters all have plain types.
+
+    Plain types are those ``schema.plain_field`` settles. A parameter left out takes its
+    default only when that is an immutable scalar (the model hands out the default object).
+    """
+    if ref.kind is FunctionKind.HTTP:
+        return None  # lax validation: "5" is an int there
+    params: list[tuple[str, PlainField, bool, Any]] = []
+    for name, info in ref.args_model.model_fields.items():
+        tp: Any = info.annotation
+        if info.metadata:
+            tp = typing.Annotated[(tp, *info.metadata)]
+        f = plain_field(tp)
+        if f is None:
+            return None
+        default = None
+        if not info.is_required():
+            default = info.get_default(call_default_factory=False)
+            if type(default) not in _IMMUTABLE or info.default_factory is not None:
+                return None
+        params.append((name, f, not info.is_required(), default))
+    declared = {p[0] for p in params}
+
+    def check(args: dict[str, Any], context: Any) -> dict[str, Any] | None:
+        for key in args:
+            if type(key) is not str or key not in declared:
+                return None
+        out: dict[str, Any] = {}
+        for name, f, has_default, default in params:
+            if name not in args:
+                if not has_default:
+                    return None
+                out[name] = default
+                continue
+            v = _plain_arg(args[name], f, context)
+            if v is _REFUSED:
+                return None
+            out[name] = v
+        return out
+
+    return check
+
+
+_IMMUTABLE = (str, int, float, bool, type(None), bytes)
+_REFUSED: Any = object()
+
+
+def _plain_arg(v: Any, f: PlainField, context: Any) -> Any:
+    """An argument as the model validates it, or ``_REFUSED``: the model must decide."""
+    if v is None:
+        return v if f.optional else _REFUSED
+    if type(v) not in f.types:
+        return _REFUSED
+    if f.is_id:
+        valid = plain_id(v, f.table, context)
+        return _REFUSED if valid is None else valid
+    if f.item is not None:
+        # Sizes do not matter here, only that the model takes the items as they are.
+        return _REFUSED if plain_list(v, f.item) is None else list(v)
+    return v
 
 
 def _args_model(handler: Callable[..., Any], path: str, skip: int = 1) -> type[BaseModel]:

@@ -22,7 +22,7 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Generic
 
 from pydantic_core import core_schema
@@ -131,18 +131,48 @@ def _checksum(raw: bytes) -> bytes:
 # Ids are RFC 4648 "base32hex" (lowercase, no padding: 20 bytes make exactly 32 characters):
 # its alphabet is in ASCII order, so ids sort as text exactly as their bytes do, and ids made
 # one after another sort one after another. The standard library's codec is pure Python and
-# costs several microseconds per call, a visible share of an insert, so encoding goes through
-# a table of every 10-bit pair and decoding is ``int(..., 32)`` behind a strict pattern.
+# costs several microseconds per call, a visible share of an insert, so encoding spreads the
+# 5-bit groups into bytes with a few big-int masks and maps them with ``bytes.translate``
+# (``time_prefix`` looks up 10-bit pairs), and decoding is ``int(..., 32)`` behind a strict
+# pattern.
 _ALPHABET = "0123456789abcdefghijklmnopqrstuv"
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
-_SHIFTS = tuple(range(150, -1, -10))
 _ID = re.compile(r"[0-9a-v]{32}\Z")
 
 
+def _spread_steps() -> tuple[tuple[int, int, int], ...]:
+    """Masks that move each 5-bit group of a 160-bit number into a byte of its own.
+
+    Each step halves the groups of one width into groups at twice the spacing (80 bits at
+    128, 40 at 64, 20 at 32, 10 at 16, 5 at 8): ``(n & low) | ((n & high) << shift)``.
+    """
+    steps = []
+    width, lane = 80, 128
+    while width > 5:
+        half, spacing = width // 2, lane // 2
+        low = high = 0
+        for base in range(0, 256, lane):
+            low |= ((1 << half) - 1) << base
+            high |= ((1 << half) - 1) << (base + half)
+        steps.append((low, high, spacing - half))
+        width, lane = half, spacing
+    return tuple(steps)
+
+
+_SPREAD = _spread_steps()
+_TO_ALPHABET = bytes(_ALPHABET.encode().ljust(256, b"?"))
+
+
+def _encode_int(n: int) -> str:
+    """The 32 characters of a 160-bit number: one table lookup per byte, in C."""
+    n = (n & ((1 << 80) - 1)) | ((n >> 80) << 128)
+    for low, high, shift in _SPREAD:
+        n = (n & low) | ((n & high) << shift)
+    return n.to_bytes(32, "big").translate(_TO_ALPHABET).decode("ascii")
+
+
 def _encode(raw: bytes) -> str:
-    n = int.from_bytes(raw, "big")
-    pairs = _PAIRS
-    return "".join([pairs[(n >> s) & 1023] for s in _SHIFTS])
+    return _encode_int(int.from_bytes(raw, "big"))
 
 
 _pack_d = struct.Struct(">d").pack
@@ -175,9 +205,39 @@ def new_id(table_number: int, creation_time: float) -> Id:
     creation order is the id order, and new documents land next to each other in storage
     (appends, not page splits all over the table). The random part keeps ids unguessable.
     """
-    raw = table_number.to_bytes(2, "big") + time_bits(creation_time).to_bytes(8, "big")
-    raw += os.urandom(8)
-    return Id(_encode(raw + _checksum(raw)))
+    n = (table_number << 128) | (time_bits(creation_time) << 64) | _random64()
+    # The checksum covers the 18 bytes before it (the table number must fit its 2 bytes).
+    n = (n << 16) | (zlib.crc32(n.to_bytes(18, "big")) & 0xFFFF)
+    return Id(_encode_int(n))
+
+
+_POOL_SIZE = 256
+_pool: Iterator[int] = iter(())
+
+
+def _random64() -> int:
+    """64 random bits from the OS, drawn ``_POOL_SIZE`` at a time (one system call per pool).
+
+    ``next`` on a list iterator is atomic under the GIL, so threads never share a draw; a
+    forked child starts a pool of its own rather than repeat its parent's.
+    """
+    global _pool
+    try:
+        return next(_pool)
+    except StopIteration:
+        raw = os.urandom(8 * _POOL_SIZE)
+        fresh = iter([int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw), 8)])
+        _pool = fresh
+        return next(fresh)
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = iter(())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def carries_time(doc_id: str, bits: int) -> bool:

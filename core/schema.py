@@ -18,8 +18,16 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import InvalidValueError, UserError
-from core.values import check_table_name
+from core.errors import InvalidIdError, InvalidValueError, UserError
+from core.ids import Id, IdTable, decode_table_number
+from core.values import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_ARRAY_ELEMENTS,
+    MAX_FIELDS,
+    check_table_name,
+    str_size,
+)
 
 MAX_INDEX_FIELDS = 15
 MAX_INDEXES_PER_TABLE = 32
@@ -121,6 +129,9 @@ class Table:
         very type is what strict validation returns unchanged, so it needs no validator call."""
         self._fields: dict[str, pydantic.TypeAdapter[Any]] = {}
         """Per-field validators of a mapping shape (``validate_fields``), made on first use."""
+        self._plain: PlainValidator | None | bool = False
+        """``plain_validator``'s compiled form (``None``: the shape has none; ``False``: not
+        compiled yet)."""
 
     # -- declarations ------------------------------------------------------------------------
 
@@ -230,6 +241,17 @@ class Table:
         body: dict[str, Any] = obj.model_dump(mode="python")
         return body
 
+    def plain_validator(self, table: str) -> PlainValidator | None:
+        """A one-pass validator of a mapping shape of plain field types, or ``None``.
+
+        See ``PlainValidator``: the fast path of ``validate`` plus ``check_document`` for the
+        common shapes (scalars, ids, optional scalars, lists of scalars).
+        """
+        plain = self._plain
+        if plain is False:
+            plain = self._plain = _plain_validator(self.shape, self.model(table))
+        return plain  # type: ignore[return-value]
+
     def validate_fields(
         self, table: str, fields: dict[str, Any], context: Any = None
     ) -> dict[str, Any] | None:
@@ -297,6 +319,200 @@ class Table:
 
 
 _PLAIN = (str, int, float, bool, type(None), bytes)
+
+PlainValidator = Callable[[dict[str, Any], Any], "tuple[dict[str, Any], int] | None"]
+"""``(body, context) -> (validated body, size)`` or ``None``: one pass over a document body.
+
+The validated body is what ``Table.validate`` returns (declared fields in declaration order,
+omitted optional fields ``None``), and the size is what ``check_document`` counts for those
+fields (names and values, without the enclosing object's own 2 bytes). ``None`` means "not
+this way": the body has a field this pass does not settle (an undeclared or unusual name, a
+value of another type, an int to convert, a string to check further, a bad id...), and the
+caller takes the full path, which accepts it or raises the usual error. So the pass never
+raises for a bad value, and it accepts only what the full path accepts, as the full path
+would store it.
+"""
+
+_SCALARS = (bool, int, float, str, bytes)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlainField:
+    """A field (or argument) type the one-pass checks settle, as ``plain_field`` reads it."""
+
+    types: tuple[type, ...]
+    """The exact types a value other than ``None`` may have."""
+    optional: bool
+    """``None`` is valid (and the default of an omitted mapping field)."""
+    is_id: bool = False
+    table: str | None = None
+    """An id field's table (``None``: any table)."""
+    item: type | None = None
+    """A list field's item type."""
+
+
+def plain_field(tp: Any) -> PlainField | None:
+    """How the one-pass checks settle a field type, or ``None`` if they do not.
+
+    They settle ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, ``Id`` and
+    ``Id["table"]``, lists of the scalars, and each of these ``| None``.
+    """
+    optional = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1 or len(args) != 2:
+            return None
+        optional, tp = True, rest[0]
+    if tp is None or tp is type(None):
+        return PlainField(types=(), optional=True)
+    if tp in _SCALARS:
+        return PlainField(types=(tp,), optional=optional)
+    if tp is Id:
+        return PlainField(types=(str, Id), optional=optional, is_id=True)
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, *meta = typing.get_args(tp)
+        if base is Id and len(meta) == 1 and type(meta[0]) is IdTable:
+            return PlainField(types=(str, Id), optional=optional, is_id=True, table=meta[0].table)
+    elif origin is list:
+        (item,) = typing.get_args(tp) or (None,)
+        if item in _SCALARS:
+            return PlainField(types=(list,), optional=optional, item=item)
+    return None
+
+
+def scalar_size(v: Any, t: type) -> int | None:
+    """``check_document``'s size of a scalar of exact type ``t``; ``None`` if it refuses it."""
+    if t is float:
+        return 9
+    if t is int:
+        return 9 if INT64_MIN <= v <= INT64_MAX else None
+    if t is bool:
+        return 1
+    if t is str:
+        n = len(v) if v.isascii() else str_size(v)
+        return None if n is None else n + 2
+    return len(v) + 2  # bytes
+
+
+def plain_list(value: list[Any], item: type) -> int | None:
+    """``check_document``'s size of a list of ``item``s; ``None`` if it is not one it accepts."""
+    if len(value) > MAX_ARRAY_ELEMENTS:
+        return None
+    size = 2
+    for x in value:
+        t = type(x)
+        if t is not item:
+            return None
+        n = 9 if t is float else scalar_size(x, t)
+        if n is None:
+            return None
+        size += n
+    return size
+
+
+def plain_id(value: str, table: str | None, context: Any) -> Id | None:
+    """What an id field validates to (as ``core.ids`` validates it), or ``None`` if not valid."""
+    resolver = context.get("resolve_id") if isinstance(context, dict) else None
+    try:
+        if resolver is not None:
+            return resolver(value, table)  # type: ignore[no-any-return]
+        decode_table_number(value)
+    except InvalidIdError:
+        return None
+    return value if type(value) is Id else Id(value)
+
+
+def _converted(v: Any, f: PlainField, context: Any) -> tuple[Any, int] | None:
+    """An id or list field's stored value and size, or ``None``."""
+    if f.is_id:
+        valid = plain_id(v, f.table, context)
+        if valid is None:
+            return None
+        # The full path stores what an ``Id`` serializes to: a plain ``str`` (of 32 ASCII
+        # characters, as every valid id).
+        return str(valid), len(valid) + 2
+    size = plain_list(v, f.item)  # type: ignore[arg-type]
+    return None if size is None else (list(v), size)
+
+
+def _plain_validator(
+    shape: Mapping[str, Any] | type[BaseModel] | None, model: type[BaseModel] | None
+) -> PlainValidator | None:
+    """Compile the one-pass validator of a mapping shape whose every field type it settles."""
+    specs = _plain_specs(shape, model)
+    if specs is None:
+        return None
+    names = list(specs)
+
+    def validate(body: dict[str, Any], context: Any) -> tuple[dict[str, Any], int] | None:
+        got: dict[str, Any] = {}
+        size = 0
+        for key, v in body.items():
+            spec = specs.get(key)
+            if spec is None or type(key) is not str:
+                return None
+            key_size, f = spec
+            t = type(v)
+            if v is None:
+                if not f.optional:
+                    return None
+                n = 1
+            elif t not in f.types:
+                return None
+            elif f.is_id or f.item is not None:
+                done = _converted(v, f, context)
+                if done is None:
+                    return None
+                v, n = done
+            elif t is str and v.isascii():
+                n = len(v) + 2
+            else:
+                scalar = scalar_size(v, t)
+                if scalar is None:
+                    return None
+                n = scalar
+            got[key] = v
+            size += key_size + n
+        if len(got) == len(names):
+            return {name: got[name] for name in names}, size
+        return _with_omitted(got, size, specs)
+
+    return validate
+
+
+def _plain_specs(
+    shape: Mapping[str, Any] | type[BaseModel] | None, model: type[BaseModel] | None
+) -> dict[str, tuple[int, PlainField]] | None:
+    """Each field's (name size, ``PlainField``) in declaration order, or ``None``."""
+    if model is None or not isinstance(shape, Mapping) or len(shape) + 2 > MAX_FIELDS:
+        return None
+    if list(model.model_fields) != list(shape):
+        return None
+    specs: dict[str, tuple[int, PlainField]] = {}
+    for name, tp in shape.items():
+        f = plain_field(tp)
+        if f is None or not name.isascii() or len(name) > 64:
+            return None
+        specs[name] = (len(name) + 1, f)
+    return specs
+
+
+def _with_omitted(
+    got: dict[str, Any], size: int, specs: dict[str, tuple[int, PlainField]]
+) -> tuple[dict[str, Any], int] | None:
+    """A body some fields were left out of: ``None`` fills the optional ones."""
+    out: dict[str, Any] = {}
+    for name, (key_size, f) in specs.items():
+        if name in got:
+            out[name] = got[name]
+        elif f.optional:
+            out[name] = None
+            size += key_size + 1
+        else:
+            return None
+    return out, size
 
 
 def _describe_model(model: type[BaseModel], seen: set[type]) -> str:

@@ -115,7 +115,7 @@ def check_value(value: Any, *, what: str = "value", depth_limit: int = 64) -> in
     return _Walk(what, depth_limit, None).check(value, "", 1)
 
 
-def _str_size(v: str) -> int | None:
+def str_size(v: str) -> int | None:
     """The UTF-8 size of a string, or ``None`` if it holds an unpaired surrogate."""
     if v.isascii():
         return len(v)
@@ -171,7 +171,7 @@ class _Walk:
         if t is float:
             return 9
         if isinstance(v, str):
-            size = _str_size(v)
+            size = str_size(v)
             if size is None:
                 raise self.invalid(
                     f"String at {self._at(path)} holds an unpaired surrogate; strings must be "
@@ -277,7 +277,7 @@ class _Walk:
                 MAX_FIELD_NAME_LENGTH,
                 len(key),
             )
-        size = _str_size(key)
+        size = str_size(key)
         if size is None:
             raise self.invalid(
                 f"Field name {key!r} at {self._at(path)} holds an unpaired surrogate.", sub

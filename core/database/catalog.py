@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.database.readsets import WriteSet
-from core.encoding import dump_document, encode_value, load_document
+from core.encoding import dump_document, encode_suffix, encode_value, load_document
 from core.errors import InvalidIdError, InvalidValueError, SchemaMismatchError, UserError
 from core.ids import Id, decode_table_number
 from core.indexes import CREATION_TIME_INDEX, Index, build_index
@@ -38,7 +38,7 @@ from core.indexes.creation import (
     stored_key,
     stored_keys,
 )
-from core.schema import Schema, Table, index_spec_from_text
+from core.schema import PlainValidator, Schema, Table, index_spec_from_text
 from core.storage.base import (
     CatalogIndex,
     CatalogTable,
@@ -70,6 +70,8 @@ class TableInfo:
     indexes: dict[str, Index] = field(default_factory=dict)
     _plan: _WritePlan | None = field(default=None, repr=False, compare=False)
     """The compiled write plan of ``indexes`` (rebuilt when the index map is replaced)."""
+    _plain: PlainValidator | None | bool = field(default=False, repr=False, compare=False)
+    """``plain``, once looked up (``False``: not yet)."""
 
     @property
     def creation_index(self) -> Index:
@@ -81,6 +83,15 @@ class TableInfo:
         if self.decl is None:
             return body
         return self.decl.validate(self.name, body, context)
+
+    @property
+    def plain(self) -> PlainValidator | None:
+        """The declared shape's one-pass validator (``Table.plain_validator``), if it has one."""
+        plain = self._plain
+        if plain is False:
+            decl = self.decl
+            plain = self._plain = None if decl is None else decl.plain_validator(self.name)
+        return plain  # type: ignore[return-value]
 
     @property
     def plan(self) -> _WritePlan:
@@ -104,7 +115,7 @@ class _WritePlan:
     read any field).
     """
 
-    __slots__ = ("indexes", "_btrees", "_others", "fields", "creation_id")
+    __slots__ = ("indexes", "_btrees", "_others", "fields", "creation_id", "checks")
 
     def __init__(self, indexes: dict[str, Index]):
         self.indexes = indexes
@@ -114,6 +125,8 @@ class _WritePlan:
         """The creation order's index id: its entries are stored only for some documents
         (``core.indexes.creation``); ``entries`` still lists every document's, for read and
         write sets."""
+        self.checks = [i for i in indexes.values() if type(i).check is not Index.check]
+        """The indexes that refuse some documents (``Index.check``)."""
         fields: set[str] | None = set()
         for index in indexes.values():
             if is_creation_order(index):
@@ -131,12 +144,14 @@ class _WritePlan:
         """Every entry of ``doc`` (with its system fields), as (index id, key, value)."""
         out: list[tuple[int, bytes, bytes]] = []
         if self._btrees:
-            suffix = encode_value(doc["_creation_time"]) + encode_value(doc["_id"])
+            suffix = encode_suffix(doc["_creation_time"], doc["_id"])
             for index_id, getters in self._btrees:
-                if getters:
-                    key = b"".join([encode_value(g(doc)) for g in getters]) + suffix
-                else:
+                if not getters:
                     key = suffix
+                elif len(getters) == 1:
+                    key = encode_value(getters[0](doc)) + suffix
+                else:
+                    key = b"".join([encode_value(g(doc)) for g in getters]) + suffix
                 out.append((index_id, key, b""))
         for index in self._others:
             index_id = index.id

@@ -21,7 +21,13 @@ from core.errors import InvalidValueError, LimitExceededError, UserError
 from core.ids import Id, new_id
 from core.indexes.creation import scan_index, stored_entries, stored_keys
 from core.storage.base import DocumentWrite, Snapshot
-from core.values import SYSTEM_FIELDS, UNSET, check_document, check_top_level_names
+from core.values import (
+    MAX_DOCUMENT_BYTES,
+    SYSTEM_FIELDS,
+    UNSET,
+    check_document,
+    check_top_level_names,
+)
 
 if TYPE_CHECKING:
     from core.database.catalog import TableInfo, TableSpace
@@ -333,7 +339,7 @@ class Transaction:
         elif same_entries and (prev is not None or stored is not None):
             entries = current
         else:
-            entries = info.entries(doc)
+            entries = info.plan.entries(doc)
         self._count_write(size)
         self._undo.append((doc_id, prev, self.bytes_written, len(self.writes)))
         self.bytes_written += size
@@ -363,6 +369,20 @@ class Transaction:
                     table=info.name,
                     field=key,
                 )
+        plain = info.plain
+        if plain is not None and type(value) is dict and type(creation_time) is float:
+            # One pass over the common shapes; ``None``: the full path decides (and words
+            # the error).
+            fast = plain(value, space.validation_context())
+            if fast is not None and doc_id.isascii():
+                body, size = fast
+                # The object's braces, "_id" and "_creation_time" (names and values).
+                size += 2 + 4 + len(doc_id) + 2 + 15 + 9
+                if size <= MAX_DOCUMENT_BYTES:
+                    doc = {"_id": doc_id, "_creation_time": creation_time, **body}
+                    for index in info.plan.checks:
+                        index.check(doc, table=info.name)
+                    return doc, size
         # Names first, so a "$" or "_" field is refused as such rather than as an unknown field
         # of the shape; the full walk (types, limits, size) runs once, on what is stored.
         check_top_level_names(value, table=info.name)

@@ -148,3 +148,13 @@ def test_documents_round_trip_through_the_storage_form(doc: dict[str, Any]) -> N
     back = load_document(dump_document(doc))
     assert encode_value(back) == encode_value(doc)
     assert [type(v) for v in back.values()] == [type(v) for v in doc.values()]
+
+
+@given(
+    st.one_of(st.floats(), st.integers(-(2**63), 2**63 - 1)),
+    st.one_of(st.text(), st.sampled_from(["0" * 32, "a\x00b"])),
+)
+def test_the_key_suffix_is_the_two_encodings(created: Any, doc_id: str) -> None:
+    from core.encoding import encode_suffix
+
+    assert encode_suffix(created, doc_id) == encode_value(created) + encode_value(doc_id)

@@ -144,3 +144,26 @@ def test_ids_serialize_as_plain_strings() -> None:
     dumped = Owner(owner=user).model_dump()
     assert dumped == {"owner": user} and type(dumped["owner"]) is str
     assert Owner(owner=user).model_dump_json() == f'{{"owner":"{user}"}}'
+
+
+@given(st.binary(min_size=20, max_size=20))
+def test_the_encoding_is_base32hex_bit_for_bit(raw: bytes) -> None:
+    from core.ids import _encode
+
+    assert _encode(raw) == base64.b32hexencode(raw).decode("ascii").lower()
+
+
+def test_an_id_is_its_bytes_and_their_checksum(monkeypatch: pytest.MonkeyPatch) -> None:
+    import zlib
+
+    import core.ids
+
+    monkeypatch.setattr(core.ids, "_random64", lambda: 0x0123456789ABCDEF)
+    doc_id = new_id(0x0102, 1_700_000_000.5)
+    head = (
+        b"\x01\x02"
+        + time_bits(1_700_000_000.5).to_bytes(8, "big")
+        + bytes.fromhex("0123456789abcdef")
+    )
+    checksum = (zlib.crc32(head) & 0xFFFF).to_bytes(2, "big")
+    assert doc_id == base64.b32hexencode(head + checksum).decode("ascii").lower()
