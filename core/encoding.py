@@ -73,7 +73,7 @@ def _escape(raw: bytes) -> bytes:
     return raw.replace(b"\x00", b"\x00\xff") + _STR_END
 
 
-_SMALL_INTS = tuple(_number(i) for i in range(-128, 1024))
+_SMALL_INTS: tuple[bytes, ...] = tuple(_number(i) for i in range(-128, 1024))
 """Encodings of the small ints that fill index keys (shards, counts, flags as numbers)."""
 
 
@@ -81,7 +81,8 @@ def encode_value(v: Any) -> bytes:
     """Encode one value so that byte order equals value order."""
     t = type(v)
     if t is int and -128 <= v < 1024:
-        return _SMALL_INTS[v + 128]
+        small: int = v + 128
+        return _SMALL_INTS[small]
     if t is float or t is int and -_EXACT <= v <= _EXACT:
         # ``_number`` inlined for floats and the ints a float holds exactly (no residual).
         f = v + 0.0
