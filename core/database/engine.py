@@ -400,15 +400,19 @@ class Database:
                 self._catch_up(w, presume=True)
                 items: list[CommitBatchItem] = []
                 accepted: list[_Request] = []
+                generation = self.catalog.generation  # reloaded by ``_catch_up`` only
                 for req in batch:
-                    if req.txn.catalog_gen != self.catalog.generation:
+                    txn = req.txn
+                    if txn.catalog_gen != generation:
                         # Its index entries were computed for indexes that changed since.
                         req.error = Conflict({"(indexes changed by another process)"})
                         continue
-                    tables = self._conflicts(req.txn, accepted)
-                    if tables is not None:
-                        req.error = Conflict(tables)
-                        continue
+                    reads = txn.reads
+                    if reads.docs or reads.ranges:  # a blind write never conflicts
+                        tables = self._conflicts(txn, accepted)
+                        if tables is not None:
+                            req.error = Conflict(tables)
+                            continue
                     req.ts = req.item.ts = self._next_ts()
                     accepted.append(req)
                     items.append(req.item)
