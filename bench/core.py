@@ -185,16 +185,35 @@ def single_inserts(
     return result
 
 
-def point_reads(folder: Path, seconds: float, rounds: int) -> list[float]:
-    """Point-read queries/s, and raw point reads/s."""
-    raw = raw_setup(folder / "raw-reads.db", "NORMAL")
+LONG_TEXT = "x" * 100_000
+"""With ``point_reads(long=True)``, every fifth document holds this text (100 KB)."""
+
+
+def point_reads(folder: Path, seconds: float, rounds: int, long: bool = False) -> list[float]:
+    """Point-read queries/s of 1,000 small documents, and raw point reads/s.
+
+    With ``long``, a long document (100 KB, as a call log's batch or a file chunk) follows
+    every fifth small one in the same table: SQLite stores a long row in overflow pages, and a
+    key comparison against a row stored that way reads the row whole.
+    """
+    name = "reads-long" if long else "reads"
+    raw = raw_setup(folder / f"raw-{name}.db", "NORMAL")
     step = raw_insert_step(raw)
+    long_blob = dump_document({**DOC, "text": LONG_TEXT})
     for i in range(1000):
         step(i)
-    raw_ids = [r[0] for r in raw.execute("SELECT id FROM docs")]
-    app, add, get = make_app(folder / "ours-reads.db", "NORMAL")
+        if long and i % 5 == 4:
+            raw.execute(
+                "INSERT INTO docs(id, data) VALUES (?, ?)", (new_id(1, time.time()), long_blob)
+            )
+    raw_ids = [r[0] for r in raw.execute("SELECT id FROM docs WHERE length(data) < 1000")]
+    app, add, get = make_app(folder / f"ours-{name}.db", "NORMAL")
     with app.sync_client(runtime=False) as client:
-        ids = [client.mutation(add, DOC) for _ in range(1000)]
+        ids = []
+        for i in range(1000):
+            ids.append(client.mutation(add, DOC))
+            if long and i % 5 == 4:
+                client.mutation(add, {**DOC, "text": LONG_TEXT})
 
         def raw_read(i: int) -> Any:
             return raw.execute(
@@ -349,6 +368,8 @@ def main() -> None:
         row("insert mutations, 1 client, WAL+FULL", ours, raw)
         ours, raw = point_reads(folder, s, r)
         row("point-read queries (get by id), WAL+NORMAL", ours, raw)
+        ours, raw = point_reads(folder, s, r, long=True)
+        row("  same, a 100 KB document after every 5th", ours, raw)
         (ours, raw_one, raw_eight), per_batch = concurrent_inserts(folder, s, r)
         row(f"insert mutations, {THREADS} threads, WAL+FULL", ours, raw_one, "raw 1 conn ")
         row("", ours, raw_eight, f"raw {THREADS} conns")

@@ -24,6 +24,7 @@ from core.indexes import Index, build_index
 from core.indexes.creation import is_creation_order, stored_key
 from core.schema import index_spec_from_text
 from core.storage.base import CatalogIndex, CatalogTable, Snapshot, Storage
+from core.storage.sqlite import SQLiteStorage
 
 MAX_LISTED = 50
 """Problems listed in a report at most; the count covers all of them."""
@@ -35,7 +36,7 @@ class Inconsistency:
 
     kind: str
     """``missing_entry``, ``stray_entry``, ``wrong_entry``, ``bad_document``,
-    ``orphan_document``, ``bad_index`` or ``unknown_index``."""
+    ``orphan_document``, ``orphan_body``, ``bad_index`` or ``unknown_index``."""
     table: str
     index: str = ""
     doc_id: str = ""
@@ -86,7 +87,9 @@ def check_storage(storage: Storage) -> IntegrityReport:
     tables, indexes = storage.load_catalog()
     snap = storage.begin_read()
     try:
-        return _Checker(snap, tables, indexes).run()
+        checker = _Checker(snap, tables, indexes)
+        checker.out_of_line_bodies = isinstance(storage, SQLiteStorage)
+        return checker.run()
     finally:
         snap.close()
 
@@ -111,6 +114,8 @@ def _label(table: CatalogTable | None, number: int) -> str:
 class _Checker:
     def __init__(self, snap: Snapshot, tables: list[CatalogTable], indexes: list[CatalogIndex]):
         self.snap = snap
+        self.out_of_line_bodies = False
+        """Whether the storage keeps long bodies apart (SQLite's ``bodies``)."""
         self.tables = {t.number: t for t in tables}
         self.by_table: dict[int, list[CatalogIndex]] = {}
         for row in indexes:
@@ -142,6 +147,19 @@ class _Checker:
         for doc_id, ct, data in _rows(self.snap, sql):
             self.report.documents += 1
             problem = None
+            if isinstance(data, int):  # SQLite: a long body, stored out of line
+                body = next(_rows(self.snap, f"SELECT data FROM bodies WHERE rid = {data}"), None)
+                if body is None:
+                    self.report.add(
+                        Inconsistency(
+                            kind="bad_document",
+                            table=label,
+                            doc_id=doc_id,
+                            detail=f"its body (bodies row {data}) is missing",
+                        )
+                    )
+                    continue
+                data = body[0]
             try:
                 doc = load_document(bytes(data))
             except Exception as exc:
@@ -225,6 +243,20 @@ class _Checker:
                     detail="its table is not in the catalog",
                 )
             )
+        if self.out_of_line_bodies:
+            sql = (
+                "SELECT count(*) FROM bodies WHERE rid NOT IN "
+                "(SELECT data FROM documents WHERE typeof(data) = 'integer')"
+            )
+            for (count,) in _rows(self.snap, sql):
+                if count:
+                    self.report.add(
+                        Inconsistency(
+                            kind="orphan_body",
+                            table="?",
+                            detail=f"{count} out-of-line bodies no document points at",
+                        )
+                    )
         ids = ",".join(str(n) for n in sorted(self.index_ids)) or "-1"
         sql = f"SELECT idx, count(*) FROM index_entries WHERE idx NOT IN ({ids}) GROUP BY idx"
         for index_id, count in _rows(self.snap, sql):

@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS index_entries(
     PRIMARY KEY(idx, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS commits(ts INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS bodies(rid INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS documents_body_replaced AFTER UPDATE OF data ON documents
+WHEN typeof(OLD.data) = 'integer' BEGIN DELETE FROM bodies WHERE rid = OLD.data; END;
+CREATE TRIGGER IF NOT EXISTS documents_body_deleted AFTER DELETE ON documents
+WHEN typeof(OLD.data) = 'integer' BEGIN DELETE FROM bodies WHERE rid = OLD.data; END;
 CREATE TABLE IF NOT EXISTS catalog_tables(
     number INTEGER PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL,
     fingerprint TEXT NOT NULL, UNIQUE(namespace, name)
@@ -68,14 +73,34 @@ from its beginning instead of growing (about 16 MB at SQLite's default 4 KB page
 _BUSY_TIMEOUT_MS = 30_000
 DEFAULT_MAX_IDLE_READERS = 8
 
+INLINE_BODY_MAX = 256
+"""Document bodies longer than this (bytes) are stored out of line, in ``bodies``.
+
+``documents`` is a ``WITHOUT ROWID`` table: its B-tree pages (interior ones too) hold whole
+rows, so long rows cut the fan-out, and a row longer than a page's local payload (about 1 KB)
+spills into overflow pages that every key comparison against it reads whole. One 300 KB row
+made point reads of small documents in the same file 100x slower. Such a document's row
+holds the integer ``rid`` of its body's row instead (a body is never an integer: bodies are
+bytes), and the triggers above delete a body when its document's row is replaced or
+deleted. Databases written before keep their long bodies inline: a row is read either way."""
+_DATA = (
+    "CASE WHEN typeof(d.data) = 'integer' THEN (SELECT b.data FROM bodies b WHERE b.rid = d.data) "
+    "ELSE d.data END"
+)
+"""A document row's body, inline or out of line (``d`` is the row)."""
+
 _SCAN_ASC = (
-    "SELECT e.key, e.value, d.id, d.tbl, d.ct, d.data FROM index_entries e "
+    "SELECT e.key, e.value, d.id, d.tbl, d.ct, " + _DATA + " FROM index_entries e "
     "JOIN documents d ON d.id = e.doc WHERE e.idx = ? AND e.key >= ? {hi} "
     "ORDER BY e.key {order} LIMIT ?"
 )
 
-_SCAN_IDS = "SELECT id, tbl, ct, data FROM documents WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
-_SCAN_DESC_IDS = _SCAN_IDS.replace("ORDER BY id", "ORDER BY id DESC")
+_SCAN_IDS = (
+    "SELECT d.id, d.tbl, d.ct, " + _DATA + " FROM documents d "
+    "WHERE d.id >= ? AND d.id < ? ORDER BY d.id LIMIT ?"
+)
+_SCAN_DESC_IDS = _SCAN_IDS.replace("ORDER BY d.id", "ORDER BY d.id DESC")
+_GET = "SELECT d.tbl, d.ct, " + _DATA + " FROM documents d WHERE d.id = ?"
 
 
 class _SQLiteSnapshot(Snapshot):
@@ -92,9 +117,7 @@ class _SQLiteSnapshot(Snapshot):
         self.catalog_version = row[1] or 0
 
     def get(self, doc_id: str) -> DocumentRow | None:
-        row = self._conn.execute(
-            "SELECT tbl, ct, data FROM documents WHERE id = ?", (doc_id,)
-        ).fetchone()
+        row = self._conn.execute(_GET, (doc_id,)).fetchone()
         if row is None:
             return None
         return DocumentRow(id=doc_id, table=row[0], creation_time=row[1], data=row[2])
@@ -202,7 +225,7 @@ class _SQLiteWriteSession(WriteSession):
         # the statements below touch disjoint rows and their order does not matter.
         _each(conn, _DELETE_ENTRIES, removed)
         _each(conn, _DELETE_DOCUMENTS, deletes)
-        _each(conn, _UPSERT_DOCUMENTS, upserts)
+        _each(conn, _UPSERT_DOCUMENTS, _bodies_out_of_line(conn, upserts))
         if len(added) > 1:
             # In key order, consecutive rows land on the same B-tree pages: a bulk write with
             # many keys per document (a search index) inserts about 1.5x faster.
@@ -281,7 +304,12 @@ _DELETE_ENTRIES = _Many(
 )
 _DELETE_DOCUMENTS = _Many("DELETE FROM documents WHERE id IN (", "?", ", ", ")")
 _UPSERT_DOCUMENTS = _Many(
-    "INSERT OR REPLACE INTO documents(id, tbl, ct, data) VALUES ", "(?, ?, ?, ?)", ", "
+    "INSERT INTO documents(id, tbl, ct, data) VALUES ",
+    "(?, ?, ?, ?)",
+    ", ",
+    # An upsert, not INSERT OR REPLACE: a replacing delete would not fire the trigger that
+    # deletes an out-of-line body.
+    " ON CONFLICT(id) DO UPDATE SET tbl = excluded.tbl, ct = excluded.ct, data = excluded.data",
 )
 _UPSERT_ENTRIES = _Many(
     "INSERT OR REPLACE INTO index_entries(idx, key, doc, value) VALUES ", "(?, ?, ?, ?)", ", "
@@ -296,6 +324,25 @@ _GUARDED_COMMITS = _Many(
 )
 _GUARDED_MAX = 500
 """The log records of a batch, inserted only if the newest record is the presumed one."""
+
+
+def _bodies_out_of_line(
+    conn: sqlite3.Connection, upserts: list[tuple[str, int, float, bytes]]
+) -> list[tuple[str, int, float, bytes | int]]:
+    """The document rows to write, each long body first written to ``bodies`` (its rid kept)."""
+    rows: list[tuple[str, int, float, bytes | int]] = []
+    for row in upserts:
+        data = row[3]
+        if len(data) > INLINE_BODY_MAX:
+            rid = conn.execute(_INSERT_BODY, (data,)).lastrowid
+            assert rid is not None
+            rows.append((row[0], row[1], row[2], rid))
+        else:
+            rows.append(row)
+    return rows
+
+
+_INSERT_BODY = "INSERT INTO bodies(data) VALUES (?)"
 
 
 def _each(conn: sqlite3.Connection, many: _Many, rows: list[Any]) -> None:

@@ -1,0 +1,125 @@
+"""SQLite keeps long document bodies out of line, so the documents B-tree stays compact."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from core import App, Schema, Table
+from core.integrity import check_storage, format_report
+from core.storage.sqlite import INLINE_BODY_MAX, SQLiteStorage
+from core.testing import TestApp
+
+SCHEMA = Schema(notes=Table({"text": str, "n": int}).index("by_n", ["n"]))
+LONG = "x" * (INLINE_BODY_MAX * 4)
+
+
+def _rows(path: Path) -> tuple[dict[str, object], int]:
+    """Each document row's stored ``data`` type, and the number of out-of-line bodies."""
+    conn = sqlite3.connect(path)
+    try:
+        kinds = dict(conn.execute("SELECT id, typeof(data) FROM documents").fetchall())
+        (bodies,) = conn.execute("SELECT count(*) FROM bodies").fetchone()
+    finally:
+        conn.close()
+    return kinds, bodies
+
+
+def _check(storage: SQLiteStorage) -> None:
+    storage.open()
+    try:
+        report = check_storage(storage)
+    finally:
+        storage.close()
+    assert report.ok, "\n".join(format_report(report))
+
+
+def test_long_bodies_live_out_of_line_and_read_back_everywhere(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    storage = SQLiteStorage(path, synchronous="NORMAL")
+    with TestApp(App(SCHEMA), storage=storage) as t:
+        short = t.run(lambda ctx: ctx.db.insert("notes", {"text": "hi", "n": 1}))
+        long = t.run(lambda ctx: ctx.db.insert("notes", {"text": LONG, "n": 2}))
+        kinds, bodies = _rows(path)
+        assert (kinds[short], kinds[long], bodies) == ("blob", "integer", 1)
+        # By id, through an index, and in creation order: the same documents.
+        assert t.run(lambda ctx: ctx.db.get(long))["text"] == LONG
+        by_n = t.run(
+            lambda ctx: ctx.db.query("notes").with_index("by_n", lambda q: q.eq("n", 2)).unique()
+        )
+        assert by_n["_id"] == long and by_n["text"] == LONG
+        texts = t.run(lambda ctx: [d["text"] for d in ctx.db.query("notes").collect()])
+        assert texts == ["hi", LONG]
+    _check(storage)
+
+
+def test_replacing_or_deleting_a_long_body_leaves_no_orphan(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    storage = SQLiteStorage(path, synchronous="NORMAL")
+    with TestApp(App(SCHEMA), storage=storage) as t:
+        a = t.run(lambda ctx: ctx.db.insert("notes", {"text": LONG, "n": 1}))
+        b = t.run(lambda ctx: ctx.db.insert("notes", {"text": LONG, "n": 2}))
+        assert _rows(path)[1] == 2
+        t.run(lambda ctx: ctx.db.patch(a, {"text": LONG + "y"}))  # long to long: a new body
+        assert _rows(path)[1] == 2
+        assert t.run(lambda ctx: ctx.db.get(a))["text"] == LONG + "y"
+        t.run(lambda ctx: ctx.db.patch(a, {"text": "short"}))  # long to short: inline again
+        kinds, bodies = _rows(path)
+        assert (kinds[a], bodies) == ("blob", 1)
+        t.run(lambda ctx: ctx.db.patch(a, {"text": LONG}))  # and back
+        assert _rows(path)[1] == 2
+        t.run(lambda ctx: ctx.db.delete(b))
+        t.run(lambda ctx: ctx.db.delete(a))
+        kinds, bodies = _rows(path)
+        assert (a in kinds, b in kinds, bodies) == (False, False, 0)
+    _check(storage)
+
+
+def test_a_long_body_written_inline_by_the_previous_layout_reads_and_moves_out(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.db"
+    storage = SQLiteStorage(path, synchronous="NORMAL")
+    with TestApp(App(SCHEMA), storage=storage) as t:
+        doc = t.run(lambda ctx: ctx.db.insert("notes", {"text": LONG, "n": 1}))
+    # Put the body back inline, as a database written before out-of-line bodies holds it.
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(
+            "UPDATE documents SET data = "
+            "(SELECT b.data FROM bodies b WHERE b.rid = documents.data) WHERE id = ?",
+            (doc,),
+        )
+    conn.close()
+    kinds, bodies = _rows(path)
+    assert (kinds[doc], bodies) == ("blob", 0)  # the trigger removed the body it replaced
+    _check(storage)
+    with TestApp(App(SCHEMA), storage=storage) as t:
+        assert t.run(lambda ctx: ctx.db.get(doc))["text"] == LONG
+        t.run(lambda ctx: ctx.db.patch(doc, {"n": 5}))
+        kinds, bodies = _rows(path)
+        assert (kinds[doc], bodies) == ("integer", 1)
+        assert t.run(lambda ctx: ctx.db.get(doc))["n"] == 5
+    _check(storage)
+
+
+def test_the_check_reports_a_missing_body_and_an_orphan_body(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    storage = SQLiteStorage(path, synchronous="NORMAL")
+    with TestApp(App(SCHEMA), storage=storage) as t:
+        doc = t.run(lambda ctx: ctx.db.insert("notes", {"text": LONG, "n": 1}))
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO bodies(data) VALUES (x'00')")
+        conn.execute(
+            "DELETE FROM bodies WHERE rid = (SELECT data FROM documents WHERE id = ?)", (doc,)
+        )
+    conn.close()
+    storage.open()
+    try:
+        report = check_storage(storage)
+    finally:
+        storage.close()
+    kinds = sorted(p.kind for p in report.problems)
+    assert "orphan_body" in kinds
+    assert any(p.kind == "bad_document" and "body" in p.detail for p in report.problems), kinds
