@@ -22,6 +22,7 @@ import bisect
 import logging
 import threading
 import time
+from _thread import allocate_lock as _allocate_lock
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from typing import Any
@@ -60,27 +61,35 @@ CommitListener = Callable[[int, WriteSet], None]
 class _Request:
     """One transaction waiting to be committed (by its own thread or by the current leader)."""
 
-    __slots__ = ("txn", "_done", "ts", "error", "writes", "write_set", "wake", "lead")
+    __slots__ = ("txn", "ts", "error", "item", "write_set", "wake", "lead")
 
     def __init__(self, txn: Transaction):
         self.txn = txn
-        self._done = False
         self.ts = 0
         self.error: BaseException | None = None
-        self.writes, self.write_set = txn.commit_writes()
-        self.wake: threading.Event | None = None
-        """A follower's wait: set when the request is done, or when it is handed the lead."""
+        writes, self.write_set = txn.commit_writes()
+        # Built and encoded by the committing thread, before it queues: the leader, whose
+        # batch every queued thread waits for, only stamps the timestamp.
+        self.item = CommitBatchItem(ts=0, writes=writes, log_record=self.write_set.dump())
+        self.wake: Any = None
+        """A follower's wait, a lock its thread blocks on until released: when the request is
+        done, or when it is handed the lead (a bare lock: an ``Event`` costs a condition, its
+        lock and a waiter lock per wait, and contends for them under the GIL)."""
         self.lead = False
 
-    @property
-    def done(self) -> bool:
-        return self._done
+    def finish(self) -> None:
+        """Mark the request done (its ``ts`` or ``error`` set): wake its thread if it waits."""
+        if self.wake is not None:
+            self.wake_up()
 
-    @done.setter
-    def done(self, value: bool) -> None:
-        self._done = value
-        if value and self.wake is not None:
-            self.wake.set()
+    def wake_up(self) -> None:
+        """Release a follower's thread (once: it waits only once)."""
+        try:
+            self.wake.release()
+        except RuntimeError:
+            # Woken already: handed the lead, then committed by an exclusive attempt that
+            # drained the queue before the follower ran.
+            pass
 
 
 class Database:
@@ -109,7 +118,9 @@ class Database:
         """Commits at or below this timestamp may be missing from the in-memory log."""
         self._active: dict[int, int] = {}
         self._active_lock = threading.Lock()
-        self._listeners: list[CommitListener] = []
+        self._listeners: tuple[CommitListener, ...] = ()
+        """Replaced, never changed in place: the commit path iterates it without a copy."""
+        self._listeners_lock = threading.Lock()
         self._last_ct = 0.0
         self._ct_lock = threading.Lock()
         self._since_prune = 0
@@ -236,8 +247,17 @@ class Database:
 
     def add_listener(self, fn: CommitListener) -> Callable[[], None]:
         """Call ``fn(ts, write_set)`` after every commit made in this process; returns remover."""
-        self._listeners.append(fn)
-        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
+        with self._listeners_lock:
+            self._listeners = (*self._listeners, fn)
+
+        def remove() -> None:
+            with self._listeners_lock:
+                listeners = list(self._listeners)
+                if fn in listeners:
+                    listeners.remove(fn)
+                    self._listeners = tuple(listeners)
+
+        return remove
 
     def listen(self, fn: CommitListener) -> tuple[int, Callable[[], None]]:
         """``add_listener``, also returning a timestamp through which every commit was published.
@@ -323,13 +343,14 @@ class Database:
         # is done, or when the leader hands them the leadership for the next batch.
         with self._queue_lock:
             if self._leading:
-                req.wake = threading.Event()
+                req.wake = wake = _allocate_lock()
+                wake.acquire()
             else:
                 self._leading = req.lead = True
             self._queue.append(req)
         try:
             if req.wake is not None:
-                req.wake.wait()
+                req.wake.acquire()
             if req.lead:
                 self._lead()
         finally:
@@ -342,12 +363,14 @@ class Database:
         return req.ts
 
     def _lead(self) -> None:
-        """Commit one batch, then hand the leadership to the oldest waiting request."""
+        """Commit one batch, then wake its followers and hand the lead to the oldest waiting."""
         if self._last_batch > 1:
             # Other threads are committing too: let those running a handler right now (they
             # hold or want the GIL) finish and queue, so this batch takes them along instead of
             # the next one. Yielding returns as soon as they block; alone, this is skipped.
             time.sleep(0)
+        batch: list[_Request] = []
+        successor: _Request | None = None
         try:
             with self._commit_lock:
                 with self._queue_lock:
@@ -362,9 +385,14 @@ class Database:
                 if self._queue:
                     successor = self._queue[0]  # a follower: it has a wake
                     successor.lead = True
-                    successor.wake.set()  # type: ignore[union-attr]
                 else:
                     self._leading = False
+            # Woken only now, with the commit lock released: a woken thread (which may preempt
+            # this one while it holds the GIL) never finds the lock taken.
+            for req in batch:
+                req.finish()
+            if successor is not None:
+                successor.wake_up()
 
     def _commit_batch(self, batch: list[_Request]) -> None:
         try:
@@ -372,22 +400,22 @@ class Database:
                 self._catch_up(w, presume=True)
                 items: list[CommitBatchItem] = []
                 accepted: list[_Request] = []
+                generation = self.catalog.generation  # reloaded by ``_catch_up`` only
                 for req in batch:
-                    if req.txn.catalog_gen != self.catalog.generation:
+                    txn = req.txn
+                    if txn.catalog_gen != generation:
                         # Its index entries were computed for indexes that changed since.
                         req.error = Conflict({"(indexes changed by another process)"})
                         continue
-                    tables = self._conflicts(req.txn, accepted)
-                    if tables is not None:
-                        req.error = Conflict(tables)
-                        continue
-                    req.ts = self._next_ts()
+                    reads = txn.reads
+                    if reads.docs or reads.ranges:  # a blind write never conflicts
+                        tables = self._conflicts(txn, accepted)
+                        if tables is not None:
+                            req.error = Conflict(tables)
+                            continue
+                    req.ts = req.item.ts = self._next_ts()
                     accepted.append(req)
-                    items.append(
-                        CommitBatchItem(
-                            ts=req.ts, writes=req.writes, log_record=req.write_set.dump()
-                        )
-                    )
+                    items.append(req.item)
                 if items:
                     w.apply(items)
                     self.batch_count += 1
@@ -406,11 +434,8 @@ class Database:
                     # A transient storage failure applied nothing: retry like a conflict.
                     retry = isinstance(exc, RetryableStorageError)
                     req.error = Conflict({"(storage serialization failure)"}) if retry else exc
-                req.done = True
             return
         self._publish([(r.ts, r.write_set) for r in accepted])
-        for req in batch:
-            req.done = True
 
     def _conflicts(self, txn: Transaction, accepted: list[_Request]) -> set[str] | None:
         reads = txn.reads
@@ -505,7 +530,7 @@ class Database:
             self._notify(ts, ws)
 
     def _notify(self, ts: int, ws: WriteSet) -> None:
-        for fn in list(self._listeners):
+        for fn in self._listeners:
             try:
                 fn(ts, ws)
             except Exception:  # a listener must never break the commit path
@@ -561,7 +586,11 @@ class Database:
             with self._queue_lock:
                 batch, self._queue = self._queue, []
             if batch:
-                self._commit_batch(batch)
+                try:
+                    self._commit_batch(batch)
+                finally:
+                    for req in batch:
+                        req.finish()
             try:
                 with ExitStack() as stack:
                     try:
@@ -612,7 +641,11 @@ class Database:
             with self._queue_lock:
                 batch, self._queue = self._queue, []
             if batch:
-                self._commit_batch(batch)
+                try:
+                    self._commit_batch(batch)
+                finally:
+                    for req in batch:
+                        req.finish()
             with ExitStack() as stack:
                 try:
                     w = stack.enter_context(self.storage.begin_write(timeout=timeout))

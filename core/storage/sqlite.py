@@ -399,9 +399,13 @@ class _WriteContext(WriteSessionContext):
             return
         storage = self._storage
         try:
-            conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
             if exc_type is None:
+                conn.execute("COMMIT")
                 storage._committed(conn)
+            elif conn.in_transaction:
+                # After some errors (SQLITE_FULL, an I/O error) SQLite has rolled the
+                # transaction back itself: a second ROLLBACK would raise, hiding that error.
+                conn.execute("ROLLBACK")
         finally:
             storage._writing = None
             storage._writer_lock.release()
