@@ -5,8 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from core import App, Schema, Table
-from core.integrity import check_storage, format_report
+from core.integrity import IntegrityReport, check_storage, format_report
 from core.storage.sqlite import INLINE_BODY_MAX, SQLiteStorage
 from core.testing import TestApp
 
@@ -25,21 +27,34 @@ def _rows(path: Path) -> tuple[dict[str, object], int]:
     return kinds, bodies
 
 
-def _check(storage: SQLiteStorage) -> None:
+def _report(storage: SQLiteStorage) -> IntegrityReport:
     storage.open()
     try:
-        report = check_storage(storage)
+        return check_storage(storage)
     finally:
         storage.close()
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> SQLiteStorage:
+    return SQLiteStorage(tmp_path / "b.db", synchronous="NORMAL")
+
+
+def _insert(t: TestApp, text: str, n: int) -> str:
+    doc_id: str = t.run(lambda ctx: ctx.db.insert("notes", {"text": text, "n": n}))
+    return doc_id
+
+
+def _check(storage: SQLiteStorage) -> None:
+    report = _report(storage)
     assert report.ok, "\n".join(format_report(report))
 
 
-def test_long_bodies_live_out_of_line_and_read_back_everywhere(tmp_path: Path) -> None:
-    path = tmp_path / "b.db"
-    storage = SQLiteStorage(path, synchronous="NORMAL")
+def test_long_bodies_live_out_of_line_and_read_back_everywhere(storage: SQLiteStorage) -> None:
+    path = Path(storage.path)
     with TestApp(App(SCHEMA), storage=storage) as t:
-        short = t.run(lambda ctx: ctx.db.insert("notes", {"text": "hi", "n": 1}))
-        long = t.run(lambda ctx: ctx.db.insert("notes", {"text": LONG, "n": 2}))
+        short = _insert(t, "hi", 1)
+        long = _insert(t, LONG, 2)
         kinds, bodies = _rows(path)
         assert (kinds[short], kinds[long], bodies) == ("blob", "integer", 1)
         # By id, through an index, and in creation order: the same documents.
@@ -53,12 +68,11 @@ def test_long_bodies_live_out_of_line_and_read_back_everywhere(tmp_path: Path) -
     _check(storage)
 
 
-def test_replacing_or_deleting_a_long_body_leaves_no_orphan(tmp_path: Path) -> None:
-    path = tmp_path / "b.db"
-    storage = SQLiteStorage(path, synchronous="NORMAL")
+def test_replacing_or_deleting_a_long_body_leaves_no_orphan(storage: SQLiteStorage) -> None:
+    path = Path(storage.path)
     with TestApp(App(SCHEMA), storage=storage) as t:
-        a = t.run(lambda ctx: ctx.db.insert("notes", {"text": LONG, "n": 1}))
-        b = t.run(lambda ctx: ctx.db.insert("notes", {"text": LONG, "n": 2}))
+        a = _insert(t, LONG, 1)
+        b = _insert(t, LONG, 2)
         assert _rows(path)[1] == 2
         t.run(lambda ctx: ctx.db.patch(a, {"text": LONG + "y"}))  # long to long: a new body
         assert _rows(path)[1] == 2
@@ -76,12 +90,11 @@ def test_replacing_or_deleting_a_long_body_leaves_no_orphan(tmp_path: Path) -> N
 
 
 def test_a_long_body_written_inline_by_the_previous_layout_reads_and_moves_out(
-    tmp_path: Path,
+    storage: SQLiteStorage,
 ) -> None:
-    path = tmp_path / "b.db"
-    storage = SQLiteStorage(path, synchronous="NORMAL")
+    path = Path(storage.path)
     with TestApp(App(SCHEMA), storage=storage) as t:
-        doc = t.run(lambda ctx: ctx.db.insert("notes", {"text": LONG, "n": 1}))
+        doc = _insert(t, LONG, 1)
     # Put the body back inline, as a database written before out-of-line bodies holds it.
     conn = sqlite3.connect(path)
     with conn:
@@ -103,11 +116,10 @@ def test_a_long_body_written_inline_by_the_previous_layout_reads_and_moves_out(
     _check(storage)
 
 
-def test_the_check_reports_a_missing_body_and_an_orphan_body(tmp_path: Path) -> None:
-    path = tmp_path / "b.db"
-    storage = SQLiteStorage(path, synchronous="NORMAL")
+def test_the_check_reports_a_missing_body_and_an_orphan_body(storage: SQLiteStorage) -> None:
+    path = Path(storage.path)
     with TestApp(App(SCHEMA), storage=storage) as t:
-        doc = t.run(lambda ctx: ctx.db.insert("notes", {"text": LONG, "n": 1}))
+        doc = _insert(t, LONG, 1)
     conn = sqlite3.connect(path)
     with conn:
         conn.execute("INSERT INTO bodies(data) VALUES (x'00')")
@@ -115,11 +127,7 @@ def test_the_check_reports_a_missing_body_and_an_orphan_body(tmp_path: Path) -> 
             "DELETE FROM bodies WHERE rid = (SELECT data FROM documents WHERE id = ?)", (doc,)
         )
     conn.close()
-    storage.open()
-    try:
-        report = check_storage(storage)
-    finally:
-        storage.close()
+    report = _report(storage)
     kinds = sorted(p.kind for p in report.problems)
     assert "orphan_body" in kinds
     assert any(p.kind == "bad_document" and "body" in p.detail for p in report.problems), kinds
