@@ -129,6 +129,11 @@ class _Checker:
         self._check_orphans()
         return self.report
 
+    def _body(self, rid: int) -> bytes | None:
+        """A long body or value stored out of line (SQLite's ``bodies``), if it is there."""
+        row = next(_rows(self.snap, f"SELECT data FROM bodies WHERE rid = {int(rid)}"), None)
+        return None if row is None else bytes(row[0])
+
     def _maintainers(self, number: int, label: str) -> list[Index]:
         out = []
         for row in sorted(self.by_table.get(number, ()), key=lambda r: r.id):
@@ -148,7 +153,7 @@ class _Checker:
             self.report.documents += 1
             problem = None
             if isinstance(data, int):  # SQLite: a long body, stored out of line
-                body = next(_rows(self.snap, f"SELECT data FROM bodies WHERE rid = {data}"), None)
+                body = self._body(data)
                 if body is None:
                     self.report.add(
                         Inconsistency(
@@ -159,7 +164,7 @@ class _Checker:
                         )
                     )
                     continue
-                data = body[0]
+                data = body
             try:
                 doc = load_document(bytes(data))
             except Exception as exc:
@@ -196,6 +201,8 @@ class _Checker:
     def _compare(self, label: str, ix: Index, want: dict[bytes, tuple[bytes, str]]) -> None:
         sql = f"SELECT key, value, doc FROM index_entries WHERE idx = {int(ix.id)}"
         for key, value, doc_id in _rows(self.snap, sql):
+            if isinstance(value, int):  # SQLite: a long value, stored out of line
+                value = self._body(value) or b"(missing out-of-line value)"
             key, value = bytes(key), bytes(value)
             self.report.entries += 1
             found = want.pop(key, None)
@@ -246,7 +253,8 @@ class _Checker:
         if self.out_of_line_bodies:
             sql = (
                 "SELECT count(*) FROM bodies WHERE rid NOT IN "
-                "(SELECT data FROM documents WHERE typeof(data) = 'integer')"
+                "(SELECT data FROM documents WHERE typeof(data) = 'integer') AND rid NOT IN "
+                "(SELECT value FROM index_entries WHERE typeof(value) = 'integer')"
             )
             for (count,) in _rows(self.snap, sql):
                 if count:
@@ -254,7 +262,7 @@ class _Checker:
                         Inconsistency(
                             kind="orphan_body",
                             table="?",
-                            detail=f"{count} out-of-line bodies no document points at",
+                            detail=f"{count} out-of-line bodies no document or entry points at",
                         )
                     )
         ids = ",".join(str(n) for n in sorted(self.index_ids)) or "-1"

@@ -44,6 +44,10 @@ CREATE TRIGGER IF NOT EXISTS documents_body_replaced AFTER UPDATE OF data ON doc
 WHEN typeof(OLD.data) = 'integer' BEGIN DELETE FROM bodies WHERE rid = OLD.data; END;
 CREATE TRIGGER IF NOT EXISTS documents_body_deleted AFTER DELETE ON documents
 WHEN typeof(OLD.data) = 'integer' BEGIN DELETE FROM bodies WHERE rid = OLD.data; END;
+CREATE TRIGGER IF NOT EXISTS entries_value_replaced AFTER UPDATE OF value ON index_entries
+WHEN typeof(OLD.value) = 'integer' BEGIN DELETE FROM bodies WHERE rid = OLD.value; END;
+CREATE TRIGGER IF NOT EXISTS entries_value_deleted AFTER DELETE ON index_entries
+WHEN typeof(OLD.value) = 'integer' BEGIN DELETE FROM bodies WHERE rid = OLD.value; END;
 CREATE TABLE IF NOT EXISTS catalog_tables(
     number INTEGER PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL,
     fingerprint TEXT NOT NULL, UNIQUE(namespace, name)
@@ -74,7 +78,7 @@ _BUSY_TIMEOUT_MS = 30_000
 DEFAULT_MAX_IDLE_READERS = 8
 
 INLINE_BODY_MAX = 256
-"""Document bodies longer than this (bytes) are stored out of line, in ``bodies``.
+"""Document bodies and index entry values longer than this (bytes) are stored in ``bodies``.
 
 ``documents`` is a ``WITHOUT ROWID`` table: its B-tree pages (interior ones too) hold whole
 rows, so long rows cut the fan-out, and a row longer than a page's local payload (about 1 KB)
@@ -82,15 +86,22 @@ spills into overflow pages that every key comparison against it reads whole. One
 made point reads of small documents in the same file 100x slower. Such a document's row
 holds the integer ``rid`` of its body's row instead (a body is never an integer: bodies are
 bytes), and the triggers above delete a body when its document's row is replaced or
-deleted. Databases written before keep their long bodies inline: a row is read either way."""
+deleted. ``index_entries`` is kept the same way (a vector index's values). Databases written
+before keep their long bodies and values inline: a row is read either way."""
 _DATA = (
     "CASE WHEN typeof(d.data) = 'integer' THEN (SELECT b.data FROM bodies b WHERE b.rid = d.data) "
     "ELSE d.data END"
 )
 """A document row's body, inline or out of line (``d`` is the row)."""
+_VALUE = (
+    "CASE WHEN typeof(e.value) = 'integer' "
+    "THEN (SELECT b.data FROM bodies b WHERE b.rid = e.value) ELSE e.value END"
+)
+"""An index entry's value, inline or out of line (``e`` is the row): a vector index's entries
+hold the vector (1.5 KB at 384 dimensions), and the same rule as documents' applies."""
 
 _SCAN_ASC = (
-    "SELECT e.key, e.value, d.id, d.tbl, d.ct, " + _DATA + " FROM index_entries e "
+    "SELECT e.key, " + _VALUE + ", d.id, d.tbl, d.ct, " + _DATA + " FROM index_entries e "
     "JOIN documents d ON d.id = e.doc WHERE e.idx = ? AND e.key >= ? {hi} "
     "ORDER BY e.key {order} LIMIT ?"
 )
@@ -149,14 +160,14 @@ class _SQLiteSnapshot(Snapshot):
     ) -> list[tuple[bytes, bytes, str]]:
         if hi is None:
             cur = self._conn.execute(
-                "SELECT key, value, doc FROM index_entries WHERE idx = ? AND key >= ? "
-                "ORDER BY key LIMIT ?",
+                "SELECT e.key, " + _VALUE + ", e.doc FROM index_entries e "
+                "WHERE e.idx = ? AND e.key >= ? ORDER BY e.key LIMIT ?",
                 (index_id, lo, limit),
             )
         else:
             cur = self._conn.execute(
-                "SELECT key, value, doc FROM index_entries WHERE idx = ? AND key >= ? AND key < ? "
-                "ORDER BY key LIMIT ?",
+                "SELECT e.key, " + _VALUE + ", e.doc FROM index_entries e "
+                "WHERE e.idx = ? AND e.key >= ? AND e.key < ? ORDER BY e.key LIMIT ?",
                 (index_id, lo, hi, limit),
             )
         return cur.fetchall()
@@ -225,12 +236,12 @@ class _SQLiteWriteSession(WriteSession):
         # the statements below touch disjoint rows and their order does not matter.
         _each(conn, _DELETE_ENTRIES, removed)
         _each(conn, _DELETE_DOCUMENTS, deletes)
-        _each(conn, _UPSERT_DOCUMENTS, _bodies_out_of_line(conn, upserts))
+        _each(conn, _UPSERT_DOCUMENTS, _out_of_line(conn, upserts))
         if len(added) > 1:
             # In key order, consecutive rows land on the same B-tree pages: a bulk write with
             # many keys per document (a search index) inserts about 1.5x faster.
             added.sort()
-        _each(conn, _UPSERT_ENTRIES, added)
+        _each(conn, _UPSERT_ENTRIES, _out_of_line(conn, added))
         records = [(item.ts, item.log_record) for item in items]
         presumed, self._presumed = self._presumed, None
         if presumed is not None and len(records) > _GUARDED_MAX:
@@ -312,7 +323,10 @@ _UPSERT_DOCUMENTS = _Many(
     " ON CONFLICT(id) DO UPDATE SET tbl = excluded.tbl, ct = excluded.ct, data = excluded.data",
 )
 _UPSERT_ENTRIES = _Many(
-    "INSERT OR REPLACE INTO index_entries(idx, key, doc, value) VALUES ", "(?, ?, ?, ?)", ", "
+    "INSERT INTO index_entries(idx, key, doc, value) VALUES ",
+    "(?, ?, ?, ?)",
+    ", ",
+    " ON CONFLICT(idx, key) DO UPDATE SET doc = excluded.doc, value = excluded.value",
 )
 _INSERT_COMMITS = _Many("INSERT INTO commits(ts, data) VALUES ", "(?, ?)", ", ")
 _GUARDED_COMMITS = _Many(
@@ -326,20 +340,21 @@ _GUARDED_MAX = 500
 """The log records of a batch, inserted only if the newest record is the presumed one."""
 
 
-def _bodies_out_of_line(
-    conn: sqlite3.Connection, upserts: list[tuple[str, int, float, bytes]]
-) -> list[tuple[str, int, float, bytes | int]]:
-    """The document rows to write, each long body first written to ``bodies`` (its rid kept)."""
-    rows: list[tuple[str, int, float, bytes | int]] = []
-    for row in upserts:
-        data = row[3]
-        if len(data) > INLINE_BODY_MAX:
-            rid = conn.execute(_INSERT_BODY, (data,)).lastrowid
-            assert rid is not None
-            rows.append((row[0], row[1], row[2], rid))
+def _out_of_line(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows to write, each long payload (a row's last column) first written to ``bodies``.
+
+    A document's body or an index entry's value longer than ``INLINE_BODY_MAX`` is replaced by
+    the ``rid`` of its row in ``bodies``.
+    """
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        payload = row[-1]
+        if len(payload) > INLINE_BODY_MAX:
+            rid = conn.execute(_INSERT_BODY, (payload,)).lastrowid
+            out.append((*row[:-1], rid))
         else:
-            rows.append(row)
-    return rows
+            out.append(row)
+    return out
 
 
 _INSERT_BODY = "INSERT INTO bodies(data) VALUES (?)"

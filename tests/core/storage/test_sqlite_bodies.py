@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core import App, Schema, Table
+from core import ActionCtx, App, MutationCtx, Schema, Table
 from core.integrity import IntegrityReport, check_storage, format_report
 from core.storage.sqlite import INLINE_BODY_MAX, SQLiteStorage
 from core.testing import TestApp
@@ -131,3 +131,65 @@ def test_the_check_reports_a_missing_body_and_an_orphan_body(storage: SQLiteStor
     kinds = sorted(p.kind for p in report.problems)
     assert "orphan_body" in kinds
     assert any(p.kind == "bad_document" and "body" in p.detail for p in report.problems), kinds
+
+
+DIMS = 128  # 512 bytes a vector: out of line
+VECTORS = Schema(
+    items=Table({"v": list[float], "n": int}).vector_index(
+        "by_v", vector_field="v", dimensions=DIMS
+    )
+)
+
+
+def _vector(k: int) -> list[float]:
+    return [1.0 if i == k else 0.01 for i in range(DIMS)]
+
+
+def test_long_index_values_live_out_of_line_and_search_reads_them(
+    storage: SQLiteStorage,
+) -> None:
+    path = Path(storage.path)
+    app = App(VECTORS, storage=storage)
+
+    @app.mutation
+    def put(ctx: MutationCtx, k: int) -> str:
+        return ctx.db.insert("items", {"v": _vector(k), "n": k})
+
+    @app.mutation
+    def move(ctx: MutationCtx, id: str, k: int) -> None:
+        ctx.db.patch(id, {"v": _vector(k)})
+
+    @app.mutation
+    def drop(ctx: MutationCtx, id: str) -> None:
+        ctx.db.delete(id)
+
+    @app.action
+    async def nearest(ctx: ActionCtx, k: int) -> list[str]:
+        hits = await ctx.vector_search("items", "by_v", vector=_vector(k))
+        return [str(hit["_id"]) for hit in hits]
+
+    def stored() -> tuple[list[str], int]:
+        conn = sqlite3.connect(path)
+        try:
+            kinds = [
+                k
+                for (k,) in conn.execute(
+                    "SELECT typeof(value) FROM index_entries WHERE typeof(value) = 'integer' "
+                    "OR length(value) > 0"
+                )
+            ]
+        finally:
+            conn.close()
+        return kinds, _rows(path)[1]
+
+    with app.sync_client(runtime=False) as client:
+        ids = [client.mutation(put, {"k": k}) for k in range(3)]
+        # Each document's body is long too: two rows of ``bodies`` a document.
+        assert stored() == (["integer"] * 3, 6)
+        assert client.action(nearest, {"k": 1})[0] == ids[1]
+        client.mutation(move, {"id": ids[0], "k": 2})  # a new value; the old one is deleted
+        assert stored() == (["integer"] * 3, 6)
+        assert set(client.action(nearest, {"k": 2})[:2]) == {ids[0], ids[2]}
+        client.mutation(drop, {"id": ids[2]})
+        assert stored() == (["integer"] * 2, 4)
+    _check(storage)
