@@ -82,6 +82,15 @@ class IntegrityReport:
         )
 
 
+def check_closed_storage(storage: Storage) -> IntegrityReport:
+    """Open ``storage`` (not open yet), check it at one snapshot, and close it again."""
+    storage.open()
+    try:
+        return check_storage(storage)
+    finally:
+        storage.close()
+
+
 def check_storage(storage: Storage) -> IntegrityReport:
     """Check an opened storage at one snapshot; never writes."""
     tables, indexes = storage.load_catalog()
@@ -305,4 +314,10 @@ def format_report(report: IntegrityReport) -> Iterable[str]:
     yield report.summary()
 
 
-__all__ = ["Inconsistency", "IntegrityReport", "check_storage", "format_report"]
+__all__ = [
+    "Inconsistency",
+    "IntegrityReport",
+    "check_closed_storage",
+    "check_storage",
+    "format_report",
+]

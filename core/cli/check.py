@@ -12,7 +12,7 @@ from typing import Any
 
 from core.cli.loading import choose_database
 from core.errors import UserError
-from core.integrity import check_storage, format_report
+from core.integrity import check_closed_storage, format_report
 from core.storage import SQLiteStorage, open_storage
 
 
@@ -30,11 +30,7 @@ def run(args: argparse.Namespace) -> int:
     storage = open_storage(choose_database(args.db))
     if isinstance(storage, SQLiteStorage) and not os.path.exists(storage.path):
         raise UserError(f'There is no database at "{storage.path}"; check --db.')
-    storage.open()
-    try:
-        report = check_storage(storage)
-    finally:
-        storage.close()
+    report = check_closed_storage(storage)
     for line in format_report(report):
         print(line)
     return 0 if report.ok else 1

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from core.integrity import check_storage, format_report
+from core.integrity import check_closed_storage, format_report
 from core.storage.base import Storage
 
 APP = Path(__file__).with_name("storm_app.py")
@@ -176,11 +176,7 @@ def test_crash_storm(tmp_path: Path, storage: Storage, soak: Any) -> None:
     rounds = soak.size(3, 50)
     result = storm(tmp_path, storage.url, workers=2, rounds=rounds, seed=rounds)
     tallies = verify(result)
-    storage.open()
-    try:
-        integrity = check_storage(storage)
-    finally:
-        storage.close()
+    integrity = check_closed_storage(storage)
     assert integrity.ok, "\n".join(format_report(integrity))
     assert tallies["acked"] > rounds
     soak.record(rounds=rounds, kills=result["kills"], anomalies=0, **tallies)

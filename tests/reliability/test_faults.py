@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from core.integrity import check_storage, format_report
+from core.integrity import check_closed_storage, format_report
 from core.storage import open_storage
 from core.storage.base import Storage
 from core.storage.sqlite import SQLiteStorage
@@ -55,12 +55,7 @@ def _reopened_state(url: str) -> dict[str, Any]:
     storage = open_storage(url)
     with TestApp(fa.app, storage=storage) as t:
         value = dict(t.query(fa.state))
-    storage = open_storage(url)
-    storage.open()
-    try:
-        report = check_storage(storage)
-    finally:
-        storage.close()
+    report = check_closed_storage(open_storage(url))
     assert report.ok, "\n".join(format_report(report))
     return value
 

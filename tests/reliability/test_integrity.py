@@ -14,7 +14,7 @@ import pytest
 from core import App, MutationCtx, Schema, Table
 from core.cli import main
 from core.encoding import dump_document, load_document
-from core.integrity import check_storage, format_report
+from core.integrity import check_closed_storage, format_report
 from core.storage.base import CommitBatchItem, DocumentWrite, Storage
 from core.testing import TestApp
 
@@ -61,11 +61,7 @@ def _plant(storage: Storage, doc_id: str, change: Any) -> None:
 
 
 def _check(storage: Storage) -> Any:
-    storage.open()
-    try:
-        return check_storage(storage)
-    finally:
-        storage.close()
+    return check_closed_storage(storage)
 
 
 def _index_id(storage: Storage, name: str) -> int:

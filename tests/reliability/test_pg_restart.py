@@ -33,7 +33,7 @@ import pytest
 
 from core import App, MutationCtx, Schema, Table
 from core.errors import ConflictError, DatabaseUnavailableError, RetryableStorageError
-from core.integrity import check_storage, format_report
+from core.integrity import check_closed_storage, format_report
 from core.testing import TestApp
 
 app = App(
@@ -196,12 +196,7 @@ def test_clients_ride_through_server_restarts(cluster: Cluster, soak: Any) -> No
         assert not lost, f"worker {worker}: acknowledged writes lost: {lost}"
     assert seen["total"] == len(seen["rows"]), "a mutation was applied in part"
     assert len(rows) <= sum(map(len, clients.acked)) + len(clients.failed)
-    check = PostgresStorage(cluster.url)
-    check.open()
-    try:
-        report = check_storage(check)
-    finally:
-        check.close()
+    report = check_closed_storage(PostgresStorage(cluster.url))
     assert report.ok, "\n".join(format_report(report))
     soak.record(
         rounds=restarts * 2,

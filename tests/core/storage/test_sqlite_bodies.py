@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core import ActionCtx, App, MutationCtx, Schema, Table
-from core.integrity import IntegrityReport, check_storage, format_report
+from core.integrity import check_closed_storage, format_report
 from core.storage.sqlite import INLINE_BODY_MAX, SQLiteStorage
 from core.testing import TestApp
 
@@ -27,14 +27,6 @@ def _rows(path: Path) -> tuple[dict[str, object], int]:
     return kinds, bodies
 
 
-def _report(storage: SQLiteStorage) -> IntegrityReport:
-    storage.open()
-    try:
-        return check_storage(storage)
-    finally:
-        storage.close()
-
-
 @pytest.fixture
 def storage(tmp_path: Path) -> SQLiteStorage:
     return SQLiteStorage(tmp_path / "b.db", synchronous="NORMAL")
@@ -46,7 +38,7 @@ def _insert(t: TestApp, text: str, n: int) -> str:
 
 
 def _check(storage: SQLiteStorage) -> None:
-    report = _report(storage)
+    report = check_closed_storage(storage)
     assert report.ok, "\n".join(format_report(report))
 
 
@@ -127,7 +119,7 @@ def test_the_check_reports_a_missing_body_and_an_orphan_body(storage: SQLiteStor
             "DELETE FROM bodies WHERE rid = (SELECT data FROM documents WHERE id = ?)", (doc,)
         )
     conn.close()
-    report = _report(storage)
+    report = check_closed_storage(storage)
     kinds = sorted(p.kind for p in report.problems)
     assert "orphan_body" in kinds
     assert any(p.kind == "bad_document" and "body" in p.detail for p in report.problems), kinds
