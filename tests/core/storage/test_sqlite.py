@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core import App, Schema, Table, UserError
+from core.database.engine import Conflict
 from core.storage import open_storage
 from core.storage.sqlite import SQLiteStorage
 from core.testing import TestApp
@@ -226,7 +227,8 @@ def test_readers_beyond_the_bound_are_closed_and_close_closes_idle_ones(tmp_path
     storage = SQLiteStorage(tmp_path / "pool.db", max_idle_readers=2)
     storage.open()
     snaps = [storage.begin_read() for _ in range(5)]
-    assert storage.open_connections() == 5 + 1
+    # The first borrows the idle writer connection (see ``test_snapshots_borrow_...``).
+    assert storage.open_connections() == 5
     for snap in snaps:
         snap.close()
     assert storage.open_connections() == 2 + 1
@@ -237,6 +239,40 @@ def test_readers_beyond_the_bound_are_closed_and_close_closes_idle_ones(tmp_path
     assert storage.open_connections() == 0
     with pytest.raises(UserError, match="max_idle_readers"):
         SQLiteStorage(tmp_path / "bad.db", max_idle_readers=-1)
+
+
+def test_snapshots_borrow_the_idle_writer_connection_and_commits_never_wait_for_them(
+    tmp_path: Path,
+) -> None:
+    # The connection of the last commit is the only one whose page cache survived it, so a
+    # snapshot borrows it when no commit is using it; a commit that finds it borrowed takes
+    # another connection (never waits for a running handler), which becomes the warm one.
+    storage = SQLiteStorage(tmp_path / "warm.db")
+    app = App(Schema(items=Table({"n": int})))
+    with TestApp(app, storage=storage) as t:
+        db = t.runtime.db
+        space = db.space("")
+        doc = t.run(lambda ctx: ctx.db.insert("items", {"n": 1}))
+        warm = storage._writer()
+        txn = db.transaction()
+        assert txn.get(space, doc)["n"] == 1
+        assert txn.snapshot._conn is warm  # type: ignore[attr-defined]
+        t.run(lambda ctx: ctx.db.patch(doc, {"n": 2}))  # commits while the snapshot holds it
+        assert storage._writer() is not warm
+        assert txn.get(space, doc)["n"] == 1  # the borrowed snapshot is still a snapshot
+        txn.patch(space, doc, {"n": 10})
+        with pytest.raises(Conflict):
+            db.commit(txn)
+        txn.close()
+        assert warm in storage._idle  # handed back to the pool, no longer the warm one
+        again = db.transaction()
+        assert again.get(space, doc)["n"] == 2
+        assert again.snapshot._conn is storage._writer()  # type: ignore[attr-defined]
+        again.close()
+        t.run(lambda ctx: ctx.db.patch(doc, {"n": 3}))
+        assert t.run(lambda ctx: ctx.db.get(doc)["n"]) == 3
+        # The background checkpointer never takes it.
+        assert storage._take_reader(warm=False) is not storage._writer()
 
 
 def test_checkpoints_run_off_the_commit_path_and_the_wal_stays_bounded(tmp_path: Path) -> None:
