@@ -186,7 +186,9 @@ def _plain_args(ref: FunctionRef[Any, Any]) -> PlainArgs | None:
         tp: Any = info.annotation
         if info.metadata:
             tp = typing.Annotated[(tp, *info.metadata)]
-        f = plain_field(tp)
+        f = _ARG_KINDS.get(tp) if _hashable(tp) else None
+        if f is None:
+            f = plain_field(tp)
         if f is None:
             return None
         default = None
@@ -219,10 +221,35 @@ def _plain_args(ref: FunctionRef[Any, Any]) -> PlainArgs | None:
 
 _IMMUTABLE = (str, int, float, bool, type(None), bytes)
 _REFUSED: Any = object()
+_ANY = PlainField(types=(), optional=True)
+"""An ``Any`` argument: the model passes any value through as it is."""
+_STR_DICT = PlainField(types=(dict,), optional=False)
+"""A ``dict[str, Any]`` argument: the model takes a dict whose keys are all ``str`` (as a
+copy, values as they are)."""
+_ARG_KINDS: dict[Any, PlainField] = {Any: _ANY, dict[str, Any]: _STR_DICT}
+"""Argument types the one-pass check settles beyond ``plain_field``'s (argument models pass
+these values through, where a document's shape would check and size them)."""
+
+
+def _hashable(tp: Any) -> bool:
+    try:
+        hash(tp)
+    except TypeError:
+        return False
+    return True
 
 
 def _plain_arg(v: Any, f: PlainField, context: Any) -> Any:
     """An argument as the model validates it, or ``_REFUSED``: the model must decide."""
+    if f is _ANY:
+        return v
+    if f is _STR_DICT:
+        if type(v) is not dict:
+            return _REFUSED
+        for key in v:
+            if type(key) is not str:
+                return _REFUSED
+        return dict(v)
     if v is None:
         return v if f.optional else _REFUSED
     if type(v) not in f.types:

@@ -178,6 +178,8 @@ def _handler(
     ref: Id[Literal["things"]],
     vec: list[float],
     opt: int | None,
+    cfg: dict[str, Any],
+    anything: Any,
     b: bool = False,
     n: str | None = None,
     limit: int = 10,
@@ -185,7 +187,17 @@ def _handler(
     """A function whose arguments the one-pass check settles."""
 
 
-ARGS: dict[str, Any] = {"s": "x", "i": 1, "f": 1.5, "ref": THING, "vec": [1.0], "opt": None}
+ARGS: dict[str, Any] = {
+    "s": "x",
+    "i": 1,
+    "f": 1.5,
+    "ref": THING,
+    "vec": [1.0],
+    "opt": None,
+    "cfg": {"rate": 1.0, "kind": "token bucket"},
+    "anything": object(),
+}
+ARG_VALUES: list[Any] = [*VALUES, {}, {1: "x"}, {"a": {"b": [1]}}, {"a": 1, 2: 3}, object()]
 
 
 def test_plain_arguments_agree_with_the_model() -> None:
@@ -198,7 +210,9 @@ def test_plain_arguments_agree_with_the_model() -> None:
     assert fast_ref._plain
     settled = 0
     bodies = [ARGS, {**ARGS, "extra": 1}, {k: v for k, v in ARGS.items() if k != "opt"}]
-    bodies += [{**ARGS, name: value} for name in (*ARGS, "b", "n", "limit") for value in VALUES]
+    bodies += [
+        {**ARGS, name: value} for name in (*ARGS, "b", "n", "limit") for value in ARG_VALUES
+    ]
     for body in bodies:
         fast = fast_ref._plain(body, CONTEXT)  # type: ignore[operator]
         try:
@@ -210,4 +224,6 @@ def test_plain_arguments_agree_with_the_model() -> None:
             settled += 1
             assert _same(fast, full), (body, fast, full)
             assert [type(v) for v in fast.values()] == [type(v) for v in full.values()]
+            assert fast["anything"] is body["anything"]  # passed through as it is
+            assert fast["cfg"] is not body["cfg"]  # a copy, as the model makes
     assert settled > 20
