@@ -566,11 +566,11 @@ class SQLiteStorage(Storage):
         The warm one if no snapshot holds it; otherwise an idle or new connection, which
         becomes the warm one (the snapshot hands the old one to the pool when it closes).
         """
-        conn = self._writer()
+        warm = self._writer()
         with self._all_lock:
             if self._warm_free:
                 self._warm_free = False
-                return conn
+                return warm
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._connect()
