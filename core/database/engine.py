@@ -333,27 +333,33 @@ class Database:
             # now: pin it in place of the snapshot so pruning keeps those records.
             with self._active_lock:
                 self._active[id(req)] = snap_ts
-        # Release the snapshot first: validation needs only its timestamp and the commit log,
-        # and a read transaction held open across the commit stops SQLite from resetting its
-        # WAL, which then grows without bound under a read-modify-write load.
-        txn.close()
         # Group commit, leader/followers: the first thread to queue leads; it drains the queue
         # and commits the whole batch in one storage transaction. Threads that queue meanwhile
         # wait on their request, not on the commit lock, and are woken once: when their commit
         # is done, or when the leader hands them the leadership for the next batch.
+        alone = False
         with self._queue_lock:
             if self._leading:
                 req.wake = wake = _allocate_lock()
                 wake.acquire()
             else:
                 self._leading = req.lead = True
+                alone = not self._queue
             self._queue.append(req)
+        # Release the snapshot first: validation needs only its timestamp and the commit log,
+        # and a read transaction held open across the commit stops SQLite from resetting its
+        # WAL, which then grows without bound under a read-modify-write load. Except alone:
+        # the storage may then make the snapshot's read transaction the write transaction.
+        own = txn if alone and txn.open_snapshot is not None else None
+        if own is None:
+            txn.close()
         try:
             if req.wake is not None:
                 req.wake.acquire()
             if req.lead:
-                self._lead()
+                self._lead(own)
         finally:
+            txn.close()
             if pinned:
                 with self._active_lock:
                     self._active.pop(id(req), None)
@@ -362,8 +368,11 @@ class Database:
         self._after_commit(txn)
         return req.ts
 
-    def _lead(self) -> None:
-        """Commit one batch, then wake its followers and hand the lead to the oldest waiting."""
+    def _lead(self, own: Transaction | None = None) -> None:
+        """Commit one batch, then wake its followers and hand the lead to the oldest waiting.
+
+        ``own``: the leader's transaction, its snapshot still open (``_commit_batch``).
+        """
         if self._last_batch > 1:
             # Other threads are committing too: let those running a handler right now (they
             # hold or want the GIL) finish and queue, so this batch takes them along instead of
@@ -376,7 +385,7 @@ class Database:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
                 if batch:
-                    self._commit_batch(batch)
+                    self._commit_batch(batch, own)
                 self._last_batch = len(batch)
         finally:
             with self._queue_lock:
@@ -394,9 +403,21 @@ class Database:
             if successor is not None:
                 successor.wake_up()
 
-    def _commit_batch(self, batch: list[_Request]) -> None:
+    def _commit_batch(self, batch: list[_Request], own: Transaction | None = None) -> None:
+        """Validate and apply a batch in one storage transaction.
+
+        ``own``: a transaction of the batch whose snapshot is still open; the storage may make
+        its read transaction the write transaction (``Storage.begin_write_from``), else it is
+        closed first.
+        """
+        snapshot = None if own is None else own.open_snapshot
+        session = None if snapshot is None else self.storage.begin_write_from(snapshot)
+        if session is None:
+            if own is not None:
+                own.close()
+            session = self.storage.begin_write()
         try:
-            with self.storage.begin_write() as w:
+            with session as w:
                 self._catch_up(w, presume=True)
                 items: list[CommitBatchItem] = []
                 accepted: list[_Request] = []

@@ -118,6 +118,11 @@ class Transaction:
         return snap
 
     @property
+    def open_snapshot(self) -> Snapshot | None:
+        """The snapshot, if one was begun and is still open (owned by this transaction)."""
+        return self._snapshot if self._owns_snapshot else None
+
+    @property
     def snapshot_ts(self) -> int | None:
         """The snapshot's commit timestamp (kept after ``close``); ``None`` if nothing was read."""
         return self._ts

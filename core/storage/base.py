@@ -195,6 +195,19 @@ class Storage(ABC):
         Raises ``TimeoutError`` when the lock cannot be had within ``timeout`` seconds.
         """
 
+    def begin_write_from(self, snapshot: Snapshot) -> WriteSessionContext | None:
+        """The commit step continuing an open snapshot's read transaction, if this backend can.
+
+        Called by a commit that finds no other commit in progress: where the snapshot's read
+        transaction can become the write transaction (nothing was committed since it began),
+        that saves ending it and beginning another. The returned context owns the snapshot
+        from then on (closing the snapshot afterwards does nothing); when the snapshot is no
+        longer the newest state, the context ends it and begins the commit step as
+        ``begin_write`` does. ``None`` (the default): the caller closes the snapshot and calls
+        ``begin_write``.
+        """
+        return None
+
     @abstractmethod
     def load_catalog(self) -> tuple[list[CatalogTable], list[CatalogIndex]]:
         """All catalog rows."""

@@ -175,10 +175,22 @@ class _SQLiteSnapshot(Snapshot):
     def close(self) -> None:
         """End the read transaction and hand the connection back."""
         if self._owned:
+            self._owned = False
             try:
                 self._conn.execute("COMMIT")
             finally:
                 self._release(self._conn)
+
+    def detach(self) -> sqlite3.Connection | None:
+        """Take over the connection, still in its read transaction (``None``: not owned).
+
+        Closing the snapshot afterwards does nothing: whoever detached it ends the read
+        transaction and hands the connection back.
+        """
+        if not self._owned:
+            return None
+        self._owned = False
+        return self._conn
 
 
 def _catalog(conn: sqlite3.Connection) -> tuple[list[CatalogTable], list[CatalogIndex]]:
@@ -358,6 +370,8 @@ def _out_of_line(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[
 
 
 _INSERT_BODY = "INSERT INTO bodies(data) VALUES (?)"
+_TAKE_WRITE_LOCK = "UPDATE catalog_meta SET value = value WHERE 0"
+"""A write that changes nothing: inside a read transaction, it takes SQLite's write lock."""
 
 
 def _each(conn: sqlite3.Connection, many: _Many, rows: list[Any]) -> None:
@@ -374,9 +388,12 @@ def _each(conn: sqlite3.Connection, many: _Many, rows: list[Any]) -> None:
 class _WriteContext(WriteSessionContext):
     """The commit step: the process's one writer connection inside ``BEGIN IMMEDIATE``."""
 
-    def __init__(self, storage: SQLiteStorage, timeout: float | None):
+    def __init__(
+        self, storage: SQLiteStorage, timeout: float | None, snapshot: _SQLiteSnapshot | None = None
+    ):
         self._storage = storage
         self._timeout = timeout
+        self._snapshot = snapshot
         self._conn: sqlite3.Connection | None = None
 
     def __enter__(self) -> WriteSession:
@@ -387,6 +404,11 @@ class _WriteContext(WriteSessionContext):
         if not storage._writer_lock.acquire(timeout=-1 if timeout is None else timeout):
             raise TimeoutError("the SQLite writer connection was busy")
         try:
+            conn = None if self._snapshot is None else self._continue(self._snapshot)
+            if conn is not None:
+                storage._writing = threading.get_ident()
+                self._conn = conn
+                return _SQLiteWriteSession(conn)
             conn = storage._take_writer()
         except BaseException:
             storage._writer_lock.release()
@@ -412,6 +434,37 @@ class _WriteContext(WriteSessionContext):
         storage._writing = threading.get_ident()
         self._conn = conn
         return _SQLiteWriteSession(conn)
+
+    def _continue(self, snapshot: _SQLiteSnapshot) -> sqlite3.Connection | None:
+        """Make the snapshot's read transaction the write transaction; ``None`` if it cannot.
+
+        Only a snapshot on the warm connection continues (it is lent to the snapshot, so no
+        other session uses it). SQLite makes a read transaction a write one at its first
+        write, provided no other connection has committed since it began
+        (``SQLITE_BUSY_SNAPSHOT`` otherwise, or ``SQLITE_BUSY`` while another writer holds
+        the lock): a write that changes nothing takes the lock now. Otherwise the read
+        transaction ends and the caller begins the commit step as usual.
+        """
+        storage = self._storage
+        conn = snapshot.detach()
+        if conn is None:
+            return None
+        if conn is not storage._writer_conn:  # a commit meanwhile made another one warm
+            try:
+                conn.execute("COMMIT")
+            finally:
+                storage._give_reader(conn)
+            return None
+        try:
+            conn.execute(_TAKE_WRITE_LOCK)
+        except sqlite3.Error:
+            # Not the newest state any more (or another process is writing): begin afresh.
+            try:
+                conn.rollback()
+            finally:
+                storage._warm_free = True
+            return None
+        return conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self._conn = self._conn, None
@@ -734,6 +787,17 @@ class SQLiteStorage(Storage):
     def begin_write(self, *, timeout: float | None = None) -> WriteSessionContext:
         """The commit step: ``BEGIN IMMEDIATE`` on the writer connection."""
         return _WriteContext(self, timeout)
+
+    def begin_write_from(self, snapshot: Snapshot) -> WriteSessionContext | None:
+        """The commit step in the snapshot's own transaction, when it holds the warm connection.
+
+        A read-modify-write mutation alone then runs ``BEGIN``, its reads, its writes and one
+        ``COMMIT`` on one connection, as a hand-written SQLite transaction would, instead of
+        ending its read transaction and beginning ``BEGIN IMMEDIATE``.
+        """
+        if isinstance(snapshot, _SQLiteSnapshot) and snapshot._owned:
+            return _WriteContext(self, None, snapshot)
+        return None
 
     def load_catalog(self) -> tuple[list[CatalogTable], list[CatalogIndex]]:
         """Every catalog row."""

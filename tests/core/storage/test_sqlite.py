@@ -15,7 +15,7 @@ import pytest
 from core import App, Schema, Table, UserError
 from core.database.engine import Conflict
 from core.storage import open_storage
-from core.storage.sqlite import SQLiteStorage
+from core.storage.sqlite import _TAKE_WRITE_LOCK, SQLiteStorage
 from core.testing import TestApp
 
 REPO = Path(__file__).resolve().parents[3]
@@ -86,7 +86,7 @@ def test_reopening_after_close_works(tmp_path: Path) -> None:
 WRITER = r"""
 import sys
 from core import App, MutationCtx, Schema, Table
-from core.storage.sqlite import SQLiteStorage
+from core.storage.sqlite import _TAKE_WRITE_LOCK, SQLiteStorage
 
 app = App(Schema(acks=Table({"seq": int})), storage=SQLiteStorage(sys.argv[1]))
 
@@ -273,6 +273,63 @@ def test_snapshots_borrow_the_idle_writer_connection_and_commits_never_wait_for_
         assert t.run(lambda ctx: ctx.db.get(doc)["n"]) == 3
         # The background checkpointer never takes it.
         assert storage._take_reader(warm=False) is not storage._writer()
+
+
+def test_a_read_modify_write_alone_commits_in_its_own_read_transaction(tmp_path: Path) -> None:
+    # A mutation that commits while no other commit is in progress, its snapshot on the warm
+    # connection, turns that read transaction into the write transaction: one BEGIN, one
+    # COMMIT, as a hand-written SQLite read-modify-write.
+    storage = SQLiteStorage(tmp_path / "rmw.db")
+    app = App(Schema(items=Table({"n": int})))
+    with TestApp(app, storage=storage) as t:
+        doc = t.run(lambda ctx: ctx.db.insert("items", {"n": 1}))
+        statements: list[str] = []
+        storage._writer().set_trace_callback(statements.append)
+        t.run(lambda ctx: ctx.db.patch(doc, {"n": ctx.db.get(doc)["n"] + 1}))
+        storage._writer().set_trace_callback(None)
+        assert [s.split()[0] for s in statements if s.split()[0] in ("BEGIN", "COMMIT")] == [
+            "BEGIN",
+            "COMMIT",
+        ]
+        assert "BEGIN IMMEDIATE" not in statements
+        assert t.run(lambda ctx: ctx.db.get(doc)["n"]) == 2
+
+
+def test_a_snapshot_another_process_committed_after_begins_the_commit_afresh(
+    tmp_path: Path,
+) -> None:
+    # The other process's commit makes SQLite refuse the read transaction's write lock
+    # (SQLITE_BUSY_SNAPSHOT): the commit step begins afresh, sees that commit, and a
+    # transaction that read what it changed conflicts; one that did not commits.
+    app = App(Schema(items=Table({"n": int})))
+    with (
+        TestApp(app, storage=SQLiteStorage(tmp_path / "two.db")) as one,
+        TestApp(app, storage=SQLiteStorage(tmp_path / "two.db")) as two,
+    ):
+        db = one.runtime.db
+        space = db.space("")
+        a = one.run(lambda ctx: ctx.db.insert("items", {"n": 1}))
+        b = one.run(lambda ctx: ctx.db.insert("items", {"n": 1}))
+        txn = db.transaction()
+        txn.patch(space, a, {"n": txn.get(space, a)["n"] + 10})
+        two.run(lambda ctx: ctx.db.patch(a, {"n": 5}))
+        with pytest.raises(Conflict):
+            db.commit(txn)
+        txn.close()
+        txn = db.transaction()
+        txn.patch(space, b, {"n": txn.get(space, b)["n"] + 10})
+        two.run(lambda ctx: ctx.db.patch(a, {"n": 6}))
+        statements: list[str] = []
+        warm = one.runtime.db.storage._writer()  # type: ignore[attr-defined]
+        warm.set_trace_callback(statements.append)
+        db.commit(txn)
+        warm.set_trace_callback(None)
+        txn.close()
+        # The write lock was asked for in the read transaction, refused, and taken afresh.
+        taken = [s for s in statements if s == _TAKE_WRITE_LOCK or s == "BEGIN IMMEDIATE"]
+        assert taken == [_TAKE_WRITE_LOCK, "BEGIN IMMEDIATE"]
+        assert one.run(lambda ctx: (ctx.db.get(a)["n"], ctx.db.get(b)["n"])) == (6, 11)
+        assert two.run(lambda ctx: (ctx.db.get(a)["n"], ctx.db.get(b)["n"])) == (6, 11)
 
 
 def test_checkpoints_run_off_the_commit_path_and_the_wal_stays_bounded(tmp_path: Path) -> None:
