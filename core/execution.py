@@ -34,7 +34,7 @@ from core.errors import (
     RetryableStorageError,
     UserError,
 )
-from core.functions import FunctionKind, FunctionRef
+from core.functions import KIND_VALUE, FunctionKind, FunctionRef
 from core.handles import HandleKey, is_handle
 from core.indexes.vector import vector_search
 from core.system_tables import FUNCTION_KEYS, SYSTEM_NAMESPACE
@@ -553,7 +553,7 @@ class Executor:
         target = self._resolve_nested(ref, kind, caller)
         fn = target.ref
         if kind is None:
-            kind = _KIND_VALUE[fn.kind]
+            kind = KIND_VALUE[fn.kind]
             if kind not in ("query", "mutation") or (
                 kind == "mutation" and parent_kind != "mutation"
             ):
@@ -663,5 +663,3 @@ def _auth(identity: UserIdentity | None) -> Auth:
 
 
 KIND_OF = {k.value: k for k in FunctionKind}
-_KIND_VALUE = {k: k.value for k in FunctionKind}
-"""A kind's string by the kind (``FunctionKind.value`` is a descriptor: slower per call)."""

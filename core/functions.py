@@ -40,6 +40,10 @@ class FunctionKind(str, enum.Enum):  # noqa: UP042 - str(kind) stays the enum's 
     HTTP = "http"
 
 
+KIND_VALUE = {k: k.value for k in FunctionKind}
+"""A kind's string by the kind (``FunctionKind.value`` is a descriptor: slower per call)."""
+
+
 def module_name(handler: Callable[..., Any]) -> str:
     """The module part of a function path (``__main__`` becomes the script's stem)."""
     module = getattr(handler, "__module__", None) or "__main__"

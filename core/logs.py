@@ -30,6 +30,7 @@ import anyio.to_thread
 
 from core.database.query import Query
 from core.errors import Abandoned, AppError
+from core.functions import KIND_VALUE
 from core.schema import Table
 from core.services import Service
 from core.system_tables import SYSTEM_NAMESPACE
@@ -319,9 +320,10 @@ class _Span:
             CallRecord(
                 ts=time.time(),
                 path=ref.path,
-                kind=ref.kind.value,
+                kind=KIND_VALUE[ref.kind],
                 component=self.target.namespace,
-                duration_ms=round(duration * 1000, 3),
+                # Whole microseconds: ``round(x, 3)`` formats the float, ~2 µs a call.
+                duration_ms=int(duration * 1_000_000 + 0.5) / 1000,
                 outcome=outcome,
                 error=error,
                 lines=self.capture.finish(),
