@@ -106,6 +106,12 @@ class TableInfo:
         return self.plan.entries(doc)
 
 
+_KNOWN_MAX = 1024
+"""Document versions whose entries a write plan remembers (``_WritePlan.remember``)."""
+_KNOWN_BODY_MAX = 512
+"""Bodies longer than this (bytes) are not remembered: at most about 1 MB per table."""
+
+
 class _WritePlan:
     """A table's index maintenance, compiled: keys built in one pass over the indexes.
 
@@ -115,7 +121,7 @@ class _WritePlan:
     read any field).
     """
 
-    __slots__ = ("indexes", "_btrees", "_others", "fields", "creation_id", "checks")
+    __slots__ = ("indexes", "_btrees", "_others", "fields", "creation_id", "checks", "_known")
 
     def __init__(self, indexes: dict[str, Index]):
         self.indexes = indexes
@@ -139,6 +145,36 @@ class _WritePlan:
                 self._others.append(index)
                 fields = None
         self.fields = None if fields is None else frozenset(fields)
+        self._known: dict[str, tuple[bytes, list[tuple[int, bytes, bytes]]]] | None = (
+            None if self._others else {}
+        )
+        """The entries of the versions this process last wrote, by document id, with the
+        stored body they belong to: a read-modify-write of the same document (a counter, a
+        rate limit) finds the entries of the version it read without computing them. Only
+        for b-tree indexes (a vector index's entries are long)."""
+
+    def stored_entries(
+        self, doc_id: str, blob: bytes | None, doc: dict[str, Any]
+    ) -> list[tuple[int, bytes, bytes]]:
+        """``entries`` of a stored version: ``blob`` is its stored body (``None``: unknown)."""
+        known = self._known
+        if known is not None and blob is not None:
+            found = known.get(doc_id)
+            if found is not None and found[0] == blob:
+                return found[1]
+        return self.entries(doc)
+
+    def remember(self, doc_id: str, blob: bytes, entries: list[tuple[int, bytes, bytes]]) -> None:
+        """Keep the entries of a version about to be stored (see ``stored_entries``).
+
+        Invariant: a remembered pair is only ever used for the exact body it was computed
+        from, so a version that never commits (a conflict, a rollback) is merely unused.
+        """
+        known = self._known
+        if known is not None and len(blob) <= _KNOWN_BODY_MAX:
+            if len(known) >= _KNOWN_MAX:
+                known.clear()
+            known[doc_id] = (blob, entries)
 
     def entries(self, doc: dict[str, Any]) -> list[tuple[int, bytes, bytes]]:
         """Every entry of ``doc`` (with its system fields), as (index id, key, value)."""

@@ -332,27 +332,33 @@ class Transaction:
         ``same_entries``: the change left every indexed field as it was, so the document's
         entries are the ones it has now (not computed again).
         """
+        plan = info.plan
         prev = self.writes.get(doc_id)
         if prev is not None:
             base_entries = prev.base_entries
             current = prev.entries
+        elif stored is None:
+            base_entries = current = []
         else:
-            base_entries = [] if stored is None else info.entries(stored)
-            current = base_entries
-        if doc is None:
-            entries: list[tuple[int, bytes, bytes]] = []
-        elif same_entries and (prev is not None or stored is not None):
-            entries = current
-        else:
-            entries = info.plan.entries(doc)
+            base_entries = current = plan.stored_entries(doc_id, self._seen.get(doc_id), stored)
         self._count_write(size)
         self._undo.append((doc_id, prev, self.bytes_written, len(self.writes)))
         self.bytes_written += size
+        blob = None
+        if doc is None:
+            entries: list[tuple[int, bytes, bytes]] = []
+        else:
+            if same_entries and (prev is not None or stored is not None):
+                entries = current
+            else:
+                entries = plan.entries(doc)
+            blob = dump_document(doc)
+            plan.remember(doc_id, blob, entries)
         self.writes[doc_id] = PendingWrite(
             id=doc_id,
             table=info,
             doc=doc,
-            blob=None if doc is None else dump_document(doc),
+            blob=blob,
             base_entries=base_entries,
             entries=entries,
             size=size,

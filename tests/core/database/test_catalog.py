@@ -276,3 +276,45 @@ def test_an_older_version_reopening_mid_deploy_never_leaves_a_silent_stale_index
             insert_all(v2, "items", [{"owner": "bob", "text": "plum"}])
     with TestApp(ROLLING_V2, storage=storage) as v2:
         assert_indexes_agree_with_a_full_scan(v2)
+
+
+def test_the_entries_of_a_written_version_are_reused_only_for_that_exact_body(
+    storage: Storage,
+) -> None:
+    # A read-modify-write of a document this process wrote finds the entries of the version
+    # it read already computed; a version written elsewhere (another body) computes its own.
+    from core.database import catalog
+
+    app = App(Schema(limits=Table({"name": str, "value": float}).index("by_name", ["name"])))
+    with TestApp(app, storage=storage) as t:
+        info = t.runtime.db.space("").table("limits")
+        doc = t.run(lambda ctx: ctx.db.insert("limits", {"name": "a", "value": 1.0}))
+        plan = info.plan
+        blob, entries = plan._known[doc]
+        assert entries == plan.entries(t.run(lambda ctx: ctx.db.get(doc)))
+        assert plan.stored_entries(doc, blob, {}) is entries  # the same body: reused
+        stored = t.run(lambda ctx: ctx.db.get(doc))
+        assert plan.stored_entries(doc, blob + b"x", stored) == entries  # another body
+        assert plan.stored_entries(doc, blob + b"x", stored) is not entries
+        # A patch reads the remembered entries, and the index stays right.
+        for n in (1.0, 2.0, 3.0):
+            t.run(lambda ctx, value=n: ctx.db.patch(doc, {"value": value}))  # type: ignore[misc]
+        t.run(lambda ctx: ctx.db.patch(doc, {"name": "b"}))
+        found = t.run(
+            lambda ctx: [
+                d["_id"]
+                for d in ctx.db.query("limits").with_index("by_name", lambda q: q.eq("name", "b"))
+            ]
+        )
+        assert found == [doc]
+        assert index_entries(t, "limits", "by_name") == 1
+        # Bounded: long bodies are not kept, and the memo never outgrows its limit.
+        long = t.run(lambda ctx: ctx.db.insert("limits", {"name": "x" * 600, "value": 0.0}))
+        assert long not in plan._known  # type: ignore[operator]
+        t.run(
+            lambda ctx: [
+                ctx.db.insert("limits", {"name": f"n{i}", "value": 0.0})
+                for i in range(catalog._KNOWN_MAX + 10)
+            ]
+        )
+        assert len(plan._known) <= catalog._KNOWN_MAX  # type: ignore[arg-type]
