@@ -353,7 +353,10 @@ class Transaction:
             else:
                 entries = plan.entries(doc)
             blob = dump_document(doc)
-            plan.remember(doc_id, blob, entries)
+            if stored is not None:
+                # A rewrite of a stored version: likely rewritten again (a counter, a limit).
+                # Inserts are not remembered: kept alive, their entries cost the collector.
+                plan.remember(doc_id, blob, entries)
         self.writes[doc_id] = PendingWrite(
             id=doc_id,
             table=info,

@@ -290,6 +290,8 @@ def test_the_entries_of_a_written_version_are_reused_only_for_that_exact_body(
         info = t.runtime.db.space("").table("limits")
         doc = t.run(lambda ctx: ctx.db.insert("limits", {"name": "a", "value": 1.0}))
         plan = info.plan
+        assert doc not in plan._known  # type: ignore[operator]  # inserts are not kept
+        t.run(lambda ctx: ctx.db.patch(doc, {"value": 1.5}))
         blob, entries = plan._known[doc]
         assert entries == plan.entries(t.run(lambda ctx: ctx.db.get(doc)))
         assert plan.stored_entries(doc, blob, {}) is entries  # the same body: reused
@@ -310,11 +312,13 @@ def test_the_entries_of_a_written_version_are_reused_only_for_that_exact_body(
         assert index_entries(t, "limits", "by_name") == 1
         # Bounded: long bodies are not kept, and the memo never outgrows its limit.
         long = t.run(lambda ctx: ctx.db.insert("limits", {"name": "x" * 600, "value": 0.0}))
+        t.run(lambda ctx: ctx.db.patch(long, {"value": 1.0}))
         assert long not in plan._known  # type: ignore[operator]
-        t.run(
+        many = t.run(
             lambda ctx: [
                 ctx.db.insert("limits", {"name": f"n{i}", "value": 0.0})
                 for i in range(catalog._KNOWN_MAX + 10)
             ]
         )
-        assert len(plan._known) <= catalog._KNOWN_MAX  # type: ignore[arg-type]
+        t.run(lambda ctx: [ctx.db.patch(i, {"value": 1.0}) for i in many])
+        assert 0 < len(plan._known) <= catalog._KNOWN_MAX  # type: ignore[arg-type]
