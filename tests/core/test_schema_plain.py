@@ -210,9 +210,7 @@ def test_plain_arguments_agree_with_the_model() -> None:
     assert fast_ref._plain
     settled = 0
     bodies = [ARGS, {**ARGS, "extra": 1}, {k: v for k, v in ARGS.items() if k != "opt"}]
-    bodies += [
-        {**ARGS, name: value} for name in (*ARGS, "b", "n", "limit") for value in ARG_VALUES
-    ]
+    bodies += [{**ARGS, name: value} for name in (*ARGS, "b", "n", "limit") for value in ARG_VALUES]
     for body in bodies:
         fast = fast_ref._plain(body, CONTEXT)  # type: ignore[operator]
         try:
