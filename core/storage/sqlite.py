@@ -624,11 +624,14 @@ class SQLiteStorage(Storage):
             if self._warm_free:
                 self._warm_free = False
                 return warm
+            # Invariant: from here the lent one is no longer the warm one (in the same lock
+            # as the check), so its snapshot hands it to the pool, never back as warm.
             conn = self._idle.pop() if self._idle else None
+            self._writer_conn = conn
         if conn is None:
             conn = self._connect()
-        with self._all_lock:
-            self._writer_conn, self._warm_free = conn, False
+            with self._all_lock:
+                self._writer_conn = conn
         return conn
 
     # -- checkpoints ----------------------------------------------------------------------

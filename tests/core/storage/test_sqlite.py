@@ -275,6 +275,33 @@ def test_snapshots_borrow_the_idle_writer_connection_and_commits_never_wait_for_
         assert storage._take_reader(warm=False) is not storage._writer()
 
 
+def test_a_borrowed_warm_connection_returned_while_a_commit_replaces_it_is_pooled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The snapshot holding the warm connection ends while a commit, finding it borrowed and
+    # no idle connection, opens a new one: the returned connection goes to the pool, never
+    # back as the warm one (it would then be neither warm nor pooled: open, and lost).
+    storage = SQLiteStorage(tmp_path / "race.db")
+    storage.open()
+    old = storage._writer()
+    snap = storage.begin_read()
+    assert snap._conn is old  # type: ignore[attr-defined]
+    connect = storage._connect
+
+    def connect_while_the_snapshot_ends() -> sqlite3.Connection:
+        snap.close()
+        return connect()
+
+    monkeypatch.setattr(storage, "_connect", connect_while_the_snapshot_ends)
+    with storage.begin_write():
+        pass
+    monkeypatch.undo()
+    assert storage._writer() is not old
+    assert storage._idle == [old]
+    assert storage.open_connections() == 2
+    storage.close()
+
+
 def test_a_read_modify_write_alone_commits_in_its_own_read_transaction(tmp_path: Path) -> None:
     # A mutation that commits while no other commit is in progress, its snapshot on the warm
     # connection, turns that read transaction into the write transaction: one BEGIN, one
