@@ -304,32 +304,17 @@ class Executor:
 
     def _resolve(self, ref: Any, kind: str | None, caller: str | None) -> Target:
         if isinstance(ref, FunctionRef):
-            # Cached as for nested calls (``_resolved``): clients call the same references.
+            # Clients and functions call the same reference objects again and again.
             key = (ref, caller)
             target = self._resolved.get(key)
             if target is None:
                 target = self.resolve(ref, caller=caller)
                 if len(self._resolved) >= _RESOLVED_MAX:
-                    self._resolved.clear()
+                    self._resolved.clear()  # references made per call: never grow without bound
                 self._resolved[key] = target
         else:
             target = self.resolve(ref, caller=caller)
-        if kind is not None and target.ref.kind.value != kind:
-            raise FunctionKindError(target.ref.path, kind=target.ref.kind.value, called_as=kind)
-        return target
-
-    def _resolve_nested(self, ref: Any, kind: str | None, caller: str) -> Target:
-        """``_resolve`` for calls from functions, cached for reference objects."""
-        if not isinstance(ref, FunctionRef):
-            return self._resolve(ref, kind, caller)
-        key = (ref, caller)
-        target = self._resolved.get(key)
-        if target is None:
-            target = self.resolve(ref, caller=caller)
-            if len(self._resolved) >= _RESOLVED_MAX:
-                self._resolved.clear()  # references made per call: never grow without bound
-            self._resolved[key] = target
-        if kind is not None and target.ref.kind.value != kind:
+        if kind is not None and KIND_VALUE[target.ref.kind] != kind:
             raise FunctionKindError(target.ref.path, kind=target.ref.kind.value, called_as=kind)
         return target
 
@@ -550,7 +535,7 @@ class Executor:
                 f"ctx.run_mutation is not available in a {parent_kind}: queries are read-only."
             )
         caller = parent.namespace
-        target = self._resolve_nested(ref, kind, caller)
+        target = self._resolve(ref, kind, caller)
         fn = target.ref
         if kind is None:
             kind = KIND_VALUE[fn.kind]

@@ -446,14 +446,11 @@ class _WriteContext(WriteSessionContext):
         transaction ends and the caller begins the commit step as usual.
         """
         storage = self._storage
+        if snapshot._conn is not storage._writer_conn:  # a commit meanwhile made another warm
+            snapshot.close()
+            return None
         conn = snapshot.detach()
         if conn is None:
-            return None
-        if conn is not storage._writer_conn:  # a commit meanwhile made another one warm
-            try:
-                conn.execute("COMMIT")
-            finally:
-                storage._give_reader(conn)
             return None
         try:
             conn.execute(_TAKE_WRITE_LOCK)
