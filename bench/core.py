@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,14 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 from core import App, FunctionRef, MutationCtx, QueryCtx, Schema, SQLiteStorage, Table  # noqa: E402
 from core.encoding import dump_document  # noqa: E402
 from core.ids import new_id  # noqa: E402
+from core.storage.base import (  # noqa: E402
+    CatalogIndex,
+    CatalogTable,
+    CommitBatchItem,
+    Snapshot,
+    WriteSession,
+    WriteSessionContext,
+)
 
 DOC = {"text": "buy milk and bread", "priority": 3, "done": False}
 THREADS = 8
@@ -183,6 +191,83 @@ def single_inserts(
         )
     raw.close()
     return result
+
+
+class _NullSession(WriteSession):
+    """A commit step that runs no statement: it only remembers the newest timestamp."""
+
+    def __init__(self, storage: NullCommitStorage):
+        self.storage = storage
+
+    def latest_ts(self) -> int:
+        return self.storage.null_ts
+
+    def presume_latest(self, ts: int) -> bool:
+        return True
+
+    def read_log(self, after_ts: int) -> list[tuple[int, bytes]]:
+        return []
+
+    def snapshot(self) -> Snapshot:
+        raise NotImplementedError("the null commit step has no snapshot")
+
+    def apply(self, items: Sequence[CommitBatchItem]) -> None:
+        self.storage.null_ts = items[-1].ts
+
+    def put_catalog(
+        self, tables: Sequence[CatalogTable], indexes: Sequence[CatalogIndex], drop: Sequence[int]
+    ) -> None:
+        raise NotImplementedError("the null commit step changes no catalog")
+
+    def prune_log(self, before_ts: int) -> None:
+        pass
+
+
+class _NullWrite(WriteSessionContext):
+    def __init__(self, storage: NullCommitStorage):
+        self.storage = storage
+
+    def __enter__(self) -> WriteSession:
+        return _NullSession(self.storage)
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+class NullCommitStorage(SQLiteStorage):
+    """SQLite storage whose commit step, once ``null`` is set, runs no statement at all.
+
+    What an insert mutation then costs is everything but the storage statements: argument
+    and document validation, ids, keys, the transaction, group-commit bookkeeping, the
+    executor and the client.
+    """
+
+    null = False
+    null_ts = 0
+
+    def begin_write(self, *, timeout: float | None = None) -> WriteSessionContext:
+        """The null commit step once ``null`` is set."""
+        return _NullWrite(self) if self.null else super().begin_write(timeout=timeout)
+
+    def begin_write_from(self, snapshot: Snapshot) -> WriteSessionContext | None:
+        """Never continues a snapshot once ``null`` is set."""
+        return None if self.null else super().begin_write_from(snapshot)
+
+
+def python_side(folder: Path, seconds: float, rounds: int, schema: Schema, name: str) -> float:
+    """Insert mutations/s with the storage statements made no-ops (see ``NullCommitStorage``)."""
+    storage = NullCommitStorage(folder / f"null-{name}.db", synchronous="NORMAL")
+    app = App(schema, storage=storage)
+    add = app.mutation(insert_task)
+    with app.sync_client(runtime=False) as client:
+        client.mutation(add, DOC)  # the tables exist: from here no commit writes anything
+        storage.null = True
+        storage.null_ts = client.runtime.db.latest_ts
+        (rate,) = best_of(
+            rounds,
+            lambda: timed(seconds, lambda i: client.mutation(add, {**DOC, "priority": i % 100})),
+        )
+    return rate
 
 
 LONG_TEXT = "x" * 100_000
@@ -331,6 +416,14 @@ def row(label: str, ours: float, raw: float, raw_label: str = "raw sqlite3") -> 
     print(f"{label:<46} {ours:>8,.0f}/s   {raw_label} {raw:>8,.0f}/s   ratio {ours / raw:5.2f}x")
 
 
+def split(ours: float, side: float, raw: float) -> None:
+    """Where a mutation's time goes: outside the storage statements, and in them."""
+    print(
+        f"{'  of which outside the storage statements':<46} {1e6 / side:>6,.1f} µs; "
+        f"statements {1e6 / ours - 1e6 / side:,.1f} µs; raw's whole insert {1e6 / raw:,.1f} µs"
+    )
+
+
 def main() -> None:
     """Run every comparison and print the table."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -362,8 +455,10 @@ def main() -> None:
         row("insert mutations, 1 client, WAL+NORMAL", ours, raw)
         row("", ours, append, "raw append ")
         print(f"{'':<46} {1e6 / ours:>6,.0f} µs per mutation; target ratio >= 0.30")
+        split(ours, python_side(folder, s, r, INDEXED, "indexed"), raw)
         ours, raw, _ = single_inserts(folder, "NORMAL", s, r, PLAIN, "plain")
         row("  same, table without a secondary index", ours, raw)
+        split(ours, python_side(folder, s, r, PLAIN, "plain"), raw)
         ours, raw, _ = single_inserts(folder, "FULL", s, r, INDEXED, "full")
         row("insert mutations, 1 client, WAL+FULL", ours, raw)
         ours, raw = point_reads(folder, s, r)

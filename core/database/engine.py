@@ -23,8 +23,8 @@ import logging
 import threading
 import time
 from _thread import allocate_lock as _allocate_lock
-from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from core import config
@@ -37,6 +37,7 @@ from core.errors import ConflictError, UserError
 from core.schema import Schema
 from core.storage.base import (
     CommitBatchItem,
+    DocumentWrite,
     RetryableStorageError,
     Snapshot,
     StaleLatest,
@@ -204,9 +205,7 @@ class Database:
                     checked += read
                     commit: list[tuple[int, WriteSet]] = []
                     if writes:
-                        ts = self._next_ts()
-                        w.apply([CommitBatchItem(ts=ts, writes=writes, log_record=ws.dump())])
-                        commit.append((ts, ws))
+                        commit.append((self._apply_one(w, writes, ws), ws))
                         filled += len(writes)
                     if after is None and not misfits:
                         # Invariant: a table's stored fingerprint is the declared one only
@@ -601,44 +600,22 @@ class Database:
             ConflictError: the lock could not be had within ``timeout`` seconds; it names
                 ``tables``, where the earlier attempts conflicted.
         """
-        if not self._commit_lock.acquire(timeout=timeout):
-            raise ConflictError(tables, detail=f"the commit lock was busy for {timeout:g} s")
+        tables = list(tables)
         try:
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
-            if batch:
-                try:
-                    self._commit_batch(batch)
-                finally:
-                    for req in batch:
-                        req.finish()
-            try:
-                with ExitStack() as stack:
-                    try:
-                        w = stack.enter_context(self.storage.begin_write(timeout=timeout))
-                    except TimeoutError:
-                        raise ConflictError(
-                            tables, detail="the storage write lock was busy"
-                        ) from None
-                    self._catch_up(w)
-                    self._exclusive = w
-                    stack.callback(setattr, self, "_exclusive", None)
-                    txn = Transaction(self, snapshot=w.snapshot(), now=now)
-                    result = body(txn)
-                    ts = self.latest_ts
-                    if txn.writes:
-                        writes, ws = txn.commit_writes()
-                        ts = self._next_ts()
-                        w.apply([CommitBatchItem(ts=ts, writes=writes, log_record=ws.dump())])
-            except RetryableStorageError as exc:
-                # Nothing was applied, and this was the last attempt.
-                raise ConflictError(tables, detail=f"the storage refused it: {exc}") from exc
-            if txn.writes:
-                self._publish([(ts, ws)])
-                self._after_commit(txn)
-            return result, ts
-        finally:
-            self._commit_lock.release()
+            with self._exclusive_step(timeout, tables) as w:
+                txn = Transaction(self, snapshot=w.snapshot(), now=now)
+                result = body(txn)
+                ts = self.latest_ts
+                if txn.writes:
+                    writes, ws = txn.commit_writes()
+                    ts = self._apply_one(w, writes, ws)
+        except RetryableStorageError as exc:
+            # Nothing was applied, and this was the last attempt.
+            raise ConflictError(tables, detail=f"the storage refused it: {exc}") from exc
+        if txn.writes:
+            self._publish([(ts, ws)])
+            self._after_commit(txn)
+        return result, ts
 
     def run_exclusive_batches(
         self, bodies: Iterable[Callable[[Transaction], None]], *, now: float, timeout: float
@@ -653,11 +630,28 @@ class Database:
         Raises:
             ConflictError: the lock could not be had within ``timeout`` seconds.
         """
-        if not self._commit_lock.acquire(timeout=timeout):
-            raise ConflictError([], detail=f"the commit lock was busy for {timeout:g} s")
-        latest = self.latest_ts
         commits: list[tuple[int, WriteSet]] = []
         written = 0
+        with self._exclusive_step(timeout, []) as w:
+            for body in bodies:
+                txn = Transaction(self, snapshot=w.snapshot(), now=now)
+                body(txn)
+                if txn.writes:
+                    writes, ws = txn.commit_writes()
+                    commits.append((self._apply_one(w, writes, ws), ws))
+                    written += len(writes)
+        self._publish(commits)
+        return written
+
+    @contextmanager
+    def _exclusive_step(self, timeout: float, tables: list[str]) -> Iterator[WriteSession]:
+        """The commit step, caught up, holding the commit lock (``run_exclusive``).
+
+        Requests queued meanwhile are committed first. Should the step fail, the timestamps it
+        handed out are taken back: nothing of it reached storage.
+        """
+        if not self._commit_lock.acquire(timeout=timeout):
+            raise ConflictError(tables, detail=f"the commit lock was busy for {timeout:g} s")
         try:
             with self._queue_lock:
                 batch, self._queue = self._queue, []
@@ -671,29 +665,25 @@ class Database:
                 try:
                     w = stack.enter_context(self.storage.begin_write(timeout=timeout))
                 except TimeoutError:
-                    raise ConflictError([], detail="the storage write lock was busy") from None
+                    raise ConflictError(tables, detail="the storage write lock was busy") from None
                 self._catch_up(w)
                 latest = self.latest_ts
                 self._exclusive = w
                 stack.callback(setattr, self, "_exclusive", None)
-                for body in bodies:
-                    txn = Transaction(self, snapshot=w.snapshot(), now=now)
-                    body(txn)
-                    if txn.writes:
-                        writes, ws = txn.commit_writes()
-                        ts = self._next_ts()
-                        w.apply([CommitBatchItem(ts=ts, writes=writes, log_record=ws.dump())])
-                        commits.append((ts, ws))
-                        written += len(writes)
-        except BaseException:
-            # Invariant: nothing of this call reached storage, so no timestamp was used.
-            self.latest_ts = latest
-            raise
-        else:
-            self._publish(commits)
+                try:
+                    yield w
+                except BaseException:
+                    # Invariant: nothing of this step reached storage, so no timestamp was used.
+                    self.latest_ts = latest
+                    raise
         finally:
             self._commit_lock.release()
-        return written
+
+    def _apply_one(self, w: WriteSession, writes: list[DocumentWrite], ws: WriteSet) -> int:
+        """Apply one transaction's writes in ``w`` at the next timestamp; return it."""
+        ts = self._next_ts()
+        w.apply([CommitBatchItem(ts=ts, writes=writes, log_record=ws.dump())])
+        return ts
 
     # -- schemaless tables ----------------------------------------------------------------------
 
