@@ -39,7 +39,7 @@ import anyio
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from components.agent import Agent, component, tool  # noqa: E402
+from components.agent import Agent, StreamDeltas, component, tool  # noqa: E402
 from components.agent.parts import parts_text  # noqa: E402
 from components.models import (  # noqa: E402
     FinalResponse,
@@ -119,7 +119,7 @@ async def openai_agents(runs: int, rounds: int) -> float:
 
     set_tracing_disabled(True)
 
-    @function_tool
+    @function_tool  # type: ignore[untyped-decorator]  # installed by hand, untyped here
     def add_tool(a: int, b: int) -> int:
         """Add two numbers."""
         return a + b
@@ -160,7 +160,7 @@ async def pydantic_ai(runs: int, rounds: int) -> float:
 
     agent = PAIAgent(FunctionModel(respond))
 
-    @agent.tool_plain
+    @agent.tool_plain  # type: ignore[untyped-decorator]  # installed by hand, untyped here
     def add_tool(a: int, b: int) -> int:
         """Add two numbers."""
         return a + b
@@ -223,7 +223,7 @@ async def delta_latency(path: Path, throttle: float, count: int, gap: float) -> 
         return str(await agent.create_thread(ctx))
 
     @app.query
-    def follow(ctx: QueryCtx, thread_id: str) -> dict[str, Any]:
+    def follow(ctx: QueryCtx, thread_id: str) -> StreamDeltas:
         return agent.stream_deltas(ctx, thread_id=thread_id)
 
     delays: list[float] = []

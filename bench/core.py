@@ -12,6 +12,8 @@ in a temporary folder, with the pragmas the engine uses (WAL, the given ``synchr
   document, one entry per secondary index (the built-in creation-time order is the id order
   of the documents table: no entry) and a commit-log record: two or three B-tree pages per
   commit where raw writes one;
+* the same insert mutations with the commit's storage step made a no-op
+  (``NullCommitStorage``): what they cost outside it, and so what the step itself costs;
 * point-read queries/s (``ctx.db.get``) against raw ``SELECT data FROM docs WHERE id = ?``;
 * insert mutations/s from 8 threads sharing one sync client in WAL+FULL against raw
   one-commit-per-transaction inserts, from one connection and from 8 threads (one connection
@@ -417,10 +419,10 @@ def row(label: str, ours: float, raw: float, raw_label: str = "raw sqlite3") -> 
 
 
 def split(ours: float, side: float, raw: float) -> None:
-    """Where a mutation's time goes: outside the storage statements, and in them."""
+    """Where a mutation's time goes: outside the commit's storage step, and in it."""
     print(
-        f"{'  of which outside the storage statements':<46} {1e6 / side:>6,.1f} µs; "
-        f"statements {1e6 / ours - 1e6 / side:,.1f} µs; raw's whole insert {1e6 / raw:,.1f} µs"
+        f"{'  of which outside the storage step':<46} {1e6 / side:>6,.1f} µs; "
+        f"storage step {1e6 / ours - 1e6 / side:,.1f} µs; raw's whole insert {1e6 / raw:,.1f} µs"
     )
 
 

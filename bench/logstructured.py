@@ -37,7 +37,6 @@ import msgpack
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import core.storage.sqlite as sqlite_storage  # noqa: E402
 from bench.core import (  # noqa: E402
     DOC,
     INDEXED,
@@ -50,6 +49,7 @@ from bench.core import (  # noqa: E402
     timed,
 )
 from core import App, Schema, SQLiteStorage  # noqa: E402
+from core.storage.sqlite import _TAKE_WRITE_LOCK  # noqa: E402
 
 Statement = tuple[str, Any]
 Commit = list[Statement]
@@ -63,7 +63,7 @@ def recording(commits: list[Commit]) -> Iterator[None]:
 
     class Recorder(sqlite3.Connection):
         def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-            if sql.startswith(("BEGIN IMMEDIATE", sqlite_storage._TAKE_WRITE_LOCK)):
+            if sql.startswith(("BEGIN IMMEDIATE", _TAKE_WRITE_LOCK)):
                 current[:] = [[]]
             elif sql == "COMMIT" and current:
                 commits.append(current.pop())
@@ -72,11 +72,16 @@ def recording(commits: list[Commit]) -> Iterator[None]:
             return super().execute(sql, *args)
 
     connect = sqlite3.connect
-    sqlite_storage.sqlite3.connect = lambda *a, **k: connect(*a, factory=Recorder, **k)  # type: ignore[assignment]
+
+    def recorded(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return connect(*args, factory=Recorder, **kwargs)
+
+    # The storage opens its connections with ``sqlite3.connect``: hand it recording ones.
+    setattr(sqlite3, "connect", recorded)  # noqa: B010
     try:
         yield
     finally:
-        sqlite_storage.sqlite3.connect = connect  # type: ignore[assignment]
+        setattr(sqlite3, "connect", connect)  # noqa: B010
 
 
 def record(folder: Path, schema: Schema, name: str, n: int) -> tuple[Path, list[Commit]]:
@@ -166,7 +171,7 @@ def compare(folder: Path, schema: Schema, name: str, args: argparse.Namespace) -
     """Record, replay both layouts beside raw, measure the Python side; print the table."""
     empty, commits = record(folder, schema, name, args.commits)
     n = len(commits)
-    logged = sum(1 for c in commits for sql, _ in c if sql.startswith("INSERT INTO commits"))
+    log_records = sum(1 for c in commits for sql, _ in c if sql.startswith("INSERT INTO commits"))
     raw_conn = raw_setup(folder / f"raw-{name}.db", "NORMAL")
     raw_step = raw_insert_step(raw_conn)
     rounds = 0
@@ -179,7 +184,7 @@ def compare(folder: Path, schema: Schema, name: str, args: argparse.Namespace) -
             before = conn.execute("SELECT count(*) FROM commits").fetchone()[0]
             result = rate(lambda: run_commits(conn, commits), n)
             after = conn.execute("SELECT count(*) FROM commits").fetchone()[0]
-            if after - before < logged * 0.99:  # a few records are pruned on the way
+            if after - before < log_records * 0.99:  # a few records are pruned on the way
                 raise RuntimeError("the replayed commits did not write their log records")
             return result
         finally:

@@ -52,7 +52,10 @@ from components.models import HashingEmbedder, LocalEmbedder, local_embeddings_a
 from components.rag import RAG, component, default_chunker  # noqa: E402
 from components.rag.ranking import candidate_count  # noqa: E402
 from core import ActionCtx, App, MutationCtx, QueryCtx, Schema, SQLiteStorage, Table  # noqa: E402
+from core.database.engine import Database  # noqa: E402
 from core.indexes.text import query_terms, select_terms, tokenize  # noqa: E402
+from core.indexes.vector import VectorIndex  # noqa: E402
+from core.indexes.vectorstore import VectorStore  # noqa: E402
 
 CONCURRENCY = int(os.environ.get("RAG_BENCH_CONCURRENCY", "32"))
 BATCH = 256
@@ -71,6 +74,14 @@ class LookupEmbedder:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """The stored vector of each text."""
         return [self.table[t] for t in texts]
+
+
+def vector_store(db: Database, space: str, table: str, index: str) -> VectorStore:
+    """The in-memory store of a vector index (loaded now if it is not yet)."""
+    found = db.space(space).table(table).indexes[index]
+    if not isinstance(found, VectorIndex):
+        raise TypeError(f'index "{index}" of table "{table}" is not a vector index')
+    return found.store()
 
 
 def make_app(path: Path, embedder: Any) -> tuple[App, RAG, dict[str, Any]]:
@@ -258,13 +269,12 @@ def latency(n: int, tmp: Path) -> None:
         for i in range(0, n, 2000):
             client.mutation(fns["load_raw"], {"rows": rows[i : i + 2000]})
         for table_name, index, space in (("chunks", "by_v385", "docs"), ("raw", "by_v", "")):
-            client.runtime.db.space(space).table(table_name).indexes[index].store()
+            vector_store(client.runtime.db, space, table_name, index)
         # Warm both (loads the vector stores and postings), then wait for the HNSW graphs.
         client.action(fns["search"], {"queries": queries[:5], "mode": "hybrid", "limit": 10})
         client.action(fns["raw_times"], {"queries": queries[:5], "vectors": qvectors[:5]})
         for table_name, index, space in (("chunks", "by_v385", "docs"), ("raw", "by_v", "")):
-            store = client.runtime.db.space(space).table(table_name).indexes[index].store()
-            store.graph_ready.wait(600)
+            vector_store(client.runtime.db, space, table_name, index).graph_ready.wait(600)
         raw_text_s, raw_vector_s = client.action(
             fns["raw_times"], {"queries": queries, "vectors": qvectors}
         )

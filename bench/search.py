@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +179,8 @@ def text_bench(sizes: tuple[int, ...], tmp: Path, rng: np.random.Generator) -> N
             load_s += time.perf_counter() - start
             loaded = n
             queries = make_queries(texts[:n], rng)
-            cold = [timed(lambda q=q: client.query(fns["search"], {"q": q})) for q in queries]
-            ours = [timed(lambda q=q: client.query(fns["search"], {"q": q})) for q in queries]
+            cold = [timed(partial(client.query, fns["search"], {"q": q})) for q in queries]
+            ours = [timed(partial(client.query, fns["search"], {"q": q})) for q in queries]
             insert = insert_costs(client, fns, texts[:n], rng)
             print(f"\n== text search, {n:,} documents (loaded through mutations, {load_s:.0f} s)")
             print(f"  {'':28} {'p50 ms':>9} {'p90 ms':>9}")
@@ -205,11 +206,11 @@ def baselines(
     fast = bm25s.BM25(k1=1.5, b=0.75)
     fast.index(tokens, show_progress=False)
     bm25s_build = time.perf_counter() - start
-    fast_s = [timed(lambda q=q: fast.retrieve([q], k=10, show_progress=False)) for q in qtokens]
+    fast_s = [timed(partial(fast.retrieve, [q], k=10, show_progress=False)) for q in qtokens]
     start = time.perf_counter()
     okapi = BM25Okapi(tokens)
     okapi_build = time.perf_counter() - start
-    okapi_s = [timed(lambda q=q: okapi.get_scores(q)) for q in qtokens[:rank_bm25_queries]]
+    okapi_s = [timed(partial(okapi.get_scores, q)) for q in qtokens[:rank_bm25_queries]]
     print(
         f"  {'bm25s':28} {pct(fast_s, 50):9.2f} {pct(fast_s, 90):9.2f}   "
         f"(index {bm25s_build:.1f} s)"
@@ -235,11 +236,11 @@ def insert_costs(
     if not client.query(fns["plain_loaded"]):
         client.mutation(fns["load"], {"table": "plain", "texts": texts[:5000]})
     with_index = [
-        timed(lambda t=t: client.mutation(fns["load"], {"table": "docs", "texts": [t]}))
+        timed(partial(client.mutation, fns["load"], {"table": "docs", "texts": [t]}))
         for t in sample
     ]
     without = [
-        timed(lambda t=t: client.mutation(fns["load"], {"table": "plain", "texts": [t]}))
+        timed(partial(client.mutation, fns["load"], {"table": "plain", "texts": [t]}))
         for t in sample
     ]
     index: TextIndex = index_of(client, "docs", "search")
@@ -288,7 +289,7 @@ def vector_bench(n: int, tmp: Path, rng: np.random.Generator) -> None:
     qunit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     flat = faiss.IndexFlatIP(DIMS)
     flat.add(unit)
-    flat_s = [timed(lambda q=q: flat.search(q[None, :], 10)) for q in qunit[:50]]
+    flat_s = [timed(partial(flat.search, q[None, :], 10)) for q in qunit[:50]]
     _, truth = flat.search(qunit, 10)
     start = time.perf_counter()
     raw = faiss.IndexHNSWFlat(DIMS, vectorstore.HNSW_M, faiss.METRIC_INNER_PRODUCT)
@@ -296,7 +297,7 @@ def vector_bench(n: int, tmp: Path, rng: np.random.Generator) -> None:
     raw.add(unit)
     raw_build = time.perf_counter() - start
     raw.hnsw.efSearch = vectorstore.HNSW_EF_SEARCH
-    raw_s = [timed(lambda q=q: raw.search(q[None, :], 10)) for q in qunit]
+    raw_s = [timed(partial(raw.search, q[None, :], 10)) for q in qunit]
     _, raw_found = raw.search(qunit, 10)
     # Map our ids to rows of ``vectors``, the order faiss saw them in.
     ours_recall = recall([[position[d] for d in r[1]] for r in results], truth)

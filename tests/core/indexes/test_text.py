@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from rank_bm25 import BM25Okapi  # type: ignore[import-untyped]
+from rank_bm25 import BM25Okapi
 
 from core import (
     UNSET,
