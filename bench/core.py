@@ -255,6 +255,17 @@ class NullCommitStorage(SQLiteStorage):
         """Never continues a snapshot once ``null`` is set."""
         return None if self.null else super().begin_write_from(snapshot)
 
+    def begin_read(self) -> Snapshot:
+        """A real snapshot, stamped as of the null step's newest commit once ``null`` is set.
+
+        Its reads see what was stored before (the null step stores nothing), and validation
+        finds no newer commit, so read-modify-write mutations measure without conflicts.
+        """
+        snap = super().begin_read()
+        if self.null:
+            snap.ts = max(snap.ts, self.null_ts)
+        return snap
+
 
 def python_side(folder: Path, seconds: float, rounds: int, schema: Schema, name: str) -> float:
     """Insert mutations/s with the storage statements made no-ops (see ``NullCommitStorage``)."""

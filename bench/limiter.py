@@ -9,7 +9,11 @@ Run ``python bench/limiter.py`` (about 15 seconds). In one run, on fresh files w
   (``BEGIN IMMEDIATE; SELECT; UPDATE/INSERT; COMMIT``) with the same pragmas (target: ours at
   least 0.2x);
 * the ``limits`` library's moving-window and fixed-window limiters on in-memory storage
-  (no durability at all: an upper bound, not a peer).
+  (no durability at all: an upper bound, not a peer);
+* ours again with the commit's storage step made a no-op (``bench/core.py``'s
+  ``NullCommitStorage``): what a decision costs outside that step (its snapshot reads
+  included, on a connection whose cache no commit empties, so a little less than in the real
+  run), and so what the step costs.
 """
 
 # ruff: noqa: T201
@@ -26,8 +30,9 @@ from typing import Any
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from bench.core import NullCommitStorage  # noqa: E402
 from components.rate_limiter import SECOND, RateLimiter, TokenBucket, component  # noqa: E402
-from core import App, MutationCtx, SQLiteStorage  # noqa: E402
+from core import App, MutationCtx  # noqa: E402
 
 BIG = 1e12  # capacity and rate large enough that every decision is admitted
 
@@ -45,9 +50,14 @@ def timed(seconds: float, step: Callable[[int], Any]) -> float:
     return n / (time.perf_counter() - start)
 
 
-def ours(folder: Path, keys: int, seconds: float) -> float:
-    """Our limiter: admitted decisions/s over ``keys`` keys."""
-    app = App(storage=SQLiteStorage(folder / f"ours-{keys}.db", synchronous="NORMAL"))
+def ours(folder: Path, keys: int, seconds: float, *, null: bool = False) -> float:
+    """Our limiter: admitted decisions/s over ``keys`` keys.
+
+    ``null``: with the commit's storage step made a no-op once the keys' documents exist
+    (``bench/core.py``'s ``NullCommitStorage``); the snapshot and its reads stay real.
+    """
+    storage = NullCommitStorage(folder / f"ours-{keys}-{null}.db", synchronous="NORMAL")
+    app = App(storage=storage)
     limiter = RateLimiter(app.use(component, name="limits"), {"api": TokenBucket(BIG, SECOND)})
 
     @app.mutation
@@ -61,6 +71,9 @@ def ours(folder: Path, keys: int, seconds: float) -> float:
     with app.sync_client() as client:
         for name in names:  # create the documents first: measure steady state
             client.mutation(hit, {"key": name})
+        if null:
+            storage.null_ts = client.runtime.db.latest_ts
+            storage.null = True
         return timed(seconds, lambda i: client.mutation(hit, {"key": names[i % keys]}))
 
 
@@ -131,9 +144,15 @@ def main() -> None:
             raw_rate = raw(folder, keys, args.seconds)
             moving = library("moving", keys, args.seconds)
             fixed = library("fixed", keys, args.seconds)
+            side = ours(folder, keys, args.seconds, null=True)
             print(
                 f"{keys:>6}  {ours_rate:>9,.0f}  {raw_rate:>11,.0f}  "
                 f"{ours_rate / raw_rate:>5.2f}x  {moving:>13,.0f}  {fixed:>12,.0f}"
+            )
+            print(
+                f"{'':>6}  {1e6 / ours_rate:>6.0f} µs a decision; outside the commit's storage "
+                f"step {1e6 / side:.0f} µs, the step {1e6 / ours_rate - 1e6 / side:.0f} µs; "
+                f"raw's whole decision {1e6 / raw_rate:.0f} µs"
             )
     print("target: ours >= 0.2x raw sqlite3 (the limits figures are in-memory, no durability)")
 

@@ -49,3 +49,10 @@ def test_logstructured_replays_recorded_commits_in_both_layouts() -> None:
     assert out.count("300 recorded commits") == 2
     assert out.count("today's statements, replayed") == 2
     assert out.count("log-structured, applied every 64") == 2
+
+
+@pytest.mark.timeout(300)
+def test_limiter_prints_both_key_counts_and_the_split_of_a_decision() -> None:
+    out = run("limiter.py", "--seconds", "0.05")
+    assert out.count("outside the commit's storage step") == 2
+    assert "target: ours >= 0.2x raw sqlite3" in out
