@@ -106,12 +106,12 @@ def record(folder: Path, schema: Schema, name: str, n: int) -> tuple[Path, list[
     return start, [c for c in commits if c]
 
 
-def fresh(empty: Path, folder: Path, name: str) -> sqlite3.Connection:
-    """A connection to a fresh copy of ``empty`` with the engine's pragmas."""
+def fresh(start: Path, folder: Path, name: str) -> sqlite3.Connection:
+    """A connection to a fresh copy of ``start`` with the engine's pragmas."""
     path = folder / f"{name}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    shutil.copy(empty, path)
+    shutil.copy(start, path)
     conn = sqlite3.connect(path, isolation_level=None)
     for pragma in PRAGMAS:
         conn.execute(f"PRAGMA {pragma}")
@@ -169,7 +169,7 @@ def rate(run: Callable[[], None], n: int) -> float:
 
 def compare(folder: Path, schema: Schema, name: str, args: argparse.Namespace) -> None:
     """Record, replay both layouts beside raw, measure the Python side; print the table."""
-    empty, commits = record(folder, schema, name, args.commits)
+    start, commits = record(folder, schema, name, args.commits)
     n = len(commits)
     log_records = sum(1 for c in commits for sql, _ in c if sql.startswith("INSERT INTO commits"))
     raw_conn = raw_setup(folder / f"raw-{name}.db", "NORMAL")
@@ -179,7 +179,7 @@ def compare(folder: Path, schema: Schema, name: str, args: argparse.Namespace) -
     def today() -> float:
         nonlocal rounds
         rounds += 1
-        conn = fresh(empty, folder, f"today-{name}-{rounds}")
+        conn = fresh(start, folder, f"today-{name}-{rounds}")
         try:
             before = conn.execute("SELECT count(*) FROM commits").fetchone()[0]
             result = rate(lambda: run_commits(conn, commits), n)
@@ -193,7 +193,7 @@ def compare(folder: Path, schema: Schema, name: str, args: argparse.Namespace) -
     def log() -> float:
         nonlocal rounds
         rounds += 1
-        conn = fresh(empty, folder, f"log-{name}-{rounds}")
+        conn = fresh(start, folder, f"log-{name}-{rounds}")
         try:
             return rate(lambda: run_log_structured(conn, commits, args.apply_every), n)
         finally:
